@@ -1,0 +1,182 @@
+"""The proxy-wasm ABI v0.2.1 as data: status codes, enums and the header-map wire format.
+
+This module is the one definition shared by the guest SDK (inside the wasm module) and the
+local host (``proxywasm_host``). It must stay pure Python with stdlib imports only.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "Action",
+    "BufferType",
+    "GrpcStatus",
+    "LogLevel",
+    "MapType",
+    "MetricType",
+    "PeerType",
+    "Status",
+    "StreamType",
+    "decode_map",
+    "encode_map",
+    "encode_property_path",
+]
+
+
+class Status(enum.IntEnum):
+    """Result codes of host functions (``WasmResult`` in proxy-wasm-cpp-host)."""
+
+    OK = 0
+    NOT_FOUND = 1
+    BAD_ARGUMENT = 2
+    SERIALIZATION_FAILURE = 3
+    PARSE_FAILURE = 4
+    BAD_EXPRESSION = 5
+    INVALID_MEMORY_ACCESS = 6
+    EMPTY = 7
+    CAS_MISMATCH = 8
+    RESULT_MISMATCH = 9
+    INTERNAL_FAILURE = 10
+    BROKEN_CONNECTION = 11
+    UNIMPLEMENTED = 12
+
+
+class Action(enum.IntEnum):
+    """What a stream callback tells Envoy to do next (``FilterHeadersStatus`` and friends)."""
+
+    CONTINUE = 0
+    PAUSE = 1
+    # Not part of 0.2.1 proper, but Envoy honours them: stop and buffer (body) / watermark.
+    END_STREAM = 2
+    STOP_ALL_ITERATION_AND_BUFFER = 3
+    STOP_ALL_ITERATION_AND_WATERMARK = 4
+
+
+class LogLevel(enum.IntEnum):
+    TRACE = 0
+    DEBUG = 1
+    INFO = 2
+    WARN = 3
+    ERROR = 4
+    CRITICAL = 5
+
+
+class BufferType(enum.IntEnum):
+    HTTP_REQUEST_BODY = 0
+    HTTP_RESPONSE_BODY = 1
+    DOWNSTREAM_DATA = 2
+    UPSTREAM_DATA = 3
+    HTTP_CALL_RESPONSE_BODY = 4
+    GRPC_RECEIVE_BUFFER = 5
+    VM_CONFIGURATION = 6
+    PLUGIN_CONFIGURATION = 7
+    CALL_DATA = 8
+
+
+class MapType(enum.IntEnum):
+    HTTP_REQUEST_HEADERS = 0
+    HTTP_REQUEST_TRAILERS = 1
+    HTTP_RESPONSE_HEADERS = 2
+    HTTP_RESPONSE_TRAILERS = 3
+    GRPC_RECEIVE_INITIAL_METADATA = 4
+    GRPC_RECEIVE_TRAILING_METADATA = 5
+    HTTP_CALL_RESPONSE_HEADERS = 6
+    HTTP_CALL_RESPONSE_TRAILERS = 7
+
+
+class StreamType(enum.IntEnum):
+    REQUEST = 0
+    RESPONSE = 1
+    DOWNSTREAM = 2
+    UPSTREAM = 3
+
+
+class PeerType(enum.IntEnum):
+    """Which side closed an L4 connection (``proxy_on_*_connection_close``)."""
+
+    UNKNOWN = 0
+    LOCAL = 1
+    REMOTE = 2
+
+
+class MetricType(enum.IntEnum):
+    COUNTER = 0
+    GAUGE = 1
+    HISTOGRAM = 2
+
+
+class GrpcStatus(enum.IntEnum):
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+Pair = tuple[bytes, bytes]
+
+_U32 = struct.Struct("<I")
+
+
+def encode_map(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Serialise header pairs: u32 count, count x (u32 key_len, u32 value_len), then
+    ``key\\0value\\0`` for each pair. All integers little-endian."""
+    items = list(pairs)
+    sizes = bytearray(_U32.pack(len(items)))
+    data = bytearray()
+    for key, value in items:
+        sizes += struct.pack("<II", len(key), len(value))
+        data += key
+        data += b"\0"
+        data += value
+        data += b"\0"
+    return bytes(sizes + data)
+
+
+def decode_map(data: bytes | bytearray | memoryview) -> list[Pair]:
+    """Parse the wire format written by :func:`encode_map`.
+
+    Raises ``ValueError`` when the sizes do not fit the data.
+    """
+    view = memoryview(data)
+    if len(view) < 4:
+        if len(view) == 0:
+            return []
+        raise ValueError("header map shorter than its count field")
+    (count,) = _U32.unpack_from(view, 0)
+    header_end = 4 + 8 * count
+    if header_end > len(view):
+        raise ValueError(f"header map claims {count} pairs but has {len(view)} bytes")
+    sizes = struct.unpack_from(f"<{2 * count}I", view, 4)
+    pos = header_end
+    out: list[Pair] = []
+    for i in range(count):
+        klen, vlen = sizes[2 * i], sizes[2 * i + 1]
+        end = pos + klen + 1 + vlen + 1
+        if end > len(view):
+            raise ValueError(f"header map pair {i} runs past the end of the data")
+        key = bytes(view[pos : pos + klen])
+        value = bytes(view[pos + klen + 1 : pos + klen + 1 + vlen])
+        out.append((key, value))
+        pos = end
+    return out
+
+
+def encode_property_path(path: Sequence[str | bytes]) -> bytes:
+    """Property paths travel as their segments joined by NUL (``("request", "path")``)."""
+    return b"\0".join(p.encode() if isinstance(p, str) else p for p in path)
