@@ -1,0 +1,206 @@
+"""HTTP and gRPC calls from a filter to other Envoy clusters, and delivery of their answers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import hostcalls
+from .abi import BufferType, GrpcStatus, MapType
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .headers import HeaderValue
+
+Pairs = list[tuple[bytes, bytes]]
+
+
+@dataclass
+class HttpCallResponse:
+    """The answer to :meth:`Context.http_call`. ``failed`` means Envoy got no response
+    (connection failure, reset or timeout); ``status`` is then 0."""
+
+    token: int
+    headers: Pairs = field(default_factory=list)
+    body: bytes = b""
+    trailers: Pairs = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return not self.headers
+
+    @property
+    def status(self) -> int:
+        value = self.header(":status")
+        return int(value) if value and value.isdigit() else 0
+
+    def header(self, name: str) -> str | None:
+        key = name.lower().encode()
+        for k, v in self.headers:
+            if k == key:
+                return v.decode(errors="surrogateescape")
+        return None
+
+
+@dataclass
+class GrpcCallResponse:
+    """The end of a unary gRPC call: its status, message and (on success) the reply bytes."""
+
+    token: int
+    status: GrpcStatus | int
+    message: str = ""
+    data: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == GrpcStatus.OK
+
+
+class GrpcStreamHandler(Protocol):
+    def on_initial_metadata(self, stream: GrpcStream, metadata: Pairs) -> None: ...
+    def on_message(self, stream: GrpcStream, data: bytes) -> None: ...
+    def on_trailing_metadata(self, stream: GrpcStream, metadata: Pairs) -> None: ...
+    def on_close(self, stream: GrpcStream, status: GrpcStatus | int, message: str) -> None: ...
+
+
+@dataclass
+class GrpcStream:
+    token: int
+
+    def send(self, message: bytes, end_stream: bool = False) -> None:
+        hostcalls.grpc_send(self.token, message, end_stream)
+
+    def close(self) -> None:
+        """Half-close: no more messages from this side."""
+        hostcalls.grpc_close(self.token)
+
+    def cancel(self) -> None:
+        hostcalls.grpc_cancel(self.token)
+        _pending.pop(self.token, None)
+
+
+# token -> (context that made the call, what to do with the answer)
+_pending: dict[int, tuple[Context, Any]] = {}
+# token -> reply bytes of a unary gRPC call, kept until its close arrives
+_grpc_replies: dict[int, bytes] = {}
+
+
+def _pairs(headers: Sequence[tuple[HeaderValue, HeaderValue]]) -> Pairs:
+    return [(hostcalls.to_bytes(k).lower(), hostcalls.to_bytes(v)) for k, v in headers]
+
+
+def http_call(
+    context: Context,
+    cluster: str,
+    callback: Callable[[HttpCallResponse], None],
+    method: str,
+    path: str,
+    authority: str | None,
+    headers: Sequence[tuple[HeaderValue, HeaderValue]],
+    body: bytes | str,
+    trailers: Sequence[tuple[HeaderValue, HeaderValue]],
+    timeout_ms: int,
+) -> int:
+    given = _pairs(headers)
+    names = {k for k, _ in given}
+    pseudo = [
+        (name, value)
+        for name, value in (
+            (b":method", method.encode()),
+            (b":path", path.encode()),
+            (b":authority", (authority or cluster).encode()),
+        )
+        if name not in names
+    ]
+    token = hostcalls.http_call(cluster, pseudo + given, hostcalls.to_bytes(body), _pairs(trailers), timeout_ms)
+    _pending[token] = (context, callback)
+    return token
+
+
+def grpc_call(
+    context: Context,
+    cluster: str,
+    service: str,
+    method: str,
+    message: bytes,
+    callback: Callable[[GrpcCallResponse], None],
+    metadata: Sequence[tuple[HeaderValue, HeaderValue]],
+    timeout_ms: int,
+) -> int:
+    token = hostcalls.grpc_call(cluster.encode(), service, method, _pairs(metadata), message, timeout_ms)
+    _pending[token] = (context, callback)
+    return token
+
+
+def grpc_stream(
+    context: Context,
+    cluster: str,
+    service: str,
+    method: str,
+    handler: GrpcStreamHandler,
+    metadata: Sequence[tuple[HeaderValue, HeaderValue]],
+) -> GrpcStream:
+    stream = GrpcStream(hostcalls.grpc_stream(cluster.encode(), service, method, _pairs(metadata)))
+    _pending[stream.token] = (context, (stream, handler))
+    return stream
+
+
+def owner(token: int) -> Context | None:
+    entry = _pending.get(token)
+    return entry[0] if entry else None
+
+
+def deliver_http_response(token: int, num_headers: int, body_size: int, num_trailers: int) -> None:
+    entry = _pending.pop(token, None)
+    if entry is None:
+        return
+    response = HttpCallResponse(token)
+    if num_headers:
+        response.headers = hostcalls.get_map(MapType.HTTP_CALL_RESPONSE_HEADERS)
+    if body_size:
+        response.body = hostcalls.get_buffer(BufferType.HTTP_CALL_RESPONSE_BODY, 0, body_size)
+    if num_trailers:
+        response.trailers = hostcalls.get_map(MapType.HTTP_CALL_RESPONSE_TRAILERS)
+    entry[1](response)
+
+
+def deliver_grpc_initial_metadata(token: int, count: int) -> None:
+    entry = _pending.get(token)
+    if entry and isinstance(entry[1], tuple):
+        stream, handler = entry[1]
+        handler.on_initial_metadata(stream, hostcalls.get_map(MapType.GRPC_RECEIVE_INITIAL_METADATA))
+
+
+def deliver_grpc_message(token: int, size: int) -> None:
+    entry = _pending.get(token)
+    if entry is None:
+        return
+    data = hostcalls.get_buffer(BufferType.GRPC_RECEIVE_BUFFER, 0, size)
+    if isinstance(entry[1], tuple):
+        stream, handler = entry[1]
+        handler.on_message(stream, data)
+    else:
+        _grpc_replies[token] = data
+
+
+def deliver_grpc_trailing_metadata(token: int, count: int) -> None:
+    entry = _pending.get(token)
+    if entry and isinstance(entry[1], tuple):
+        stream, handler = entry[1]
+        handler.on_trailing_metadata(stream, hostcalls.get_map(MapType.GRPC_RECEIVE_TRAILING_METADATA))
+
+
+def deliver_grpc_close(token: int, status: int) -> None:
+    entry = _pending.pop(token, None)
+    data = _grpc_replies.pop(token, b"")
+    if entry is None:
+        return
+    code, message = hostcalls.get_status()
+    grpc_status = GrpcStatus(code) if code in GrpcStatus._value2member_map_ else code
+    text = message.decode(errors="replace")
+    if isinstance(entry[1], tuple):
+        stream, handler = entry[1]
+        handler.on_close(stream, grpc_status, text)
+    else:
+        entry[1](GrpcCallResponse(token, grpc_status, text, data))

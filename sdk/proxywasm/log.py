@@ -1,0 +1,98 @@
+"""Logging to Envoy's log: ``proxywasm.log.info("...")``, ``print`` (info) and ``sys.stderr``
+(error), and the standard ``logging`` module when a filter imports it. Envoy drops messages
+below its own level (``--log-level`` / ``--component-log-level wasm:debug``)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from . import hostcalls
+from .abi import LogLevel
+
+
+def trace(message: str) -> None:
+    hostcalls.log(LogLevel.TRACE, message)
+
+
+def debug(message: str) -> None:
+    hostcalls.log(LogLevel.DEBUG, message)
+
+
+def info(message: str) -> None:
+    hostcalls.log(LogLevel.INFO, message)
+
+
+def warn(message: str) -> None:
+    hostcalls.log(LogLevel.WARN, message)
+
+
+def error(message: str) -> None:
+    hostcalls.log(LogLevel.ERROR, message)
+
+
+def critical(message: str) -> None:
+    hostcalls.log(LogLevel.CRITICAL, message)
+
+
+def level() -> LogLevel:
+    """Envoy's current log level for Wasm."""
+    return hostcalls.get_log_level()
+
+
+class LogWriter:
+    """A text stream that sends each complete line to Envoy's log at one level."""
+
+    encoding = "utf-8"
+    errors = "replace"
+
+    def __init__(self, level: LogLevel) -> None:
+        self.level = level
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        if "\n" in self._pending:
+            *lines, self._pending = self._pending.split("\n")
+            for line in lines:
+                hostcalls.log(self.level, line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            hostcalls.log(self.level, self._pending)
+            self._pending = ""
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+
+def install_stdio() -> None:
+    sys.stdout = LogWriter(LogLevel.INFO)  # type: ignore[assignment]
+    sys.stderr = LogWriter(LogLevel.ERROR)  # type: ignore[assignment]
+
+
+def route_logging() -> None:
+    """Send the ``logging`` module's records to Envoy, if the filter uses it."""
+    logging: Any = sys.modules.get("logging")
+    if logging is None:
+        return
+    levels = {
+        logging.DEBUG: LogLevel.DEBUG,
+        logging.INFO: LogLevel.INFO,
+        logging.WARNING: LogLevel.WARN,
+        logging.ERROR: LogLevel.ERROR,
+        logging.CRITICAL: LogLevel.CRITICAL,
+    }
+
+    class EnvoyHandler(logging.Handler):  # type: ignore[misc]
+        def emit(self, record: Any) -> None:
+            level = levels.get(record.levelno, LogLevel.TRACE if record.levelno < logging.DEBUG else LogLevel.ERROR)
+            hostcalls.log(level, self.format(record))
+
+    root = logging.getLogger()
+    root.handlers[:] = [EnvoyHandler()]
+    root.setLevel(logging.DEBUG)

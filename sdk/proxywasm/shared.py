@@ -1,0 +1,79 @@
+"""Shared data (a key-value store shared by every VM of an Envoy process, with compare-and-swap)
+and shared queues (to hand work from stream contexts to a plugin, across workers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import hostcalls, msgpack
+from .abi import Status
+
+
+class CasMismatch(Exception):
+    """Another worker changed the value since it was read: read again and retry."""
+
+
+class SharedData:
+    """``shared_data.get(key)`` gives ``(value, cas)`` or ``None``; ``set(key, value, cas)`` writes
+    it if nobody has written since the read that returned ``cas`` (0 writes unconditionally).
+    ``get_value`` / ``set_value`` do the same for msgpack-encoded Python values."""
+
+    def get(self, key: str) -> tuple[bytes, int] | None:
+        return hostcalls.get_shared_data(key)
+
+    def set(self, key: str, value: bytes | str, cas: int = 0) -> None:
+        try:
+            hostcalls.set_shared_data(key, hostcalls.to_bytes(value), cas)
+        except hostcalls.HostCallError as err:
+            if err.status == Status.CAS_MISMATCH:
+                raise CasMismatch(key) from None
+            raise
+
+    def get_value(self, key: str, default: Any = None) -> tuple[Any, int]:
+        found = self.get(key)
+        if found is None:
+            return default, 0
+        return msgpack.unpackb(found[0]), found[1]
+
+    def set_value(self, key: str, value: Any, cas: int = 0) -> None:
+        self.set(key, msgpack.packb(value), cas)
+
+    def update(self, key: str, change: Any, default: Any = None, attempts: int = 16) -> Any:
+        """Apply ``change(old_value) -> new_value`` atomically (retrying on CAS conflicts);
+        returns the value written."""
+        for _ in range(attempts):
+            old, cas = self.get_value(key, default)
+            new = change(old)
+            try:
+                self.set_value(key, new, cas)
+            except CasMismatch:
+                continue
+            return new
+        raise CasMismatch(key)
+
+
+shared_data = SharedData()
+
+
+class SharedQueue:
+    """A named queue. The VM that :meth:`register` s it gets ``on_queue_ready``; any VM that
+    :meth:`resolve` s it can enqueue."""
+
+    def __init__(self, queue_id: int) -> None:
+        self.queue_id = queue_id
+
+    @classmethod
+    def register(cls, name: str) -> SharedQueue:
+        return cls(hostcalls.register_shared_queue(name))
+
+    @classmethod
+    def resolve(cls, vm_id: str, name: str) -> SharedQueue | None:
+        queue_id = hostcalls.resolve_shared_queue(vm_id, name)
+        return None if queue_id is None else cls(queue_id)
+
+    def enqueue(self, data: bytes | str) -> None:
+        hostcalls.enqueue_shared_queue(self.queue_id, hostcalls.to_bytes(data))
+
+    def dequeue(self) -> bytes | None:
+        """The oldest item, or ``None`` when the queue is empty."""
+        return hostcalls.dequeue_shared_queue(self.queue_id)

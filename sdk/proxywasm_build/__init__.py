@@ -1,0 +1,1 @@
+"""The toolchain around the Python runtime: bundling, build-time snapshots, running Envoy."""

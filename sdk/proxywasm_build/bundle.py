@@ -1,0 +1,167 @@
+"""Collect a filter, the SDK and the filter's pure-Python dependencies into one directory (the
+bundle) that the runtime imports at build time."""
+
+from __future__ import annotations
+
+import ast
+import importlib.machinery
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import proxywasm
+
+MANIFEST = "proxywasm-bundle.json"
+_EXTENSION_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES) + (".so", ".pyd", ".dylib")
+_SKIP_DIRS = {"__pycache__", ".git", ".venv", "node_modules", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
+
+
+class BuildError(Exception):
+    """A problem with the filter or its dependencies, phrased for the filter's author."""
+
+
+@dataclass
+class Bundle:
+    root: Path
+    entry: str
+    entry_file: str
+    dependencies: list[str] = field(default_factory=list)
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*_SKIP_DIRS, "*.pyc"), dirs_exist_ok=True)
+
+
+def _python_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.py") if not _SKIP_DIRS.intersection(p.relative_to(root).parts))
+
+
+def check_syntax(root: Path, display_root: Path) -> None:
+    for path in _python_files(root):
+        try:
+            compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+        except SyntaxError as err:
+            where = display_root / path.relative_to(root)
+            raise BuildError(f"{where}:{err.lineno}:{err.offset or 0}: SyntaxError: {err.msg}") from None
+
+
+def _imported_top_level(path: Path) -> set[str]:
+    try:
+        tree = ast.parse(path.read_bytes())
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _find_extension(root: Path) -> Path | None:
+    for p in sorted(root.rglob("*")):
+        if p.name.endswith(_EXTENSION_SUFFIXES):
+            return p
+    return None
+
+
+def _copy_from_environment(name: str, dest: Path) -> bool:
+    """Copy the installed top-level module ``name`` into the bundle; False if not installed."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin in (None, "built-in", "frozen"):
+        return False
+    origin = Path(spec.origin)
+    if origin.name.endswith(_EXTENSION_SUFFIXES):
+        raise BuildError(
+            f"dependency {name!r} is a C extension ({origin}): only pure-Python packages can run inside "
+            "Envoy. Use a pure-Python alternative."
+        )
+    if spec.submodule_search_locations:
+        package_dir = origin.parent
+        extension = _find_extension(package_dir)
+        if extension is not None:
+            raise BuildError(
+                f"dependency {name!r} contains a C extension ({extension}): only pure-Python packages can run "
+                "inside Envoy. Use a pure-Python alternative."
+            )
+        _copy_tree(package_dir, dest / name)
+    else:
+        shutil.copy2(origin, dest / origin.name)
+    return True
+
+
+def _install_requirements(requirements: Path, dest: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check",
+         "--target", str(dest), "-r", str(requirements)],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise BuildError(f"installing {requirements} failed:\n{result.stderr.strip()}")
+    extension = _find_extension(dest)
+    if extension is not None:
+        package = extension.relative_to(dest).parts[0]
+        raise BuildError(
+            f"dependency {package!r} from {requirements} is a C extension ({extension.name}): only pure-Python "
+            "packages can run inside Envoy. Use a pure-Python alternative."
+        )
+    for junk in list(dest.glob("*.dist-info")) + list(dest.glob("bin")):
+        shutil.rmtree(junk)
+
+
+def make_bundle(source: Path, staging: Path, requirements: Path | None = None) -> Bundle:
+    """Lay out ``source`` (a filter file or package directory) with its dependencies in ``staging``."""
+    source = source.resolve()
+    if not source.exists():
+        raise BuildError(f"{source}: no such file or directory")
+    staging.mkdir(parents=True, exist_ok=True)
+    if source.is_file():
+        if source.suffix != ".py":
+            raise BuildError(f"{source}: a filter is a .py file or a package directory")
+        entry, entry_file = source.stem, source.name
+        shutil.copy2(source, staging / source.name)
+        check_syntax(staging, source.parent)
+        default_requirements = source.parent / "requirements.txt"
+    elif (source / "__init__.py").exists():
+        entry, entry_file = source.name, f"{source.name}/__init__.py"
+        _copy_tree(source, staging / source.name)
+        check_syntax(staging / source.name, source)
+        default_requirements = source / "requirements.txt"
+    else:
+        raise BuildError(f"{source}: a filter directory must be a package (contain __init__.py)")
+    if not entry.isidentifier():
+        raise BuildError(f"{source}: {entry!r} is not a valid module name")
+
+    requirements = requirements or (default_requirements if default_requirements.exists() else None)
+    if requirements is not None:
+        _install_requirements(requirements, staging)
+
+    # Dependencies found in the build environment, followed transitively.
+    stdlib = set(sys.stdlib_module_names) | {"proxywasm", "_proxywasm"}
+    dependencies: list[str] = []
+    pending = [p for p in _python_files(staging)]
+    seen: set[str] = set()
+    while pending:
+        for name in sorted(_imported_top_level(pending.pop())):
+            if name in seen or name in stdlib:
+                continue
+            seen.add(name)
+            if (staging / name).exists() or (staging / f"{name}.py").exists():
+                continue
+            if _copy_from_environment(name, staging):
+                dependencies.append(name)
+                target = staging / name if (staging / name).is_dir() else staging / f"{name}.py"
+                pending.extend(_python_files(target) if target.is_dir() else [target])
+
+    _copy_tree(Path(proxywasm.__file__).parent, staging / "proxywasm")
+    (staging / MANIFEST).write_text(json.dumps({"entry": entry, "entry_file": entry_file}, sort_keys=True))
+    for path in [staging, *staging.rglob("*")]:
+        os.utime(path, (0, 0))  # the snapshot must not depend on file times
+    return Bundle(staging, entry, entry_file, dependencies)

@@ -1,0 +1,205 @@
+"""Build-time initialisation: run the runtime's init export on wasmtime with the stdlib and the
+bundle mapped in, then write the initialised memory and globals back into a new module.
+
+Inside Envoy there is no filesystem, so Python must be initialised here, at build time; the
+result instantiates in milliseconds. Random bytes and clocks are fixed during initialisation so
+that the same inputs give the same module bytes.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import wasmtime
+
+from . import wasm
+
+INIT_EXPORT = "proxywasm_snapshot_init"
+_REMOVED_EXPORTS = {"_initialize", INIT_EXPORT}
+_GLOBAL_EXPORT_PREFIX = "__proxywasm_snapshot_global_"
+_ZERO_GAP = re.compile(rb"\0{64,}")
+_LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "critical")
+
+
+class SnapshotError(Exception):
+    """Initialisation failed inside the module; ``output`` holds what the guest printed."""
+
+    def __init__(self, message: str, output: str) -> None:
+        super().__init__(message)
+        self.output = output
+
+
+@dataclass
+class SnapshotResult:
+    module: bytes
+    memory_bytes: int
+    logs: list[str] = field(default_factory=list)
+
+
+def snapshot(runtime: bytes, mounts: dict[str, Path]) -> SnapshotResult:
+    """Initialise ``runtime`` with ``mounts`` (guest dir -> host dir) visible and return the
+    snapshotted module."""
+    sections = wasm.parse_sections(runtime)
+    by_id = {s.id: s for s in sections}
+    if wasm.DATA_COUNT in by_id:
+        raise wasm.WasmFormatError("modules with passive data segments are not supported")
+    imported_globals = wasm.imported_count(by_id[wasm.IMPORT].payload, wasm.GLOBAL_KIND) if wasm.IMPORT in by_id else 0
+    globals_ = wasm.parse_globals(by_id[wasm.GLOBAL].payload) if wasm.GLOBAL in by_id else []
+    exports = wasm.parse_exports(by_id[wasm.EXPORT].payload)
+
+    # Expose every mutable global (the stack pointer among them) so its final value can be read.
+    probe_exports = exports + [
+        wasm.Export(f"{_GLOBAL_EXPORT_PREFIX}{i}", wasm.GLOBAL_KIND, imported_globals + i)
+        for i, g in enumerate(globals_)
+        if g.mutable
+    ]
+    probe = [wasm.Section(s.id, wasm.encode_exports(probe_exports)) if s.id == wasm.EXPORT else s for s in sections]
+    memory, values, logs = _run_init(wasm.build_module(probe), mounts)
+
+    for i, g in enumerate(globals_):
+        if g.mutable:
+            g.init = wasm.const_expr(g.valtype, values[i])
+    pages = len(memory) // 65536
+    memories = [(pages, maximum) for _, maximum in wasm.parse_memories(by_id[wasm.MEMORY].payload)]
+    kept_exports = [e for e in exports if e.name not in _REMOVED_EXPORTS]
+
+    out: list[wasm.Section] = []
+    for s in sections:
+        if s.id == wasm.GLOBAL:
+            out.append(wasm.Section(s.id, wasm.encode_globals(globals_)))
+        elif s.id == wasm.MEMORY:
+            out.append(wasm.Section(s.id, wasm.encode_memories(memories)))
+        elif s.id == wasm.EXPORT:
+            out.append(wasm.Section(s.id, wasm.encode_exports(kept_exports)))
+        elif s.id == wasm.DATA:
+            out.append(wasm.Section(s.id, wasm.encode_data(_segments(memory))))
+        else:
+            out.append(s)
+    return SnapshotResult(wasm.build_module(out), len(memory), logs)
+
+
+def _segments(memory: bytes) -> list[tuple[int, bytes]]:
+    """Non-zero stretches of memory; zero runs shorter than 64 bytes stay inside a segment."""
+    segments = []
+    start = 0
+    for gap in _ZERO_GAP.finditer(memory):
+        if gap.start() > start:
+            segments.append((start, memory[start : gap.start()]))
+        start = gap.end()
+    if start < len(memory):
+        tail = memory[start:].rstrip(b"\0")
+        if tail:
+            segments.append((start, tail))
+    return [(off + len(data) - len(data.lstrip(b"\0")), data.lstrip(b"\0")) for off, data in segments]
+
+
+def _run_init(module_bytes: bytes, mounts: dict[str, Path]) -> tuple[bytes, dict[int, int | float], list[str]]:
+    engine = wasmtime.Engine()
+    module = wasmtime.Module(engine, module_bytes)
+    store = wasmtime.Store(engine)
+    logs: list[str] = []
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stderr_path = Path(tmp) / "stderr"
+        wasi = wasmtime.WasiConfig()
+        for guest, host in mounts.items():
+            wasi.preopen_dir(str(host), guest, False)
+        wasi.stdout_file = str(stderr_path)
+        wasi.stderr_file = str(stderr_path)
+        store.set_wasi(wasi)
+
+        linker = wasmtime.Linker(engine)
+        linker.allow_shadowing = True
+        linker.define_wasi()
+        _define_deterministic_wasi(linker, store)
+        _define_env_stubs(linker, store, module, logs)
+
+        instance = linker.instantiate(store, module)
+        ext = instance.exports(store)
+        try:
+            init = ext["_initialize"]
+            assert isinstance(init, wasmtime.Func)
+            init(store)
+            run = ext[INIT_EXPORT]
+            assert isinstance(run, wasmtime.Func)
+            status = run(store)
+        except wasmtime.Trap as trap:
+            raise SnapshotError(f"the runtime trapped during initialisation: {trap}", _output(stderr_path, logs)) from None
+        if status != 0:
+            raise SnapshotError("initialisation failed", _output(stderr_path, logs))
+
+        mem = ext["memory"]
+        assert isinstance(mem, wasmtime.Memory)
+        memory = bytes(mem.read(store, 0, mem.data_len(store)))
+        values: dict[int, int | float] = {}
+        for export in module.exports:
+            if export.name.startswith(_GLOBAL_EXPORT_PREFIX):
+                item = ext[export.name]
+                assert isinstance(item, wasmtime.Global)
+                values[int(export.name[len(_GLOBAL_EXPORT_PREFIX) :])] = item.value(store)
+        output = stderr_path.read_text(errors="replace")
+    if output.strip():
+        logs.extend(output.rstrip("\n").splitlines())
+    return memory, values, logs
+
+
+def _output(path: Path, logs: list[str]) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return "\n".join([*logs, text.rstrip("\n")]).strip("\n")
+
+
+def _define_deterministic_wasi(linker: wasmtime.Linker, store: wasmtime.Store) -> None:
+    """Zero randomness and a frozen clock while initialising, for reproducible snapshots."""
+    i32 = wasmtime.ValType.i32()
+    i64 = wasmtime.ValType.i64()
+
+    def random_get(caller: wasmtime.Caller, ptr: int, length: int) -> int:
+        _memory(caller).write(caller, bytes(length), ptr)
+        return 0
+
+    def clock_time_get(caller: wasmtime.Caller, clock_id: int, precision: int, out: int) -> int:
+        _memory(caller).write(caller, (0).to_bytes(8, "little"), out)
+        return 0
+
+    linker.define_func(
+        "wasi_snapshot_preview1", "random_get", wasmtime.FuncType([i32, i32], [i32]), random_get, access_caller=True
+    )
+    linker.define_func(
+        "wasi_snapshot_preview1",
+        "clock_time_get",
+        wasmtime.FuncType([i32, i64, i32], [i32]),
+        clock_time_get,
+        access_caller=True,
+    )
+
+
+def _define_env_stubs(linker: wasmtime.Linker, store: wasmtime.Store, module: wasmtime.Module, logs: list[str]) -> None:
+    """Envoy allows only logging during initialisation; every other host call answers UNIMPLEMENTED."""
+    for imp in module.imports:
+        if imp.module != "env" or not isinstance(imp.type, wasmtime.FuncType):
+            continue
+        if imp.name == "proxy_log":
+
+            def proxy_log(caller: wasmtime.Caller, level: int, ptr: int, size: int) -> int:
+                text = bytes(_memory(caller).read(caller, ptr, ptr + size)).decode(errors="replace")
+                name = _LOG_LEVELS[level] if 0 <= level < len(_LOG_LEVELS) else str(level)
+                logs.append(f"[{name}] {text}")
+                return 0
+
+            linker.define_func("env", imp.name, imp.type, proxy_log, access_caller=True)
+        else:
+            results = imp.type.results
+
+            def unimplemented(*args: object, _n: int = len(results)) -> int | None:
+                return 12 if _n else None  # Status.UNIMPLEMENTED
+
+            linker.define_func("env", imp.name, imp.type, unimplemented)
+
+
+def _memory(caller: wasmtime.Caller) -> wasmtime.Memory:
+    mem = caller["memory"]
+    assert isinstance(mem, wasmtime.Memory)
+    return mem

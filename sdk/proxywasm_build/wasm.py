@@ -1,0 +1,220 @@
+"""Just enough of the WebAssembly binary format to rewrite a module after a snapshot:
+split it into sections, and read or write the globals, memories, exports and data."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+MAGIC = b"\0asm\x01\0\0\0"
+
+# Section ids
+CUSTOM, TYPE, IMPORT, FUNCTION, TABLE, MEMORY, GLOBAL, EXPORT, START, ELEMENT, CODE, DATA, DATA_COUNT = range(13)
+# Export / import kinds
+FUNC_KIND, TABLE_KIND, MEMORY_KIND, GLOBAL_KIND = range(4)
+# Value types and constant opcodes
+I32, I64, F32, F64 = 0x7F, 0x7E, 0x7D, 0x7C
+_CONST_OPCODE = {I32: 0x41, I64: 0x42, F32: 0x43, F64: 0x44}
+END = 0x0B
+
+
+class WasmFormatError(ValueError):
+    """The bytes are not a module this rewriter understands."""
+
+
+@dataclass
+class Section:
+    id: int
+    payload: bytes
+
+
+@dataclass
+class Global:
+    valtype: int
+    mutable: bool
+    init: bytes  # constant expression, including the trailing END
+
+
+@dataclass
+class Export:
+    name: str
+    kind: int
+    index: int
+
+
+class Reader:
+    def __init__(self, data: bytes, pos: int = 0) -> None:
+        self.data = data
+        self.pos = pos
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise WasmFormatError("unexpected end of data")
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def uleb(self) -> int:
+        result = shift = 0
+        while True:
+            b = self.byte()
+            result |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return result
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise WasmFormatError("unexpected end of data")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def name(self) -> str:
+        return self.take(self.uleb()).decode()
+
+    def const_expr(self) -> bytes:
+        start = self.pos
+        while True:
+            op = self.byte()
+            if op == END:
+                return self.data[start : self.pos]
+            if op in (0x41, 0x42, 0x23):  # i32.const, i64.const (signed LEB), global.get
+                self.uleb()
+            elif op == 0x43:
+                self.take(4)
+            elif op == 0x44:
+                self.take(8)
+            else:
+                raise WasmFormatError(f"unsupported opcode 0x{op:02x} in a constant expression")
+
+    @property
+    def done(self) -> bool:
+        return self.pos >= len(self.data)
+
+
+def uleb(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def sleb(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = value & 0x7F
+        value >>= 7
+        if (value == 0 and not b & 0x40) or (value == -1 and b & 0x40):
+            out.append(b)
+            return bytes(out)
+        out.append(b | 0x80)
+
+
+def vec(items: list[bytes]) -> bytes:
+    return uleb(len(items)) + b"".join(items)
+
+
+def name(text: str) -> bytes:
+    raw = text.encode()
+    return uleb(len(raw)) + raw
+
+
+def parse_sections(module: bytes) -> list[Section]:
+    if module[:8] != MAGIC:
+        raise WasmFormatError("not a WebAssembly 1.0 module (bad magic or version)")
+    r = Reader(module, 8)
+    sections = []
+    while not r.done:
+        sid = r.byte()
+        sections.append(Section(sid, r.take(r.uleb())))
+    return sections
+
+
+def build_module(sections: list[Section]) -> bytes:
+    return MAGIC + b"".join(bytes([s.id]) + uleb(len(s.payload)) + s.payload for s in sections)
+
+
+def imported_count(payload: bytes, kind: int) -> int:
+    r = Reader(payload)
+    count = 0
+    for _ in range(r.uleb()):
+        r.name()
+        r.name()
+        k = r.byte()
+        if k == FUNC_KIND:
+            r.uleb()
+        elif k == TABLE_KIND:
+            r.byte()
+            _limits(r)
+        elif k == MEMORY_KIND:
+            _limits(r)
+        elif k == GLOBAL_KIND:
+            r.take(2)
+        else:
+            raise WasmFormatError(f"unknown import kind {k}")
+        count += k == kind
+    return count
+
+
+def _limits(r: Reader) -> tuple[int, int | None]:
+    flags = r.byte()
+    minimum = r.uleb()
+    return minimum, (r.uleb() if flags & 1 else None)
+
+
+def parse_globals(payload: bytes) -> list[Global]:
+    r = Reader(payload)
+    return [Global(r.byte(), bool(r.byte()), r.const_expr()) for _ in range(r.uleb())]
+
+
+def encode_globals(globals_: list[Global]) -> bytes:
+    return vec([bytes([g.valtype, int(g.mutable)]) + g.init for g in globals_])
+
+
+def const_expr(valtype: int, value: int | float) -> bytes:
+    if valtype == I32:
+        v = int(value)
+        return bytes([_CONST_OPCODE[I32]]) + sleb(v - (1 << 32) if v >= 1 << 31 else v) + bytes([END])
+    if valtype == I64:
+        v = int(value)
+        return bytes([_CONST_OPCODE[I64]]) + sleb(v - (1 << 64) if v >= 1 << 63 else v) + bytes([END])
+    if valtype == F32:
+        return bytes([_CONST_OPCODE[F32]]) + struct.pack("<f", value) + bytes([END])
+    if valtype == F64:
+        return bytes([_CONST_OPCODE[F64]]) + struct.pack("<d", value) + bytes([END])
+    raise WasmFormatError(f"cannot snapshot a global of type 0x{valtype:02x}")
+
+
+def parse_exports(payload: bytes) -> list[Export]:
+    r = Reader(payload)
+    return [Export(r.name(), r.byte(), r.uleb()) for _ in range(r.uleb())]
+
+
+def encode_exports(exports: list[Export]) -> bytes:
+    return vec([name(e.name) + bytes([e.kind]) + uleb(e.index) for e in exports])
+
+
+def parse_memories(payload: bytes) -> list[tuple[int, int | None]]:
+    r = Reader(payload)
+    return [_limits(r) for _ in range(r.uleb())]
+
+
+def encode_memories(memories: list[tuple[int, int | None]]) -> bytes:
+    items = []
+    for minimum, maximum in memories:
+        if maximum is None:
+            items.append(b"\0" + uleb(minimum))
+        else:
+            items.append(b"\1" + uleb(minimum) + uleb(maximum))
+    return vec(items)
+
+
+def encode_data(segments: list[tuple[int, bytes]]) -> bytes:
+    """Active segments for memory 0, each placed at an i32 constant offset."""
+    return vec([b"\0" + const_expr(I32, offset) + uleb(len(data)) + data for offset, data in segments])

