@@ -30,7 +30,9 @@ class BundleImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def __init__(self, codes: dict[str, tuple[CodeType, bool]]) -> None:
         self.codes = codes
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
         entry = self.codes.get(fullname)
         if entry is None:
             return None

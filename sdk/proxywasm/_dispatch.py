@@ -29,13 +29,28 @@ _EVENTS = sum(BIT[n] for n in CALLBACKS if n.startswith(("on_http_call", "on_grp
 _ROUTES: dict[type[Context], dict[str, str]] = {
     PluginContext: {
         n: n
-        for n in ("on_vm_start", "on_configure", "validate_configuration", "on_tick", "on_queue_ready",
-                  "on_foreign_function", "on_done")
+        for n in (
+            "on_vm_start",
+            "on_configure",
+            "validate_configuration",
+            "on_tick",
+            "on_queue_ready",
+            "on_foreign_function",
+            "on_done",
+        )
     },  # fmt: skip
     HttpContext: {
         n: n
-        for n in ("on_request_headers", "on_request_body", "on_request_trailers", "on_response_headers",
-                  "on_response_body", "on_response_trailers", "on_log", "on_done")
+        for n in (
+            "on_request_headers",
+            "on_request_body",
+            "on_request_trailers",
+            "on_response_headers",
+            "on_response_body",
+            "on_response_trailers",
+            "on_log",
+            "on_done",
+        )
     },  # fmt: skip
     StreamContext: {
         "on_new_connection": "on_new_connection",
@@ -131,7 +146,7 @@ class Dispatcher:
     def report(self, where: str, exc: BaseException) -> None:
         try:
             hostcalls.log(LogLevel.ERROR, f"proxywasm: exception in {where}\n{format_exception(exc)}")
-        except Exception:  # noqa: S110 - logging itself failed; nothing else can be done
+        except Exception:
             pass
 
     def fail_stream(self, ctx: Context) -> int:
@@ -142,7 +157,11 @@ class Dispatcher:
         try:
             if isinstance(ctx, HttpContext):
                 hostcalls.send_local_response(
-                    500, "wasm_python_exception", b"Internal Server Error\n", [(b"content-type", b"text/plain")], -1
+                    500,
+                    "wasm_python_exception",
+                    b"Internal Server Error\n",
+                    [(b"content-type", b"text/plain")],
+                    -1,
                 )
             else:
                 hostcalls.close_stream(StreamType.DOWNSTREAM)

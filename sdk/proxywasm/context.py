@@ -12,7 +12,14 @@ from typing import ClassVar
 from . import callouts, hostcalls
 from .abi import Action, GrpcStatus, PeerType, StreamType
 from .body import Body
-from .headers import HeaderValue, Headers, request_headers, request_trailers, response_headers, response_trailers
+from .headers import (
+    Headers,
+    HeaderValue,
+    request_headers,
+    request_trailers,
+    response_headers,
+    response_trailers,
+)
 
 
 class FailurePolicy(enum.Enum):
@@ -51,9 +58,7 @@ class Context:
         :class:`~proxywasm.callouts.HttpCallResponse` (``failed`` is true when Envoy could not get
         a response: reset, timeout, no healthy host). ``authority`` defaults to the cluster name.
         Raises :class:`HostCallError` (BAD_ARGUMENT) for an unknown cluster. Returns the token."""
-        return callouts.http_call(
-            self, cluster, callback, method, path, authority, headers, body, trailers, timeout_ms
-        )
+        return callouts.http_call(self, cluster, callback, method, path, authority, headers, body, trailers, timeout_ms)
 
     def grpc_call(
         self,

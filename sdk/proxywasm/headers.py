@@ -36,7 +36,7 @@ class Headers(MutableMapping[str, str]):
     def __init__(self, map_type: MapType) -> None:
         self.map_type = map_type
 
-    def __getitem__(self, name: HeaderValue) -> str:  # type: ignore[override]
+    def __getitem__(self, name: HeaderValue) -> str:
         value = hostcalls.get_map_value(self.map_type, _key(name))
         if value is None:
             raise KeyError(name)
@@ -50,14 +50,14 @@ class Headers(MutableMapping[str, str]):
         key = _key(name)
         return [v.decode(errors="surrogateescape") for k, v in hostcalls.get_map(self.map_type) if k == key]
 
-    def __setitem__(self, name: HeaderValue, value: HeaderValue) -> None:  # type: ignore[override]
+    def __setitem__(self, name: HeaderValue, value: HeaderValue) -> None:
         hostcalls.replace_map_value(self.map_type, _key(name), _value(value))
 
     def add(self, name: HeaderValue, value: HeaderValue) -> None:
         """Append a value, keeping any existing ones (a repeated header)."""
         hostcalls.add_map_value(self.map_type, _key(name), _value(value))
 
-    def __delitem__(self, name: HeaderValue) -> None:  # type: ignore[override]
+    def __delitem__(self, name: HeaderValue) -> None:
         hostcalls.remove_map_value(self.map_type, _key(name))
 
     def __contains__(self, name: object) -> bool:

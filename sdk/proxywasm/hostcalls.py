@@ -14,7 +14,7 @@ from .abi import BufferType, LogLevel, MapType, MetricType, Status, StreamType, 
 try:
     import _proxywasm as raw
 except ImportError:  # outside a VM: importable for tooling; host calls raise
-    from . import _outside as raw  # type: ignore[no-redef]
+    from . import _outside as raw
 
 Pairs = Sequence[tuple[bytes, bytes]]
 
@@ -142,9 +142,7 @@ def http_call(upstream: str, headers: Pairs, body: bytes, trailers: Pairs, timeo
     return int(raw.http_call(upstream, encode_map(headers), body, encode_map(trailers), timeout_ms))
 
 
-def grpc_call(
-    service: bytes, service_name: str, method: str, metadata: Pairs, message: bytes, timeout_ms: int
-) -> int:
+def grpc_call(service: bytes, service_name: str, method: str, metadata: Pairs, message: bytes, timeout_ms: int) -> int:
     return int(raw.grpc_call(service, service_name, method, encode_map(metadata), message, timeout_ms))
 
 

@@ -71,8 +71,8 @@ class LogWriter:
 
 
 def install_stdio() -> None:
-    sys.stdout = LogWriter(LogLevel.INFO)  # type: ignore[assignment]
-    sys.stderr = LogWriter(LogLevel.ERROR)  # type: ignore[assignment]
+    sys.stdout = LogWriter(LogLevel.INFO)  # type: ignore[assignment,unused-ignore]
+    sys.stderr = LogWriter(LogLevel.ERROR)  # type: ignore[assignment,unused-ignore]
 
 
 def route_logging() -> None:

@@ -13,7 +13,7 @@ def get(*path: str) -> bytes | None:
     return hostcalls.get_property(encode_property_path(path))
 
 
-def set(*path: str, value: bytes | str) -> None:  # noqa: A001 - mirrors get()
+def set(*path: str, value: bytes | str) -> None:
     hostcalls.set_property(encode_property_path(path), hostcalls.to_bytes(value))
 
 

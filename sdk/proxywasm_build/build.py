@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bundle import Bundle, BuildError, make_bundle
+from .bundle import BuildError, Bundle, make_bundle
 from .snapshot import SnapshotError, snapshot
 
 RUNTIME_DIR = Path(__file__).parent / "_runtime"

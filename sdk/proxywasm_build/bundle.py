@@ -17,7 +17,7 @@ from pathlib import Path
 import proxywasm
 
 MANIFEST = "proxywasm-bundle.json"
-_EXTENSION_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES) + (".so", ".pyd", ".dylib")
+_EXTENSION_SUFFIXES = (*importlib.machinery.EXTENSION_SUFFIXES, ".so", ".pyd", ".dylib")
 _SKIP_DIRS = {"__pycache__", ".git", ".venv", "node_modules", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
 
 
@@ -55,7 +55,7 @@ def _imported_top_level(path: Path) -> set[str]:
         tree = ast.parse(path.read_bytes())
     except SyntaxError:
         return set()
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
@@ -74,7 +74,7 @@ def _find_extension(root: Path) -> Path | None:
 def _copy_from_environment(name: str, dest: Path) -> bool:
     """Copy the installed top-level module ``name`` into the bundle; False if not installed."""
     spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin in (None, "built-in", "frozen"):
+    if spec is None or spec.origin is None or spec.origin in ("built-in", "frozen"):
         return False
     origin = Path(spec.origin)
     if origin.name.endswith(_EXTENSION_SUFFIXES):

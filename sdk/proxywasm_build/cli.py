@@ -12,7 +12,11 @@ from .bundle import BuildError
 
 def _build(args: argparse.Namespace) -> int:
     source = Path(args.path)
-    out = Path(args.output) if args.output else Path(source.stem if source.is_file() else source.name).with_suffix(".wasm")
+    out = (
+        Path(args.output)
+        if args.output
+        else Path(source.stem if source.is_file() else source.name).with_suffix(".wasm")
+    )
     result = build(source, Path(args.requirements) if args.requirements else None)
     out.write_bytes(result.module)
     deps = f", bundled {', '.join(result.bundle.dependencies)}" if result.bundle.dependencies else ""

@@ -9,13 +9,13 @@ that the same inputs give the same module bytes.
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import wasmtime
 
 from . import wasm
+from .buildfs import BuildFilesystem
 
 INIT_EXPORT = "proxywasm_snapshot_init"
 _REMOVED_EXPORTS = {"_initialize", INIT_EXPORT}
@@ -101,90 +101,55 @@ def _run_init(module_bytes: bytes, mounts: dict[str, Path]) -> tuple[bytes, dict
     module = wasmtime.Module(engine, module_bytes)
     store = wasmtime.Store(engine)
     logs: list[str] = []
+    output: list[str] = []
 
-    with tempfile.TemporaryDirectory() as tmp:
-        stderr_path = Path(tmp) / "stderr"
-        wasi = wasmtime.WasiConfig()
-        for guest, host in mounts.items():
-            wasi.preopen_dir(str(host), guest, False)
-        wasi.stdout_file = str(stderr_path)
-        wasi.stderr_file = str(stderr_path)
-        store.set_wasi(wasi)
+    linker = wasmtime.Linker(engine)
+    BuildFilesystem(mounts, output.append).define(linker, module)
+    _define_env_stubs(linker, module, logs)
+    instance = linker.instantiate(store, module)
+    ext = instance.exports(store)
 
-        linker = wasmtime.Linker(engine)
-        linker.allow_shadowing = True
-        linker.define_wasi()
-        _define_deterministic_wasi(linker, store)
-        _define_env_stubs(linker, store, module, logs)
+    def failure(message: str) -> SnapshotError:
+        return SnapshotError(message, "\n".join([*logs, "".join(output).rstrip("\n")]).strip("\n"))
 
-        instance = linker.instantiate(store, module)
-        ext = instance.exports(store)
-        try:
-            init = ext["_initialize"]
-            assert isinstance(init, wasmtime.Func)
-            init(store)
-            run = ext[INIT_EXPORT]
-            assert isinstance(run, wasmtime.Func)
-            status = run(store)
-        except wasmtime.Trap as trap:
-            raise SnapshotError(f"the runtime trapped during initialisation: {trap}", _output(stderr_path, logs)) from None
-        if status != 0:
-            raise SnapshotError("initialisation failed", _output(stderr_path, logs))
+    try:
+        init = ext["_initialize"]
+        assert isinstance(init, wasmtime.Func)
+        init(store)
+        run = ext[INIT_EXPORT]
+        assert isinstance(run, wasmtime.Func)
+        status = run(store)
+    except (wasmtime.Trap, wasmtime.WasmtimeError, RuntimeError) as trap:
+        raise failure(f"the runtime trapped during initialisation: {trap}") from None
+    if status != 0:
+        raise failure("initialisation failed")
 
-        mem = ext["memory"]
-        assert isinstance(mem, wasmtime.Memory)
-        memory = bytes(mem.read(store, 0, mem.data_len(store)))
-        values: dict[int, int | float] = {}
-        for export in module.exports:
-            if export.name.startswith(_GLOBAL_EXPORT_PREFIX):
-                item = ext[export.name]
-                assert isinstance(item, wasmtime.Global)
-                values[int(export.name[len(_GLOBAL_EXPORT_PREFIX) :])] = item.value(store)
-        output = stderr_path.read_text(errors="replace")
-    if output.strip():
-        logs.extend(output.rstrip("\n").splitlines())
+    mem = ext["memory"]
+    assert isinstance(mem, wasmtime.Memory)
+    memory = bytes(mem.read(store, 0, mem.data_len(store)))
+    values: dict[int, int | float] = {}
+    for export in module.exports:
+        if export.name.startswith(_GLOBAL_EXPORT_PREFIX):
+            item = ext[export.name]
+            assert isinstance(item, wasmtime.Global)
+            values[int(export.name[len(_GLOBAL_EXPORT_PREFIX) :])] = item.value(store)
+    text = "".join(output)
+    if text.strip():
+        logs.extend(text.rstrip("\n").splitlines())
     return memory, values, logs
 
 
-def _output(path: Path, logs: list[str]) -> str:
-    text = path.read_text(errors="replace") if path.exists() else ""
-    return "\n".join([*logs, text.rstrip("\n")]).strip("\n")
-
-
-def _define_deterministic_wasi(linker: wasmtime.Linker, store: wasmtime.Store) -> None:
-    """Zero randomness and a frozen clock while initialising, for reproducible snapshots."""
-    i32 = wasmtime.ValType.i32()
-    i64 = wasmtime.ValType.i64()
-
-    def random_get(caller: wasmtime.Caller, ptr: int, length: int) -> int:
-        _memory(caller).write(caller, bytes(length), ptr)
-        return 0
-
-    def clock_time_get(caller: wasmtime.Caller, clock_id: int, precision: int, out: int) -> int:
-        _memory(caller).write(caller, (0).to_bytes(8, "little"), out)
-        return 0
-
-    linker.define_func(
-        "wasi_snapshot_preview1", "random_get", wasmtime.FuncType([i32, i32], [i32]), random_get, access_caller=True
-    )
-    linker.define_func(
-        "wasi_snapshot_preview1",
-        "clock_time_get",
-        wasmtime.FuncType([i32, i64, i32], [i32]),
-        clock_time_get,
-        access_caller=True,
-    )
-
-
-def _define_env_stubs(linker: wasmtime.Linker, store: wasmtime.Store, module: wasmtime.Module, logs: list[str]) -> None:
+def _define_env_stubs(linker: wasmtime.Linker, module: wasmtime.Module, logs: list[str]) -> None:
     """Envoy allows only logging during initialisation; every other host call answers UNIMPLEMENTED."""
     for imp in module.imports:
-        if imp.module != "env" or not isinstance(imp.type, wasmtime.FuncType):
+        if imp.module != "env" or imp.name is None or not isinstance(imp.type, wasmtime.FuncType):
             continue
         if imp.name == "proxy_log":
 
             def proxy_log(caller: wasmtime.Caller, level: int, ptr: int, size: int) -> int:
-                text = bytes(_memory(caller).read(caller, ptr, ptr + size)).decode(errors="replace")
+                memory = caller["memory"]
+                assert isinstance(memory, wasmtime.Memory)
+                text = bytes(memory.read(caller, ptr, ptr + size)).decode(errors="replace")
                 name = _LOG_LEVELS[level] if 0 <= level < len(_LOG_LEVELS) else str(level)
                 logs.append(f"[{name}] {text}")
                 return 0
@@ -197,9 +162,3 @@ def _define_env_stubs(linker: wasmtime.Linker, store: wasmtime.Store, module: wa
                 return 12 if _n else None  # Status.UNIMPLEMENTED
 
             linker.define_func("env", imp.name, imp.type, unimplemented)
-
-
-def _memory(caller: wasmtime.Caller) -> wasmtime.Memory:
-    mem = caller["memory"]
-    assert isinstance(mem, wasmtime.Memory)
-    return mem

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Set-up and everyday commands. Every command first makes sure the machine has what it needs
+# (Debian packages, the virtualenv, the Python runtime), so each works on a fresh clone.
+#   ./dev.sh demo    build examples/http_headers and serve it through a real Envoy
+#   ./dev.sh test    run the whole test suite (what CI runs)
+#   ./dev.sh setup   only the set-up
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32 wrk nodejs npm)
+VENV=.venv
+
+setup() {
+    local missing=()
+    for pkg in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    # nodejs/npm may come from elsewhere than Debian: a working npm is enough.
+    if command -v npm >/dev/null && command -v node >/dev/null; then
+        missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
+    fi
+    read -r -a missing <<< "${missing[*]}"
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "setup: installing ${missing[*]}"
+        local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        python3 -m venv "$VENV"
+    fi
+    local stamp=$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+    if [ ! -f "$stamp" ]; then
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[dev]"
+        touch "$stamp"
+    fi
+    PYTHON=$VENV/bin/python sdk/runtime/build.sh
+}
+
+case "${1:-}" in
+    setup)
+        setup ;;
+    demo)
+        setup
+        exec "$VENV/bin/proxywasm" run examples/http_headers "${@:2}" ;;
+    test)
+        setup
+        tests/assemblyscript/build.sh
+        "$VENV/bin/ruff" check .
+        "$VENV/bin/ruff" format --check .
+        "$VENV/bin/mypy"
+        exec "$VENV/bin/pytest" "${@:2}" ;;
+    *)
+        sed -n '2,7p' "$0"; exit 2 ;;
+esac
