@@ -1,0 +1,126 @@
+"""`proxywasm build` on bad input: each problem gets a message that says what and where."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from proxywasm_build.build import build
+from proxywasm_build.bundle import BuildError
+from proxywasm_build.cli import main
+
+GOOD = """
+import proxywasm
+
+@proxywasm.register
+class Filter(proxywasm.HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        headers["x-built"] = "yes"
+"""
+
+
+def write(tmp_path: Path, source: str, name: str = "filter.py") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def build_error(path: Path) -> str:
+    with pytest.raises(BuildError) as info:
+        build(path)
+    return str(info.value)
+
+
+def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "import proxywasm\n\ndef broken(:\n    pass\n")
+    message = build_error(path)
+    assert f"{path}:3:" in message
+    assert "SyntaxError" in message
+
+
+def test_syntax_error_in_a_package_module(tmp_path: Path) -> None:
+    package = tmp_path / "myfilter"
+    package.mkdir()
+    (package / "__init__.py").write_text("from . import helpers\n")
+    (package / "helpers.py").write_text("x = (1,\n")
+    message = build_error(package)
+    assert "helpers.py:1:" in message
+    assert "SyntaxError" in message
+
+
+def test_filter_that_registers_nothing(tmp_path: Path) -> None:
+    path = write(tmp_path, "import proxywasm\n\nclass Forgotten(proxywasm.HttpContext):\n    pass\n")
+    message = build_error(path)
+    assert "registers no filter" in message
+    assert "@proxywasm.register" in message
+
+
+def test_import_error_at_build_time_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "import proxywasm\nimport json\nimport no_such_module_anywhere\n")
+    message = build_error(path)
+    assert "filter.py:3" in message
+    assert "No module named 'no_such_module_anywhere'" in message
+
+
+def test_exception_while_importing_the_filter(tmp_path: Path) -> None:
+    path = write(tmp_path, "import proxywasm\n\nCONFIG = {}\nLIMIT = CONFIG['limit']\n")
+    message = build_error(path)
+    assert "filter.py:4" in message
+    assert "KeyError: 'limit'" in message
+
+
+def test_c_extension_dependency_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "site"
+    package = site / "fastthing"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from ._speedups import go\n")
+    (package / "_speedups.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    monkeypatch.syspath_prepend(str(site))
+    path = write(tmp_path, "import proxywasm\nimport fastthing\n" + GOOD)
+    message = build_error(path)
+    assert "'fastthing'" in message
+    assert "C extension" in message
+    assert "_speedups" in message
+
+
+def test_pure_python_dependency_from_the_environment_is_bundled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "site"
+    (site / "tinydep").mkdir(parents=True)
+    (site / "tinydep" / "__init__.py").write_text("GREETING = 'hello from tinydep'\n")
+    monkeypatch.syspath_prepend(str(site))
+    path = write(tmp_path, "import proxywasm\nimport tinydep\n" + GOOD)
+    result = build(path)
+    assert result.bundle.dependencies == ["tinydep"]
+    assert b"hello from tinydep" in result.module
+
+
+def test_missing_source(tmp_path: Path) -> None:
+    message = build_error(tmp_path / "nope.py")
+    assert "nope.py" in message and "no such file" in message
+
+
+def test_same_inputs_give_the_same_bytes(tmp_path: Path) -> None:
+    first = build(write(tmp_path, GOOD)).module
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    second = build(write(other, GOOD)).module
+    assert first == second
+
+
+def test_cli_reports_errors_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "def f(:\n")
+    assert main(["build", str(path), "-o", str(tmp_path / "out.wasm")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "Traceback" not in err
+    assert not (tmp_path / "out.wasm").exists()
+
+
+def test_cli_writes_the_module(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, GOOD)
+    out = tmp_path / "out.wasm"
+    assert main(["build", str(path), "-o", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\0asm"
+    assert "built" in capsys.readouterr().out
