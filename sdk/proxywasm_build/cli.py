@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .build import build
 from .bundle import BuildError
+from .envoy import EnvoyError
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -27,6 +28,25 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from .run import RunOptions, run
+
+    configuration = args.config
+    if configuration is not None and configuration.startswith("@"):
+        configuration = Path(configuration[1:]).read_text()
+    options = RunOptions(
+        source=Path(args.path),
+        configuration=configuration,
+        port=args.port,
+        admin_port=args.admin_port,
+        upstream=args.upstream,
+        watch=args.watch,
+        root_id=args.root_id,
+        concurrency=args.concurrency,
+    )
+    return run(options)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="proxywasm", description="Envoy proxy-wasm filters in Python")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,11 +55,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", help="output .wasm path (default: <name>.wasm)")
     p.add_argument("-r", "--requirements", help="requirements file of pure-Python dependencies to bundle")
     p.set_defaults(func=_build)
+
+    p = sub.add_parser("run", help="build a filter and serve it through a real Envoy on 127.0.0.1")
+    p.add_argument("path", help="a filter .py file or package directory")
+    p.add_argument("--config", help="plugin configuration: a JSON string, or @file")
+    p.add_argument("--port", type=int, default=10000, help="listener port (default 10000)")
+    p.add_argument("--admin-port", type=int, default=0, help="Envoy admin port (default: any free port)")
+    p.add_argument("--upstream", help="HOST:PORT to proxy to (default: a demo echo server)")
+    p.add_argument("--watch", action="store_true", help="rebuild and hot-swap the filter on every save")
+    p.add_argument("--root-id", default="", help="the plugin's root_id")
+    p.add_argument("--concurrency", type=int, default=1, help="Envoy worker threads")
+    p.set_defaults(func=_run)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except BuildError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except EnvoyError as err:
+        print(f"error: Envoy could not serve the filter: {err}", file=sys.stderr)
         return 1
 
 
