@@ -5,6 +5,7 @@
 export * from "@solo-io/proxy-runtime/proxy";
 import {
   Context,
+  RootContext,
   registerRootContext,
   FilterHeadersStatusValues,
   FilterDataStatusValues,
@@ -13,14 +14,21 @@ import {
   stream_context,
 } from "@solo-io/proxy-runtime";
 import {
-  ConfiguredRoot,
+  readPluginConfig,
   BUFFER_HTTP_REQUEST_BODY,
   BUFFER_HTTP_RESPONSE_BODY,
   getBufferString,
   setBuffer,
 } from "./common";
 
-class BodyRoot extends ConfiguredRoot {
+class BodyRoot extends RootContext {
+  config: string = "";
+
+  onConfigure(configuration_size: u32): bool {
+    this.config = readPluginConfig(configuration_size);
+    return true;
+  }
+
   createContext(context_id: u32): Context {
     return new Body(context_id, this);
   }

@@ -5,6 +5,7 @@
 export * from "@solo-io/proxy-runtime/proxy";
 import {
   Context,
+  RootContext,
   registerRootContext,
   FilterHeadersStatusValues,
   GrpcStatusValues,
@@ -15,7 +16,7 @@ import {
   send_local_response,
   stream_context,
 } from "@solo-io/proxy-runtime";
-import { ConfiguredRoot, BUFFER_HTTP_CALL_RESPONSE_BODY, getBufferString } from "./common";
+import { readPluginConfig, BUFFER_HTTP_CALL_RESPONSE_BODY, getBufferString } from "./common";
 
 function pair(key: string, value: string): HeaderPair {
   return new HeaderPair(String.UTF8.encode(key), String.UTF8.encode(value));
@@ -36,7 +37,14 @@ function onCalloutResponse(origin: Context, headers: u32, body_size: usize, trai
   origin.continueRequest();
 }
 
-class CalloutRoot extends ConfiguredRoot {
+class CalloutRoot extends RootContext {
+  config: string = "";
+
+  onConfigure(configuration_size: u32): bool {
+    this.config = readPluginConfig(configuration_size);
+    return true;
+  }
+
   createContext(context_id: u32): Context {
     return new Callout(context_id, this);
   }

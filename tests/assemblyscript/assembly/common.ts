@@ -2,7 +2,6 @@
 // its onConfigure traps on an empty configuration, its shared-data wrappers pass the wrong
 // pointers, and it has no wrapper for proxy_set_buffer_bytes.
 import {
-  RootContext,
   WasmResultValues,
   LogLevelValues,
   log,
@@ -86,24 +85,47 @@ export function setShared(key: string, value: string, cas: u32): u32 {
   return proxy_set_shared_data(changetype<usize>(k), k.byteLength, changetype<usize>(v), v.byteLength, cas);
 }
 
-// A root context that tolerates an empty plugin configuration and keeps it as a string.
-export class ConfiguredRoot extends RootContext {
-  config: string = "";
+// Read the plugin configuration in on_configure. The SDK's own onConfigure traps when the
+// configuration is empty, so every fixture root overrides onConfigure and calls this instead.
+// (Roots extend RootContext directly: asc 0.14 traps with `unreachable` when a method
+// overridden two levels down the class chain is called virtually.)
+export function readPluginConfig(configuration_size: u32): string {
+  const config = configuration_size == 0
+    ? ""
+    : getBufferString(BUFFER_PLUGIN_CONFIGURATION, 0, configuration_size);
+  log(LogLevelValues.info, "on_configure: config=" + config);
+  return config;
+}
 
-  constructor(context_id: u32) {
-    super(context_id);
-  }
+@external("env", "proxy_define_metric")
+declare function proxy_define_metric(typ: u32, name: usize, name_size: usize, id_ptr: usize): u32;
 
-  onConfigure(configuration_size: u32): bool {
-    this.config = configuration_size == 0
-      ? ""
-      : getBufferString(BUFFER_PLUGIN_CONFIGURATION, 0, configuration_size);
-    log(LogLevelValues.info, "on_configure: config=" + this.config);
-    return this.configured();
-  }
+@external("env", "proxy_increment_metric")
+declare function proxy_increment_metric(id: u32, offset: i64): u32;
 
-  // Hook for subclasses; returning false makes Envoy reject the plugin.
-  configured(): bool {
-    return true;
+@external("env", "proxy_record_metric")
+declare function proxy_record_metric(id: u32, value: u64): u32;
+
+export const METRIC_COUNTER: u32 = 0;
+export const METRIC_GAUGE: u32 = 1;
+export const METRIC_HISTOGRAM: u32 = 2;
+
+const outId = memory.data(8);
+
+// Define a metric and return its id (the SDK's Metric classes trap in this toolchain).
+export function defineMetric(typ: u32, name: string): u32 {
+  const n = String.UTF8.encode(name);
+  const rc = proxy_define_metric(typ, changetype<usize>(n), n.byteLength, outId);
+  if (rc != WasmResultValues.Ok) {
+    log(LogLevelValues.error, "define_metric " + name + " failed rc=" + rc.toString());
   }
+  return load<u32>(outId);
+}
+
+export function incrementMetric(id: u32, offset: i64): u32 {
+  return proxy_increment_metric(id, offset);
+}
+
+export function recordMetric(id: u32, value: u64): u32 {
+  return proxy_record_metric(id, value);
 }

@@ -3,14 +3,18 @@
 export * from "@solo-io/proxy-runtime/proxy";
 import {
   Context,
+  RootContext,
   registerRootContext,
   FilterHeadersStatusValues,
   stream_context,
 } from "@solo-io/proxy-runtime";
-import { ConfiguredRoot } from "./common";
+import { readPluginConfig } from "./common";
 
-class ConfigRoot extends ConfiguredRoot {
-  configured(): bool {
+class ConfigRoot extends RootContext {
+  config: string = "";
+
+  onConfigure(configuration_size: u32): bool {
+    this.config = readPluginConfig(configuration_size);
     return this.config != "reject";
   }
 

@@ -4,6 +4,7 @@
 export * from "@solo-io/proxy-runtime/proxy";
 import {
   Context,
+  RootContext,
   registerRootContext,
   FilterHeadersStatusValues,
   GrpcStatusValues,
@@ -11,13 +12,20 @@ import {
   send_local_response,
   stream_context,
 } from "@solo-io/proxy-runtime";
-import { ConfiguredRoot } from "./common";
+import { readPluginConfig } from "./common";
 
 function pair(key: string, value: string): HeaderPair {
   return new HeaderPair(String.UTF8.encode(key), String.UTF8.encode(value));
 }
 
-class DenyRoot extends ConfiguredRoot {
+class DenyRoot extends RootContext {
+  config: string = "";
+
+  onConfigure(configuration_size: u32): bool {
+    this.config = readPluginConfig(configuration_size);
+    return true;
+  }
+
   createContext(context_id: u32): Context {
     return new Deny(context_id, this);
   }

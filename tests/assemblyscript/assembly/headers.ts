@@ -3,13 +3,21 @@
 export * from "@solo-io/proxy-runtime/proxy";
 import {
   Context,
+  RootContext,
   registerRootContext,
   FilterHeadersStatusValues,
   stream_context,
 } from "@solo-io/proxy-runtime";
-import { ConfiguredRoot } from "./common";
+import { readPluginConfig } from "./common";
 
-class HeadersRoot extends ConfiguredRoot {
+class HeadersRoot extends RootContext {
+  config: string = "";
+
+  onConfigure(configuration_size: u32): bool {
+    this.config = readPluginConfig(configuration_size);
+    return true;
+  }
+
   createContext(context_id: u32): Context {
     return new Headers(context_id, this);
   }

@@ -2,15 +2,23 @@
 export * from "@solo-io/proxy-runtime/proxy";
 import {
   Context,
+  RootContext,
   registerRootContext,
   FilterHeadersStatusValues,
   LogLevelValues,
   log,
   stream_context,
 } from "@solo-io/proxy-runtime";
-import { ConfiguredRoot } from "./common";
+import { readPluginConfig } from "./common";
 
-class LoggingRoot extends ConfiguredRoot {
+class LoggingRoot extends RootContext {
+  config: string = "";
+
+  onConfigure(configuration_size: u32): bool {
+    this.config = readPluginConfig(configuration_size);
+    return true;
+  }
+
   createContext(context_id: u32): Context {
     return new Logging(context_id, this);
   }

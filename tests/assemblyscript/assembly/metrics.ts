@@ -3,27 +3,35 @@
 export * from "@solo-io/proxy-runtime/proxy";
 import {
   Context,
+  RootContext,
   registerRootContext,
   FilterHeadersStatusValues,
-  Counter,
-  Gauge,
-  Histogram,
   stream_context,
 } from "@solo-io/proxy-runtime";
-import { record_metric } from "@solo-io/proxy-runtime/runtime";
-import { ConfiguredRoot } from "./common";
+import {
+  readPluginConfig,
+  METRIC_COUNTER,
+  METRIC_GAUGE,
+  METRIC_HISTOGRAM,
+  defineMetric,
+  incrementMetric,
+  recordMetric,
+} from "./common";
 
-class MetricsRoot extends ConfiguredRoot {
-  requests: Counter | null = null;
-  units: Counter | null = null;
-  lastPathLen: Gauge | null = null;
-  pathLen: Histogram | null = null;
+class MetricsRoot extends RootContext {
+  requests: u32 = 0;
+  units: u32 = 0;
+  lastPathLen: u32 = 0;
+  pathLen: u32 = 0;
 
-  configured(): bool {
-    this.requests = new Counter("as_requests_total");
-    this.units = new Counter("as_units_total");
-    this.lastPathLen = new Gauge("as_last_path_len");
-    this.pathLen = new Histogram("as_path_len");
+  config: string = "";
+
+  onConfigure(configuration_size: u32): bool {
+    this.config = readPluginConfig(configuration_size);
+    this.requests = defineMetric(METRIC_COUNTER, "as_requests_total");
+    this.units = defineMetric(METRIC_COUNTER, "as_units_total");
+    this.lastPathLen = defineMetric(METRIC_GAUGE, "as_last_path_len");
+    this.pathLen = defineMetric(METRIC_HISTOGRAM, "as_path_len");
     return true;
   }
 
@@ -39,14 +47,14 @@ class Metrics extends Context {
 
   onRequestHeaders(count: u32, end_of_stream: bool): FilterHeadersStatusValues {
     const root = this.root_context as MetricsRoot;
-    (root.requests as Counter).increment(1);
+    incrementMetric(root.requests, 1);
     const n = stream_context.headers.request.get("x-count");
     if (n != "") {
-      (root.units as Counter).increment(<u32>I32.parseInt(n));
+      incrementMetric(root.units, I64.parseInt(n));
     }
     const pathLen = <u64>stream_context.headers.request.get(":path").length;
-    record_metric((root.lastPathLen as Gauge).metric_id, pathLen);
-    record_metric((root.pathLen as Histogram).metric_id, pathLen);
+    recordMetric(root.lastPathLen, pathLen);
+    recordMetric(root.pathLen, pathLen);
     return FilterHeadersStatusValues.Continue;
   }
 }

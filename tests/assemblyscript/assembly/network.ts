@@ -3,24 +3,34 @@
 export * from "@solo-io/proxy-runtime/proxy";
 import {
   Context,
+  RootContext,
   registerRootContext,
-  Counter,
   FilterStatusValues,
   LogLevelValues,
   log,
 } from "@solo-io/proxy-runtime";
-import { PeerTypeValues } from "@solo-io/proxy-runtime/runtime";
-import { ConfiguredRoot, BUFFER_NETWORK_DOWNSTREAM, getBufferString } from "./common";
+import { PeerTypeValues, getContext } from "@solo-io/proxy-runtime/runtime";
+import {
+  readPluginConfig,
+  BUFFER_NETWORK_DOWNSTREAM,
+  METRIC_COUNTER,
+  defineMetric,
+  getBufferString,
+  incrementMetric,
+} from "./common";
 
-class NetworkRoot extends ConfiguredRoot {
-  connections: Counter | null = null;
-  downBytes: Counter | null = null;
-  upBytes: Counter | null = null;
+class NetworkRoot extends RootContext {
+  connections: u32 = 0;
+  downBytes: u32 = 0;
+  upBytes: u32 = 0;
 
-  configured(): bool {
-    this.connections = new Counter("as_tcp_connections");
-    this.downBytes = new Counter("as_tcp_downstream_bytes");
-    this.upBytes = new Counter("as_tcp_upstream_bytes");
+  config: string = "";
+
+  onConfigure(configuration_size: u32): bool {
+    this.config = readPluginConfig(configuration_size);
+    this.connections = defineMetric(METRIC_COUNTER, "as_tcp_connections");
+    this.downBytes = defineMetric(METRIC_COUNTER, "as_tcp_downstream_bytes");
+    this.upBytes = defineMetric(METRIC_COUNTER, "as_tcp_upstream_bytes");
     return true;
   }
 
@@ -39,13 +49,13 @@ class Network extends Context {
   }
 
   onNewConnection(): FilterStatusValues {
-    (this.root().connections as Counter).increment(1);
+    incrementMetric(this.root().connections, 1);
     log(LogLevelValues.info, "tcp new connection");
     return FilterStatusValues.Continue;
   }
 
   onDownstreamData(size: usize, end: bool): FilterStatusValues {
-    (this.root().downBytes as Counter).increment(<u32>size);
+    incrementMetric(this.root().downBytes, <i64>size);
     const data = getBufferString(BUFFER_NETWORK_DOWNSTREAM, 0, <u32>size);
     const firstLine = data.indexOf("\r\n") >= 0 ? data.substring(0, data.indexOf("\r\n")) : data;
     log(LogLevelValues.info, "tcp downstream bytes=" + size.toString() + " end=" + (end ? "1" : "0") + " first=" + firstLine);
@@ -53,7 +63,7 @@ class Network extends Context {
   }
 
   onUpstreamData(size: usize, end: bool): FilterStatusValues {
-    (this.root().upBytes as Counter).increment(<u32>size);
+    incrementMetric(this.root().upBytes, <i64>size);
     log(LogLevelValues.info, "tcp upstream bytes=" + size.toString() + " end=" + (end ? "1" : "0"));
     return FilterStatusValues.Continue;
   }
@@ -70,3 +80,26 @@ class Network extends Context {
 registerRootContext((context_id: u32) => {
   return new NetworkRoot(context_id);
 }, "network");
+
+// proxy-runtime 0.1.8 does not export the L4 entry points, so Envoy would never call them;
+// export them here. The cast to Network makes the calls static: asc 0.14 dispatches these
+// calls to the base Context methods otherwise.
+export function proxy_on_new_connection(context_id: u32): u32 {
+  return (getContext(context_id) as Network).onNewConnection();
+}
+
+export function proxy_on_downstream_data(context_id: u32, size: u32, end_of_stream: u32): u32 {
+  return (getContext(context_id) as Network).onDownstreamData(size, end_of_stream != 0);
+}
+
+export function proxy_on_upstream_data(context_id: u32, size: u32, end_of_stream: u32): u32 {
+  return (getContext(context_id) as Network).onUpstreamData(size, end_of_stream != 0);
+}
+
+export function proxy_on_downstream_connection_close(context_id: u32, peer: u32): void {
+  (getContext(context_id) as Network).onDownstreamConnectionClose(peer);
+}
+
+export function proxy_on_upstream_connection_close(context_id: u32, peer: u32): void {
+  (getContext(context_id) as Network).onUpstreamConnectionClose(peer);
+}

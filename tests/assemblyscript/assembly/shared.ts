@@ -5,6 +5,7 @@
 export * from "@solo-io/proxy-runtime/proxy";
 import {
   Context,
+  RootContext,
   registerRootContext,
   FilterHeadersStatusValues,
   LogLevelValues,
@@ -12,7 +13,7 @@ import {
   log,
   stream_context,
 } from "@solo-io/proxy-runtime";
-import { ConfiguredRoot, getShared, setShared } from "./common";
+import { readPluginConfig, getShared, setShared } from "./common";
 
 let vmHits: u32 = 0;
 
@@ -30,7 +31,14 @@ function incrementShared(key: string): string {
   return "cas-failed";
 }
 
-class SharedRoot extends ConfiguredRoot {
+class SharedRoot extends RootContext {
+  config: string = "";
+
+  onConfigure(configuration_size: u32): bool {
+    this.config = readPluginConfig(configuration_size);
+    return true;
+  }
+
   createContext(context_id: u32): Context {
     return new Shared(context_id, this);
   }

@@ -5,15 +5,23 @@
 export * from "@solo-io/proxy-runtime/proxy";
 import {
   Context,
+  RootContext,
   registerRootContext,
   FilterHeadersStatusValues,
   stream_context,
 } from "@solo-io/proxy-runtime";
-import { ConfiguredRoot } from "./common";
+import { readPluginConfig } from "./common";
 
 let vmRequests: u32 = 0;
 
-class TrapRoot extends ConfiguredRoot {
+class TrapRoot extends RootContext {
+  config: string = "";
+
+  onConfigure(configuration_size: u32): bool {
+    this.config = readPluginConfig(configuration_size);
+    return true;
+  }
+
   createContext(context_id: u32): Context {
     return new Trap(context_id, this);
   }
