@@ -16,8 +16,6 @@ A filter is a module that registers a context class::
 
 from __future__ import annotations
 
-from typing import TypeVar, overload
-
 from . import log, properties
 from .abi import Action, GrpcStatus, LogLevel, PeerType
 from .body import Body
@@ -35,16 +33,14 @@ __all__ = [
     "now_ns", "properties", "register", "shared_data",
 ]  # fmt: skip
 
-C = TypeVar("C", bound=Context)
+TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    C = TypeVar("C", bound=Context)
 
 
-@overload
-def register(cls: type[C], /) -> type[C]: ...
-@overload
-def register(*, root_id: str | None = None) -> type[C]: ...
-
-
-def register(cls: type[C] | None = None, /, *, root_id: str | None = None):  # type: ignore[no-untyped-def]
+def register(cls: Any = None, /, *, root_id: str | None = None) -> Any:
     """Register a filter (usable as ``@register`` or ``@register(root_id="...")``).
 
     ``cls`` is a :class:`PluginContext` subclass, or an :class:`HttpContext` / :class:`StreamContext`
@@ -53,7 +49,7 @@ def register(cls: type[C] | None = None, /, *, root_id: str | None = None):  # t
     """
     from ._dispatch import registry
 
-    def add(target: type[C]) -> type[C]:
+    def add(target: Any) -> Any:
         plugin: type[PluginContext]
         if issubclass(target, PluginContext):
             plugin = target

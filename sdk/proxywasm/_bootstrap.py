@@ -8,10 +8,7 @@ Envoy's log, and hands the dispatcher to the runtime. Everything here ends up in
 from __future__ import annotations
 
 import gc
-import importlib.abc
 import importlib.machinery
-import importlib.util
-import json
 import os
 import sys
 from types import CodeType, ModuleType
@@ -21,11 +18,12 @@ import _proxywasm
 from . import _dispatch, log
 
 BUNDLE = "/bundle"
-MANIFEST = "proxywasm-bundle.json"
+MANIFEST = "proxywasm-bundle.txt"
 
 
-class BundleImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Serves modules compiled from the bundle at build time."""
+class BundleImporter:
+    """Serves modules compiled from the bundle at build time (a meta path finder and loader;
+    importlib.abc would import far more than it is worth)."""
 
     def __init__(self, codes: dict[str, tuple[CodeType, bool]]) -> None:
         self.codes = codes
@@ -36,7 +34,8 @@ class BundleImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         entry = self.codes.get(fullname)
         if entry is None:
             return None
-        return importlib.util.spec_from_loader(fullname, self, origin=entry[0].co_filename, is_package=entry[1])
+        spec = importlib.machinery.ModuleSpec(fullname, self, origin=entry[0].co_filename, is_package=entry[1])  # type: ignore[arg-type]
+        return spec
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return None
@@ -49,7 +48,7 @@ class BundleImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         exec(code, module.__dict__)
 
 
-class NotBundled(importlib.abc.MetaPathFinder):
+class NotBundled:
     """Last on the meta path: explains why a module cannot be imported inside Envoy."""
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
@@ -99,10 +98,10 @@ def _freeze_imports(importer: BundleImporter) -> None:
 
 def initialize() -> None:
     with open(os.path.join(BUNDLE, MANIFEST)) as f:
-        manifest = json.load(f)
+        manifest = dict(line.split("=", 1) for line in f.read().splitlines() if "=" in line)
     importer = BundleImporter(_compile_bundle(BUNDLE, skip={"proxywasm"}))
     sys.meta_path.insert(0, importer)
-    for module in manifest.get("preload", []):
+    for module in manifest.get("preload", "").split():
         __import__(module)
     __import__(manifest["entry"])
     if not _dispatch.registry.plugins:

@@ -3,28 +3,43 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
 
 from . import hostcalls
 from .abi import BufferType, GrpcStatus, MapType
 
+TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
 if TYPE_CHECKING:
+    from typing import Any, Protocol
+
     from .context import Context
     from .headers import HeaderValue
+
+    class GrpcStreamHandler(Protocol):
+        """Receives the events of a gRPC stream opened with :meth:`Context.grpc_stream`."""
+
+        def on_initial_metadata(self, stream: GrpcStream, metadata: Pairs) -> None: ...
+        def on_message(self, stream: GrpcStream, data: bytes) -> None: ...
+        def on_trailing_metadata(self, stream: GrpcStream, metadata: Pairs) -> None: ...
+        def on_close(self, stream: GrpcStream, status: GrpcStatus | int, message: str) -> None: ...
+
 
 Pairs = list[tuple[bytes, bytes]]
 
 
-@dataclass
 class HttpCallResponse:
     """The answer to :meth:`Context.http_call`. ``failed`` means Envoy got no response
     (connection failure, reset or timeout); ``status`` is then 0."""
 
-    token: int
-    headers: Pairs = field(default_factory=list)
-    body: bytes = b""
-    trailers: Pairs = field(default_factory=list)
+    __slots__ = ("body", "headers", "token", "trailers")
+
+    def __init__(self, token: int, headers: Pairs | None = None, body: bytes = b"", trailers: Pairs | None = None):
+        self.token = token
+        self.headers: Pairs = headers or []
+        self.body = body
+        self.trailers: Pairs = trailers or []
+
+    def __repr__(self) -> str:
+        return f"HttpCallResponse(token={self.token}, status={self.status}, body={len(self.body)} bytes)"
 
     @property
     def failed(self) -> bool:
@@ -43,30 +58,32 @@ class HttpCallResponse:
         return None
 
 
-@dataclass
 class GrpcCallResponse:
     """The end of a unary gRPC call: its status, message and (on success) the reply bytes."""
 
-    token: int
-    status: GrpcStatus | int
-    message: str = ""
-    data: bytes = b""
+    __slots__ = ("data", "message", "status", "token")
+
+    def __init__(self, token: int, status: GrpcStatus | int, message: str = "", data: bytes = b"") -> None:
+        self.token = token
+        self.status = status
+        self.message = message
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"GrpcCallResponse(token={self.token}, status={self.status!r}, data={len(self.data)} bytes)"
 
     @property
     def ok(self) -> bool:
         return self.status == GrpcStatus.OK
 
 
-class GrpcStreamHandler(Protocol):
-    def on_initial_metadata(self, stream: GrpcStream, metadata: Pairs) -> None: ...
-    def on_message(self, stream: GrpcStream, data: bytes) -> None: ...
-    def on_trailing_metadata(self, stream: GrpcStream, metadata: Pairs) -> None: ...
-    def on_close(self, stream: GrpcStream, status: GrpcStatus | int, message: str) -> None: ...
-
-
-@dataclass
 class GrpcStream:
-    token: int
+    """An open gRPC stream: send messages, half-close or cancel it."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: int) -> None:
+        self.token = token
 
     def send(self, message: bytes, end_stream: bool = False) -> None:
         hostcalls.grpc_send(self.token, message, end_stream)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from typing import ClassVar
 
 from . import callouts, hostcalls
 from .abi import Action, GrpcStatus, PeerType, StreamType
@@ -20,6 +19,10 @@ from .headers import (
     response_headers,
     response_trailers,
 )
+
+TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 
 class FailurePolicy(enum.Enum):

@@ -5,10 +5,13 @@ below its own level (``--log-level`` / ``--component-log-level wasm:debug``)."""
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from . import hostcalls
 from .abi import LogLevel
+
+TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def trace(message: str) -> None:

@@ -4,18 +4,19 @@ list, dict). Pure Python, so it runs inside the module; interoperable with other
 from __future__ import annotations
 
 import struct
-from typing import Any
 
-Value = Any
+TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
+if TYPE_CHECKING:
+    from typing import Any
 
 
-def packb(obj: Value) -> bytes:
+def packb(obj: Any) -> bytes:
     out = bytearray()
     _pack(obj, out)
     return bytes(out)
 
 
-def _pack(obj: Value, out: bytearray) -> None:
+def _pack(obj: Any, out: bytearray) -> None:
     if obj is None:
         out.append(0xC0)
     elif obj is True or obj is False:
@@ -87,14 +88,14 @@ _SIZED = {0xD9: (">B", "str"), 0xDA: (">H", "str"), 0xDB: (">I", "str"),
           0xDC: (">H", "arr"), 0xDD: (">I", "arr"), 0xDE: (">H", "map"), 0xDF: (">I", "map")}  # fmt: skip
 
 
-def unpackb(data: bytes) -> Value:
+def unpackb(data: bytes) -> Any:
     value, end = _unpack(memoryview(data), 0)
     if end != len(data):
         raise ValueError("extra bytes after the msgpack value")
     return value
 
 
-def _unpack(buf: memoryview, pos: int) -> tuple[Value, int]:
+def _unpack(buf: memoryview, pos: int) -> tuple[Any, int]:
     if pos >= len(buf):
         raise ValueError("truncated msgpack data")
     code = buf[pos]
@@ -128,7 +129,7 @@ def _unpack(buf: memoryview, pos: int) -> tuple[Value, int]:
     raise ValueError(f"unsupported msgpack type 0x{code:02x}")
 
 
-def _take(buf: memoryview, pos: int, n: int, kind: str) -> tuple[Value, int]:
+def _take(buf: memoryview, pos: int, n: int, kind: str) -> tuple[Any, int]:
     if kind in ("str", "bin"):
         if pos + n > len(buf):
             raise ValueError("truncated msgpack data")

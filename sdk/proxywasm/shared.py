@@ -3,10 +3,12 @@ and shared queues (to hand work from stream contexts to a plugin, across workers
 
 from __future__ import annotations
 
-from typing import Any
-
 from . import hostcalls, msgpack
 from .abi import Status
+
+TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class CasMismatch(Exception):

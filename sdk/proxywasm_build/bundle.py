@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import importlib.machinery
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import proxywasm
 
-MANIFEST = "proxywasm-bundle.json"
+MANIFEST = "proxywasm-bundle.txt"
 _EXTENSION_SUFFIXES = (*importlib.machinery.EXTENSION_SUFFIXES, ".so", ".pyd", ".dylib")
 _SKIP_DIRS = {"__pycache__", ".git", ".venv", "node_modules", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
 
@@ -161,7 +160,7 @@ def make_bundle(source: Path, staging: Path, requirements: Path | None = None) -
                 pending.extend(_python_files(target) if target.is_dir() else [target])
 
     _copy_tree(Path(proxywasm.__file__).parent, staging / "proxywasm")
-    (staging / MANIFEST).write_text(json.dumps({"entry": entry, "entry_file": entry_file}, sort_keys=True))
+    (staging / MANIFEST).write_text(f"entry={entry}\nentry_file={entry_file}\n")
     for path in [staging, *staging.rglob("*")]:
         os.utime(path, (0, 0))  # the snapshot must not depend on file times
     return Bundle(staging, entry, entry_file, dependencies)

@@ -20,7 +20,7 @@ from .buildfs import BuildFilesystem
 INIT_EXPORT = "proxywasm_snapshot_init"
 _REMOVED_EXPORTS = {"_initialize", INIT_EXPORT}
 _GLOBAL_EXPORT_PREFIX = "__proxywasm_snapshot_global_"
-_ZERO_GAP = re.compile(rb"\0{64,}")
+_ZERO_GAP = re.compile(rb"\0{32,}")
 _LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "critical")
 
 
@@ -82,7 +82,7 @@ def snapshot(runtime: bytes, mounts: dict[str, Path]) -> SnapshotResult:
 
 
 def _segments(memory: bytes) -> list[tuple[int, bytes]]:
-    """Non-zero stretches of memory; zero runs shorter than 64 bytes stay inside a segment."""
+    """Non-zero stretches of memory; zero runs shorter than 32 bytes stay inside a segment."""
     segments = []
     start = 0
     for gap in _ZERO_GAP.finditer(memory):

@@ -289,7 +289,7 @@ static int init_python(void) {
     return 0;
 }
 
-EXPORT(proxywasm_snapshot_init) int32_t proxywasm_snapshot_init(void) {
+static int32_t initialize(void) {
     if (init_python() != 0) return 1;
     PyObject *bootstrap = PyImport_ImportModule("proxywasm._bootstrap");
     PyObject *result = bootstrap ? PyObject_CallMethod(bootstrap, "initialize", NULL) : NULL;
@@ -300,4 +300,11 @@ EXPORT(proxywasm_snapshot_init) int32_t proxywasm_snapshot_init(void) {
     }
     Py_DECREF(result);
     return 0;
+}
+
+EXPORT(proxywasm_snapshot_init) int32_t proxywasm_snapshot_init(void) {
+    snapshot_hygiene_begin();
+    int32_t status = initialize();
+    snapshot_hygiene_end();
+    return status;
 }
