@@ -1,0 +1,275 @@
+"""Side-by-side benchmark of filters doing the same work: our Python SDK, the AssemblyScript SDK,
+and no filter at all, in real Envoy on 127.0.0.1.
+
+    .venv/bin/python bench/bench.py            # full run (several minutes)
+    .venv/bin/python bench/bench.py --quick    # under two minutes
+
+Every number that is compared is measured in one run, interleaved round by round (this machine is
+noisy), and reported as the median of the rounds. CPU per request is Envoy's own CPU time (user +
+system, from /proc) divided by the requests wrk completed; the upstream is a second Envoy that
+answers directly, so its cost is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "sdk"))
+
+from proxywasm_build.build import build  # noqa: E402
+from proxywasm_build.envoy import Envoy, WasmPlugin, http_bootstrap  # noqa: E402
+
+PYTHON_FILTERS = ROOT / "bench" / "filters" / "python"
+AS_DIR = ROOT / "tests" / "assemblyscript"
+AS_OUT = ROOT / ".cache" / "as"
+CLOCK_TICKS = 100  # USER_HZ on Linux
+
+JSON_BODY = '{"user": "alice", "items": [1, 2, 3], "note": "benchmark"}'
+
+
+@dataclass
+class Workload:
+    name: str
+    python: str  # file in bench/filters/python
+    assemblyscript: str  # module name built by tests/assemblyscript/build.sh
+    wrk_lua: str
+
+
+WORKLOADS = [
+    Workload(
+        "headers",
+        "headers.py",
+        "bench_headers",
+        'wrk.headers["x-api-key"] = "k"\n',
+    ),
+    Workload(
+        "json_body",
+        "json_body.py",
+        "bench_json_body",
+        f'wrk.method = "POST"\nwrk.body = {json.dumps(JSON_BODY)}\nwrk.headers["content-type"] = "application/json"\n',
+    ),
+    Workload(
+        "rate_limit",
+        "rate_limit.py",
+        "bench_rate_limit",
+        'wrk.headers["x-client"] = "c1"\n',
+    ),
+]
+
+
+@dataclass
+class Variant:
+    label: str
+    wasm: Path | None
+    module_bytes: int = 0
+    build_seconds: float | None = None
+    envoy: Envoy | None = None
+    start_seconds: float = 0.0
+    cpu_us: list[float] = field(default_factory=list)
+    rps: list[float] = field(default_factory=list)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def direct_upstream() -> Envoy:
+    """A plain Envoy answering 200 itself: a fast upstream whose CPU is not measured."""
+    route = {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "upstream",
+        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            }
+        ],
+    }
+    config = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "upstream",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                    "filter_chains": [
+                        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+                    ],
+                }
+            ]
+        },
+    }
+    return Envoy(config, concurrency=1).start()
+
+
+def start_envoy(variant: Variant, upstream_port: int, concurrency: int = 1) -> tuple[Envoy, float]:
+    plugins = [WasmPlugin(variant.wasm, name="bench")] if variant.wasm else []
+    started = time.perf_counter()
+    envoy = Envoy(http_bootstrap(upstream_port=upstream_port, plugins=plugins), concurrency=concurrency).start()
+    return envoy, time.perf_counter() - started
+
+
+def wrk(url: str, lua: Path, seconds: float, connections: int = 4) -> tuple[int, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(lua), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} failed responses under load:\n{out}")
+    return requests, float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+def build_python(workload: Workload) -> Variant:
+    result = build(PYTHON_FILTERS / workload.python)
+    out = ROOT / ".cache" / "bench" / f"{Path(workload.python).stem}.wasm"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(result.module)
+    return Variant("python", out, len(result.module), result.seconds)
+
+
+def assemblyscript_variant(workload: Workload) -> Variant | None:
+    wasm = AS_OUT / f"{workload.assemblyscript}.wasm"
+    return Variant("assemblyscript", wasm, wasm.stat().st_size) if wasm.exists() else None
+
+
+def rss_per_worker(variant: Variant, upstream_port: int, lua: Path) -> tuple[float, dict[int, int]]:
+    """Envoy RSS with 1, 2 and 4 workers (after traffic reached every worker); MB per extra worker."""
+    rss: dict[int, int] = {}
+    for workers in (1, 2, 4):
+        envoy, _ = start_envoy(variant, upstream_port, concurrency=workers)
+        try:
+            wrk(envoy.url, lua, 1.0, connections=workers * 4)
+            rss[workers] = envoy.rss_bytes()
+        finally:
+            envoy.stop()
+    return (rss[4] - rss[1]) / 3 / 1e6, rss
+
+
+def host_request_us(wasm: Path, workload: Workload, rounds: int) -> float | None:
+    try:
+        from proxywasm_host import Host
+    except ImportError:
+        return None
+    host = Host.load(wasm)
+    method, body, headers = "GET", b"", [("x-api-key", "k"), ("x-client", "c1")]
+    if workload.name == "json_body":
+        method, body = "POST", JSON_BODY.encode()
+    for _ in range(50):
+        host.request(method, "/", headers=headers, body=body)
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(200):
+            host.request(method, "/", headers=headers, body=body)
+        samples.append((time.perf_counter() - started) / 200 * 1e6)
+    return statistics.median(samples)
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def run(args: argparse.Namespace) -> str:
+    say: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    if not args.no_assemblyscript:
+        subprocess.run([str(AS_DIR / "build.sh")], check=True, stdout=sys.stderr)
+    upstream = direct_upstream()
+    tables: list[str] = []
+    try:
+        upstream_port = upstream.port()
+        workloads = [w for w in WORKLOADS if not args.workload or w.name in args.workload]
+        for workload in workloads:
+            say(f"== {workload.name}")
+            variants = [Variant("no filter", None), build_python(workload)]
+            as_variant = None if args.no_assemblyscript else assemblyscript_variant(workload)
+            if as_variant is not None:
+                variants.append(as_variant)
+            with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+                f.write(workload.wrk_lua)
+            lua = Path(f.name)
+            for v in variants:
+                v.envoy, v.start_seconds = start_envoy(v, upstream_port)
+                wrk(v.envoy.url, lua, 1.0)  # warm up
+            try:
+                for r in range(args.rounds):
+                    order = variants[r % len(variants) :] + variants[: r % len(variants)]
+                    for v in order:
+                        assert v.envoy is not None
+                        before = cpu_seconds(v.envoy.pid)
+                        requests, rps = wrk(v.envoy.url, lua, args.duration)
+                        v.cpu_us.append((cpu_seconds(v.envoy.pid) - before) / requests * 1e6)
+                        v.rps.append(rps)
+                    say(f"   round {r + 1}/{args.rounds} done")
+            finally:
+                for v in variants:
+                    if v.envoy is not None:
+                        v.envoy.stop()
+            memory = {v.label: rss_per_worker(v, upstream_port, lua) for v in variants} if not args.quick else {}
+            tables.append(table(workload, variants, memory, args))
+            lua.unlink()
+    finally:
+        upstream.stop()
+    return "\n\n".join(tables)
+
+
+def table(
+    workload: Workload, variants: list[Variant], memory: dict[str, tuple[float, dict[int, int]]], args: Any
+) -> str:
+    base = statistics.median(variants[0].cpu_us)
+    as_v = next((v for v in variants if v.label == "assemblyscript"), None)
+    as_overhead = statistics.median(as_v.cpu_us) - base if as_v else None
+    lines = [
+        f"### {workload.name} ({args.rounds} rounds x {args.duration}s, wrk -c4, Envoy --concurrency 1)",
+        "",
+        "| variant | CPU us/req | overhead us/req | overhead vs AS | req/s | start-to-ready s | module MB "
+        "| RSS MB/extra worker | build s | host us/req |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for v in variants:
+        cpu = statistics.median(v.cpu_us)
+        overhead = cpu - base
+        ratio = overhead / as_overhead if as_overhead and v.wasm else None
+        mem = memory.get(v.label)
+        host_us = host_request_us(v.wasm, workload, 5) if v.wasm is not None and v.label == "python" else None
+        lines.append(
+            f"| {v.label} | {cpu:.1f} | {fmt(overhead if v.wasm else None, '.1f')} | {fmt(ratio, '.2f')}x "
+            f"| {statistics.median(v.rps):.0f} | {v.start_seconds:.2f} | {fmt(v.module_bytes / 1e6 if v.wasm else None, '.2f')} "
+            f"| {fmt(mem[0] if mem else None, '.2f')} | {fmt(v.build_seconds, '.2f')} | {fmt(host_us, '.0f')} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds; no memory scan (< 2 min)")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--duration", type=float, default=None, help="seconds of load per variant per round")
+    parser.add_argument("--workload", action="append", help="only this workload (repeatable)")
+    parser.add_argument("--no-assemblyscript", action="store_true")
+    args = parser.parse_args()
+    args.rounds = args.rounds or (3 if args.quick else 7)
+    args.duration = args.duration or (2.0 if args.quick else 4.0)
+    print(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Bench workload 3: a fixed-window rate limit per client, counted in shared data with CAS."""
+
+import proxywasm
+from proxywasm import Action, CasMismatch, HttpContext, shared_data
+
+LIMIT = 1_000_000_000  # per one-second window; high so the bench measures the bookkeeping
+WINDOW_NS = 1_000_000_000
+
+
+@proxywasm.register
+class RateLimit(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        key = "rl:" + headers.get("x-client", "anonymous")
+        window = proxywasm.now_ns() // WINDOW_NS
+        for _ in range(8):
+            found = shared_data.get(key)
+            count, cas = 0, 0
+            if found is not None:
+                stored_window, _, stored_count = found[0].partition(b":")
+                cas = found[1]
+                if int(stored_window) == window:
+                    count = int(stored_count)
+            if count >= LIMIT:
+                self.send_response(429, "rate limited\n")
+                return Action.PAUSE
+            try:
+                shared_data.set(key, b"%d:%d" % (window, count + 1), cas)
+                return Action.CONTINUE
+            except CasMismatch:
+                continue
+        return Action.CONTINUE
