@@ -89,8 +89,9 @@ def cpu_seconds(pid: int) -> float:
 def direct_upstream() -> Envoy:
     """A plain Envoy answering 200 itself: a fast upstream whose CPU is not measured."""
     route = {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}
+    hcm_type = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
     hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": f"type.googleapis.com/{hcm_type}",
         "stat_prefix": "upstream",
         "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
         "http_filters": [
@@ -252,7 +253,8 @@ def table(
         host_us = host_request_us(v.wasm, workload, 5) if v.wasm is not None and v.label == "python" else None
         lines.append(
             f"| {v.label} | {cpu:.1f} | {fmt(overhead if v.wasm else None, '.1f')} | {fmt(ratio, '.2f')}x "
-            f"| {statistics.median(v.rps):.0f} | {v.start_seconds:.2f} | {fmt(v.module_bytes / 1e6 if v.wasm else None, '.2f')} "
+            f"| {statistics.median(v.rps):.0f} | {v.start_seconds:.2f} "
+            f"| {fmt(v.module_bytes / 1e6 if v.wasm else None, '.2f')} "
             f"| {fmt(mem[0] if mem else None, '.2f')} | {fmt(v.build_seconds, '.2f')} | {fmt(host_us, '.0f')} |"
         )
     return "\n".join(lines)
