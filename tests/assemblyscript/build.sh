@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the AssemblyScript proxy-wasm fixture filters into <repo>/.cache/as/<name>.wasm.
-# Idempotent: does nothing when the sources, lock file, flags and this script are unchanged.
+# Idempotent and incremental: a filter is recompiled only when its source, common.ts, the lock
+# file, the flags or this script changed (stamps in .cache/as/<name>.sha256).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -13,19 +14,23 @@ command -v node >/dev/null || { echo "build.sh: node not found" >&2; exit 1; }
 command -v npm >/dev/null || { echo "build.sh: npm not found" >&2; exit 1; }
 
 cd "$here"
-inputs_hash="$( { cat package.json package-lock.json build.sh; echo "${ASC_FLAGS[*]}"; node --version;
-  for f in assembly/*.ts; do echo "$f"; cat "$f"; done; } | sha256sum | cut -d' ' -f1)"
-stamp="$out/.inputs-sha256"
+# Inputs every filter depends on; each filter's stamp also covers its own source.
+common_hash="$( { cat package.json package-lock.json build.sh assembly/common.ts; echo "${ASC_FLAGS[*]}";
+  node --version; } | sha256sum | cut -d' ' -f1)"
 filters=()
 for f in assembly/*.ts; do
   name="$(basename "$f" .ts)"
   [ "$name" = common ] || filters+=("$name")
 done
+stamp_of() { { echo "$common_hash"; cat "assembly/$1.ts"; } | sha256sum | cut -d' ' -f1; }
 
-up_to_date=1
-[ -f "$stamp" ] && [ "$(cat "$stamp")" = "$inputs_hash" ] || up_to_date=0
-for name in "${filters[@]}"; do [ -f "$out/$name.wasm" ] || up_to_date=0; done
-if [ "$up_to_date" = 1 ]; then
+stale=()
+for name in "${filters[@]}"; do
+  if [ ! -f "$out/$name.wasm" ] || [ "$(cat "$out/$name.sha256" 2>/dev/null)" != "$(stamp_of "$name")" ]; then
+    stale+=("$name")
+  fi
+done
+if [ "${#stale[@]}" = 0 ]; then
   echo "build.sh: up to date (${#filters[@]} filters in $out)"
   exit 0
 fi
@@ -38,14 +43,15 @@ if [ "$(cat node_modules/.lock-sha256 2>/dev/null)" != "$lock_hash" ]; then
 fi
 
 mkdir -p "$out"
-rm -f "$stamp"
 tmp="$(mktemp -d "$out/.build.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 export ASC_FLAGS_STR="${ASC_FLAGS[*]}" TMP_OUT="$tmp"
 # Compile in parallel; the AS201 usize warnings come from the runtime library and are expected.
-printf '%s\n' "${filters[@]}" | xargs -P "$(nproc)" -I{} sh -c \
+printf '%s\n' "${stale[@]}" | xargs -P "$(nproc)" -I{} sh -c \
   'node_modules/.bin/asc "assembly/{}.ts" -b "$TMP_OUT/{}.wasm" $ASC_FLAGS_STR >"$TMP_OUT/{}.log" 2>&1 \
      || { cat "$TMP_OUT/{}.log" >&2; echo "build.sh: asc failed for {}" >&2; exit 255; }'
-for name in "${filters[@]}"; do mv "$tmp/$name.wasm" "$out/$name.wasm"; done
-echo "$inputs_hash" > "$stamp"
-echo "build.sh: built ${#filters[@]} filters into $out"
+for name in "${stale[@]}"; do
+  mv "$tmp/$name.wasm" "$out/$name.wasm"
+  stamp_of "$name" > "$out/$name.sha256"
+done
+echo "build.sh: built ${#stale[@]} of ${#filters[@]} filters into $out (${stale[*]})"
