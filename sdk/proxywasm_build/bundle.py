@@ -7,6 +7,7 @@ import ast
 import importlib.machinery
 import importlib.util
 import os
+import py_compile
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import proxywasm
 
 MANIFEST = "proxywasm-bundle.txt"
+RUNTIME_PYTHON = (3, 11)  # the CPython inside the runtime: its bytecode format
 _EXTENSION_SUFFIXES = (*importlib.machinery.EXTENSION_SUFFIXES, ".so", ".pyd", ".dylib")
 _SKIP_DIRS = {"__pycache__", ".git", ".venv", "node_modules", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
 
@@ -115,6 +117,25 @@ def _install_requirements(requirements: Path, dest: Path) -> None:
         shutil.rmtree(junk)
 
 
+def _precompile(staging: Path) -> None:
+    """Compile the bundle to bytecode ahead, when this Python's bytecode is the runtime's (3.11):
+    the SDK at -OO for the import system, the filter and its dependencies as written (asserts kept)
+    for the bundle importer. Unchecked-hash pycs carry no timestamps, so builds stay reproducible."""
+    if sys.version_info[:2] != RUNTIME_PYTHON:
+        return
+    for path in _python_files(staging):
+        rel = path.relative_to(staging)
+        sdk = rel.parts[0] == "proxywasm"
+        py_compile.compile(
+            str(path),
+            cfile=importlib.util.cache_from_source(str(path), optimization=2 if sdk else ""),
+            dfile=str(rel),
+            doraise=True,
+            optimize=2 if sdk else 0,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
+
+
 def make_bundle(source: Path, staging: Path, requirements: Path | None = None) -> Bundle:
     """Lay out ``source`` (a filter file or package directory) with its dependencies in ``staging``."""
     source = source.resolve()
@@ -160,6 +181,7 @@ def make_bundle(source: Path, staging: Path, requirements: Path | None = None) -
                 pending.extend(_python_files(target) if target.is_dir() else [target])
 
     _copy_tree(Path(proxywasm.__file__).parent, staging / "proxywasm")
+    _precompile(staging)
     (staging / MANIFEST).write_text(f"entry={entry}\nentry_file={entry_file}\n")
     for path in [staging, *staging.rglob("*")]:
         os.utime(path, (0, 0))  # the snapshot must not depend on file times

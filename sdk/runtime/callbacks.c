@@ -276,6 +276,9 @@ static int init_python(void) {
     config.install_signal_handlers = 0;
     config.pathconfig_warnings = 0;
     config.buffered_stdio = 0;
+    /* -OO for the stdlib and the SDK: docstrings cost memory in every VM. The filter's own code
+     * is compiled by the bundle importer, which keeps its asserts and docstrings. */
+    config.optimization_level = 2;
     config.module_search_paths_set = 1;
     PyStatus status = PyConfig_SetString(&config, &config.home, L"/stdlib");
     if (!PyStatus_Exception(status)) status = PyWideStringList_Append(&config.module_search_paths, L"/stdlib");
