@@ -58,3 +58,19 @@ def test_replace_of_missing_header_adds_it(env: tuple[Envoy, UpstreamServer]) ->
     (seen,) = upstream.requests
     # proxy_replace_header_map_value on an absent key behaves like add.
     assert seen.header_values("x-replace-me") == ["replaced"]
+
+
+def test_header_maps_as_the_filter_sees_them(env: tuple[Envoy, UpstreamServer]) -> None:
+    envoy, _ = env
+    reply = fetch(envoy.port(), "/p?q=1", method="POST", body=b"abc", headers={"x-echo": "A"})
+    # Pseudo-headers first; x-forwarded-proto and x-request-id are already added by the HTTP
+    # connection manager before any filter runs; header names are lower-cased.
+    assert reply.header("x-seen-request-headers") == (
+        ":authority,:path,:method,:scheme,accept-encoding,content-length,x-echo,x-forwarded-proto,x-request-id"
+    )
+    # The upstream's own server/date headers are what the filter sees; x-envoy-upstream-service-time
+    # is already there. The client finally gets server: envoy (Envoy overwrites it after the filters).
+    assert reply.header("x-seen-response-headers") == (
+        ":status,server,date,content-type,content-length,x-envoy-upstream-service-time"
+    )
+    assert reply.header("server") == "envoy"

@@ -1,11 +1,13 @@
 // Header manipulation: adds a request header (seen by the upstream) and response headers
-// (seen by the client), and echoes one request header back in the response.
+// (seen by the client), echoes one request header back in the response, and reports the header
+// names it saw in each map (x-seen-request-headers / x-seen-response-headers).
 export * from "@solo-io/proxy-runtime/proxy";
 import {
   Context,
   RootContext,
   registerRootContext,
   FilterHeadersStatusValues,
+  HeaderPair,
   stream_context,
 } from "@solo-io/proxy-runtime";
 import { readPluginConfig } from "./common";
@@ -23,8 +25,18 @@ class HeadersRoot extends RootContext {
   }
 }
 
+// Header names of a map, in order, comma-separated.
+function names(pairs: HeaderPair[]): string {
+  const out: string[] = [];
+  for (let i = 0; i < pairs.length; i++) {
+    out.push(String.UTF8.decode(pairs[i].key));
+  }
+  return out.join(",");
+}
+
 class Headers extends Context {
   echo: string = "";
+  seenRequest: string = "";
 
   constructor(context_id: u32, root_context: HeadersRoot) {
     super(context_id, root_context);
@@ -32,6 +44,7 @@ class Headers extends Context {
 
   onRequestHeaders(count: u32, end_of_stream: bool): FilterHeadersStatusValues {
     this.echo = stream_context.headers.request.get("x-echo");
+    this.seenRequest = names(stream_context.headers.request.get_headers());
     stream_context.headers.request.add("x-as-request", "added-by-as");
     // replace() on a header the client sent; upstream must see only the new value.
     stream_context.headers.request.replace("x-replace-me", "replaced");
@@ -40,7 +53,10 @@ class Headers extends Context {
   }
 
   onResponseHeaders(count: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    const seenResponse = names(stream_context.headers.response.get_headers());
     stream_context.headers.response.add("x-as-response", "hello");
+    stream_context.headers.response.add("x-seen-request-headers", this.seenRequest);
+    stream_context.headers.response.add("x-seen-response-headers", seenResponse);
     if (this.echo != "") {
       stream_context.headers.response.add("x-echo-back", this.echo);
     }
