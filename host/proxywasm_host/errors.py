@@ -1,0 +1,43 @@
+"""Exceptions raised by the local host. Each carries the filter's logs so a failing test shows them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def _format_logs(logs: Sequence[tuple[int, str]], limit: int = 50) -> str:
+    if not logs:
+        return ""
+    names = ["trace", "debug", "info", "warn", "error", "critical"]
+    tail = list(logs)[-limit:]
+    lines = [f"  [{names[lvl] if 0 <= lvl < len(names) else lvl}] {msg}" for lvl, msg in tail]
+    return "\nfilter logs:\n" + "\n".join(lines)
+
+
+class ProxyWasmHostError(Exception):
+    """Base class; ``logs`` holds the (level, message) pairs the guest had logged so far."""
+
+    def __init__(self, message: str, logs: Sequence[tuple[int, str]] = ()) -> None:
+        self.reason = message
+        self.logs = list(logs)
+        super().__init__(message + _format_logs(self.logs))
+
+
+class LoadError(ProxyWasmHostError):
+    """The module cannot be loaded (bad bytes, missing import, no ABI version export, start trapped)."""
+
+
+class ConfigureError(ProxyWasmHostError):
+    """``proxy_on_vm_start`` or ``proxy_on_configure`` returned false (Envoy rejects the plugin)."""
+
+
+class WasmTrap(ProxyWasmHostError):
+    """The guest trapped (unreachable, out-of-bounds, stack overflow). Envoy marks the VM failed."""
+
+
+class VmFailed(ProxyWasmHostError):
+    """A call was made into a VM that had already failed."""
+
+
+class StreamStalled(ProxyWasmHostError):
+    """The filter paused the stream and nothing is left that could resume it."""
