@@ -371,9 +371,12 @@ class Dispatcher:
 
     # ---- callouts ----
 
-    def _callout(self, token: int, deliver: Any, *args: int) -> None:
+    def _callout(self, context_id: int, token: int, deliver: Any, *args: int) -> None:
         owner = callouts.owner(token)
         try:
+            if owner is not None and owner.context_id != context_id:
+                # Envoy delivers callout answers to the plugin's root context; act on the caller's stream.
+                hostcalls.set_effective_context(owner.context_id)
             deliver(token, *args)
         except Exception as exc:
             name = type(owner).__name__ if owner else "callout"
@@ -386,19 +389,19 @@ class Dispatcher:
                         self.report("resuming after a failed callout", err)
 
     def on_http_call_response(self, context_id: int, token: int, headers: int, body: int, trailers: int) -> None:
-        self._callout(token, callouts.deliver_http_response, headers, body, trailers)
+        self._callout(context_id, token, callouts.deliver_http_response, headers, body, trailers)
 
     def on_grpc_receive_initial_metadata(self, context_id: int, token: int, count: int) -> None:
-        self._callout(token, callouts.deliver_grpc_initial_metadata, count)
+        self._callout(context_id, token, callouts.deliver_grpc_initial_metadata, count)
 
     def on_grpc_receive(self, context_id: int, token: int, size: int) -> None:
-        self._callout(token, callouts.deliver_grpc_message, size)
+        self._callout(context_id, token, callouts.deliver_grpc_message, size)
 
     def on_grpc_receive_trailing_metadata(self, context_id: int, token: int, count: int) -> None:
-        self._callout(token, callouts.deliver_grpc_trailing_metadata, count)
+        self._callout(context_id, token, callouts.deliver_grpc_trailing_metadata, count)
 
     def on_grpc_close(self, context_id: int, token: int, status: int) -> None:
-        self._callout(token, callouts.deliver_grpc_close, status)
+        self._callout(context_id, token, callouts.deliver_grpc_close, status)
 
 
 dispatcher = Dispatcher()

@@ -99,8 +99,6 @@ class GrpcStream:
 
 # token -> (context that made the call, what to do with the answer)
 _pending: dict[int, tuple[Context, Any]] = {}
-# token -> reply bytes of a unary gRPC call, kept until its close arrives
-_grpc_replies: dict[int, bytes] = {}
 
 
 def _pairs(headers: Sequence[tuple[HeaderValue, HeaderValue]]) -> Pairs:
@@ -198,7 +196,9 @@ def deliver_grpc_message(token: int, size: int) -> None:
         stream, handler = entry[1]
         handler.on_message(stream, data)
     else:
-        _grpc_replies[token] = data
+        # Envoy completes a successful unary call with its one message; no close follows.
+        del _pending[token]
+        entry[1](GrpcCallResponse(token, GrpcStatus.OK, "", data))
 
 
 def deliver_grpc_trailing_metadata(token: int, count: int) -> None:
@@ -209,15 +209,15 @@ def deliver_grpc_trailing_metadata(token: int, count: int) -> None:
 
 
 def deliver_grpc_close(token: int, status: int) -> None:
+    """The end of a stream, or the failure of a unary call (``status`` is the gRPC status)."""
     entry = _pending.pop(token, None)
-    data = _grpc_replies.pop(token, b"")
     if entry is None:
         return
-    code, message = hostcalls.get_status()
-    grpc_status = GrpcStatus(code) if code in GrpcStatus._value2member_map_ else code
+    _code, message = hostcalls.get_status()
+    grpc_status = GrpcStatus(status) if status in GrpcStatus._value2member_map_ else status
     text = message.decode(errors="replace")
     if isinstance(entry[1], tuple):
         stream, handler = entry[1]
         handler.on_close(stream, grpc_status, text)
     else:
-        entry[1](GrpcCallResponse(token, grpc_status, text, data))
+        entry[1](GrpcCallResponse(token, grpc_status, text))
