@@ -85,7 +85,9 @@ def test_c_extension_dependency_is_refused(tmp_path: Path, monkeypatch: pytest.M
     assert "_speedups" in message
 
 
-def test_pure_python_dependency_from_the_environment_is_bundled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pure_python_dependency_from_the_environment_is_bundled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     site = tmp_path / "site"
     (site / "tinydep").mkdir(parents=True)
     (site / "tinydep" / "__init__.py").write_text("GREETING = 'hello from tinydep'\n")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from envoy_support import as_envoy, fetch
+
 from proxywasm_build.envoy import Cluster, Envoy, free_port
 from proxywasm_build.upstream import Response, UpstreamServer
 

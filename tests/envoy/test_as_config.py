@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from envoy_support import as_envoy, fetch
+
 from proxywasm_build.envoy import EnvoyError
 
 

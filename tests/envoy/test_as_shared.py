@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from envoy_support import as_envoy, fetch
+
 from proxywasm_build.envoy import Envoy
 from proxywasm_build.upstream import UpstreamServer
 

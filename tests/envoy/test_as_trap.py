@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from envoy_support import Reply, as_envoy, fetch
+
 from proxywasm_build.envoy import Envoy
 
 TRAP_LOG = "wasm log p_trap trap vm_trap: trap requested at: assembly/trap.ts("

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from envoy_support import fetch
+
 from proxywasm_build.envoy import (
     LOG_FORMAT,
     Cluster,
