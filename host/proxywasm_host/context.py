@@ -70,6 +70,16 @@ class HeaderMap:
         self.remove(key)
         self.add(key, value)
 
+    def set_in_place(self, key: str | bytes, value: str | bytes) -> None:
+        """Overwrite the first value where it stands (drop the rest); add if absent."""
+        k, v = _b(key).lower(), _b(value)
+        for i, (name, _) in enumerate(self._pairs):
+            if name == k:
+                self._pairs[i] = (k, v)
+                self._pairs = self._pairs[: i + 1] + [p for p in self._pairs[i + 1 :] if p[0] != k]
+                return
+        self.add(k, v)
+
     def set_pairs(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
         self._pairs = []
         for k, v in pairs:

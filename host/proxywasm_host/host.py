@@ -45,7 +45,7 @@ class Host:
     @classmethod
     def load(
         cls,
-        module: str | Path | bytes,
+        module: str | Path | bytes | bytearray,
         *,
         root_id: str = "",
         plugin_name: str | None = None,
@@ -64,7 +64,7 @@ class Host:
         """Compile (cached), link, start and configure a module the way Envoy does for a new plugin:
         ``_initialize``, ``proxy_on_context_create(root)``, ``proxy_on_vm_start``, ``proxy_on_configure``.
         """
-        code = module if isinstance(module, bytes) else Path(module).read_bytes()
+        code = bytes(module) if isinstance(module, (bytes, bytearray)) else Path(module).read_bytes()
         try:
             compiled = compile_module(code, use_cache=use_cache)
         except Exception as exc:
@@ -210,7 +210,7 @@ class Host:
             try:
                 result = handler(request)
             except Exception:
-                call.fail()
+                call.unreachable()  # a handler that raises stands for an upstream that cannot be reached
                 progressed = True
                 continue
             if result is None:

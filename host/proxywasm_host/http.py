@@ -8,7 +8,9 @@ and the stream ends with ``on_log``, ``on_done``, ``on_delete``.
 
 from __future__ import annotations
 
+import random
 import time
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -58,23 +60,22 @@ class HttpStream:
         self.upstream_request: Request | None = None
 
     # -- helpers ------------------------------------------------------------------------------------
-    def _check_failed(self) -> bool:
-        """Envoy's CHECK_FAIL_HTTP: a failed VM fails the stream closed (503) unless fail_open."""
-        if not self.vm.failed:
-            return False
-        if self.host.fail_open:
-            return True
+    def _fail_stream(self) -> None:
+        """Envoy's failStream: a bare 503 local reply that skips this filter's response callbacks."""
         if not self._failure_reply_sent:
             self._failure_reply_sent = True
             self.response_code_details = "wasm_fail_stream"
             self._set_local(503, b"", [], "wasm_fail_stream")
-        return True
 
     def _call(self, name: str, *args: int) -> int | None:
-        if self._check_failed():
+        if self.vm.failed:
+            # Already failed: fail closed (503), or with fail_open skip the filter entirely.
+            if not self.host.fail_open:
+                self._fail_stream()
             return None
         result = self.vm.call(name, self.ctx, *args)
-        if self._check_failed():
+        if self.vm.failed:
+            self._fail_stream()  # the request that trapped gets a 503 whatever the policy
             return None
         return result
 
@@ -109,7 +110,9 @@ class HttpStream:
 
     # -- step API: request side ---------------------------------------------------------------------
     def request_headers(self, headers: HeaderInput = (), end_of_stream: bool = False) -> Action:
-        if headers:
+        if isinstance(headers, HeaderMap):
+            self.request_headers_map = headers
+        elif headers:
             self.request_headers_map = HeaderMap(headers)
         return self._run_headers(StreamType.REQUEST, MapType.HTTP_REQUEST_HEADERS, self.request_headers_map,
                                  end_of_stream, "proxy_on_request_headers")  # fmt: skip
@@ -124,7 +127,9 @@ class HttpStream:
     # -- step API: response side --------------------------------------------------------------------
     def response_headers(self, headers: HeaderInput = (), end_of_stream: bool = False) -> Action:
         self._encoding = True
-        if headers:
+        if isinstance(headers, HeaderMap):
+            self.response_headers_map = headers
+        elif headers:
             self.response_headers_map = HeaderMap(headers)
         return self._run_headers(StreamType.RESPONSE, MapType.HTTP_RESPONSE_HEADERS, self.response_headers_map,
                                  end_of_stream, "proxy_on_response_headers")  # fmt: skip
@@ -158,7 +163,7 @@ class HttpStream:
         self.ctx.end_of_stream = False
         self._buffering[side] = False
         if raw is None:
-            if self.host.fail_open or not self.vm.failed:
+            if self.local_response is None:
                 self._forward(side, bytes(buffer))
                 self.ctx.buffers[buf_type] = None
                 return Action.CONTINUE
@@ -183,7 +188,7 @@ class HttpStream:
         stop_before = self.vm.stop_next_iteration
         raw = self._call(name, self.ctx.id, len(hmap))
         if raw is None:
-            return Action.CONTINUE if (self.host.fail_open or not self.vm.failed) else Action.PAUSE
+            return Action.CONTINUE if self.local_response is None else Action.PAUSE
         if raw == 0 and not stop_before and not self._local_pending():
             self.ctx.maps[map_type] = None
             self._flush_buffered(side)
@@ -353,23 +358,34 @@ class HttpStream:
         upstream: UpstreamHandler,
         authority: str = "example.com",
     ) -> Response:
-        req = HeaderMap([(":method", method), (":path", path), (":authority", authority), (":scheme", "http")])
+        # As Envoy's HTTP/1 codec and connection manager hand them to the first filter: :authority,
+        # :path, :method, :scheme, the client's headers, then x-forwarded-proto and x-request-id.
+        req = HeaderMap([(":authority", authority), (":path", path), (":method", method), (":scheme", "http")])
         user = HeaderMap(headers)
         for k, v in user.pairs():
             if k.startswith(b":"):
-                req.replace(k, v)
+                req.set_in_place(k, v)
             else:
                 req.add(k, v)
         raw_chunks: list[bytes | str] = [body] if isinstance(body, (bytes, str)) else list(body or [])
         chunks = [c.encode() if isinstance(c, str) else bytes(c) for c in raw_chunks if c]
-        if chunks and req.get("content-length") is None:
+        if chunks and req.get("content-length") is None and req.get("transfer-encoding") is None:
             req.add("content-length", str(sum(len(c) for c in chunks)))
+        if req.get("x-forwarded-proto") is None:
+            req.add("x-forwarded-proto", "http")
+        if req.get("x-request-id") is None:
+            req.add("x-request-id", str(uuid.UUID(int=random.getrandbits(128), version=4)))
         if self._decode(req, chunks, trailers):
             started = time.perf_counter()
+            sent = HeaderMap(req)
+            # The router adds its timeout header after the filters; HTTP/1 chunks a body without length.
+            sent.add("x-envoy-expected-rq-timeout-ms", "15000")
+            if self.request_body_sent and sent.get("content-length") is None:
+                sent.add("transfer-encoding", "chunked")
             self.upstream_request = Request(
                 method=(req.get(":method") or b"").decode("latin-1"),
                 path=(req.get(":path") or b"").decode("latin-1"),
-                headers=req.items(),
+                headers=sent.items(),
                 body=bytes(self.request_body_sent),
                 trailers=self.request_trailers_map.items() if self.request_trailers_map else [],
             )
@@ -451,8 +467,18 @@ class HttpStream:
     def _result(self) -> Response:
         if self.reset:
             return Response(0, upstream_request=self.upstream_request, details="reset", logs=list(self.vm.logs))
-        status = int(self.response_headers_map.get(":status") or b"0")
-        headers = [(k, v) for k, v in self.response_headers_map.items() if not k.startswith(":")]
+        final = HeaderMap(self.response_headers_map)
+        # What Envoy's HTTP/1 codec adds on the way to the client, after every filter ran.
+        if final.get("date") is None:
+            final.add("date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(self.host.envoy.time_ns / 1e9)))
+        final.set_in_place("server", "envoy")
+        if final.get("content-length") is None and final.get("transfer-encoding") is None:
+            if self.response_body_sent:
+                final.add("transfer-encoding", "chunked")
+            else:
+                final.add("content-length", "0")
+        status = int(final.get(":status") or b"0")
+        headers = [(k, v) for k, v in final.items() if not k.startswith(":")]
         return Response(
             status=status,
             headers=headers,

@@ -24,7 +24,7 @@ def proxywasm_host(request: pytest.FixtureRequest) -> Iterator[HostFactory]:
     hosts: list[Host] = []
     request.node._proxywasm_hosts = hosts
 
-    def load(module: str | Path | bytes, **options: Any) -> Host:
+    def load(module: str | Path | bytes | bytearray, **options: Any) -> Host:
         host = Host.load(module, **options)
         hosts.append(host)
         return host

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import wasmtime
+
 from proxywasm.abi import BufferType, LogLevel, MapType, MetricType, Status
 
 from . import properties
@@ -64,6 +65,11 @@ class HttpCall:
         """Envoy's async client answers a timed-out call with a local 504."""
         body = b"upstream request timeout"
         self.respond(504, [("content-length", str(len(body))), ("content-type", "text/plain")], body)
+
+    def unreachable(self) -> None:
+        """Envoy answers a call to an unreachable cluster with a synthetic 503, not a failure."""
+        body = b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"
+        self.respond(503, [("content-length", str(len(body))), ("content-type", "text/plain")], body)
 
     def fail(self) -> None:
         """Connection reset: Envoy calls ``on_http_call_response(token, 0, 0, 0)``."""
@@ -264,7 +270,7 @@ class Vm:
         if not self.failed:
             self.failed = True
             self.fail_reason = reason
-            self.log(LogLevel.CRITICAL, reason, internal=True)
+            self.log(LogLevel.ERROR, reason, internal=True)
             self._after.clear()
 
     def start(self) -> None:
@@ -412,6 +418,10 @@ class Vm:
         hdrs = HeaderMap(headers)
         if body:
             hdrs.replace(b"content-length", str(len(body)).encode())
+        # Headers Envoy's async client adds; no x-request-id on callouts.
+        hdrs.add(b"x-envoy-internal", b"true")
+        if timeout > 0:
+            hdrs.add(b"x-envoy-expected-rq-timeout-ms", str(timeout).encode())
         call = HttpCall(self, token, cluster, hdrs.items(), bytes(body), HeaderMap(trailers).items(), timeout,
                         self.root_of(self.ctx()).id)  # fmt: skip
         self.http_calls[token] = call
@@ -526,9 +536,27 @@ class Vm:
                     self.grpc_callouts.pop(tok, None)
 
 
+_V8_TRAP_MESSAGES = {
+    wasmtime.TrapCode.UNREACHABLE: "unreachable",
+    wasmtime.TrapCode.MEMORY_OUT_OF_BOUNDS: "memory access out of bounds",
+    wasmtime.TrapCode.TABLE_OUT_OF_BOUNDS: "table index is out of bounds",
+    wasmtime.TrapCode.INDIRECT_CALL_TO_NULL: "null function or function signature mismatch",
+    wasmtime.TrapCode.BAD_SIGNATURE: "null function or function signature mismatch",
+    wasmtime.TrapCode.INTEGER_OVERFLOW: "divide result unrepresentable",
+    wasmtime.TrapCode.INTEGER_DIVISION_BY_ZERO: "divide by zero",
+    wasmtime.TrapCode.BAD_CONVERSION_TO_INTEGER: "float unrepresentable in integer range",
+    wasmtime.TrapCode.STACK_OVERFLOW: "Maximum call stack size exceeded",
+}
+
+
 def _describe(exc: BaseException) -> str:
+    """Word a trap the way Envoy's V8 runtime logs it ("Uncaught RuntimeError: unreachable")."""
     if isinstance(exc, wasmtime.Trap):
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else "trap"
-        return f"Uncaught RuntimeError: {first}"
-    return f"{type(exc).__name__}: {exc}"
+        code = exc.trap_code
+        text = _V8_TRAP_MESSAGES.get(code) if code is not None else None
+        if text is None:
+            text = exc.message.strip().splitlines()[0] if exc.message.strip() else "trap"
+        return f"Uncaught RuntimeError: {text}"
+    if isinstance(exc, wasmtime.WasmtimeError):
+        return f"Uncaught RuntimeError: {str(exc).strip().splitlines()[0]}"
+    return f"host error {type(exc).__name__}: {exc}"

@@ -124,6 +124,8 @@ class Envoy:
             self.histograms.setdefault(name, [])
 
     def metric(self, name: str) -> int | list[int] | None:
+        # Envoy files Wasm stats under the "wasmcustom." namespace in /stats; accept both spellings.
+        name = name.removeprefix("wasmcustom.")
         if name in self.counters:
             return self.counters[name]
         if name in self.gauges:
