@@ -246,9 +246,10 @@ class HttpStream:
         hmap = HeaderMap([(":status", str(code))])
         for k, v in headers:
             hmap.add(k, v)
-        hmap.replace("content-length", str(len(body)))
-        if body and hmap.get("content-type") is None:
-            hmap.add("content-type", "text/plain")
+        if body:
+            hmap.replace("content-length", str(len(body)))
+            if hmap.get("content-type") is None:
+                hmap.add("content-type", "text/plain")
         self.local_response = Response(int(code), [], bytes(body), local_reply=True, details=details)
         self._local_headers = hmap
         # A reply sent while decoding goes back through this filter's response callbacks; one sent

@@ -75,6 +75,9 @@ class Act:
     REPLACE_BODY = 13
     ADD_RESPONSE_HEADER = 14
     ADD_REQUEST_TRAILER = 15
+    # From a root-context callback: make stream 2 effective (as SDKs do), then continue it.
+    CONTINUE_STREAM2_REQUEST = 16
+    CONTINUE_STREAM2_RESPONSE = 17
 
 
 @dataclass
@@ -157,7 +160,10 @@ def build_wat(
     cont_req = "(call $env.proxy_continue_stream (i32.const 0))" if v021 else "(call $env.proxy_continue_request)"
     cont_resp = "(call $env.proxy_continue_stream (i32.const 1))" if v021 else "(call $env.proxy_continue_response)"
     close_req = "(call $env.proxy_close_stream (i32.const 0))" if v021 else "(i32.const 12)"
+    effective = "(drop (call $env.proxy_set_effective_context (i32.const 2)))"
     actions = {
+        Act.CONTINUE_STREAM2_REQUEST: f"(block (result i32) {effective} {cont_req})",
+        Act.CONTINUE_STREAM2_RESPONSE: f"(block (result i32) {effective} {cont_resp})",
         Act.LOCAL_REPLY: f"(call $env.proxy_send_local_response (i32.const 403) {sv('details')} {sv('body')} "
         f"{sv('hdrs')} (i32.const -1))",
         Act.CONTINUE_REQUEST: cont_req,

@@ -1,0 +1,55 @@
+"""send_local_response: deferred until the callback returns, then through the response callbacks."""
+
+from __future__ import annotations
+
+from conftest import Probe
+from guest import Act
+
+from proxywasm.abi import Status
+
+
+def test_local_reply_from_request_headers(probe: Probe) -> None:
+    probe.act("proxy_on_request_headers", Act.LOCAL_REPLY)
+    probe.host.clear_logs()
+    resp = probe.host.request("GET", "/secret")
+    assert probe.result == Status.OK
+    assert resp.status == 403 and resp.local_reply
+    assert resp.body == b"denied\n"
+    assert resp.upstream_request is None
+    assert resp.details == "denied_by_probe"
+    # The reply ran through this filter's response callbacks, as Envoy's filter chain does.
+    assert "on_response_headers" in probe.callbacks()
+    names = [k for k, _ in resp.headers]
+    assert names == ["x-deny", "content-length", "content-type", "date", "server"]
+    assert resp.header("content-length") == "7"
+
+
+def test_local_reply_response_hook_sees_status(probe: Probe) -> None:
+    probe.act("proxy_on_request_headers", Act.LOCAL_REPLY)
+    probe.act("proxy_on_response_headers", Act.ADD_RESPONSE_HEADER)
+    resp = probe.host.request("GET", "/")
+    assert resp.header("x-added") == "1"
+
+
+def test_local_reply_from_response_headers_replaces_response(probe: Probe) -> None:
+    probe.act("proxy_on_response_headers", Act.LOCAL_REPLY)
+    resp = probe.host.request("GET", "/late")
+    assert resp.upstream_request is not None  # the upstream was asked
+    assert resp.status == 403 and resp.body == b"denied\n"
+    assert resp.header("x-upstream") is None
+    assert resp.header("x-envoy-upstream-service-time") is None
+
+
+def test_local_reply_is_deferred(probe: Probe) -> None:
+    probe.act("proxy_on_request_headers", Act.LOCAL_REPLY)
+    stream = probe.host.http_stream()
+    stream.request_headers([(":path", "/")])
+    # The reply exists only after the callback returned, and the stream stopped.
+    assert stream.local_response is not None and stream.local_response.status == 403
+
+
+def test_close_stream_resets(probe: Probe) -> None:
+    probe.act("proxy_on_request_headers", Act.CLOSE_REQUEST)
+    resp = probe.host.request("GET", "/")
+    assert resp.status == 0 and resp.details == "reset"
+    assert resp.upstream_request is None
