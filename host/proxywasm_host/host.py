@@ -35,8 +35,10 @@ def _config_bytes(value: ConfigInput) -> bytes:
 class Host:
     """One plugin in one Wasm VM inside an emulated Envoy (the ``envoy`` may be shared by several)."""
 
-    def __init__(self, vm: Vm, root: Context, *, fail_open: bool = False) -> None:
+    def __init__(self, vm: Vm, root: Context, *, fail_open: bool = False, http1: bool = True) -> None:
         self.vm = vm
+        # Frame bodies as Envoy's HTTP/1 codec does (see HttpStream._frames).
+        self.http1 = http1
         self.root = root
         self.envoy = vm.envoy
         self.fail_open = fail_open
@@ -60,9 +62,15 @@ class Host:
         fail_open: bool = False,
         raise_on_trap: bool = True,
         use_cache: bool = True,
+        http1: bool = True,
     ) -> Host:
         """Compile (cached), link, start and configure a module the way Envoy does for a new plugin:
         ``_initialize``, ``proxy_on_context_create(root)``, ``proxy_on_vm_start``, ``proxy_on_configure``.
+
+        ``clusters`` maps cluster names to callout handlers (``None``: calls stay pending for the test);
+        ``fail_open`` is Envoy's FAIL_OPEN policy; ``raise_on_trap=False`` turns a trap into the 503 Envoy
+        sends instead of a :class:`WasmTrap`; ``http1`` frames bodies like Envoy's HTTP/1 codec (the
+        body, then an empty end-of-stream frame).
         """
         code = bytes(module) if isinstance(module, (bytes, bytearray)) else Path(module).read_bytes()
         try:
@@ -78,7 +86,7 @@ class Host:
         plugin = Plugin(plugin_name if plugin_name is not None else root_id, root_id,
                         _config_bytes(plugin_config), fail_open)  # fmt: skip
         root = vm.new_root(plugin)
-        host = cls(vm, root, fail_open=fail_open)
+        host = cls(vm, root, fail_open=fail_open, http1=http1)
         try:
             vm.create_in_vm(root)
             ok = vm.call("proxy_on_vm_start", root, root.id, len(vm.vm_config))
@@ -97,7 +105,7 @@ class Host:
         finally:
             vm.temp_plugin = None
         if ok == 0 or vm.failed:
-            raise ConfigureError(f"Wasm VM failed to configure plugin: proxy_on_configure{_why(vm)}", vm.logs)
+            raise ConfigureError(f"Failed to configure base Wasm plugin: proxy_on_configure{_why(vm)}", vm.logs)
 
     def configure(self, plugin_config: ConfigInput) -> None:
         """Re-run ``proxy_on_configure`` with a new config, as a listener update with the same VM does."""

@@ -387,7 +387,7 @@ class HttpStream:
                 method=(req.get(":method") or b"").decode("latin-1"),
                 path=(req.get(":path") or b"").decode("latin-1"),
                 headers=sent.items(),
-                body=bytes(self.request_body_sent),
+                body=_cut_to_length(sent, bytes(self.request_body_sent)),
                 trailers=self.request_trailers_map.items() if self.request_trailers_map else [],
             )
             upstream_response = to_response(upstream(self.upstream_request))
@@ -406,6 +406,16 @@ class HttpStream:
         self.host.pump()
         return result
 
+    @staticmethod
+    def _frames(chunks: list[bytes], has_trailers: bool, http1: bool) -> list[tuple[bytes, bool]]:
+        """Data frames as Envoy's codec delivers them. HTTP/1 hands over the body with
+        end_stream=false and ends the message with an empty end_stream=true frame."""
+        if not chunks:
+            return []
+        if http1 and not has_trailers:
+            return [(c, False) for c in chunks] + [(b"", True)]
+        return [(c, i == len(chunks) - 1 and not has_trailers) for i, c in enumerate(chunks)]
+
     def _decode(self, headers: HeaderMap, chunks: list[bytes], trailers: HeaderInput | None) -> bool:
         eos = not chunks and trailers is None
         self.request_headers_map = headers
@@ -414,8 +424,7 @@ class HttpStream:
             return False
         if action != Action.CONTINUE and len(chunks) > 1:
             chunks = [b"".join(chunks)]  # it all arrived (and was buffered) while the filter paused
-        for i, chunk in enumerate(chunks):
-            last = i == len(chunks) - 1 and trailers is None
+        for chunk, last in self._frames(chunks, trailers is not None, self.host.http1):
             self.request_body(chunk, last)
             if self.local_response is not None or self.reset:
                 return False
@@ -427,15 +436,15 @@ class HttpStream:
                 return False
         return self.local_response is None and not self.reset
 
-    def _encode(self, headers: HeaderMap, body: bytes, trailers: Any) -> None:
+    def _encode(self, headers: HeaderMap, body: bytes, trailers: Any, *, local: bool = False) -> None:
         self._encoding = True
         chunks = [body] if body else []
         eos = not chunks and not trailers
         action = self.response_headers(headers, eos)
         if action != Action.CONTINUE and not self._await(StreamType.RESPONSE):
             return
-        for i, chunk in enumerate(chunks):
-            last = i == len(chunks) - 1 and not trailers
+        # A local reply's body is encoded in one end_stream=true frame.
+        for chunk, last in self._frames(chunks, bool(trailers), self.host.http1 and not local):
             self.response_body(chunk, last)
             if self._paused[StreamType.RESPONSE] and not self._await(StreamType.RESPONSE):
                 return
@@ -455,7 +464,7 @@ class HttpStream:
             self.response_body_sent.clear()
             saved = self.local_response
             self.local_response = None  # let the response callbacks run
-            self._encode(headers, local.body, None)
+            self._encode(headers, local.body, None, local=True)
             if self.local_response is None:
                 self.local_response = saved
                 self.response_headers_map = headers
@@ -478,12 +487,13 @@ class HttpStream:
                 final.add("transfer-encoding", "chunked")
             else:
                 final.add("content-length", "0")
+        body = _cut_to_length(final, bytes(self.response_body_sent))
         status = int(final.get(":status") or b"0")
         headers = [(k, v) for k, v in final.items() if not k.startswith(":")]
         return Response(
             status=status,
             headers=headers,
-            body=bytes(self.response_body_sent),
+            body=body,
             trailers=self.response_trailers_map.items() if self.response_trailers_map else [],
             upstream_request=self.upstream_request,
             local_reply=self.local_response is not None,
@@ -497,3 +507,12 @@ def _joined(hmap: HeaderMap) -> dict[str, str]:
     for k, v in hmap.items():
         out[k] = f"{out[k]},{v}" if k in out else v
     return out
+
+
+def _cut_to_length(headers: HeaderMap, body: bytes) -> bytes:
+    """HTTP/1 peers read exactly content-length bytes: Envoy does not fix the header after a filter
+    rewrote the body, so a longer body gets cut."""
+    raw = headers.get("content-length")
+    if raw is None or not raw.isdigit():
+        return body
+    return body[: int(raw)]

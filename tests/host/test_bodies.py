@@ -43,7 +43,7 @@ def test_request_level_buffering_gives_whole_body_at_end(load_probe: Callable[..
     probe.act("proxy_on_http_call_response", Act.CONTINUE_STREAM2_REQUEST)
     resp = probe.host.request("POST", "/", body=[b"one", b"two", b"three"])
     assert resp.upstream_request is not None and resp.upstream_request.body == b"onetwothree"
-    assert probe.args("proxy_on_request_body")[:3] == (2, 11, 1)
+    assert probe.args("proxy_on_request_body")[:3] == (2, 11, 1)  # the whole body at end of stream
 
 
 def test_pause_without_resume_is_reported(probe: Probe) -> None:
@@ -80,11 +80,21 @@ def test_set_buffer_bytes_semantics(probe: Probe) -> None:
     assert probe.u32_at(length) == 12
 
 
-def test_replaced_body_reaches_upstream(probe: Probe) -> None:
+def test_replaced_body_reaches_upstream(load_probe: Callable[..., Probe]) -> None:
+    probe = load_probe(http1=False)
     probe.act("proxy_on_request_body", Act.REPLACE_BODY)
     resp = probe.host.request("POST", "/", body=b"original")
     assert probe.result == Status.OK
     assert resp.upstream_request is not None and resp.upstream_request.body == b"changed"
+
+
+def test_http1_framing_and_stale_content_length(probe: Probe) -> None:
+    # HTTP/1: body frame (eos=0), then an empty eos=1 frame; the filter's action runs on both, and the
+    # unchanged content-length (8) cuts what the upstream reads, as with real Envoy.
+    probe.act("proxy_on_request_body", Act.REPLACE_BODY)
+    resp = probe.host.request("POST", "/", body=b"original")
+    assert probe.args("proxy_on_request_body")[:3] == (2, 0, 1)
+    assert resp.upstream_request is not None and resp.upstream_request.body == b"changedc"
 
 
 def test_configuration_buffers(load_probe: Callable[..., Probe]) -> None:
