@@ -103,3 +103,6 @@ def load_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Call
 @pytest.fixture
 def probe(load_probe: Callable[..., Probe]) -> Probe:
     return load_probe()
+
+
+pytest_plugins = ["pytester"]

@@ -1,0 +1,47 @@
+"""The pytest plugin: the factory fixture, and failure reports that carry the filter's logs."""
+
+from __future__ import annotations
+
+import pytest
+from guest import Act, probe_wasm
+
+from proxywasm_host import Host
+from proxywasm_host.pytest_plugin import assert_logged, assert_response
+
+
+def test_assert_response_failure_includes_logs() -> None:
+    host = Host.load(probe_wasm())
+    resp = host.request("GET", "/")
+    assert_response(resp, status=200, headers={"x-upstream": "echo", "x-missing": None}, upstream_called=True)
+    with pytest.raises(AssertionError) as info:
+        assert_response(resp, status=404, body=b"nope")
+    text = str(info.value)
+    assert "status 200 != expected 404" in text
+    assert "filter logs:" in text and "on_request_headers" in text
+
+
+def test_assert_logged() -> None:
+    host = Host.load(probe_wasm())
+    assert_logged(host.logs, "on_configure")
+    with pytest.raises(AssertionError, match="no log message containing"):
+        assert_logged(host.logs, "never said")
+
+
+def test_fixture_and_report_section(pytester: pytest.Pytester) -> None:
+    wasm = pytester.path / "probe.wasm"
+    wasm.write_bytes(probe_wasm())
+    pytester.makepyfile(
+        f"""
+        def test_loads(proxywasm_host):
+            host = proxywasm_host({str(wasm)!r}, plugin_config=b"x")
+            assert host.request().status == 200
+
+        def test_fails(proxywasm_host):
+            host = proxywasm_host({str(wasm)!r})
+            host.vm.mem.write_u32({1024 + 4 * 11}, {Act.LOCAL_REPLY})
+            assert host.request().status == 200
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*proxywasm filter logs*", "*on_request_headers*"])
