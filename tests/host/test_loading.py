@@ -90,8 +90,14 @@ def test_compiled_module_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     start = time.perf_counter()
     Host.load(code)
     assert time.perf_counter() - start < 0.5
-    files[0].write_bytes(b"corrupt")  # a broken artefact is recompiled, not fatal
+    # A broken artefact is recompiled, not fatal. Replace it as a new file: loaded modules keep the
+    # old one mapped (truncating a mapped artefact in place would SIGBUS, which is why the cache
+    # itself only ever writes with an atomic rename).
+    broken = tmp_path / "broken"
+    broken.write_bytes(b"corrupt")
+    broken.replace(files[0])
     Host.load(code)
+    assert files[0].read_bytes() != b"corrupt"
 
 
 def test_wasi_fd_write_goes_to_logs(probe: Probe) -> None:

@@ -42,6 +42,7 @@ def test_fixture_and_report_section(pytester: pytest.Pytester) -> None:
             assert host.request().status == 200
         """
     )
-    result = pytester.runpytest()
+    # In a subprocess: an in-process run re-installs faulthandler over wasmtime's trap signal handlers.
+    result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*proxywasm filter logs*", "*on_request_headers*"])
