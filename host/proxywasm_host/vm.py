@@ -20,6 +20,7 @@ from . import properties
 from .cache import engine
 from .context import Context, HeaderMap, Plugin
 from .errors import LoadError, WasmTrap
+from .fastfunc import host_func
 from .hostcalls import ABI_0_1_0, ABI_0_2_0, ABI_0_2_1, HostCall, lookup
 from .memory import GuestMemory
 from .typed import TypedFunc, adapt_args
@@ -204,22 +205,17 @@ class Vm:
                     f"want: {_type_str(want[0])} -> {_type_str(want[1])}, "
                     f"but host exports: {_type_str(have[0])} -> {_type_str(have[1])}"
                 )
-            imports.append(wasmtime.Func(self.store, ty, self._trampoline(call)))
+            imports.append(host_func(self.store, ty, call.params, bool(call.results), self._bind(call)))
         try:
             return wasmtime.Instance(self.store, module, imports)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise LoadError(f"Failed to create new Wasm instance: {exc}") from exc
 
-    def _trampoline(self, call: HostCall) -> Callable[..., Any]:
-        impl, kinds = call.impl, call.params
-        # i32 arguments arrive signed; host code wants the unsigned guest view.
-        masks = [0xFFFFFFFF if k == "i" else None for k in kinds]
-        void = not call.results
+    def _bind(self, call: HostCall) -> Callable[..., Any]:
+        impl = call.impl
 
         def invoke(*args: int) -> Any:
-            fixed = [a & m if m is not None else a for a, m in zip(args, masks, strict=False)]
-            result = impl(self, *fixed)
-            return None if void else int(result)
+            return impl(self, *args)
 
         return invoke
 
