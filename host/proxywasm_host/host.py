@@ -39,6 +39,11 @@ class Host:
         self.vm = vm
         # Frame bodies as Envoy's HTTP/1 codec does (see HttpStream._frames).
         self.http1 = http1
+        self.fail_reload = False
+        self.reload_backoff_ms = 1000
+        self.reloads = 0
+        self._failed_at_ns: int | None = None
+        self._boot: Callable[[], Vm] | None = None
         self.root = root
         self.envoy = vm.envoy
         self.fail_open = fail_open
@@ -63,14 +68,16 @@ class Host:
         raise_on_trap: bool = True,
         use_cache: bool = True,
         http1: bool = True,
+        fail_reload: bool = False,
     ) -> Host:
         """Compile (cached), link, start and configure a module the way Envoy does for a new plugin:
         ``_initialize``, ``proxy_on_context_create(root)``, ``proxy_on_vm_start``, ``proxy_on_configure``.
 
         ``clusters`` maps cluster names to callout handlers (``None``: calls stay pending for the test);
         ``fail_open`` is Envoy's FAIL_OPEN policy; ``raise_on_trap=False`` turns a trap into the 503 Envoy
-        sends instead of a :class:`WasmTrap`; ``http1`` frames bodies like Envoy's HTTP/1 codec (the
-        body, then an empty end-of-stream frame).
+        sends instead of a :class:`WasmTrap`; ``fail_reload`` is FAIL_RELOAD (a new VM once
+        ``reload_backoff_ms`` of host time passed after a failure); ``http1`` frames bodies like
+        Envoy's HTTP/1 codec (the body, then an empty end-of-stream frame).
         """
         code = bytes(module) if isinstance(module, (bytes, bytearray)) else Path(module).read_bytes()
         try:
@@ -78,24 +85,58 @@ class Host:
         except Exception as exc:
             raise LoadError(f"Failed to load Wasm code: {exc}") from exc
         world = envoy if envoy is not None else Envoy(log_level=log_level)
-        vm = Vm(compiled, world, vm_id=vm_id, vm_config=_config_bytes(vm_config), env=env, clusters=clusters,
-                raise_on_trap=raise_on_trap)  # fmt: skip
-        for key, value in (properties or {}).items():
-            vm.property_overrides[normalize_path(key)] = value
-        vm.start()
         plugin = Plugin(plugin_name if plugin_name is not None else root_id, root_id,
                         _config_bytes(plugin_config), fail_open)  # fmt: skip
-        root = vm.new_root(plugin)
-        host = cls(vm, root, fail_open=fail_open, http1=http1)
+        overrides = {normalize_path(k): v for k, v in (properties or {}).items()}
+
+        def boot() -> Vm:
+            vm = Vm(compiled, world, vm_id=vm_id, vm_config=_config_bytes(vm_config), env=env,
+                    clusters=clusters, raise_on_trap=raise_on_trap)  # fmt: skip
+            vm.property_overrides.update(overrides)
+            vm.start()
+            return vm
+
+        vm = boot()
+        host = cls(vm, vm.new_root(plugin), fail_open=fail_open, http1=http1)
+        host.fail_reload = fail_reload
+        host._boot = boot
+        host._start_root()
+        return host
+
+    def _start_root(self) -> None:
+        vm, root = self.vm, self.root
+        assert root.plugin is not None
         try:
             vm.create_in_vm(root)
             ok = vm.call("proxy_on_vm_start", root, root.id, len(vm.vm_config))
             if ok == 0 or vm.failed:
                 raise ConfigureError(f"Failed to start base Wasm: proxy_on_vm_start{_why(vm)}", vm.logs)
-            host._configure(plugin)
+            self._configure(root.plugin)
         except WasmTrap as exc:
             raise ConfigureError(exc.reason, vm.logs) from exc
-        return host
+
+    def reload(self) -> None:
+        """A fresh VM for this plugin (Envoy's FAIL_RELOAD): module state starts over, logs carry on."""
+        if self._boot is None:
+            raise RuntimeError("this Host was not created by Host.load")
+        old = self.vm
+        vm = self._boot()
+        vm.logs, vm.envoy_logs = old.logs, old.envoy_logs
+        vm.clusters = old.clusters
+        assert self.root.plugin is not None
+        self.vm, self.root = vm, vm.new_root(self.root.plugin)
+        self.reloads += 1
+        self._start_root()
+
+    def _maybe_reload(self) -> None:
+        """FAIL_RELOAD: after a back-off on Envoy's clock, the next stream gets a new VM."""
+        if not (self.fail_reload and self.vm.failed):
+            return
+        if self._failed_at_ns is None:
+            self._failed_at_ns = self.envoy.monotonic_ns
+        if self.envoy.monotonic_ns - self._failed_at_ns >= self.reload_backoff_ms * 1_000_000:
+            self._failed_at_ns = None
+            self.reload()
 
     def _configure(self, plugin: Plugin) -> None:
         vm = self.vm
@@ -243,9 +284,11 @@ class Host:
 
     # -- streams --------------------------------------------------------------------------------
     def http_stream(self, **kwargs: Any) -> HttpStream:
+        self._maybe_reload()
         return HttpStream(self, **kwargs)
 
     def connection(self, **kwargs: Any) -> Connection:
+        self._maybe_reload()
         return Connection(self, **kwargs)
 
     def request(
@@ -260,7 +303,7 @@ class Host:
         authority: str = "example.com",
     ) -> Response:
         """One full HTTP exchange through the filter, the way Envoy's connection manager runs it."""
-        stream = HttpStream(self)
+        stream = self.http_stream()
         return stream.run(method, path, headers, body if not isinstance(body, str) else body.encode(), trailers,
                           upstream or echo_upstream, authority)  # fmt: skip
 

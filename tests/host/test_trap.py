@@ -62,3 +62,16 @@ def test_trap_in_initialize_is_load_error() -> None:
     code = probe_wasm(extra='(func (export "_initialize") unreachable)')
     with pytest.raises(LoadError, match="Failed to start base Wasm"):
         Host.load(code)
+
+
+def test_fail_reload_brings_a_fresh_vm(load_probe: Callable[..., Probe]) -> None:
+    p = load_probe(raise_on_trap=False, fail_reload=True)
+    p.act("proxy_on_request_headers", Act.TRAP)
+    assert p.host.request().status == 503
+    assert p.host.request().status == 503  # still backing off
+    p.host.advance_time(1000)
+    p.host.clear_logs()
+    resp = p.host.request()
+    assert resp.status == 200 and p.host.reloads == 1
+    # A new VM: start-up ran again and the probe's action table is back to its defaults.
+    assert Probe(p.host).callbacks()[:3] == ["on_context_create", "on_vm_start", "on_configure"]
