@@ -279,6 +279,12 @@ class HttpStream:
             "time": self.start_ns,
             "size": len(self.request_body_sent),
         }
+        if self.ctx.maps.get(MapType.HTTP_REQUEST_HEADERS) is None and not self.access_log_phase:
+            # Envoy's CEL activation reads these from the request headers, which it only holds while
+            # the filter has them (paused or in the callback) and in the access-log phase.
+            for key in ("path", "url_path", "query", "host", "scheme", "method", "headers", "referer",
+                        "useragent", "id"):  # fmt: skip
+                request.pop(key, None)
         attrs: dict[str, Any] = {
             "request": {k: v for k, v in request.items() if v is not None},
             "source": {"address": self.source, "port": int(src_port or 0)},

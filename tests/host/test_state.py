@@ -154,3 +154,16 @@ def test_properties(load_probe: Callable[..., Probe]) -> None:
     assert p.call("proxy_set_property", *p.put("mine"), *p.put("val"), ctx=stream.ctx) == Status.OK
     assert prop("mine") == (Status.OK, b"val")
     assert p.call("proxy_set_property", *p.put("mine"), *p.put("val")) == Status.NOT_FOUND
+
+
+def test_request_attributes_follow_header_visibility(probe: Probe) -> None:
+    stream = probe.host.http_stream()
+    stream.request_headers([(":path", "/a"), (":method", "GET")])  # continues: Envoy lets go of them
+
+    def prop(*path: str) -> tuple[int, bytes]:
+        return probe.call_out("proxy_get_property", *probe.put("\0".join(path)), ctx=stream.ctx)
+
+    assert prop("request", "path")[0] == Status.NOT_FOUND
+    assert prop("request", "protocol") == (Status.OK, b"HTTP/1.1")  # from stream info, always there
+    stream.access_log_phase = True
+    assert prop("request", "path") == (Status.OK, b"/a")
