@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,7 @@ class Workload:
     python: str  # file in bench/filters/python
     assemblyscript: str  # module name built by tests/assemblyscript/build.sh
     wrk_lua: str
+    rejected: tuple[str, str, bytes, int] | None = None  # (method, path, body, status) every filter must give
 
 
 WORKLOADS = [
@@ -53,12 +56,14 @@ WORKLOADS = [
         "headers.py",
         "bench_headers",
         'wrk.headers["x-api-key"] = "k"\n',
+        ("GET", "/", b"", 401),
     ),
     Workload(
         "json_body",
         "json_body.py",
         "bench_json_body",
         f'wrk.method = "POST"\nwrk.body = {json.dumps(JSON_BODY)}\nwrk.headers["content-type"] = "application/json"\n',
+        ("POST", "/", b'{"nobody": 1}', 400),
     ),
     Workload(
         "rate_limit",
@@ -119,7 +124,7 @@ def direct_upstream() -> Envoy:
 
 
 def start_envoy(variant: Variant, upstream_port: int, concurrency: int = 1) -> tuple[Envoy, float]:
-    plugins = [WasmPlugin(variant.wasm, name="bench")] if variant.wasm else []
+    plugins = [WasmPlugin(variant.wasm, name="bench", root_id="bench")] if variant.wasm else []
     started = time.perf_counter()
     envoy = Envoy(http_bootstrap(upstream_port=upstream_port, plugins=plugins), concurrency=concurrency).start()
     return envoy, time.perf_counter() - started
@@ -137,6 +142,21 @@ def wrk(url: str, lua: Path, seconds: float, connections: int = 4) -> tuple[int,
     if errors:
         raise RuntimeError(f"{url}: {errors.group(1)} failed responses under load:\n{out}")
     return requests, float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+def check_same_work(variant: Variant, workload: Workload) -> None:
+    """Every filter variant must reject what the workload says it rejects (else it does less work)."""
+    if variant.wasm is None or workload.rejected is None or variant.envoy is None:
+        return
+    method, path, body, status = workload.rejected
+    request = urllib.request.Request(variant.envoy.url + path, data=body or None, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            got = response.status
+    except urllib.error.HTTPError as err:
+        got = err.code
+    if got != status:
+        raise RuntimeError(f"{variant.label} {workload.name}: expected {status} for {method} {path}, got {got}")
 
 
 def build_python(workload: Workload) -> Variant:
@@ -209,6 +229,7 @@ def run(args: argparse.Namespace) -> str:
             lua = Path(f.name)
             for v in variants:
                 v.envoy, v.start_seconds = start_envoy(v, upstream_port)
+                check_same_work(v, workload)
                 wrk(v.envoy.url, lua, 1.0)  # warm up
             try:
                 for r in range(args.rounds):

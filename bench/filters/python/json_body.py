@@ -8,9 +8,6 @@ from proxywasm import Action, HttpContext
 
 @proxywasm.register
 class JsonBody(HttpContext):
-    def on_request_headers(self, headers, end_of_stream):
-        return Action.CONTINUE if end_of_stream else Action.PAUSE
-
     def on_request_body(self, body, end_of_stream):
         if not end_of_stream:
             return Action.PAUSE
