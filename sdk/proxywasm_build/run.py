@@ -3,9 +3,15 @@ hot-swapping it on every save.
 
 The filter reaches Envoy through extension config discovery (ECDS) from a watched file: a new
 build is written under a new name and the discovery file is replaced atomically, so Envoy swaps
-the filter for new streams while in-flight ones finish on the old one. If the build fails, or
-Envoy rejects the new filter (for example ``on_configure`` returns False), the previous filter
-keeps serving.
+the filter for new streams (also on open keep-alive connections) while in-flight ones finish on
+the old one. If the build fails, or Envoy rejects the new filter, the previous filter keeps
+serving.
+
+How Envoy 1.40 takes an ECDS update: it loads the module and runs ``on_vm_start`` and
+``on_configure`` on the main thread first; if that fails (for example ``on_configure`` raises or
+returns False) it logs "Filesystem config update rejected" and counts ``update_rejected``, and the
+previous filter stays. Only a successful update counts ``update_success`` and sets the
+``version_text`` readout to the new ``version_info``.
 """
 
 from __future__ import annotations
@@ -25,12 +31,16 @@ from typing import Any
 
 from .build import build
 from .bundle import BuildError
-from .envoy import Cluster, Envoy, WasmPlugin, http_bootstrap
+from .envoy import Cluster, Envoy, WasmPlugin, http_bootstrap, parse_log
 from .upstream import UpstreamServer
 
 FILTER_NAME = "python-filter"
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 _ECDS_STAT = f"extension_config_discovery.http_filter.{FILTER_NAME}"
+# Subscription counters: exactly one of them moves per update Envoy reads from the file.
+# (config_reload/config_fail are per filter-chain provider and are not a reliable verdict.)
+_OUTCOMES = ("update_success", "update_rejected", "update_failure")
+_SETTLE_S = 0.2  # a save is complete once the sources have not changed for this long
 
 
 @dataclass
@@ -79,6 +89,7 @@ class Runner:
     def __init__(self, options: RunOptions, say: Callable[[str], None] = print) -> None:
         self.options = options
         self.say = say
+        self._own_workdir = options.workdir is None
         self.workdir = options.workdir or Path(tempfile.mkdtemp(prefix="proxywasm-run-"))
         self.ecds_path = self.workdir / "ecds" / "filter.json"
         self.version = 0
@@ -92,6 +103,15 @@ class Runner:
         src = self.options.source
         files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.suffix in (".py", ".txt"))
         return {p: p.stat().st_mtime for p in files if p.exists()}
+
+    def _settled(self, current: dict[Path, float]) -> dict[Path, float]:
+        """Wait until a save is complete (editors may write a file in several steps)."""
+        while True:
+            time.sleep(_SETTLE_S)
+            again = self._sources()
+            if again == current:
+                return current
+            current = again
 
     def build(self) -> WasmPlugin:
         started = time.perf_counter()
@@ -131,36 +151,57 @@ class Runner:
         config["node"] = {"id": "proxywasm-run", "cluster": "proxywasm"}  # file-based discovery needs both
         self.envoy = Envoy(config, concurrency=self.options.concurrency, workdir=self.workdir / "envoy").start()
         self.say(f"Envoy is serving the filter on {self.envoy.url} ({description})")
-        self.say(f"admin: {self.envoy.admin_url}   log: {self.envoy.log_path}")
+        self.say(f"admin: {self.envoy.admin_url}   log: {self.envoy.log_path}   pid: {self.envoy.pid}")
 
-    def reload(self) -> bool:
+    def _outcomes(self) -> dict[str, int]:
+        assert self.envoy is not None
+        stats = self.envoy.stats(f"^{_ECDS_STAT}\\.({'|'.join(_OUTCOMES)})$")
+        return {name: stats.get(f"{_ECDS_STAT}.{name}", 0) for name in _OUTCOMES}
+
+    def reload(self, changed_at: float | None = None) -> bool:
         """Rebuild and hot-swap; on any failure the previous filter keeps serving."""
         assert self.envoy is not None
+        changed_at = time.monotonic() if changed_at is None else changed_at
         try:
             plugin = self.build()
         except BuildError as err:
             self.say(f"build failed, still serving the previous filter:\n{err}")
             return False
-        before = self.envoy.stats(f"^{_ECDS_STAT}\\.config_(reload|fail)$")
+        written = time.monotonic()
+        before = self._outcomes()
+        log_offset = len(self.envoy.logs())
         self.version += 1
         write_ecds(self.ecds_path, plugin, str(self.version))
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            now = self.envoy.stats(f"^{_ECDS_STAT}\\.config_(reload|fail)$")
-            if now.get(f"{_ECDS_STAT}.config_reload", 0) > before.get(f"{_ECDS_STAT}.config_reload", 0):
-                self.say(f"reloaded: Envoy is serving version {self.version} of the filter")
+        while time.monotonic() < deadline and self.envoy.running:
+            now = self._outcomes()
+            if now["update_success"] > before["update_success"]:
+                took, total = time.monotonic() - written, time.monotonic() - changed_at
+                self.say(
+                    f"reloaded: Envoy is serving version {self.version} of the filter "
+                    f"(Envoy took {took:.1f}s; {total:.1f}s after the change)"
+                )
                 return True
-            if now.get(f"{_ECDS_STAT}.config_fail", 0) > before.get(f"{_ECDS_STAT}.config_fail", 0):
-                self.say(f"Envoy rejected the new filter, still serving the previous one:\n{self._rejection()}")
+            if now["update_rejected"] > before["update_rejected"] or now["update_failure"] > before["update_failure"]:
+                reason = self._rejection(log_offset)
+                self.say(f"Envoy rejected the new filter, still serving the previous one:\n{reason}")
                 return False
             time.sleep(0.1)
         self.say("Envoy did not take the new filter within 60s; still serving the previous one")
         return False
 
-    def _rejection(self) -> str:
+    def _rejection(self, log_offset: int) -> str:
+        """Envoy's errors since `log_offset`: the filter's own traceback and Envoy's verdict."""
         assert self.envoy is not None
-        lines = [ln for ln in self.envoy.logs().splitlines() if "[error]" in ln or "[critical]" in ln]
-        return "\n".join(lines[-6:]) or "(no error in Envoy's log)"
+        time.sleep(0.2)  # the log file is flushed every 50 ms
+        text = self.envoy.log_since(log_offset)
+        self._log_offset = log_offset + len(text)  # shown here; echo_filter_logs skips them
+        lines = [
+            f"  [{ln.level}] {ln.message}"
+            for ln in parse_log(text)
+            if ln.level in ("error", "critical") or "rejected" in ln.message
+        ]
+        return "\n".join(dict.fromkeys(lines)) or "  (no error in Envoy's log)"
 
     def echo_filter_logs(self) -> None:
         """Show the filter's own log lines (Envoy's `wasm` logger) as they arrive."""
@@ -184,9 +225,10 @@ class Runner:
             if self.options.watch:
                 current = self._sources()
                 if current != seen:
-                    seen = current
+                    changed_at = time.monotonic()
+                    seen = self._settled(current)
                     self.say("change detected, rebuilding")
-                    self.reload()
+                    self.reload(changed_at)
         if self.envoy.proc is not None and not self.envoy.running:
             self.say(f"Envoy exited; see {self.envoy.log_path}")
 
@@ -195,6 +237,10 @@ class Runner:
             self.envoy.stop()
         if self.upstream is not None:
             self.upstream.stop()
+        if self._own_workdir:
+            # Envoy read the modules into memory; the logs stay for a look afterwards.
+            for wasm in self.workdir.glob("filter-*.wasm"):
+                wasm.unlink(missing_ok=True)
 
 
 def run(options: RunOptions) -> int:
