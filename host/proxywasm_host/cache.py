@@ -39,19 +39,79 @@ def _wasmtime_version() -> str:
         return "unknown"
 
 
-def compile_module(code: bytes, *, use_cache: bool = True) -> wasmtime.Module:
+# Compiled modules already in this process, by artefact path (a Module is shared by many stores).
+_LOADED: dict[str, wasmtime.Module] = {}
+# (absolute path, size, mtime_ns) -> content hash, so a known file is not re-read and re-hashed.
+_PATH_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _artefact(key: str) -> Path:
+    return cache_dir() / f"{key}-wasmtime{_wasmtime_version()}.cwasm"
+
+
+def load_path(path: Path, *, use_cache: bool = True) -> wasmtime.Module:
+    """Compile a module file. A file whose path, size and mtime were seen before (in this process or,
+    through a small index in the cache directory, in an earlier one) is neither read nor hashed."""
+    if not use_cache:
+        return wasmtime.Module(engine(), path.read_bytes())
+    st = path.stat()
+    stamp = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key = _PATH_HASHES.get(stamp)
+    index = cache_dir() / "index" / hashlib.sha256(repr(stamp).encode()).hexdigest()
+    if key is None:
+        try:
+            key = index.read_text().strip() or None
+        except OSError:
+            key = None
+    if key is not None and (str(_artefact(key)) in _LOADED or _artefact(key).exists()):
+        module = _from_cache(key)
+        if module is not None:
+            _PATH_HASHES[stamp] = key
+            return module
+    code = path.read_bytes()
+    key = hashlib.sha256(code).hexdigest()
+    module = compile_module(code, key=key)
+    _PATH_HASHES[stamp] = key
+    try:
+        index.parent.mkdir(parents=True, exist_ok=True)
+        index.write_text(key)
+    except OSError:
+        pass
+    return module
+
+
+def _from_cache(key: str) -> wasmtime.Module | None:
+    path = _artefact(key)
+    module = _LOADED.get(str(path))
+    if module is not None:
+        return module
+    try:
+        module = wasmtime.Module.deserialize_file(engine(), str(path))
+    except Exception:
+        path.unlink(missing_ok=True)  # stale or truncated artefact: the caller recompiles
+        return None
+    _LOADED[str(path)] = module
+    return module
+
+
+def forget() -> None:
+    """Drop the in-process memo (the on-disk cache stays)."""
+    _LOADED.clear()
+    _PATH_HASHES.clear()
+
+
+def compile_module(code: bytes, *, use_cache: bool = True, key: str | None = None) -> wasmtime.Module:
     """Compile ``code`` (wasm bytes), going through the on-disk cache when allowed."""
     eng = engine()
     if not use_cache:
         return wasmtime.Module(eng, code)
-    key = hashlib.sha256(code).hexdigest()
-    path = cache_dir() / f"{key}-wasmtime{_wasmtime_version()}.cwasm"
-    if path.exists():
-        try:
-            return wasmtime.Module.deserialize_file(eng, str(path))
-        except Exception:
-            path.unlink(missing_ok=True)  # stale or truncated artefact: recompile below
+    key = key or hashlib.sha256(code).hexdigest()
+    cached = _from_cache(key) if (str(_artefact(key)) in _LOADED or _artefact(key).exists()) else None
+    if cached is not None:
+        return cached
+    path = _artefact(key)
     module = wasmtime.Module(eng, code)
+    _LOADED[str(path)] = module
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")

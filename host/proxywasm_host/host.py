@@ -9,7 +9,7 @@ from typing import Any
 
 from proxywasm.abi import LogLevel
 
-from .cache import compile_module
+from .cache import compile_module, load_path
 from .context import Context, HeaderInput, Plugin
 from .errors import ConfigureError, LoadError, WasmTrap
 from .http import HttpStream, UpstreamHandler, echo_upstream
@@ -79,9 +79,11 @@ class Host:
         ``reload_backoff_ms`` of host time passed after a failure); ``http1`` frames bodies like
         Envoy's HTTP/1 codec (the body, then an empty end-of-stream frame).
         """
-        code = bytes(module) if isinstance(module, (bytes, bytearray)) else Path(module).read_bytes()
         try:
-            compiled = compile_module(code, use_cache=use_cache)
+            if isinstance(module, (bytes, bytearray)):
+                compiled = compile_module(bytes(module), use_cache=use_cache)
+            else:
+                compiled = load_path(Path(module), use_cache=use_cache)
         except Exception as exc:
             raise LoadError(f"Failed to load Wasm code: {exc}") from exc
         world = envoy if envoy is not None else Envoy(log_level=log_level)

@@ -12,7 +12,7 @@ import wasmtime
 from conftest import Probe
 from guest import probe_wasm
 
-from proxywasm_host import Host, LoadError
+from proxywasm_host import Host, LoadError, cache
 
 MINIMAL = """(module
   {imports}
@@ -87,17 +87,36 @@ def test_compiled_module_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     Host.load(code)
     files = list(tmp_path.glob("*.cwasm"))
     assert len(files) == 1 and "wasmtime" in files[0].name
+    cache.forget()  # as in a new process: from the artefact on disk
     start = time.perf_counter()
     Host.load(code)
     assert time.perf_counter() - start < 0.5
+
     # A broken artefact is recompiled, not fatal. Replace it as a new file: loaded modules keep the
     # old one mapped (truncating a mapped artefact in place would SIGBUS, which is why the cache
     # itself only ever writes with an atomic rename).
     broken = tmp_path / "broken"
     broken.write_bytes(b"corrupt")
     broken.replace(files[0])
+    cache.forget()
     Host.load(code)
     assert files[0].read_bytes() != b"corrupt"
+
+
+def test_known_file_is_not_rehashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path / "cache"))
+    wasm = tmp_path / "probe.wasm"
+    wasm.write_bytes(probe_wasm())
+    Host.load(wasm)
+    cache.forget()
+    calls: list[int] = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: calls.append(1) or real(self))
+    Host.load(wasm)
+    assert calls == []  # found through the path/size/mtime index
+    wasm.write_bytes(probe_wasm(extra='(func (export "changed"))'))
+    Host.load(wasm)
+    assert calls == [1]  # a changed file is read again
 
 
 def test_wasi_fd_write_goes_to_logs(probe: Probe) -> None:
