@@ -396,7 +396,17 @@ class HttpStream:
                 body=_cut_to_length(sent, bytes(self.request_body_sent)),
                 trailers=self.request_trailers_map.items() if self.request_trailers_map else [],
             )
-            upstream_response = to_response(upstream(self.upstream_request))
+            try:
+                upstream_response = to_response(upstream(self.upstream_request))
+            except (ConnectionError, OSError):
+                # The router's answer to an unreachable upstream: a local 503 through the filter chain.
+                body = b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+                self.send_local_reply(503, body, [], -1, "upstream_reset_before_response_started{connection_failure}")
+                self._send_local()
+                result = self._result()
+                self.complete()
+                self.host.pump()
+                return result
             resp_headers = HeaderMap([(":status", str(upstream_response.status))])
             for name, value in pairs_of(upstream_response.headers):
                 resp_headers.add(name, value)

@@ -53,3 +53,14 @@ def test_close_stream_resets(probe: Probe) -> None:
     resp = probe.host.request("GET", "/")
     assert resp.status == 0 and resp.details == "reset"
     assert resp.upstream_request is None
+
+
+def test_unreachable_upstream_is_a_503_through_the_filter(probe: Probe) -> None:
+    def down(req: object) -> None:
+        raise ConnectionRefusedError
+
+    probe.host.clear_logs()
+    resp = probe.host.request("GET", "/", upstream=down)
+    assert resp.status == 503 and resp.local_reply
+    assert resp.body.startswith(b"upstream connect error")
+    assert "on_response_headers" in probe.callbacks()
