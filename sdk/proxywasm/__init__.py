@@ -16,7 +16,7 @@ A filter is a module that registers a context class::
 
 from __future__ import annotations
 
-from . import log, properties
+from . import log, properties, vm
 from .abi import Action, GrpcStatus, LogLevel, PeerType
 from .body import Body
 from .callouts import GrpcCallResponse, GrpcStream, HttpCallResponse
@@ -30,7 +30,7 @@ __all__ = [
     "Action", "Body", "CasMismatch", "Context", "Counter", "FailurePolicy", "Gauge", "GrpcCallResponse",
     "GrpcStatus", "GrpcStream", "Headers", "Histogram", "HostCallError", "HttpCallResponse", "HttpContext",
     "LogLevel", "PeerType", "PluginContext", "SharedQueue", "StreamContext", "call_foreign_function", "log",
-    "now_ns", "properties", "register", "shared_data",
+    "now_ns", "properties", "register", "shared_data", "vm",
 ]  # fmt: skip
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM

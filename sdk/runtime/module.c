@@ -419,6 +419,11 @@ static PyObject *pw_set_property(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* Not a host call: the size of this VM's linear memory, for soak tests and self-monitoring. */
+static PyObject *pw_memory_size(PyObject *self, PyObject *unused) {
+    return PyLong_FromSize_t(__builtin_wasm_memory_size(0) * 65536);
+}
+
 static PyObject *pw_set_dispatcher(PyObject *self, PyObject *args) {
     PyObject *dispatcher, *contexts;
     if (!PyArg_ParseTuple(args, "OO!", &dispatcher, &PyDict_Type, &contexts)) return NULL;
@@ -472,6 +477,7 @@ static PyMethodDef methods[] = {
     ONEARG(get_metric),
     VARARGS(get_property),
     VARARGS(set_property),
+    NOARGS(memory_size),
     {NULL, NULL, 0, NULL},
 };
 

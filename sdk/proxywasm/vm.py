@@ -1,0 +1,10 @@
+"""Facts about the VM the filter runs in (each Envoy worker thread has its own VM)."""
+
+from __future__ import annotations
+
+from .hostcalls import raw
+
+
+def memory_bytes() -> int:
+    """Size of this VM's linear memory. It only grows: watch it to find a leak."""
+    return int(raw.memory_size())
