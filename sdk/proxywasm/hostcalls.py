@@ -63,6 +63,11 @@ def done() -> None:
     raw.done()
 
 
+def memory_bytes() -> int:
+    """Not a host call: the size of this VM's linear memory (a runtime builtin)."""
+    return int(raw.memory_size())
+
+
 def call_foreign_function(name: str, argument: bytes) -> bytes:
     return bytes(raw.call_foreign_function(name, argument))
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .hostcalls import raw
+from . import hostcalls
 
 
 def memory_bytes() -> int:
     """Size of this VM's linear memory. It only grows: watch it to find a leak."""
-    return int(raw.memory_size())
+    return hostcalls.memory_bytes()
