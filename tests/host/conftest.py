@@ -105,4 +105,3 @@ def probe(load_probe: Callable[..., Probe]) -> Probe:
     return load_probe()
 
 
-pytest_plugins = ["pytester"]
