@@ -103,5 +103,3 @@ def load_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Call
 @pytest.fixture
 def probe(load_probe: Callable[..., Probe]) -> Probe:
     return load_probe()
-
-
