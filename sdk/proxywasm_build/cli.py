@@ -47,6 +47,22 @@ def _run(args: argparse.Namespace) -> int:
     return run(options)
 
 
+def _package(args: argparse.Namespace) -> int:
+    from .package import package
+
+    try:
+        result = package(
+            Path(args.module), Path(args.output) if args.output else None, args.image, args.format, args.root_id
+        )
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for image, ref in zip(result.images, result.refs, strict=True):
+        print(f"{image.variant} image {ref}: {image.digest}")
+    print(f"wrote {result.output} (OCI image layout) and {result.wasmplugin}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="proxywasm", description="Envoy proxy-wasm filters in Python")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root-id", default="", help="the plugin's root_id")
     p.add_argument("--concurrency", type=int, default=1, help="Envoy worker threads")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("package", help="write an OCI image of a module for Istio (no Docker) and its WasmPlugin")
+    p.add_argument("module", help="a built .wasm module")
+    p.add_argument("-o", "--output", help="layout directory, or FILE.tar (default: <module>.oci/)")
+    p.add_argument("--image", help="NAME:TAG the WasmPlugin url points at (default: <module>:latest)")
+    p.add_argument("--format", choices=["compat", "oci", "both"], default="compat", help="image variant(s)")
+    p.add_argument("--root-id", action="append", default=[], help="root_id(s) the module serves (metadata)")
+    p.set_defaults(func=_package)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
