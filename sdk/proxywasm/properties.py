@@ -69,8 +69,9 @@ def destination_address() -> str | None:
 
 
 def route_name() -> str | None:
-    return get_str("route_name")
+    # Envoy 1.40 serves xDS attributes under "xds"; older ones at the top level.
+    return get_str("xds", "route_name") or get_str("route_name")
 
 
 def cluster_name() -> str | None:
-    return get_str("cluster_name")
+    return get_str("xds", "cluster_name") or get_str("cluster_name")
