@@ -42,7 +42,7 @@ case "${1:-}" in
         setup ;;
     demo)
         setup
-        exec "$VENV/bin/proxywasm" run examples/http_headers "${@:2}" ;;
+        exec "$VENV/bin/proxywasm" run examples/http_headers --config '{"header": "x-wasm-header", "value": "demo-wasm"}' "${@:2}" ;;
     test)
         setup
         tests/assemblyscript/build.sh
