@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped,unused-ignore]
 
 from proxywasm_build.build import RUNTIME_DIR
 from proxywasm_build.envoy import Envoy, free_port
