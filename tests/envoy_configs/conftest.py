@@ -43,7 +43,7 @@ def render(tmp_path: Path) -> Callable[..., Path]:
 
     def fill(name: str, **values: object) -> Path:
         text = (CONFIGS / name).read_text()
-        for key, value in {"LISTEN_PORT": 0, "ADMIN_PORT": 0, **values}.items():
+        for key, value in {"LISTEN_ADDRESS": "127.0.0.1", "LISTEN_PORT": 0, "ADMIN_PORT": 0, **values}.items():
             text = text.replace(f"@{key}@", str(value))
         config_lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
         left = re.findall(r"@[A-Z0-9_]+@", "\n".join(config_lines))
