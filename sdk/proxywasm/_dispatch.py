@@ -155,7 +155,7 @@ class Dispatcher:
     def fail_stream(self, ctx: Context) -> int:
         """Apply the plugin's failure policy to the stream of ``ctx``; returns the action."""
         policy = getattr(getattr(ctx, "plugin", None), "failure_policy", FailurePolicy.FAIL_CLOSED)
-        if policy is FailurePolicy.FAIL_OPEN:
+        if policy == FailurePolicy.FAIL_OPEN:
             return Action.CONTINUE
         try:
             if isinstance(ctx, HttpContext):

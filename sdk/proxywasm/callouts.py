@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 from . import hostcalls
 from .abi import BufferType, GrpcStatus, MapType
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from typing import Any, Protocol
+
+    Pairs = list[tuple[bytes, bytes]]
 
     from .context import Context
     from .headers import HeaderValue
@@ -21,9 +22,6 @@ if TYPE_CHECKING:
         def on_message(self, stream: GrpcStream, data: bytes) -> None: ...
         def on_trailing_metadata(self, stream: GrpcStream, metadata: Pairs) -> None: ...
         def on_close(self, stream: GrpcStream, status: GrpcStatus | int, message: str) -> None: ...
-
-
-Pairs = list[tuple[bytes, bytes]]
 
 
 class HttpCallResponse:
@@ -214,7 +212,10 @@ def deliver_grpc_close(token: int, status: int) -> None:
     if entry is None:
         return
     _code, message = hostcalls.get_status()
-    grpc_status = GrpcStatus(status) if status in GrpcStatus._value2member_map_ else status
+    try:
+        grpc_status: GrpcStatus | int = GrpcStatus(status)
+    except ValueError:
+        grpc_status = status
     text = message.decode(errors="replace")
     if isinstance(entry[1], tuple):
         stream, handler = entry[1]

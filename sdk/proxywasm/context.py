@@ -5,27 +5,20 @@ connection. Override only the callbacks you need: the runtime never enters Pytho
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable, Sequence
-
 from . import callouts, hostcalls
-from .abi import Action, GrpcStatus, PeerType, StreamType
+from .abi import Action, GrpcStatus, IntConstants, PeerType, StreamType
 from .body import Body
-from .headers import (
-    Headers,
-    HeaderValue,
-    request_headers,
-    request_trailers,
-    response_headers,
-    response_trailers,
-)
+from .headers import Headers, request_headers, request_trailers, response_headers, response_trailers
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from typing import ClassVar
 
+    from .headers import HeaderValue
 
-class FailurePolicy(enum.Enum):
+
+class FailurePolicy(IntConstants):
     """What happens to a stream when a callback raises.
 
     ``FAIL_CLOSED`` (default) answers the request with a 500 local reply (an L4 connection is
@@ -33,8 +26,8 @@ class FailurePolicy(enum.Enum):
     Either way the traceback is logged at error level and the VM keeps serving.
     """
 
-    FAIL_CLOSED = "fail_closed"
-    FAIL_OPEN = "fail_open"
+    FAIL_CLOSED = 0
+    FAIL_OPEN = 1
 
 
 class Context:

@@ -3,12 +3,16 @@ to Envoy, so it always shows what Envoy will forward."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
+from _collections_abc import MutableMapping  # collections.abc would import all of collections
 
 from . import hostcalls
 from .abi import MapType
 
-HeaderValue = str | bytes
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    HeaderValue = str | bytes
 
 
 def _key(name: HeaderValue) -> bytes:

@@ -7,8 +7,6 @@ or the one chosen with :func:`set_effective_context`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
 from .abi import BufferType, LogLevel, MapType, MetricType, Status, StreamType, decode_map, encode_map
 
 try:
@@ -16,7 +14,11 @@ try:
 except ImportError:  # outside a VM: importable for tooling; host calls raise
     from . import _outside as raw
 
-Pairs = Sequence[tuple[bytes, bytes]]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    Pairs = Sequence[tuple[bytes, bytes]]
 
 
 class HostCallError(Exception):
@@ -24,7 +26,10 @@ class HostCallError(Exception):
 
     def __init__(self, call: str, status: int) -> None:
         self.call = call
-        self.status = Status(status) if status in Status._value2member_map_ else status
+        try:
+            self.status: Status | int = Status(status)
+        except ValueError:
+            self.status = status
         name = self.status.name if isinstance(self.status, Status) else str(status)
         super().__init__(f"{call} failed: {name}")
 
