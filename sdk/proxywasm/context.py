@@ -13,7 +13,9 @@ from .headers import Headers, request_headers, request_trailers, response_header
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from typing import ClassVar
+    from typing import Any, ClassVar, TypeVar
+
+    T = TypeVar("T")
 
     from .headers import HeaderValue
 
@@ -37,11 +39,17 @@ class Context:
     context_id: int = 0
     plugin: PluginContext
 
-    def _select(self) -> None:
-        """Make this context Envoy's current one, so that a method called on it acts on it even
-        from another context's callback (e.g. resuming a held stream from the plugin's on_tick)."""
-        if self.context_id:
-            hostcalls.set_effective_context(self.context_id)
+    def _act(self, call: Callable[..., T], *args: Any) -> T:
+        """Run a host call on this context, also from another context's callback (e.g. resuming a
+        held stream from the plugin's on_tick), then give the running callback its context back."""
+        running = hostcalls.effective_context()
+        if not self.context_id or self.context_id == running:
+            return call(*args)
+        hostcalls.set_effective_context(self.context_id)
+        try:
+            return call(*args)
+        finally:
+            hostcalls.set_effective_context(running)
 
     def http_call(
         self,
@@ -60,8 +68,9 @@ class Context:
         :class:`~proxywasm.callouts.HttpCallResponse` (``failed`` is true when Envoy could not get
         a response: reset, timeout, no healthy host). ``authority`` defaults to the cluster name.
         Raises :class:`HostCallError` (BAD_ARGUMENT) for an unknown cluster. Returns the token."""
-        self._select()
-        return callouts.http_call(self, cluster, callback, method, path, authority, headers, body, trailers, timeout_ms)
+        return self._act(
+            callouts.http_call, self, cluster, callback, method, path, authority, headers, body, trailers, timeout_ms
+        )
 
     def grpc_call(
         self,
@@ -75,8 +84,7 @@ class Context:
         timeout_ms: int = 5000,
     ) -> int:
         """Unary gRPC call ``service/method`` on ``cluster`` with a serialised request message."""
-        self._select()
-        return callouts.grpc_call(self, cluster, service, method, message, callback, metadata, timeout_ms)
+        return self._act(callouts.grpc_call, self, cluster, service, method, message, callback, metadata, timeout_ms)
 
     def grpc_stream(
         self,
@@ -88,8 +96,7 @@ class Context:
         metadata: Sequence[tuple[HeaderValue, HeaderValue]] = (),
     ) -> callouts.GrpcStream:
         """Open a gRPC stream; ``handler`` receives its metadata, messages and close."""
-        self._select()
-        return callouts.grpc_stream(self, cluster, service, method, handler, metadata)
+        return self._act(callouts.grpc_stream, self, cluster, service, method, handler, metadata)
 
 
 class PluginContext(Context):
@@ -131,12 +138,10 @@ class PluginContext(Context):
 
     def set_tick_period(self, period_ms: int) -> None:
         """Start (or, with 0, stop) calling :meth:`on_tick` periodically."""
-        self._select()
-        hostcalls.set_tick_period_milliseconds(period_ms)
+        self._act(hostcalls.set_tick_period_milliseconds, period_ms)
 
     def done(self) -> None:
-        self._select()
-        hostcalls.done()
+        self._act(hostcalls.done)
 
     def new_http_context(self) -> HttpContext:
         if self.http_context is None:
@@ -199,23 +204,19 @@ class HttpContext(Context):
         (return ``Action.PAUSE``); the response callbacks still run for it."""
         pairs = [(hostcalls.to_bytes(k).lower(), hostcalls.to_bytes(v)) for k, v in headers]
         code = -1 if grpc_status is None else int(grpc_status)
-        self._select()
-        hostcalls.send_local_response(status, details, hostcalls.to_bytes(body), pairs, code)
+        self._act(hostcalls.send_local_response, status, details, hostcalls.to_bytes(body), pairs, code)
 
     def resume_request(self) -> None:
         """Let a paused request continue to the upstream (also from another context's callback)."""
-        self._select()
-        hostcalls.continue_stream(StreamType.REQUEST)
+        self._act(hostcalls.continue_stream, StreamType.REQUEST)
 
     def resume_response(self) -> None:
         """Let a paused response continue to the client (also from another context's callback)."""
-        self._select()
-        hostcalls.continue_stream(StreamType.RESPONSE)
+        self._act(hostcalls.continue_stream, StreamType.RESPONSE)
 
     def reset(self) -> None:
         """Reset the stream."""
-        self._select()
-        hostcalls.close_stream(StreamType.REQUEST)
+        self._act(hostcalls.close_stream, StreamType.REQUEST)
 
 
 class StreamContext(Context):
@@ -243,17 +244,13 @@ class StreamContext(Context):
         return True
 
     def resume_downstream(self) -> None:
-        self._select()
-        hostcalls.continue_stream(StreamType.DOWNSTREAM)
+        self._act(hostcalls.continue_stream, StreamType.DOWNSTREAM)
 
     def resume_upstream(self) -> None:
-        self._select()
-        hostcalls.continue_stream(StreamType.UPSTREAM)
+        self._act(hostcalls.continue_stream, StreamType.UPSTREAM)
 
     def close_downstream(self) -> None:
-        self._select()
-        hostcalls.close_stream(StreamType.DOWNSTREAM)
+        self._act(hostcalls.close_stream, StreamType.DOWNSTREAM)
 
     def close_upstream(self) -> None:
-        self._select()
-        hostcalls.close_stream(StreamType.UPSTREAM)
+        self._act(hostcalls.close_stream, StreamType.UPSTREAM)

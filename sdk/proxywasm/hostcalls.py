@@ -61,7 +61,13 @@ def set_tick_period_milliseconds(period_ms: int) -> None:
 
 
 def set_effective_context(context_id: int) -> None:
+    """Make host calls act on ``context_id`` (a no-op when it already is the current one)."""
     raw.set_effective_context(context_id)
+
+
+def effective_context() -> int:
+    """The context host calls act on now: the one whose callback is running, unless switched."""
+    return int(raw.effective_context())
 
 
 def done() -> None:

@@ -27,6 +27,8 @@
 #define ENUM(bit, name) CB_##name = bit,
 enum callback { CALLBACKS(ENUM) CB_COUNT };
 
+uint32_t effective_context;
+
 static PyObject *methods[CB_COUNT];
 static PyObject *create_method;
 static PyObject *contexts;
@@ -116,6 +118,7 @@ static void report_error(const char *where) {
 
 static long call(enum callback cb, uint32_t context_id, size_t nargs, const uint32_t *args, long fallback) {
     if (!(mask_get(context_id) & (1u << cb)) || methods[cb] == NULL) return fallback;
+    effective_context = context_id;
     PyObject *argv[6];
     argv[0] = PyLong_FromUnsignedLong(context_id);
     for (size_t i = 0; i < nargs; i++) argv[i + 1] = PyLong_FromUnsignedLong(args[i]);
@@ -158,6 +161,7 @@ EXPORT(proxy_on_memory_allocate) void *proxy_on_memory_allocate(size_t size) { r
 
 EXPORT(proxy_on_context_create) void proxy_on_context_create(uint32_t context_id, uint32_t parent_id) {
     if (create_method == NULL) return;
+    effective_context = context_id;
     PyObject *argv[2] = {PyLong_FromUnsignedLong(context_id), PyLong_FromUnsignedLong(parent_id)};
     PyObject *result = PyObject_Vectorcall(create_method, argv, 2, NULL);
     Py_XDECREF(argv[0]);
@@ -231,6 +235,7 @@ EXPORT(proxy_on_response_trailers) uint32_t proxy_on_response_trailers(uint32_t 
 EXPORT(proxy_on_done) uint32_t proxy_on_done(uint32_t ctx) { return call(CB_on_done, ctx, 0, NULL, 1); }
 EXPORT(proxy_on_log) void proxy_on_log(uint32_t ctx) { call(CB_on_log, ctx, 0, NULL, 0); }
 EXPORT(proxy_on_delete) void proxy_on_delete(uint32_t ctx) {
+    effective_context = ctx;
     if (mask_get(ctx) & (1u << CB_on_delete)) {
         call(CB_on_delete, ctx, 0, NULL, 0);
     } else if (contexts != NULL) {

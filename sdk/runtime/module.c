@@ -78,8 +78,14 @@ static PyObject *pw_set_tick_period_milliseconds(PyObject *self, PyObject *arg) 
 static PyObject *pw_set_effective_context(PyObject *self, PyObject *arg) {
     unsigned long id = PyLong_AsUnsignedLong(arg);
     if (PyErr_Occurred()) return NULL;
+    if ((uint32_t)id == effective_context) Py_RETURN_NONE;
     CHECK(proxy_set_effective_context, proxy_set_effective_context((uint32_t)id));
+    effective_context = (uint32_t)id;
     Py_RETURN_NONE;
+}
+
+static PyObject *pw_effective_context(PyObject *self, PyObject *unused) {
+    return PyLong_FromUnsignedLong(effective_context);
 }
 
 static PyObject *pw_done(PyObject *self, PyObject *unused) {
@@ -443,6 +449,7 @@ static PyMethodDef methods[] = {
     NOARGS(get_current_time_nanoseconds),
     ONEARG(set_tick_period_milliseconds),
     ONEARG(set_effective_context),
+    NOARGS(effective_context),
     NOARGS(done),
     VARARGS(call_foreign_function),
     VARARGS(get_buffer_bytes),
