@@ -44,32 +44,42 @@ JSON_BODY = '{"user": "alice", "items": [1, 2, 3], "note": "benchmark"}'
 @dataclass
 class Workload:
     name: str
-    python: str  # file in bench/filters/python
-    assemblyscript: str  # module name built by tests/assemblyscript/build.sh
+    python: Path  # the Python filter (file or package)
+    assemblyscript: str | None  # its twin, built by tests/assemblyscript/build.sh
     wrk_lua: str
     rejected: tuple[str, str, bytes, int] | None = None  # (method, path, body, status) every filter must give
+    configuration: str | None = None
 
 
 WORKLOADS = [
     Workload(
         "headers",
-        "headers.py",
+        PYTHON_FILTERS / "headers.py",
         "bench_headers",
         'wrk.headers["x-api-key"] = "k"\n',
         ("GET", "/", b"", 401),
     ),
     Workload(
         "json_body",
-        "json_body.py",
+        PYTHON_FILTERS / "json_body.py",
         "bench_json_body",
         f'wrk.method = "POST"\nwrk.body = {json.dumps(JSON_BODY)}\nwrk.headers["content-type"] = "application/json"\n',
         ("POST", "/", b'{"nobody": 1}', 400),
     ),
     Workload(
         "rate_limit",
-        "rate_limit.py",
+        PYTHON_FILTERS / "rate_limit.py",
         "bench_rate_limit",
         'wrk.headers["x-client"] = "c1"\n',
+    ),
+    # The examples issue 2 asks numbers for (Python only: no AssemblyScript twin).
+    Workload("helloworld", ROOT / "examples" / "helloworld", None, ""),
+    Workload(
+        "http_headers",
+        ROOT / "examples" / "http_headers",
+        None,
+        "",
+        configuration='{"header": "x-wasm-header", "value": "demo-wasm"}',
     ),
 ]
 
@@ -84,6 +94,7 @@ class Variant:
     start_seconds: float = 0.0
     cpu_us: list[float] = field(default_factory=list)
     rps: list[float] = field(default_factory=list)
+    configuration: str | None = None
 
 
 def cpu_seconds(pid: int) -> float:
@@ -124,7 +135,11 @@ def direct_upstream() -> Envoy:
 
 
 def start_envoy(variant: Variant, upstream_port: int, concurrency: int = 1) -> tuple[Envoy, float]:
-    plugins = [WasmPlugin(variant.wasm, name="bench", root_id="bench")] if variant.wasm else []
+    plugins = (
+        [WasmPlugin(variant.wasm, name="bench", root_id="bench", configuration=variant.configuration)]
+        if variant.wasm
+        else []
+    )
     started = time.perf_counter()
     envoy = Envoy(http_bootstrap(upstream_port=upstream_port, plugins=plugins), concurrency=concurrency).start()
     return envoy, time.perf_counter() - started
@@ -160,14 +175,16 @@ def check_same_work(variant: Variant, workload: Workload) -> None:
 
 
 def build_python(workload: Workload) -> Variant:
-    result = build(PYTHON_FILTERS / workload.python)
-    out = ROOT / ".cache" / "bench" / f"{Path(workload.python).stem}.wasm"
+    result = build(workload.python)
+    out = ROOT / ".cache" / "bench" / f"{workload.name}.wasm"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(result.module)
-    return Variant("python", out, len(result.module), result.seconds)
+    return Variant("python", out, len(result.module), result.seconds, configuration=workload.configuration)
 
 
 def assemblyscript_variant(workload: Workload) -> Variant | None:
+    if workload.assemblyscript is None:
+        return None
     wasm = AS_OUT / f"{workload.assemblyscript}.wasm"
     return Variant("assemblyscript", wasm, wasm.stat().st_size) if wasm.exists() else None
 
@@ -190,7 +207,8 @@ def host_request_us(wasm: Path, workload: Workload, rounds: int) -> float | None
         from proxywasm_host import Host
     except ImportError:
         return None
-    host = Host.load(wasm)
+    options = {"plugin_config": workload.configuration} if workload.configuration else {}
+    host = Host.load(wasm, root_id="bench", **options)
     method, body, headers = "GET", b"", [("x-api-key", "k"), ("x-client", "c1")]
     if workload.name == "json_body":
         method, body = "POST", JSON_BODY.encode()
@@ -271,7 +289,7 @@ def table(
         overhead = cpu - base
         ratio = overhead / as_overhead if as_overhead and v.wasm else None
         mem = memory.get(v.label)
-        host_us = host_request_us(v.wasm, workload, 5) if v.wasm is not None and v.label == "python" else None
+        host_us = host_request_us(v.wasm, workload, 5) if v.wasm is not None else None
         lines.append(
             f"| {v.label} | {cpu:.1f} | {fmt(overhead if v.wasm else None, '.1f')} | {fmt(ratio, '.2f')}x "
             f"| {statistics.median(v.rps):.0f} | {v.start_seconds:.2f} "

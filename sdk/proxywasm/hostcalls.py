@@ -79,6 +79,11 @@ def memory_bytes() -> int:
     return int(raw.memory_size())
 
 
+def python_entries() -> int:
+    """Not a host call: how many of Envoy's callbacks have entered Python in this VM."""
+    return int(raw.python_entries())
+
+
 def call_foreign_function(name: str, argument: bytes) -> bytes:
     return bytes(raw.call_foreign_function(name, argument))
 

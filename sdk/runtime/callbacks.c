@@ -28,6 +28,7 @@
 enum callback { CALLBACKS(ENUM) CB_COUNT };
 
 uint32_t effective_context;
+uint64_t python_entries; /* how often a callback entered Python (tests check the masks with it) */
 
 static PyObject *methods[CB_COUNT];
 static PyObject *create_method;
@@ -119,6 +120,7 @@ static void report_error(const char *where) {
 static long call(enum callback cb, uint32_t context_id, size_t nargs, const uint32_t *args, long fallback) {
     if (!(mask_get(context_id) & (1u << cb)) || methods[cb] == NULL) return fallback;
     effective_context = context_id;
+    python_entries++;
     PyObject *argv[6];
     argv[0] = PyLong_FromUnsignedLong(context_id);
     for (size_t i = 0; i < nargs; i++) argv[i + 1] = PyLong_FromUnsignedLong(args[i]);
@@ -162,6 +164,7 @@ EXPORT(proxy_on_memory_allocate) void *proxy_on_memory_allocate(size_t size) { r
 EXPORT(proxy_on_context_create) void proxy_on_context_create(uint32_t context_id, uint32_t parent_id) {
     if (create_method == NULL) return;
     effective_context = context_id;
+    python_entries++;
     PyObject *argv[2] = {PyLong_FromUnsignedLong(context_id), PyLong_FromUnsignedLong(parent_id)};
     PyObject *result = PyObject_Vectorcall(create_method, argv, 2, NULL);
     Py_XDECREF(argv[0]);

@@ -430,6 +430,11 @@ static PyObject *pw_memory_size(PyObject *self, PyObject *unused) {
     return PyLong_FromSize_t(__builtin_wasm_memory_size(0) * 65536);
 }
 
+/* Not a host call: how many guest callbacks have entered Python in this VM. */
+static PyObject *pw_python_entries(PyObject *self, PyObject *unused) {
+    return PyLong_FromUnsignedLongLong(python_entries);
+}
+
 static PyObject *pw_set_dispatcher(PyObject *self, PyObject *args) {
     PyObject *dispatcher, *contexts;
     if (!PyArg_ParseTuple(args, "OO!", &dispatcher, &PyDict_Type, &contexts)) return NULL;
@@ -485,6 +490,7 @@ static PyMethodDef methods[] = {
     VARARGS(get_property),
     VARARGS(set_property),
     NOARGS(memory_size),
+    NOARGS(python_entries),
     {NULL, NULL, 0, NULL},
 };
 

@@ -11,6 +11,7 @@ void snapshot_hygiene_begin(void);
 /* The context Envoy's host calls act on right now: set by Envoy at every callback, changed by
  * proxy_set_effective_context. Tracked here so redundant switches cost no host call. */
 extern uint32_t effective_context;
+extern uint64_t python_entries;
 void snapshot_hygiene_end(void);
 
 #endif

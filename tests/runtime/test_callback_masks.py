@@ -1,0 +1,67 @@
+"""Callbacks a filter does not define must not enter Python: in real Envoy and in the local host,
+a filter with only on_request_headers costs exactly two Python entries per request (creating its
+context, and the callback itself)."""
+
+from __future__ import annotations
+
+import itertools
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from proxywasm_build.envoy import Envoy, WasmPlugin, http_bootstrap
+from proxywasm_build.upstream import UpstreamServer
+from proxywasm_host import Host
+
+ONLY_REQUEST_HEADERS = """
+import proxywasm
+from proxywasm import HttpContext
+
+
+@proxywasm.register
+class Counting(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        headers["x-python-entries"] = str(proxywasm.vm.python_entries())
+"""
+
+EVERYTHING = (
+    ONLY_REQUEST_HEADERS
+    + """
+    def on_response_headers(self, headers, end_of_stream):
+        pass
+
+    def on_log(self):
+        pass
+"""
+)
+
+
+def entries_seen(upstream: UpstreamServer) -> list[int]:
+    return [int(r.header("x-python-entries") or -1) for r in upstream.requests]
+
+
+def steps(values: list[int]) -> set[int]:
+    return {b - a for a, b in itertools.pairwise(values)}
+
+
+def test_undefined_callbacks_stay_out_of_python_in_envoy(build_filter: Callable[[str], Path]) -> None:
+    with UpstreamServer() as upstream:
+        plugins = [WasmPlugin(build_filter(ONLY_REQUEST_HEADERS), name="masks")]
+        with Envoy(http_bootstrap(upstream_port=upstream.port, plugins=plugins)) as envoy:
+            for _ in range(4):
+                with urllib.request.urlopen(envoy.url + "/", timeout=10) as response:
+                    assert response.status == 200
+        assert steps(entries_seen(upstream)) == {2}
+
+
+def test_the_count_does_see_defined_callbacks(build_filter: Callable[[str], Path]) -> None:
+    # The same measurement with two more callbacks defined: four entries per request.
+    host = Host.load(build_filter(EVERYTHING))
+    seen = [int(dict(host.request("GET", "/").upstream_request.headers)["x-python-entries"]) for _ in range(4)]
+    assert steps(seen) == {4}
+
+
+def test_undefined_callbacks_stay_out_of_python_in_the_host(build_filter: Callable[[str], Path]) -> None:
+    host = Host.load(build_filter(ONLY_REQUEST_HEADERS))
+    seen = [int(dict(host.request("GET", "/").upstream_request.headers)["x-python-entries"]) for _ in range(4)]
+    assert steps(seen) == {2}
