@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -258,6 +259,7 @@ class Host:
                 continue
             request = Request(call.header(":method") or "", call.header(":path") or "", call.headers, call.body,
                               call.trailers, call.cluster)  # fmt: skip
+            started = time.perf_counter()
             try:
                 result = handler(request)
             except Exception:
@@ -267,7 +269,10 @@ class Host:
             if result is None:
                 continue
             resp = to_response(result)
-            call.respond(resp.status, resp.headers, resp.body, resp.trailers)
+            # The async client's router stamps upstream answers as it does on the main route.
+            elapsed_ms = int((time.perf_counter() - started) * 1000)
+            headers = [*resp.headers, ("x-envoy-upstream-service-time", str(elapsed_ms))]
+            call.respond(resp.status, headers, resp.body, resp.trailers)
             progressed = True
         for callout in list(self.vm.grpc_callouts.values()):
             handler = self.vm.clusters.get(callout.cluster)

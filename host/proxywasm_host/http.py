@@ -57,6 +57,9 @@ class HttpStream:
         self._failure_reply_sent = False
         self._local_through_filter = False
         self._destroyed = False
+        self._request_complete = False  # the codec saw the request's end of stream
+        self._close_connection = False  # HTTP/1: a reply went out before the request was complete
+        self._response_headers_sent = False  # the client already has the response headers
         self.upstream_request: Request | None = None
 
     # -- helpers ------------------------------------------------------------------------------------
@@ -101,6 +104,8 @@ class HttpStream:
         action = self._headers_action(raw, stop_before or self._local_pending())
         if action == Action.CONTINUE:
             self.ctx.maps[map_type] = None  # Envoy drops its pointer once the filter continues
+            if side == StreamType.RESPONSE and not self.reset:
+                self._response_headers_sent = True
         else:
             self._paused[side] = True
         return action
@@ -114,15 +119,24 @@ class HttpStream:
             self.request_headers_map = headers
         elif headers:
             self.request_headers_map = HeaderMap(headers)
+        self._request_complete = self._request_complete or end_of_stream
         return self._run_headers(StreamType.REQUEST, MapType.HTTP_REQUEST_HEADERS, self.request_headers_map,
                                  end_of_stream, "proxy_on_request_headers")  # fmt: skip
 
     def request_body(self, data: bytes | str = b"", end_of_stream: bool = False) -> Action:
-        return self._body(StreamType.REQUEST, data, end_of_stream)
+        # Unlike end of stream on the headers, Envoy counts the request complete only once the
+        # filter returned from its last body (or trailers) callback: a reply from it still closes.
+        try:
+            return self._body(StreamType.REQUEST, data, end_of_stream)
+        finally:
+            self._request_complete = self._request_complete or end_of_stream
 
     def request_trailers(self, trailers: HeaderInput = ()) -> Action:
         self.request_trailers_map = HeaderMap(trailers)
-        return self._trailers(StreamType.REQUEST, self.request_trailers_map)
+        try:
+            return self._trailers(StreamType.REQUEST, self.request_trailers_map)
+        finally:
+            self._request_complete = True
 
     # -- step API: response side --------------------------------------------------------------------
     def response_headers(self, headers: HeaderInput = (), end_of_stream: bool = False) -> Action:
@@ -219,6 +233,7 @@ class HttpStream:
         else:
             self.ctx.maps[MapType.HTTP_RESPONSE_HEADERS] = None
             self.ctx.maps[MapType.HTTP_RESPONSE_TRAILERS] = None
+            self._response_headers_sent = True
         self._flush_buffered(side)
 
     def close(self, side: StreamType) -> None:
@@ -237,6 +252,10 @@ class HttpStream:
                          details: str) -> None:  # fmt: skip
         if self.local_response is not None and not self._encoding:
             return
+        if self._response_headers_sent:
+            # Too late for a reply: the client has the headers. Envoy resets the stream instead.
+            self.close(StreamType.RESPONSE)
+            return
         self.response_code_details = details
         self._set_local(code, body, headers, details)
 
@@ -250,11 +269,22 @@ class HttpStream:
             hmap.replace("content-length", str(len(body)))
             if hmap.get("content-type") is None:
                 hmap.add("content-type", "text/plain")
+        if not self._encoding and not self._request_complete and self.host.http1:
+            # Envoy's HTTP/1 connection manager will not wait for the rest of the request.
+            self._close_connection = True
         self.local_response = Response(int(code), [], bytes(body), local_reply=True, details=details)
         self._local_headers = hmap
         # A reply sent while decoding goes back through this filter's response callbacks; one sent
         # while encoding replaces the response directly.
         self._local_through_filter = not self._encoding and not self._failure_reply_sent
+
+    def _complete_before_reset(self) -> bool:
+        """A reset after the headers went out: did the client already read a whole response
+        (content-length satisfied)? Then it never notices the reset."""
+        length = self.response_headers_map.get("content-length")
+        if not self._response_headers_sent or length is None or not length.isdigit():
+            return False
+        return len(self.response_body_sent) >= int(length)
 
     # -- attributes for get_property ---------------------------------------------------------------
     def attributes(self) -> dict[str, Any]:
@@ -342,6 +372,10 @@ class HttpStream:
     # -- whole-stream driver ----------------------------------------------------------------------
     def _await(self, side: StreamType) -> bool:
         """Wait (delivering callouts and queue events) until ``side`` resumes; False: stream ended."""
+        if side == StreamType.REQUEST and self.local_response is None:
+            # The client sent the whole request at once: while the filter holds it, the codec reads
+            # (and Envoy buffers) the rest, so a later reply does not find the request incomplete.
+            self._request_complete = True
         while True:
             if self.local_response is not None or self.reset:
                 return False
@@ -491,20 +525,25 @@ class HttpStream:
         self.response_body_sent = bytearray(local.body)
 
     def _result(self) -> Response:
-        if self.reset:
+        if self.reset and not self._complete_before_reset():
             return Response(0, upstream_request=self.upstream_request, details="reset", logs=list(self.vm.logs))
         final = HeaderMap(self.response_headers_map)
         # What Envoy's HTTP/1 codec adds on the way to the client, after every filter ran.
         if final.get("date") is None:
             final.add("date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(self.host.envoy.time_ns / 1e9)))
         final.set_in_place("server", "envoy")
-        if final.get("content-length") is None and final.get("transfer-encoding") is None:
+        status = int(final.get(":status") or b"0")
+        # HTTP/1 frames no body for 1xx and 204: no content-length, no chunking.
+        no_body = status < 200 or status == 204
+        if final.get("content-length") is None and final.get("transfer-encoding") is None and not no_body:
             if self.response_body_sent:
                 final.add("transfer-encoding", "chunked")
             else:
                 final.add("content-length", "0")
-        body = _cut_to_length(final, bytes(self.response_body_sent))
-        status = int(final.get(":status") or b"0")
+        if self._close_connection:
+            final.add("connection", "close")
+        # ... and a client reads no body after a 1xx or 204 status, whatever was sent.
+        body = b"" if no_body else _cut_to_length(final, bytes(self.response_body_sent))
         headers = [(k, v) for k, v in final.items() if not k.startswith(":")]
         return Response(
             status=status,

@@ -168,3 +168,10 @@ def test_load_speed_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path))
     _load("headers")
     assert list(tmp_path.glob("*.cwasm"))
+
+
+def test_no_body_on_a_204_local_reply() -> None:
+    # Real Envoy (differential suite): the filter's body and content-length stay in the headers,
+    # but an HTTP/1 client reads no body after a 204.
+    reply = _load("deny").request("GET", "/", headers=[("x-local-status", "204")])
+    assert reply.status == 204 and reply.body == b""

@@ -64,3 +64,28 @@ def test_unreachable_upstream_is_a_503_through_the_filter(probe: Probe) -> None:
     assert resp.status == 503 and resp.local_reply
     assert resp.body.startswith(b"upstream connect error")
     assert "on_response_headers" in probe.callbacks()
+
+
+def test_reply_before_request_complete_closes_http1_connection(probe: Probe) -> None:
+    # Real Envoy (differential suite): a reply while the request body is still unread announces
+    # connection: close; a body-less request is complete with its headers.
+    probe.act("proxy_on_request_headers", Act.LOCAL_REPLY)
+    assert probe.host.request("POST", "/", body=b"unread").header("connection") == "close"
+    assert probe.host.request("GET", "/").header("connection") is None
+
+
+def test_reply_from_body_callback_closes_http1_connection(probe: Probe) -> None:
+    # Even from the callback that carries end_of_stream: Envoy marks the request complete after it.
+    probe.act("proxy_on_request_body", Act.LOCAL_REPLY)
+    resp = probe.host.request("POST", "/", body=b"abc")
+    assert resp.status == 403 and resp.header("connection") == "close"
+
+
+def test_local_reply_after_response_headers_went_out_resets(probe: Probe) -> None:
+    # Envoy cannot replace a response whose headers the client already has: it resets the stream.
+    probe.act("proxy_on_response_body", Act.LOCAL_REPLY)
+    whole = probe.host.request("POST", "/", body=b"abc")
+    # The client had read all content-length bytes before the reset: it sees the upstream's reply.
+    assert (whole.status, whole.body, whole.local_reply) == (200, b"abc", False)
+    cut = probe.host.request("POST", "/", body=b"abc", upstream=lambda _req: (200, [("content-length", "10")], b"abc"))
+    assert cut.status == 0 and cut.details == "reset"
