@@ -1,0 +1,52 @@
+"""Fixtures for the differential suite: filters built from source text, and driver pairs."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from differential import EnvoyDriver, HostDriver, Plugin
+
+from proxywasm_build.build import RUNTIME_DIR, build
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / ".cache" / "test-builds"
+
+
+@pytest.fixture(scope="session")
+def build_filter() -> Callable[[str], Path]:
+    """Build a Python filter from source text, cached by content (as tests/runtime does)."""
+    inputs = [RUNTIME_DIR / "python.wasm", *sorted((ROOT / "sdk" / "proxywasm").glob("*.py"))]
+    inputs_key = hashlib.sha256(b"".join(p.read_bytes() for p in inputs)).hexdigest()[:16]
+
+    def make(source: str) -> Path:
+        text = textwrap.dedent(source)
+        key = hashlib.sha256(f"{inputs_key}{text}".encode()).hexdigest()[:16]
+        out = CACHE / f"{key}.wasm"
+        if not out.exists():
+            src = CACHE / key / "filter.py"
+            src.parent.mkdir(parents=True, exist_ok=True)
+            src.write_text(text)
+            out.write_bytes(build(src).module)
+        return out
+
+    return make
+
+
+@contextmanager
+def drivers(plugin: Plugin) -> Iterator[tuple[EnvoyDriver, HostDriver]]:
+    """The plugin in a real Envoy and in the host, side by side (one Envoy per plugin)."""
+    host = HostDriver(plugin)
+    envoy = EnvoyDriver(plugin)
+    try:
+        yield envoy, host
+    finally:
+        envoy.close()

@@ -1,0 +1,299 @@
+"""Differential testing: one scenario, two drivers (real Envoy and proxywasm_host), one Outcome each.
+
+A :class:`Plugin` says what is loaded (module, root id, configuration, callout clusters); a list of
+:class:`Call` says what the client sends and what the upstream answers. :class:`EnvoyDriver` runs the
+calls through a real Envoy in front of a recording upstream; :class:`HostDriver` runs them through
+``Host.request`` with an upstream handler that answers byte for byte what the recording upstream
+sends. Both produce an :class:`Outcome` in the same normalised form, and :func:`assert_same` shows a
+unified diff when they differ. Real Envoy is the reference.
+"""
+
+from __future__ import annotations
+
+import difflib
+import http.client
+import re
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+from proxywasm_build.envoy import Cluster, Envoy, FailurePolicy, WasmPlugin, http_bootstrap, parse_log
+from proxywasm_build.upstream import RecordedRequest, Response, UpstreamServer
+from proxywasm_host import Host, Request
+from proxywasm_host import Response as HostResponse
+
+Pairs = tuple[tuple[str, str], ...]
+
+AUTHORITY = "example.com"
+# What http.server's send_response() puts before the responder's headers (Envoy passes both on).
+UPSTREAM_SERVER = f"{BaseHTTPRequestHandler.server_version} {BaseHTTPRequestHandler.sys_version}"
+UPSTREAM_DATE = "Sun, 29 Nov 2026 00:00:00 GMT"
+
+# Headers whose values differ on every request: compared by name and position only.
+MASKED_HEADERS = frozenset({"date", "x-request-id", "x-envoy-upstream-service-time"})
+# The same values where a filter copies them into a log line or a header value.
+_VOLATILE = [
+    (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "<uuid>"),
+    (re.compile(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT"), "<date>"),
+    (re.compile(r"(x-envoy-upstream-service-time\W+)\d+"), r"\1<ms>"),
+]
+_LEVELS = ["trace", "debug", "info", "warning", "error", "critical"]
+_WASM_LOG = re.compile(r"^wasm log[^:]*: ", re.DOTALL)
+
+
+def scrub(text: str) -> str:
+    for pattern, replacement in _VOLATILE:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What an upstream (the route's, or a callout cluster's) answers."""
+
+    status: int = 200
+    headers: Pairs = (("content-type", "text/plain"),)
+    body: bytes = b"hello from upstream\n"
+
+    def wire_headers(self) -> list[tuple[str, str]]:
+        """Headers as the recording upstream sends them: server, date, ours, content-length."""
+        pairs = [("server", UPSTREAM_SERVER), ("date", UPSTREAM_DATE)]
+        pairs += [(k, v) for k, v in self.headers if k.lower() != "content-length"]
+        return [*pairs, ("content-length", str(len(self.body)))]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One client request (sent as written, after ``host: example.com``) and the upstream's answer."""
+
+    method: str = "GET"
+    path: str = "/"
+    headers: Pairs = ()
+    body: bytes | None = None
+    upstream: Reply = field(default_factory=Reply)
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """One Wasm plugin on the HTTP listener, and the clusters it may call (answered with a fixed Reply)."""
+
+    module: Path
+    root_id: str = ""
+    name: str = "plugin"
+    vm_id: str = "vm"
+    config: str | bytes | None = None
+    vm_config: str | None = None
+    failure_policy: FailurePolicy | None = None
+    clusters: Mapping[str, Reply] = field(default_factory=dict)
+    log_level: str = "info"
+
+
+@dataclass
+class Seen:
+    """A request as an upstream received it (wire form: host header, no pseudo-headers)."""
+
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass
+class Exchange:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    upstream: Seen | None  # None: the upstream was never called
+    callouts: list[tuple[str, Seen]]
+
+
+@dataclass
+class Outcome:
+    exchanges: list[Exchange]
+    logs: list[tuple[str, str]]  # (Envoy level name, message)
+    metrics: dict[str, int]  # wasmcustom counters and gauges, cumulative for the plugin
+
+    def render(self) -> list[str]:
+        out: list[str] = []
+        for i, ex in enumerate(self.exchanges):
+            out.append(f"request #{i}: status {ex.status}")
+            out += [f"  response header {k}: {v}" for k, v in ex.headers]
+            out.append(f"  response body {ex.body!r}")
+            if ex.upstream is None:
+                out.append("  upstream: not called")
+            else:
+                out += _render_seen("upstream", ex.upstream)
+            for cluster, seen in ex.callouts:
+                out += _render_seen(f"callout {cluster}", seen)
+        out += [f"log [{level}] {msg}" for level, msg in self.logs]
+        out += [f"metric {k} = {v}" for k, v in sorted(self.metrics.items())]
+        return out
+
+
+def _render_seen(what: str, seen: Seen) -> list[str]:
+    lines = [f"  {what}: {seen.method} {seen.path}"]
+    lines += [f"    header {k}: {v}" for k, v in seen.headers]
+    return [*lines, f"    body {seen.body!r}"]
+
+
+def normalise_headers(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k.lower(), "<masked>" if k.lower() in MASKED_HEADERS else scrub(v)) for k, v in pairs]
+
+
+def assert_same(envoy: Outcome, host: Outcome) -> None:
+    """Fail with a unified diff (Envoy is the reference) when the outcomes differ."""
+    want, got = envoy.render(), host.render()
+    if want != got:
+        diff = "\n".join(difflib.unified_diff(want, got, "real envoy", "proxywasm_host", lineterm="", n=2))
+        raise AssertionError(f"host differs from Envoy:\n{diff}")
+
+
+# -- real Envoy ---------------------------------------------------------------------------------------
+class EnvoyDriver:
+    """One Envoy with one plugin in front of a recording upstream (plus one per callout cluster)."""
+
+    def __init__(self, plugin: Plugin) -> None:
+        self.plugin = plugin
+        self.current = Reply()
+        self.upstream = UpstreamServer(responder=lambda _req: _as_response(self.current)).start()
+        self.cluster_servers: dict[str, UpstreamServer] = {}
+        for name, reply in plugin.clusters.items():
+            self.cluster_servers[name] = UpstreamServer(responder=lambda _req, r=reply: _as_response(r)).start()
+        wasm = WasmPlugin(
+            plugin.module,
+            name=plugin.name,
+            root_id=plugin.root_id,
+            vm_id=plugin.vm_id,
+            configuration=plugin.config,
+            vm_configuration=plugin.vm_config,
+            failure_policy=plugin.failure_policy,
+        )
+        clusters = [Cluster(name, server.port) for name, server in self.cluster_servers.items()]
+        config = http_bootstrap(upstream_port=self.upstream.port, plugins=[wasm], clusters=clusters)
+        self.envoy = Envoy(config, component_log_levels={"wasm": plugin.log_level})
+        try:
+            self.envoy.start()
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self.envoy.stop()
+        for server in [self.upstream, *self.cluster_servers.values()]:
+            server.stop()
+
+    def _settled_log(self) -> str:
+        # Envoy flushes its log file every 50 ms and destroys streams (on_log, on_done) after the
+        # reply went out: wait until the file stops growing. A sync point, not an assertion.
+        text, stable_since = self.envoy.logs(), time.monotonic()
+        while time.monotonic() - stable_since < 0.25:
+            time.sleep(0.05)
+            now = self.envoy.logs()
+            if now != text:
+                text, stable_since = now, time.monotonic()
+        return text
+
+    def run(self, calls: Sequence[Call]) -> Outcome:
+        offset = len(self._settled_log())
+        exchanges = [self._one(call) for call in calls]
+        lines = parse_log(self._settled_log()[offset:])
+        logs = [(ln.level, scrub(_WASM_LOG.sub("", ln.message))) for ln in lines if _WASM_LOG.match(ln.message)]
+        metrics = {k.removeprefix("wasmcustom."): v for k, v in self.envoy.stats(r"^wasmcustom\.").items()}
+        return Outcome(exchanges, logs, metrics)
+
+    def _one(self, call: Call) -> Exchange:
+        self.current = call.upstream
+        for server in [self.upstream, *self.cluster_servers.values()]:
+            server.clear()
+        # Headers exactly in the scenario's order, content-length last as the host adds it, and
+        # the whole request in one write so Envoy reads it at once, as host.request() delivers it.
+        head = [f"{call.method} {call.path} HTTP/1.1", f"host: {AUTHORITY}"]
+        head += [f"{k}: {v}" for k, v in call.headers]
+        if call.body:
+            head.append(f"content-length: {len(call.body)}")
+        with socket.create_connection(("127.0.0.1", self.envoy.port()), timeout=15) as sock:
+            sock.sendall("\r\n".join([*head, "", ""]).encode("latin-1") + (call.body or b""))
+            response = http.client.HTTPResponse(sock, method=call.method)
+            response.begin()
+            body = response.read()
+            status, headers = response.status, response.getheaders()
+        seen = self.upstream.requests
+        callouts = [(name, _seen(r)) for name, server in self.cluster_servers.items() for r in server.requests]
+        return Exchange(status, normalise_headers(headers), body, _seen(seen[0]) if seen else None, callouts)
+
+
+def _as_response(reply: Reply) -> Response:
+    return Response(reply.status, reply.body, reply.headers)
+
+
+def _seen(request: RecordedRequest) -> Seen:
+    return Seen(request.method, request.path, normalise_headers(request.headers), request.body)
+
+
+# -- local host ---------------------------------------------------------------------------------------
+class HostDriver:
+    """The same plugin in proxywasm_host; upstream and callouts answered like the recording servers."""
+
+    def __init__(self, plugin: Plugin, **load_options: Any) -> None:
+        self.plugin = plugin
+        self.level = _LEVELS.index(plugin.log_level)
+        self.callouts: list[tuple[str, Seen]] = []
+        clusters = {name: self._cluster_handler(name, reply) for name, reply in plugin.clusters.items()}
+        self.host = Host.load(
+            plugin.module,
+            root_id=plugin.root_id,
+            plugin_name=plugin.name,
+            vm_id=plugin.vm_id,
+            plugin_config=plugin.config or b"",
+            vm_config=plugin.vm_config or b"",
+            fail_open=plugin.failure_policy == "FAIL_OPEN",
+            log_level=self.level,
+            clusters=clusters,
+            **load_options,
+        )
+
+    def _cluster_handler(self, name: str, reply: Reply) -> Any:
+        def handle(request: Request) -> HostResponse:
+            self.callouts.append((name, _host_seen(request)))
+            return HostResponse(reply.status, reply.wire_headers(), reply.body)
+
+        return handle
+
+    def run(self, calls: Sequence[Call]) -> Outcome:
+        offset = len(self.host.logs)
+        exchanges = [self._one(call) for call in calls]
+        logs = [(_LEVELS[lvl], scrub(msg)) for lvl, msg in self.host.logs[offset:] if lvl >= self.level]
+        envoy = self.host.envoy
+        metrics = {**envoy.counters, **envoy.gauges}
+        return Outcome(exchanges, logs, metrics)
+
+    def _one(self, call: Call) -> Exchange:
+        self.callouts = []
+        reply = call.upstream
+
+        def upstream(_request: Request) -> HostResponse:
+            return HostResponse(reply.status, reply.wire_headers(), reply.body)
+
+        resp = self.host.request(call.method, call.path, headers=list(call.headers), body=call.body,
+                                 upstream=upstream, authority=AUTHORITY)  # fmt: skip
+        seen = _host_seen(resp.upstream_request) if resp.upstream_request is not None else None
+        return Exchange(resp.status, normalise_headers(resp.headers), resp.body, seen, self.callouts)
+
+
+def _host_seen(request: Request) -> Seen:
+    # On the wire HTTP/1 carries :authority as host (in its place) and the rest in the request line.
+    headers = [("host" if k == ":authority" else k, v) for k, v in request.headers if k not in _REQUEST_LINE]
+    return Seen(request.method, request.path, normalise_headers(headers), request.body)
+
+
+_REQUEST_LINE = frozenset({":method", ":path", ":scheme"})
+
+
+def check(pair: tuple[EnvoyDriver, HostDriver], *calls: Call) -> None:
+    """Run ``calls`` through both and require the same outcome."""
+    envoy, host = pair
+    assert_same(envoy.run(calls), host.run(calls))
