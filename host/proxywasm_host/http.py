@@ -124,19 +124,13 @@ class HttpStream:
                                  end_of_stream, "proxy_on_request_headers")  # fmt: skip
 
     def request_body(self, data: bytes | str = b"", end_of_stream: bool = False) -> Action:
-        # Unlike end of stream on the headers, Envoy counts the request complete only once the
-        # filter returned from its last body (or trailers) callback: a reply from it still closes.
-        try:
-            return self._body(StreamType.REQUEST, data, end_of_stream)
-        finally:
-            self._request_complete = self._request_complete or end_of_stream
+        self._request_complete = self._request_complete or end_of_stream
+        return self._body(StreamType.REQUEST, data, end_of_stream)
 
     def request_trailers(self, trailers: HeaderInput = ()) -> Action:
         self.request_trailers_map = HeaderMap(trailers)
-        try:
-            return self._trailers(StreamType.REQUEST, self.request_trailers_map)
-        finally:
-            self._request_complete = True
+        self._request_complete = True
+        return self._trailers(StreamType.REQUEST, self.request_trailers_map)
 
     # -- step API: response side --------------------------------------------------------------------
     def response_headers(self, headers: HeaderInput = (), end_of_stream: bool = False) -> Action:
@@ -269,8 +263,9 @@ class HttpStream:
             hmap.replace("content-length", str(len(body)))
             if hmap.get("content-type") is None:
                 hmap.add("content-type", "text/plain")
-        if not self._encoding and not self._request_complete and self.host.http1:
-            # Envoy's HTTP/1 connection manager will not wait for the rest of the request.
+        if self.host.http1 and ((not self._encoding and not self._request_complete) or int(code) == 400):
+            # Envoy's HTTP/1 connection manager will not wait for the rest of the request, and it
+            # does not keep a connection after a 400 reply.
             self._close_connection = True
         self.local_response = Response(int(code), [], bytes(body), local_reply=True, details=details)
         self._local_headers = hmap

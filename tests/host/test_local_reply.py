@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from conftest import Probe
+from conftest import AS_DIR, Probe
 from guest import Act
 
 from proxywasm.abi import Status
+from proxywasm_host import Host
 
 
 def test_local_reply_from_request_headers(probe: Probe) -> None:
@@ -74,8 +75,8 @@ def test_reply_before_request_complete_closes_http1_connection(probe: Probe) -> 
     assert probe.host.request("GET", "/").header("connection") is None
 
 
-def test_reply_from_body_callback_closes_http1_connection(probe: Probe) -> None:
-    # Even from the callback that carries end_of_stream: Envoy marks the request complete after it.
+def test_reply_from_first_body_chunk_closes_http1_connection(probe: Probe) -> None:
+    # HTTP/1 hands over the body with end_of_stream false, then an empty end-of-stream frame.
     probe.act("proxy_on_request_body", Act.LOCAL_REPLY)
     resp = probe.host.request("POST", "/", body=b"abc")
     assert resp.status == 403 and resp.header("connection") == "close"
@@ -89,3 +90,11 @@ def test_local_reply_after_response_headers_went_out_resets(probe: Probe) -> Non
     assert (whole.status, whole.body, whole.local_reply) == (200, b"abc", False)
     cut = probe.host.request("POST", "/", body=b"abc", upstream=lambda _req: (200, [("content-length", "10")], b"abc"))
     assert cut.status == 0 and cut.details == "reset"
+
+
+def test_400_local_reply_closes_http1_connection() -> None:
+    # Real Envoy (differential suite): after a 400 local reply it never keeps the connection, even
+    # for a complete request; an upstream's 400 leaves it open.
+    host = Host.load(AS_DIR / "deny.wasm", root_id="deny")
+    assert host.request("GET", "/", headers=[("x-local-status", "400")]).header("connection") == "close"
+    assert host.request("GET", "/", headers=[("x-local-status", "401")]).header("connection") is None
