@@ -50,3 +50,28 @@ def drivers(plugin: Plugin) -> Iterator[tuple[EnvoyDriver, HostDriver]]:
         yield envoy, host
     finally:
         envoy.close()
+
+
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="session")
+def example_wasm() -> Callable[[str], Path]:
+    """examples/<name> built as ``proxywasm build`` does, cached by the content of its sources."""
+    inputs = [RUNTIME_DIR / "python.wasm", *sorted((ROOT / "sdk" / "proxywasm").glob("*.py"))]
+    base = hashlib.sha256(b"".join(p.read_bytes() for p in inputs))
+
+    def make(name: str) -> Path:
+        source = EXAMPLES / name
+        if not (source / "__init__.py").exists():
+            pytest.skip(f"examples/{name} does not exist (yet)")
+        digest = base.copy()
+        for path in sorted(source.rglob("*.py")):
+            digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes())
+        out = CACHE / f"example-{name}-{digest.hexdigest()[:16]}.wasm"
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(build(source).module)
+        return out
+
+    return make

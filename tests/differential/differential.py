@@ -180,6 +180,7 @@ class EnvoyDriver:
         except Exception:
             self.close()
             raise
+        self.startup_logs = _wasm_lines(self._settled_log())
 
     def close(self) -> None:
         self.envoy.stop()
@@ -200,8 +201,7 @@ class EnvoyDriver:
     def run(self, calls: Sequence[Call]) -> Outcome:
         offset = len(self._settled_log())
         exchanges = [self._one(call) for call in calls]
-        lines = parse_log(self._settled_log()[offset:])
-        logs = [(ln.level, scrub(_WASM_LOG.sub("", ln.message))) for ln in lines if _WASM_LOG.match(ln.message)]
+        logs = _wasm_lines(self._settled_log()[offset:])
         metrics = {k.removeprefix("wasmcustom."): v for k, v in self.envoy.stats(r"^wasmcustom\.").items()}
         return Outcome(exchanges, logs, metrics)
 
@@ -224,6 +224,12 @@ class EnvoyDriver:
         seen = self.upstream.requests
         callouts = [(name, _seen(r)) for name, server in self.cluster_servers.items() for r in server.requests]
         return Exchange(status, normalise_headers(headers), body, _seen(seen[0]) if seen else None, callouts)
+
+
+def _wasm_lines(text: str) -> list[tuple[str, str]]:
+    """The filter's own lines (``wasm log <plugin> <root_id> <vm_id>: msg``), without the prefix."""
+    lines = parse_log(text)
+    return [(ln.level, scrub(_WASM_LOG.sub("", ln.message))) for ln in lines if _WASM_LOG.match(ln.message)]
 
 
 def _as_response(reply: Reply) -> Response:
@@ -255,6 +261,7 @@ class HostDriver:
             clusters=clusters,
             **load_options,
         )
+        self.startup_logs = [(_LEVELS[lvl], scrub(msg)) for lvl, msg in self.host.logs if lvl >= self.level]
 
     def _cluster_handler(self, name: str, reply: Reply) -> Any:
         def handle(request: Request) -> HostResponse:

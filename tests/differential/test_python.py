@@ -99,6 +99,9 @@ class Local(HttpContext):
         if self.mode == "empty":
             self.send_response(204)
             return Action.PAUSE
+        if self.mode == "bad-request":
+            self.send_response(400, "bad request\\n")
+            return Action.PAUSE
         if self.mode == "big-status":
             self.send_response(503, b"", [("retry-after", "5")])
             return Action.PAUSE
@@ -115,9 +118,10 @@ class Local(HttpContext):
     def on_response_headers(self, headers, end_of_stream):
         log.info(f"response headers status={headers.get(':status')} eos={end_of_stream} mode={self.mode}")
         headers.add("x-seen-by-filter", "1")
-        if self.mode == "late":
+        if self.mode in ("late", "late400"):
+            status = 400 if self.mode == "late400" else 502
             self.mode = "done"
-            self.send_response(502, "late reply\\n", [("x-late", "1")])
+            self.send_response(status, "late reply\\n", [("x-late", "1")])
             return Action.PAUSE
 
     def on_response_body(self, body, end_of_stream):
@@ -142,6 +146,7 @@ def test_local_reply_from_request_headers(local: Pair) -> None:
         Call("GET", "/", (("x-mode", "json"),)),
         Call("GET", "/", (("x-mode", "empty"),)),
         Call("GET", "/", (("x-mode", "big-status"),)),
+        Call("GET", "/", (("x-mode", "bad-request"),)),  # Envoy closes HTTP/1 connections after a 400
         Call("POST", "/", (("x-mode", "deny"),), b"unread body"),
     )
 
@@ -169,6 +174,8 @@ def test_local_reply_from_response(local: Pair) -> None:
         Call("GET", "/", (("x-mode", "late"),)),
         Call("GET", "/", (("x-mode", "late-body"),)),
         Call("GET", "/", (("x-mode", "none"),), upstream=Reply(404, (), b"")),
+        Call("GET", "/", (("x-mode", "none"),), upstream=Reply(400, (), b"bad")),
+        Call("GET", "/", (("x-mode", "late400"),)),
     )
 
 
@@ -460,3 +467,10 @@ def shared(build_filter: Build) -> Iterator[Pair]:
 
 def test_shared_data(shared: Pair) -> None:
     check(shared, Call("GET", "/"), Call("GET", "/", (("x-key", "k"), ("x-value", "v1"))), Call("GET", "/"))
+
+
+def test_startup_log_lines(logs: Pair) -> None:
+    envoy, host = logs
+    # Envoy configures the plugin in the main thread's VM and again in each worker's (one here):
+    # the same lines twice. The host has one VM, so compare the distinct lines in order.
+    assert list(dict.fromkeys(envoy.startup_logs)) == host.startup_logs
