@@ -8,6 +8,7 @@ import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,9 +43,9 @@ def build_filter() -> Callable[[str], Path]:
 
 
 @contextmanager
-def drivers(plugin: Plugin) -> Iterator[tuple[EnvoyDriver, HostDriver]]:
-    """The plugin in a real Envoy and in the host, side by side (one Envoy per plugin)."""
-    host = HostDriver(plugin)
+def drivers(plugin: Plugin, **load_options: Any) -> Iterator[tuple[EnvoyDriver, HostDriver]]:
+    """The plugin in a real Envoy and in the host (``Host.load`` options), one Envoy per plugin."""
+    host = HostDriver(plugin, **load_options)
     envoy = EnvoyDriver(plugin)
     try:
         yield envoy, host

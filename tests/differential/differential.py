@@ -190,7 +190,8 @@ class EnvoyDriver:
     def _settled_log(self) -> str:
         # Envoy flushes its log file every 50 ms and destroys streams (on_log, on_done) after the
         # reply went out: wait until the file stops growing. A sync point, not an assertion.
-        text, stable_since = self.envoy.logs(), time.monotonic()
+        text: str = self.envoy.logs()
+        stable_since = time.monotonic()
         while time.monotonic() - stable_since < 0.25:
             time.sleep(0.05)
             now = self.envoy.logs()

@@ -12,9 +12,9 @@ from differential import Call, EnvoyDriver, HostDriver, Plugin, Reply, check
 Pair = tuple[EnvoyDriver, HostDriver]
 
 
-def _pair(as_modules: dict[str, Path], name: str, **options: object) -> Iterator[Pair]:
+def _pair(as_modules: dict[str, Path], name: str, raise_on_trap: bool = True, **options: object) -> Iterator[Pair]:
     plugin = Plugin(as_modules[name], root_id=name, name=f"p_{name}", vm_id=f"vm_{name}", **options)  # type: ignore[arg-type]
-    with drivers(plugin) as pair:
+    with drivers(plugin, raise_on_trap=raise_on_trap) as pair:
         yield pair
 
 
@@ -159,3 +159,13 @@ def config(as_modules: dict[str, Path]) -> Iterator[Pair]:
 
 def test_plugin_configuration(config: Pair) -> None:
     check(config, Call("GET", "/"))
+
+
+@pytest.fixture(scope="module")
+def trap(as_modules: dict[str, Path]) -> Iterator[Pair]:
+    # Not raise_on_trap (the host's default for tests): Envoy answers, so compare the answers.
+    yield from _pair(as_modules, "trap", raise_on_trap=False)
+
+
+def test_trap_fails_closed_and_stays_failed(trap: Pair) -> None:
+    check(trap, Call("GET", "/ok"), Call("GET", "/t", (("x-trap", "unreachable"),)), Call("GET", "/after"))
