@@ -103,6 +103,9 @@ def _pairs(headers: Sequence[tuple[HeaderValue, HeaderValue]]) -> Pairs:
     return [(hostcalls.to_bytes(k).lower(), hostcalls.to_bytes(v)) for k, v in headers]
 
 
+_FRAMING = frozenset((b"content-length", b"transfer-encoding"))
+
+
 def http_call(
     context: Context,
     cluster: str,
@@ -115,7 +118,12 @@ def http_call(
     trailers: Sequence[tuple[HeaderValue, HeaderValue]],
     timeout_ms: int,
 ) -> int:
-    given = _pairs(headers)
+    # The call's own body decides its framing: headers copied from a request (content-length of
+    # a body that is not sent along) would make the target wait for bytes that never come.
+    data = hostcalls.to_bytes(body)
+    given = [(k, v) for k, v in _pairs(headers) if k not in _FRAMING]
+    if data:
+        given.append((b"content-length", str(len(data)).encode()))
     names = {k for k, _ in given}
     pseudo = [
         (name, value)
@@ -126,7 +134,7 @@ def http_call(
         )
         if name not in names
     ]
-    token = hostcalls.http_call(cluster, pseudo + given, hostcalls.to_bytes(body), _pairs(trailers), timeout_ms)
+    token = hostcalls.http_call(cluster, pseudo + given, data, _pairs(trailers), timeout_ms)
     _pending[token] = (context, callback)
     return token
 

@@ -66,7 +66,8 @@ class Context:
     ) -> int:
         """Send an HTTP request to the Envoy cluster ``cluster``; ``callback`` receives the
         :class:`~proxywasm.callouts.HttpCallResponse` (``failed`` is true when Envoy could not get
-        a response: reset, timeout, no healthy host). ``authority`` defaults to the cluster name.
+        a response: reset, timeout, no healthy host). ``authority`` defaults to the cluster name;
+        ``content-length`` follows ``body`` (framing headers in ``headers`` are dropped).
         Raises :class:`HostCallError` (BAD_ARGUMENT) for an unknown cluster. Returns the token."""
         return self._act(
             callouts.http_call, self, cluster, callback, method, path, authority, headers, body, trailers, timeout_ms
