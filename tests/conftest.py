@@ -1,16 +1,88 @@
-"""Shared fixtures: the AssemblyScript reference filters, built once per session."""
+"""Shared fixtures: the AssemblyScript reference filters, Python filters built from source text,
+and the examples, each built once per content and cached under .cache/."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from proxywasm_build.build import RUNTIME_DIR, build
+
 ROOT = Path(__file__).resolve().parents[1]
 AS_DIR = ROOT / "tests" / "assemblyscript"
 AS_OUT = ROOT / ".cache" / "as"
+BUILDS = ROOT / ".cache" / "test-builds"
+EXAMPLES = ROOT / "examples"
+PROXYWASM = Path(sys.executable).parent / "proxywasm"
+
+
+def _toolchain_key() -> hashlib._Hash:
+    """Everything a build's output depends on besides the filter: runtime, SDK and toolchain."""
+    inputs = [
+        RUNTIME_DIR / "python.wasm",
+        *sorted((ROOT / "sdk" / "proxywasm").glob("*.py")),
+        *sorted((ROOT / "sdk" / "proxywasm_build").glob("*.py")),
+    ]
+    return hashlib.sha256(b"".join(p.read_bytes() for p in inputs))
+
+
+@pytest.fixture(scope="session")
+def build_filter() -> Callable[[str], Path]:
+    """``build_filter(source)``: a Python filter from source text, built once per content."""
+    base = _toolchain_key()
+
+    def make(source: str) -> Path:
+        text = textwrap.dedent(source)
+        digest = base.copy()
+        digest.update(text.encode())
+        key = digest.hexdigest()[:16]
+        out = BUILDS / f"{key}.wasm"
+        if not out.exists():
+            src = BUILDS / key / "filter.py"
+            src.parent.mkdir(parents=True, exist_ok=True)
+            src.write_text(text)
+            out.write_bytes(build(src).module)
+        return out
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def example_wasm() -> Callable[[str], Path]:
+    """``example_wasm(name)``: examples/<name> built with the ``proxywasm build`` command, once per content."""
+    base = _toolchain_key()
+    built: dict[str, Path] = {}
+
+    def make(name: str) -> Path:
+        if name in built:
+            return built[name]
+        source = EXAMPLES / name
+        digest = base.copy()
+        for path in sorted(source.rglob("*.py")):
+            digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes())
+        out = BUILDS / f"example-{name}-{digest.hexdigest()[:16]}.wasm"
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            result = subprocess.run(
+                [str(PROXYWASM), "build", str(source), "-o", str(out)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            if result.returncode != 0:
+                pytest.fail(f"proxywasm build examples/{name} failed:\n{result.stdout}\n{result.stderr}")
+        built[name] = out
+        return out
+
+    return make
 
 
 @pytest.fixture(scope="session")

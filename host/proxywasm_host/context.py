@@ -12,6 +12,8 @@ HeaderInput = Iterable[tuple[str | bytes, str | bytes]]
 
 
 def _b(value: str | bytes) -> bytes:
+    if type(value) is bytes:
+        return value
     return value.encode() if isinstance(value, str) else bytes(value)
 
 
@@ -22,7 +24,7 @@ class HeaderMap:
     def __init__(self, pairs: HeaderInput = ()) -> None:
         self._pairs: list[tuple[bytes, bytes]] = []
         for key, value in pairs:
-            self.add(_b(key), _b(value))
+            self.add(key, value)
 
     def pairs(self) -> list[tuple[bytes, bytes]]:
         return list(self._pairs)
@@ -53,7 +55,7 @@ class HeaderMap:
 
     def add(self, key: str | bytes, value: str | bytes) -> None:
         k, v = _b(key).lower(), _b(value)
-        if k.startswith(b":"):
+        if k[:1] == b":" and self._pairs and self._pairs[-1][0][:1] != b":":
             # Envoy's HeaderList inserts pseudo headers after the last pseudo header.
             pos = 0
             while pos < len(self._pairs) and self._pairs[pos][0].startswith(b":"):

@@ -23,16 +23,21 @@ class GuestMemory:
         self._memory = memory
         # Set by the VM once the exports are known; returns 0 on allocation failure.
         self.malloc: Callable[[int], int] | None = None
+        self._cached = (0, 0)  # (size, base) as last seen
 
     def _base(self) -> tuple[int, int]:
         if self._memory is None:
             return 0, 0
-        # Memory may have grown (and moved) during the last guest call: fetch both every time.
+        # Memory may have grown (and moved) during the last guest call. It only moves when it
+        # grows, so an unchanged size means an unchanged base address.
         size = self._memory.data_len(self._store)
+        if size == self._cached[0]:
+            return self._cached[1], size
         if size == 0:
             return 0, 0
-        ptr = self._memory.data_ptr(self._store)
-        return ctypes.addressof(ptr.contents), size
+        base = ctypes.addressof(self._memory.data_ptr(self._store).contents)
+        self._cached = (size, base)
+        return base, size
 
     def size(self) -> int:
         return self._base()[1]

@@ -15,7 +15,8 @@ import http.client
 import re
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -305,3 +306,17 @@ def check(pair: tuple[EnvoyDriver, HostDriver], *calls: Call) -> None:
     """Run ``calls`` through both and require the same outcome."""
     envoy, host = pair
     assert_same(envoy.run(calls), host.run(calls))
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@contextmanager
+def drivers(plugin: Plugin, **load_options: Any) -> Iterator[tuple[EnvoyDriver, HostDriver]]:
+    """The plugin in a real Envoy and in the host (``Host.load`` options), one Envoy per plugin."""
+    host = HostDriver(plugin, **load_options)
+    envoy = EnvoyDriver(plugin)
+    try:
+        yield envoy, host
+    finally:
+        envoy.close()

@@ -9,9 +9,6 @@ class-scoped, so each example starts one Envoy, stopped before the next example'
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,51 +16,11 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
-from proxywasm_build.build import RUNTIME_DIR
 from proxywasm_build.envoy import Envoy, free_port
 from proxywasm_build.upstream import UpstreamServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-CACHE = ROOT / ".cache" / "examples"
-PROXYWASM = Path(sys.executable).parent / "proxywasm"
-
-
-def _inputs_key() -> str:
-    inputs = [RUNTIME_DIR / "python.wasm", *sorted((ROOT / "sdk" / "proxywasm").glob("*.py"))]
-    return hashlib.sha256(b"".join(p.read_bytes() for p in inputs)).hexdigest()[:16]
-
-
-@pytest.fixture(scope="session")
-def example_wasm() -> Callable[[str], Path]:
-    """``example_wasm(name)``: examples/<name> built with ``proxywasm build``, once per content."""
-    base = _inputs_key()
-    built: dict[str, Path] = {}
-
-    def make(name: str) -> Path:
-        if name in built:
-            return built[name]
-        source = EXAMPLES / name
-        files = sorted(source.rglob("*.py"))
-        digest = hashlib.sha256(base.encode())
-        for path in files:
-            digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes())
-        out = CACHE / f"{name}-{digest.hexdigest()[:16]}.wasm"
-        if not out.exists():
-            out.parent.mkdir(parents=True, exist_ok=True)
-            result = subprocess.run(
-                [str(PROXYWASM), "build", str(source), "-o", str(out)],
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
-            if result.returncode != 0:
-                pytest.fail(f"proxywasm build examples/{name} failed:\n{result.stdout}\n{result.stderr}")
-        built[name] = out
-        return out
-
-    return make
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import AS_DIR
+from host_support import AS_DIR
 
 from proxywasm_host import Host, PeerType, Request, WasmTrap
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from conftest import Probe
 from guest import Act
+from host_support import Probe
 
 from proxywasm.abi import BufferType, MapType, Status, encode_map
 from proxywasm_host import GrpcReply, Request

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Probe
+from host_support import Probe
 
 from proxywasm.abi import MapType, Status, decode_map, encode_map
 from proxywasm_host import Action

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import Probe
 from guest import Act, probe_wasm
+from host_support import Probe
 
 from proxywasm_host import Action, ConfigureError, Host, PeerType
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import wasmtime
-from conftest import Probe
 from guest import probe_wasm
+from host_support import Probe
 
 from proxywasm_host import Host, LoadError, cache
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import AS_DIR, Probe
 from guest import Act
+from host_support import AS_DIR, Probe
 
 from proxywasm.abi import Status
 from proxywasm_host import Host

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from conftest import Probe
 from guest import probe_wasm
+from host_support import Probe
 
 from proxywasm.abi import MapType, Status
 from proxywasm_host import Action, Host

@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from conftest import Probe
 from guest import Act, probe_wasm
+from host_support import Probe
 
 from proxywasm.abi import LogLevel, MetricType, Status
 from proxywasm_host import Envoy, Host

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import EXAMPLES, drivers
-from differential import Call, EnvoyDriver, HostDriver, Plugin, Reply, check
+from differential import EXAMPLES, Call, EnvoyDriver, HostDriver, Plugin, Reply, check, drivers
 
 Pair = tuple[EnvoyDriver, HostDriver]
 Build = Callable[[str], Path]

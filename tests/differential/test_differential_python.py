@@ -6,8 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import drivers
-from differential import Call, EnvoyDriver, HostDriver, Plugin, Reply, check
+from differential import Call, EnvoyDriver, HostDriver, Plugin, Reply, check, drivers
 
 Pair = tuple[EnvoyDriver, HostDriver]
 Build = Callable[[str], Path]
