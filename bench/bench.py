@@ -190,7 +190,8 @@ def assemblyscript_variant(workload: Workload) -> Variant | None:
 
 
 def rss_per_worker(variant: Variant, upstream_port: int, lua: Path) -> tuple[float, dict[int, int]]:
-    """Envoy RSS with 1, 2 and 4 workers (after traffic reached every worker); MB per extra worker."""
+    """Envoy RSS with 1, 2 and 4 workers (after traffic reached every worker); the least-squares
+    slope is the memory each extra worker costs, in MB."""
     rss: dict[int, int] = {}
     for workers in (1, 2, 4):
         envoy, _ = start_envoy(variant, upstream_port, concurrency=workers)
@@ -199,7 +200,10 @@ def rss_per_worker(variant: Variant, upstream_port: int, lua: Path) -> tuple[flo
             rss[workers] = envoy.rss_bytes()
         finally:
             envoy.stop()
-    return (rss[4] - rss[1]) / 3 / 1e6, rss
+    mean_n = statistics.mean(rss)
+    mean_rss = statistics.mean(rss.values())
+    slope = sum((n - mean_n) * (r - mean_rss) for n, r in rss.items()) / sum((n - mean_n) ** 2 for n in rss)
+    return slope / 1e6, rss
 
 
 def host_request_us(wasm: Path, workload: Workload, rounds: int) -> float | None:
