@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import WORKLOADS, Variant, cpu_seconds, direct_upstream, start_envoy, wrk  # noqa: E402
+from bench import WORKLOADS, Variant, cpu_seconds, direct_upstream, start_envoy, wrk
 
 
 def main() -> None:
