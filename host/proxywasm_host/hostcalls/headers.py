@@ -27,8 +27,7 @@ def _mutable(vm: Vm, map_type: int) -> HeaderMap | None:
     return vm.mutable_map(vm.ctx(), map_type)
 
 
-@hostcall("proxy_add_header_map_value", "iiiii")
-def add_value(vm: Vm, map_type: int, kp: int, ks: int, vp: int, vs: int) -> int:
+def _write(vm: Vm, map_type: int, kp: int, ks: int, vp: int, vs: int, replace: bool) -> int:
     if map_type > _MAX_TYPE:
         return Status.BAD_ARGUMENT
     key, value = vm.mem.read(kp, ks), vm.mem.read(vp, vs)
@@ -37,8 +36,16 @@ def add_value(vm: Vm, map_type: int, kp: int, ks: int, vp: int, vs: int) -> int:
     hmap = _mutable(vm, map_type)
     if hmap is None:
         return Status.BAD_ARGUMENT
-    hmap.add(key, value)
+    if replace:
+        hmap.replace(key, value)
+    else:
+        hmap.add(key, value)
     return Status.OK
+
+
+@hostcall("proxy_add_header_map_value", "iiiii")
+def add_value(vm: Vm, map_type: int, kp: int, ks: int, vp: int, vs: int) -> int:
+    return _write(vm, map_type, kp, ks, vp, vs, replace=False)
 
 
 @hostcall("proxy_get_header_map_value", "iiiii")
@@ -71,16 +78,7 @@ def get_value(vm: Vm, map_type: int, kp: int, ks: int, ptr_ptr: int, size_ptr: i
 
 @hostcall("proxy_replace_header_map_value", "iiiii")
 def replace_value(vm: Vm, map_type: int, kp: int, ks: int, vp: int, vs: int) -> int:
-    if map_type > _MAX_TYPE:
-        return Status.BAD_ARGUMENT
-    key, value = vm.mem.read(kp, ks), vm.mem.read(vp, vs)
-    if key is None or value is None:
-        return Status.INVALID_MEMORY_ACCESS
-    hmap = _mutable(vm, map_type)
-    if hmap is None:
-        return Status.BAD_ARGUMENT
-    hmap.replace(key, value)
-    return Status.OK
+    return _write(vm, map_type, kp, ks, vp, vs, replace=True)
 
 
 @hostcall("proxy_remove_header_map_value", "iii")
