@@ -126,3 +126,47 @@ def test_cli_writes_the_module(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["build", str(path), "-o", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\0asm"
     assert "built" in capsys.readouterr().out
+
+
+def _wheel(directory: Path, name: str, files: dict[str, bytes]) -> Path:
+    """A minimal wheel made here, so requirements can be installed without a network."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = f"{name}-1.0.dist-info"
+    meta = {
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    entries = {**files, **meta}
+    record = []
+    for path, data in entries.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{dist}/RECORD,,")
+    wheel = directory / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, data in entries.items():
+            archive.writestr(path, data)
+        archive.writestr(f"{dist}/RECORD", "\n".join(record) + "\n")
+    return wheel
+
+
+def test_requirements_next_to_the_filter_are_bundled(tmp_path: Path) -> None:
+    wheel = _wheel(tmp_path, "greetings", {"greetings/__init__.py": b"WORD = 'bundled from requirements'\n"})
+    (tmp_path / "requirements.txt").write_text(f"{wheel}\n")
+    path = write(tmp_path, "import proxywasm\nimport greetings\n" + GOOD)
+    result = build(path)
+    assert b"bundled from requirements" in result.module
+
+
+def test_c_extension_in_requirements_is_refused(tmp_path: Path) -> None:
+    wheel = _wheel(
+        tmp_path,
+        "speedy",
+        {"speedy/__init__.py": b"", "speedy/_core.cpython-311-x86_64-linux-gnu.so": b"\x7fELF"},
+    )
+    (tmp_path / "requirements.txt").write_text(f"{wheel}\n")
+    message = build_error(write(tmp_path, "import proxywasm\nimport speedy\n" + GOOD))
+    assert "'speedy'" in message and "requirements.txt" in message and "C extension" in message
