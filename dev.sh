@@ -27,7 +27,14 @@ setup() {
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
     if [ ! -x "$VENV/bin/python" ]; then
-        python3 -m venv "$VENV"
+        # Debian's own python3 needs python3-venv for this.
+        python3 -m venv "$VENV" 2>/dev/null || {
+            local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+            rm -rf "$VENV"
+            $sudo apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+            python3 -m venv "$VENV"
+        }
     fi
     local stamp=$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)
     if [ ! -f "$stamp" ]; then
