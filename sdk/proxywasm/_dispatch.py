@@ -141,6 +141,9 @@ class _UnavailableStream(StreamContext):
 
 
 class Dispatcher:
+    """Every callback catches BaseException: a filter's ``sys.exit()`` must meet the failure
+    policy like any error, not escape into the runtime (which would just continue the stream)."""
+
     def __init__(self) -> None:
         self.contexts: dict[int, Context] = {}
 
@@ -194,7 +197,7 @@ class Dispatcher:
             if not isinstance(parent, PluginContext):
                 raise RuntimeError(f"stream context {context_id} has no plugin context {parent_id}")
             ctx = parent.new_stream_context() if is_l4 else parent.new_http_context()
-        except Exception as exc:
+        except BaseException as exc:
             self.report(f"creating the context for stream {context_id}", exc)
             ctx = _UnavailableStream() if is_l4 else _UnavailableHttp()
         ctx.context_id = context_id
@@ -212,7 +215,7 @@ class Dispatcher:
             return plugin
         try:
             return cls()
-        except Exception as exc:
+        except BaseException as exc:
             self.report(f"{cls.__name__}()", exc)
             plugin = _Unconfigurable()
             plugin.reason = f"proxywasm: creating {cls.__name__} failed; see the traceback above"
@@ -223,7 +226,7 @@ class Dispatcher:
         assert isinstance(plugin, PluginContext)
         try:
             return bool(plugin.on_vm_start(hostcalls.get_buffer(BufferType.VM_CONFIGURATION, 0, size)))
-        except Exception as exc:
+        except BaseException as exc:
             self.report(f"{type(plugin).__name__}.on_vm_start", exc)
             return False
 
@@ -232,7 +235,7 @@ class Dispatcher:
         assert isinstance(plugin, PluginContext)
         try:
             ok = plugin.on_configure(hostcalls.get_buffer(BufferType.PLUGIN_CONFIGURATION, 0, size) if size else b"")
-        except Exception as exc:
+        except BaseException as exc:
             self.report(f"{type(plugin).__name__}.on_configure (the configuration is rejected)", exc)
             return False
         if not ok:
@@ -245,7 +248,7 @@ class Dispatcher:
         try:
             data = hostcalls.get_buffer(BufferType.PLUGIN_CONFIGURATION, 0, size) if size else b""
             return bool(plugin.validate_configuration(data))
-        except Exception as exc:
+        except BaseException as exc:
             self.report(f"{type(plugin).__name__}.validate_configuration", exc)
             return False
 
@@ -253,7 +256,7 @@ class Dispatcher:
         plugin = self.contexts.get(context_id)
         try:
             getattr(plugin, method)(*args)
-        except Exception as exc:
+        except BaseException as exc:
             self.report(f"{type(plugin).__name__}.{method}", exc)
 
     def on_tick(self, context_id: int) -> None:
@@ -270,7 +273,7 @@ class Dispatcher:
         ctx = self.contexts.get(context_id)
         try:
             return bool(getattr(ctx, "on_done")())  # noqa: B009 - every context kind defines it
-        except Exception as exc:
+        except BaseException as exc:
             self.report(f"{type(ctx).__name__}.on_done", exc)
             return True
 
@@ -278,7 +281,7 @@ class Dispatcher:
         ctx = self.contexts.get(context_id)
         try:
             getattr(ctx, "on_log")()  # noqa: B009
-        except Exception as exc:
+        except BaseException as exc:
             self.report(f"{type(ctx).__name__}.on_log", exc)
 
     def on_delete(self, context_id: int) -> None:
@@ -290,7 +293,7 @@ class Dispatcher:
         ctx: Any = self.contexts[context_id]
         try:
             return ctx.on_request_headers(request_headers, bool(end_of_stream))  # type: ignore[no-any-return]
-        except Exception as exc:
+        except BaseException as exc:
             return self._stream_error(ctx, "on_request_headers", exc)
 
     def on_request_body(self, context_id: int, size: int, end_of_stream: int) -> int | None:
@@ -298,21 +301,21 @@ class Dispatcher:
         try:
             body = Body(BufferType.HTTP_REQUEST_BODY, size)
             return ctx.on_request_body(body, bool(end_of_stream))  # type: ignore[no-any-return]
-        except Exception as exc:
+        except BaseException as exc:
             return self._stream_error(ctx, "on_request_body", exc)
 
     def on_request_trailers(self, context_id: int, num_trailers: int) -> int | None:
         ctx: Any = self.contexts[context_id]
         try:
             return ctx.on_request_trailers(request_trailers)  # type: ignore[no-any-return]
-        except Exception as exc:
+        except BaseException as exc:
             return self._stream_error(ctx, "on_request_trailers", exc)
 
     def on_response_headers(self, context_id: int, num_headers: int, end_of_stream: int) -> int | None:
         ctx: Any = self.contexts[context_id]
         try:
             return ctx.on_response_headers(response_headers, bool(end_of_stream))  # type: ignore[no-any-return]
-        except Exception as exc:
+        except BaseException as exc:
             return self._stream_error(ctx, "on_response_headers", exc)
 
     def on_response_body(self, context_id: int, size: int, end_of_stream: int) -> int | None:
@@ -320,14 +323,14 @@ class Dispatcher:
         try:
             body = Body(BufferType.HTTP_RESPONSE_BODY, size)
             return ctx.on_response_body(body, bool(end_of_stream))  # type: ignore[no-any-return]
-        except Exception as exc:
+        except BaseException as exc:
             return self._stream_error(ctx, "on_response_body", exc)
 
     def on_response_trailers(self, context_id: int, num_trailers: int) -> int | None:
         ctx: Any = self.contexts[context_id]
         try:
             return ctx.on_response_trailers(response_trailers)  # type: ignore[no-any-return]
-        except Exception as exc:
+        except BaseException as exc:
             return self._stream_error(ctx, "on_response_trailers", exc)
 
     # ---- L4 ----
@@ -336,7 +339,7 @@ class Dispatcher:
         ctx: Any = self.contexts[context_id]
         try:
             return ctx.on_new_connection()  # type: ignore[no-any-return]
-        except Exception as exc:
+        except BaseException as exc:
             return self._stream_error(ctx, "on_new_connection", exc)
 
     def on_downstream_data(self, context_id: int, size: int, end_of_stream: int) -> int | None:
@@ -344,7 +347,7 @@ class Dispatcher:
         try:
             data = Body(BufferType.DOWNSTREAM_DATA, size)
             return ctx.on_downstream_data(data, bool(end_of_stream))  # type: ignore[no-any-return]
-        except Exception as exc:
+        except BaseException as exc:
             return self._stream_error(ctx, "on_downstream_data", exc)
 
     def on_upstream_data(self, context_id: int, size: int, end_of_stream: int) -> int | None:
@@ -352,21 +355,21 @@ class Dispatcher:
         try:
             data = Body(BufferType.UPSTREAM_DATA, size)
             return ctx.on_upstream_data(data, bool(end_of_stream))  # type: ignore[no-any-return]
-        except Exception as exc:
+        except BaseException as exc:
             return self._stream_error(ctx, "on_upstream_data", exc)
 
     def on_downstream_connection_close(self, context_id: int, peer: int) -> None:
         ctx: Any = self.contexts.get(context_id)
         try:
             ctx.on_downstream_close(PeerType(peer))
-        except Exception as exc:
+        except BaseException as exc:
             self.report(f"{type(ctx).__name__}.on_downstream_close", exc)
 
     def on_upstream_connection_close(self, context_id: int, peer: int) -> None:
         ctx: Any = self.contexts.get(context_id)
         try:
             ctx.on_upstream_close(PeerType(peer))
-        except Exception as exc:
+        except BaseException as exc:
             self.report(f"{type(ctx).__name__}.on_upstream_close", exc)
 
     # ---- callouts ----
@@ -378,7 +381,7 @@ class Dispatcher:
                 # Envoy delivers callout answers to the plugin's root context; act on the caller's stream.
                 hostcalls.set_effective_context(owner.context_id)
             deliver(token, *args)
-        except Exception as exc:
+        except BaseException as exc:
             name = type(owner).__name__ if owner else "callout"
             self.report(f"{name} callout response", exc)
             if isinstance(owner, (HttpContext, StreamContext)):
