@@ -54,7 +54,7 @@ clang-14 --target=wasm32-wasi -mexec-model=reactor -fuse-ld=lld -O2 -o "$cached.
     -lwasi-emulated-signal -lwasi-emulated-getpid -lwasi-emulated-process-clocks -lm \
     -Wl,--export=malloc -Wl,--export=free -Wl,--export=proxywasm_snapshot_init \
     -Wl,--wrap=free -Wl,--wrap=realloc \
-    -Wl,-z,stack-size=1048576 -Wl,--strip-debug -Wl,--gc-sections
+    -Wl,-z,stack-size=1048576 -Wl,--stack-first -Wl,--strip-debug -Wl,--gc-sections
 
 # The stdlib the snapshotter maps in at build time; only what a filter imports ends up in the module.
 stdlib=$cached.tmp/stdlib

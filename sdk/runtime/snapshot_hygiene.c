@@ -8,7 +8,9 @@
 
 #include "runtime.h"
 
-extern unsigned char __data_end; /* the stack lies between the data and __heap_base */
+/* Linked with --stack-first: the stack occupies the bottom of memory, below the data, so an
+ * overflow traps instead of silently overwriting CPython's static objects. */
+#define STACK_LOW 1024
 
 static int zero_freed;
 
@@ -37,7 +39,6 @@ void snapshot_hygiene_begin(void) { zero_freed = 1; }
 void snapshot_hygiene_end(void) {
     zero_freed = 0;
     volatile unsigned char marker = 0;
-    uintptr_t low = (uintptr_t)&__data_end;
     uintptr_t sp = (uintptr_t)&marker - 4096; /* keep a margin below the live frames */
-    if (sp > low) memset((void *)low, 0, sp - low);
+    if (sp > STACK_LOW) memset((void *)STACK_LOW, 0, sp - STACK_LOW);
 }
