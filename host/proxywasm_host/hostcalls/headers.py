@@ -4,23 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from proxywasm.abi import MapType, Status, decode_map, encode_map
+from proxywasm.abi import MapType, Status, encode_map
 
 from . import ABI_0_1_0, hostcall
+from .http_calls import to_pairs
 
 if TYPE_CHECKING:
     from ..context import HeaderMap
     from ..vm import Vm
 
 _MAX_TYPE = MapType.HTTP_CALL_RESPONSE_TRAILERS
-
-
-def _to_pairs(raw: bytes) -> list[tuple[bytes, bytes]]:
-    # cpp-host's PairsUtil::toPairs yields no pairs for malformed input rather than failing.
-    try:
-        return decode_map(raw)
-    except ValueError:
-        return []
 
 
 def _mutable(vm: Vm, map_type: int) -> HeaderMap | None:
@@ -117,7 +110,7 @@ def set_pairs(vm: Vm, map_type: int, ptr: int, size: int) -> int:
     hmap = _mutable(vm, map_type)
     if hmap is None:
         return Status.BAD_ARGUMENT
-    hmap.set_pairs(_to_pairs(raw))
+    hmap.set_pairs(to_pairs(raw))
     return Status.OK
 
 

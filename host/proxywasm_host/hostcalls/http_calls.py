@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 
 def to_pairs(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """Pairs from the wire format; like cpp-host's PairsUtil::toPairs, malformed input gives none."""
     try:
         return decode_map(raw)
     except ValueError:
