@@ -182,8 +182,15 @@ class Cluster:
         return cluster
 
 
-def _admin(port: int) -> JsonDict:
-    return {"address": _address(port)}
+def _bootstrap(listener: JsonDict, admin_port: int, clusters: Sequence[Cluster | JsonDict]) -> JsonDict:
+    """One static listener, its clusters and an admin endpoint."""
+    return {
+        "admin": {"address": _address(admin_port)},
+        "static_resources": {
+            "listeners": [listener],
+            "clusters": [c.to_dict() if isinstance(c, Cluster) else c for c in clusters],
+        },
+    }
 
 
 def http_bootstrap(
@@ -238,14 +245,7 @@ def http_bootstrap(
             {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
         ],
     }
-    all_clusters = [Cluster(upstream_cluster, upstream_port), *clusters]
-    return {
-        "admin": _admin(admin_port),
-        "static_resources": {
-            "listeners": [listener],
-            "clusters": [c.to_dict() if isinstance(c, Cluster) else c for c in all_clusters],
-        },
-    }
+    return _bootstrap(listener, admin_port, [Cluster(upstream_cluster, upstream_port), *clusters])
 
 
 def tcp_bootstrap(
@@ -272,14 +272,7 @@ def tcp_bootstrap(
         }
     )
     listener = {"name": "tcp", "address": _address(listen_port), "filter_chains": [{"filters": filters}]}
-    all_clusters = [Cluster(upstream_cluster, upstream_port), *clusters]
-    return {
-        "admin": _admin(admin_port),
-        "static_resources": {
-            "listeners": [listener],
-            "clusters": [c.to_dict() if isinstance(c, Cluster) else c for c in all_clusters],
-        },
-    }
+    return _bootstrap(listener, admin_port, [Cluster(upstream_cluster, upstream_port), *clusters])
 
 
 @dataclass(frozen=True)
