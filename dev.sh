@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32 wrk nodejs npm)
+APT_PACKAGES=(clang-14 lld-14 llvm-14 wasi-libc libclang-rt-14-dev-wasm32 wrk nodejs npm)
 VENV=.venv
 
 setup() {

@@ -14,12 +14,15 @@ from pathlib import Path
 
 import wasmtime
 
-from . import wasm
+from . import frozen_objects, wasm
 from .buildfs import BuildFilesystem
 
 INIT_EXPORT = "proxywasm_snapshot_init"
-_REMOVED_EXPORTS = {"_initialize", INIT_EXPORT}
+LAYOUT_EXPORT = "proxywasm_frozen_layout"
+_REMOVED_EXPORTS = {"_initialize", INIT_EXPORT, LAYOUT_EXPORT}
 _GLOBAL_EXPORT_PREFIX = "__proxywasm_snapshot_global_"
+_FROZEN_NAME = wasm.name(frozen_objects.SECTION)
+_NAME_SECTION = wasm.name("name")
 _ZERO_GAP = re.compile(rb"\0{32,}")
 _LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "critical")
 
@@ -57,7 +60,12 @@ def snapshot(runtime: bytes, mounts: dict[str, Path]) -> SnapshotResult:
         if g.mutable
     ]
     probe = [wasm.Section(s.id, wasm.encode_exports(probe_exports)) if s.id == wasm.EXPORT else s for s in sections]
-    memory, values, logs = _run_init(wasm.build_module(probe), mounts)
+    memory, values, layout, logs = _run_init(wasm.build_module(probe), mounts)
+    _zero_free_stack(memory, sections, values, imported_globals)
+    for s in sections:
+        if s.id == wasm.CUSTOM and s.payload.startswith(_FROZEN_NAME) and layout is not None:
+            frozen = frozen_objects.FrozenObjects.parse(s.payload[len(_FROZEN_NAME) :])
+            frozen_objects.zero_unreferenced(memory, frozen, layout)
 
     for i, g in enumerate(globals_):
         if g.mutable:
@@ -75,10 +83,28 @@ def snapshot(runtime: bytes, mounts: dict[str, Path]) -> SnapshotResult:
         elif s.id == wasm.EXPORT:
             out.append(wasm.Section(s.id, wasm.encode_exports(kept_exports)))
         elif s.id == wasm.DATA:
-            out.append(wasm.Section(s.id, wasm.encode_data(_segments(memory))))
+            out.append(wasm.Section(s.id, wasm.encode_data(_segments(bytes(memory)))))
+        elif s.id == wasm.CUSTOM and s.payload.startswith(_FROZEN_NAME):
+            continue
+        elif s.id == wasm.CUSTOM and s.payload.startswith(_NAME_SECTION):
+            out.append(wasm.without_name_subsection(s, wasm.NAME_DATA_SEGMENTS))  # they name the old segments
         else:
             out.append(s)
     return SnapshotResult(wasm.build_module(out), len(memory), logs)
+
+
+def _zero_free_stack(
+    memory: bytearray, sections: list[wasm.Section], values: dict[int, int | float], imported_globals: int
+) -> None:
+    """The stack below the final stack pointer holds only dead frames. When the stack lies
+    below all static data (wasm-ld's --stack-first, as the runtime links), zero it."""
+    index = wasm.global_names(sections).get("__stack_pointer")
+    data = [s for s in sections if s.id == wasm.DATA]
+    if index is None or index < imported_globals or not data:
+        return
+    stack_pointer = int(values.get(index - imported_globals, 0))
+    if 0 < stack_pointer <= min(offset for offset, _ in wasm.parse_data(data[0].payload)):
+        memory[:stack_pointer] = bytes(stack_pointer)
 
 
 def _segments(memory: bytes) -> list[tuple[int, bytes]]:
@@ -96,7 +122,9 @@ def _segments(memory: bytes) -> list[tuple[int, bytes]]:
     return [(off + len(data) - len(data.lstrip(b"\0")), data.lstrip(b"\0")) for off, data in segments]
 
 
-def _run_init(module_bytes: bytes, mounts: dict[str, Path]) -> tuple[bytes, dict[int, int | float], list[str]]:
+def _run_init(
+    module_bytes: bytes, mounts: dict[str, Path]
+) -> tuple[bytearray, dict[int, int | float], frozen_objects.Layout | None, list[str]]:
     engine = wasmtime.Engine()
     module = wasmtime.Module(engine, module_bytes)
     store = wasmtime.Store(engine)
@@ -126,7 +154,9 @@ def _run_init(module_bytes: bytes, mounts: dict[str, Path]) -> tuple[bytes, dict
 
     mem = ext["memory"]
     assert isinstance(mem, wasmtime.Memory)
-    memory = bytes(mem.read(store, 0, mem.data_len(store)))
+    memory = bytearray(mem.read(store, 0, mem.data_len(store)))
+    layout_fn = ext.get(LAYOUT_EXPORT)
+    layout = frozen_objects.Layout.read(memory, layout_fn(store)) if isinstance(layout_fn, wasmtime.Func) else None
     values: dict[int, int | float] = {}
     for export in module.exports:
         if export.name.startswith(_GLOBAL_EXPORT_PREFIX):
@@ -136,7 +166,7 @@ def _run_init(module_bytes: bytes, mounts: dict[str, Path]) -> tuple[bytes, dict
     text = "".join(output)
     if text.strip():
         logs.extend(text.rstrip("\n").splitlines())
-    return memory, values, logs
+    return memory, values, layout, logs
 
 
 def _define_env_stubs(linker: wasmtime.Linker, module: wasmtime.Module, logs: list[str]) -> None:

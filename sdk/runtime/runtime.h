@@ -14,4 +14,8 @@ extern uint32_t effective_context;
 extern uint64_t python_entries;
 void snapshot_hygiene_end(void);
 
+/* See static_data.c: what becomes of CPython's static data around initialisation. */
+void static_data_before_init(void);
+int static_data_after_init(void);
+
 #endif

@@ -1,0 +1,145 @@
+"""Lays out CPython's static data by what becomes of it after initialisation (run by build.sh).
+
+``regroup OBJECT...`` renames the data segments of libpython's members, in place, so that the
+linker gathers them into output segments:
+
+- ``pydoc``: C docstrings. The runtime zeroes them before Python starts, as if CPython were
+  configured ``--without-doc-strings``, so no Python object copies them into the heap either.
+- ``pyinit``: data read only while Python initialises (the runtime state's pristine copy, the
+  frozen getpath code, the command-line usage text). Zeroed when initialisation ends.
+- ``pyfrozen.<module>``: the deep-frozen stdlib modules, one contiguous group per module and
+  the module's top-level code apart (it runs once, at import). The snapshotter zeroes what
+  nothing references any more (proxywasm_build/frozen_objects.py).
+
+Zeroed bytes need no data segment: a page that holds nothing else is a page no Envoy worker
+copies. wasm-ld keeps segments of one name together and places names it does not know after
+``.data``; names that are C identifiers get ``__start_``/``__stop_`` symbols (static_data.c).
+
+``annotate MAP MODULE`` appends to the linked runtime the custom section listing the address and
+size of every deep-frozen object, read from the linker's map.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from proxywasm_build import frozen_objects, wasm
+
+_LINKING = "linking"
+_SEGMENT_INFO = 5
+
+_DOC = re.compile(r"\.rodata\.(\w*(__doc__|_doc|_docstring)|(py)?doc_\w+)")
+_INIT_ONLY = {
+    "pystate.o": {".rodata.initial"},
+    "getpath.o": {".rodata._Py_M__getpath"},
+    "initconfig.o": {".rodata.usage_line", ".rodata.usage_help", ".rodata.usage_envvars", ".rodata.usage_xoptions"},
+}
+# The parts of a module's top-level code object itself, not of the functions and classes it defines.
+_TOPLEVEL_PART = re.compile(r"_toplevel(_(consts|names|linetable|exceptiontable|localsplusnames|localspluskinds))?")
+
+
+def frozen_group(symbol: str, modules: list[str]) -> str:
+    """The output segment for a deep-frozen object: its module's group, or the shared constants'."""
+    for module in modules:  # longest first: importlib__bootstrap_external before importlib__bootstrap
+        if symbol.startswith(module + "_toplevel"):
+            part = "top" if _TOPLEVEL_PART.fullmatch(symbol[len(module) :]) else "defs"
+            return f"pyfrozen.{module}.{part}"
+    return "pyfrozen.shared"
+
+
+def new_name(obj: str, segment: str, frozen_modules: list[str]) -> str:
+    if obj == "deepfreeze.o" and segment.startswith(".data."):
+        return frozen_group(segment[len(".data.") :], frozen_modules)
+    if segment in _INIT_ONLY.get(obj, ()):
+        return "pyinit"
+    if _DOC.fullmatch(segment):
+        return "pydoc"
+    return segment
+
+
+def _rename_segments(linking: bytes, obj: str) -> bytes:
+    """A linking section (after its name) with the segment-info subsection's names replaced."""
+    r = wasm.Reader(linking)
+    out = bytearray(wasm.uleb(r.uleb()))  # version
+    while not r.done:
+        kind = r.byte()
+        body = r.take(r.uleb())
+        if kind == _SEGMENT_INFO:
+            s = wasm.Reader(body)
+            entries = []
+            for _ in range(s.uleb()):
+                segment = s.name()
+                start = s.pos
+                s.uleb()  # alignment
+                s.uleb()  # flags
+                entries.append((segment, body[start : s.pos]))
+            modules = sorted(
+                (n[len(".data.") : -len("_toplevel")] for n, _ in entries if n.endswith("_toplevel")),
+                key=len,
+                reverse=True,
+            )
+            body = wasm.vec([wasm.name(new_name(obj, n, modules)) + rest for n, rest in entries])
+        out += bytes([kind]) + wasm.uleb(len(body)) + body
+    return bytes(out)
+
+
+def regroup(module: bytes, obj: str) -> bytes:
+    sections = []
+    for section in wasm.parse_sections(module):
+        if section.id == wasm.CUSTOM:
+            r = wasm.Reader(section.payload)
+            if r.name() == _LINKING:
+                payload = wasm.name(_LINKING) + _rename_segments(section.payload[r.pos :], obj)
+                section = wasm.Section(wasm.CUSTOM, payload)
+        sections.append(section)
+    return wasm.build_module(sections)
+
+
+_MAP_SEGMENT = re.compile(r"\s+([0-9a-f]+)\s+[0-9a-f]+\s+[0-9a-f]+ (\S+)")
+_MAP_SYMBOL = re.compile(r"\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s{17}\S+")
+
+
+def frozen_objects_in(link_map: str) -> frozen_objects.FrozenObjects:
+    """Each symbol the map places in a pyfrozen.* output segment, and where .rodata lies."""
+    objects = set()
+    constant_data = (0, 0)
+    in_frozen = False
+    for line in link_map.splitlines():
+        segment = _MAP_SEGMENT.fullmatch(line)
+        if segment:
+            in_frozen = segment.group(2).startswith("pyfrozen.")
+            if segment.group(2) == ".rodata":
+                start = int(segment.group(1), 16)
+                constant_data = (start, start + int(line.split()[2], 16))
+            continue
+        symbol = _MAP_SYMBOL.fullmatch(line)
+        if in_frozen and symbol:
+            objects.add((int(symbol.group(1), 16), int(symbol.group(2), 16)))
+    return frozen_objects.FrozenObjects(constant_data, sorted(objects))
+
+
+def annotate(link_map: str, module: bytes) -> bytes:
+    frozen = frozen_objects_in(link_map)
+    if not frozen.objects or frozen.constant_data == (0, 0):
+        raise SystemExit("data_layout: the link map lists no deep-frozen objects or no .rodata")
+    section = wasm.Section(wasm.CUSTOM, wasm.name(frozen_objects.SECTION) + frozen.encode())
+    return wasm.build_module([*wasm.parse_sections(module), section])
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["regroup"]:
+        for path in map(Path, argv[1:]):
+            path.write_bytes(regroup(path.read_bytes(), path.name))
+    elif argv[:1] == ["annotate"] and len(argv) == 3:
+        module = Path(argv[2])
+        module.write_bytes(annotate(Path(argv[1]).read_text(), module.read_bytes()))
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
