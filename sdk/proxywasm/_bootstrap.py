@@ -2,21 +2,29 @@
 
 Imports the filter with the bundle mapped in at ``/bundle``, keeps the code of bundled modules
 that were not imported yet in memory (Envoy gives the module no filesystem), routes output to
-Envoy's log, and hands the dispatcher to the runtime. Everything here ends up in the snapshot.
+Envoy's log, and hands the dispatcher to the runtime. Everything here ends up in the snapshot,
+so it uses builtin modules only: os, importlib and types (with _collections_abc, posixpath, ...)
+stay out of every VM unless the filter imports them.
 """
 
 from __future__ import annotations
 
 import gc
-import importlib.machinery
 import marshal
-import os
+import posix
 import sys
-from types import CodeType, ModuleType
 
 import _proxywasm
 
-from . import _dispatch, log
+from . import _dispatch, headers, log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from importlib.machinery import ModuleSpec
+    from types import CodeType, ModuleType
+
+_importlib = sys.modules["_frozen_importlib"]  # importlib._bootstrap, loaded by Python's start-up
+_S_IFMT, _S_IFDIR = 0o170000, 0o040000
 
 BUNDLE = "/bundle"
 MANIFEST = "proxywasm-bundle.txt"
@@ -29,16 +37,14 @@ class BundleImporter:
     def __init__(self, codes: dict[str, tuple[CodeType, bool]]) -> None:
         self.codes = codes
 
-    def find_spec(
-        self, fullname: str, path: object = None, target: object = None
-    ) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
         entry = self.codes.get(fullname)
         if entry is None:
             return None
-        spec = importlib.machinery.ModuleSpec(fullname, self, origin=entry[0].co_filename, is_package=entry[1])  # type: ignore[arg-type]
+        spec: ModuleSpec = _importlib.ModuleSpec(fullname, self, origin=entry[0].co_filename, is_package=entry[1])
         return spec
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
         return None
 
     def exec_module(self, module: ModuleType) -> None:
@@ -63,53 +69,51 @@ class NotBundled:
 def _load_code(path: str, display: str) -> CodeType:
     """The module's code: bytecode the build compiled ahead if there is some, else the source
     compiled here (which leaves more garbage in the snapshot's heap)."""
-    directory, filename = os.path.split(path)
-    cached = os.path.join(directory, "__pycache__", f"{filename[:-3]}.{sys.implementation.cache_tag}.pyc")
-    if os.path.exists(cached):
+    directory, _, filename = path.rpartition("/")
+    cached = f"{directory}/__pycache__/{filename[:-3]}.{sys.implementation.cache_tag}.pyc"
+    try:
         with open(cached, "rb") as f:
             code = marshal.loads(f.read()[16:])  # after the 16-byte pyc header
-        if isinstance(code, CodeType):
-            return code
+    except FileNotFoundError:
+        code = None
+    if code is not None and type(code) is type(_load_code.__code__):
+        return code  # type: ignore[no-any-return]
     with open(path, "rb") as f:
         return compile(f.read(), display, "exec", dont_inherit=True, optimize=0)
 
 
-def _compile_bundle(root: str, skip: set[str]) -> dict[str, tuple[CodeType, bool]]:
+def _compile_bundle(root: str, skip: set[str], package: str = "") -> dict[str, tuple[CodeType, bool]]:
+    """Code for every .py file under ``root``, keyed by module name, packages first."""
     codes: dict[str, tuple[CodeType, bool]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-        rel = os.path.relpath(dirpath, root)
-        package = "" if rel == "." else rel.replace(os.sep, ".")
-        if package.split(".")[0] in skip:
-            continue
-        for filename in sorted(filenames):
-            if not filename.endswith(".py"):
-                continue
-            stem = filename[:-3]
+    subdirs = []
+    for entry in sorted(posix.listdir(root)):
+        path = f"{root}/{entry}"
+        if posix.stat(path).st_mode & _S_IFMT == _S_IFDIR:
+            if entry != "__pycache__" and not (not package and entry in skip):
+                subdirs.append((path, f"{package}.{entry}" if package else entry))
+        elif entry.endswith(".py"):
+            stem = entry[:-3]
             is_package = stem == "__init__"
             name = package if is_package else (f"{package}.{stem}" if package else stem)
-            if not name:
-                continue
-            path = os.path.join(dirpath, filename)
-            codes[name] = (_load_code(path, os.path.relpath(path, root)), is_package)
+            if name:
+                codes[name] = (_load_code(path, path[len(BUNDLE) + 1 :]), is_package)
+    for path, name in subdirs:
+        codes.update(_compile_bundle(path, skip, name))
     return codes
 
 
 def _freeze_imports(importer: BundleImporter) -> None:
-    """No filesystem inside Envoy: only builtin, frozen and bundled modules remain importable."""
+    """No filesystem inside Envoy: only builtin and bundled modules remain importable (the runtime
+    empties the frozen-module tables after initialisation, see runtime/static_data.c)."""
     importer.codes = {n: c for n, c in importer.codes.items() if n not in sys.modules}
-    sys.meta_path[:] = [
-        f for f in sys.meta_path if f in (importlib.machinery.BuiltinImporter, importlib.machinery.FrozenImporter)
-    ]
-    sys.meta_path.insert(0, importer)
-    sys.meta_path.append(NotBundled())
+    sys.meta_path[:] = [importer, _importlib.BuiltinImporter, NotBundled()]
     sys.path[:] = []
     sys.path_hooks[:] = []
     sys.path_importer_cache.clear()
 
 
 def initialize() -> None:
-    with open(os.path.join(BUNDLE, MANIFEST)) as f:
+    with open(f"{BUNDLE}/{MANIFEST}") as f:
         manifest = dict(line.split("=", 1) for line in f.read().splitlines() if "=" in line)
     importer = BundleImporter(_compile_bundle(BUNDLE, skip={"proxywasm"}))
     sys.meta_path.insert(0, importer)
@@ -121,6 +125,9 @@ def initialize() -> None:
             f"{manifest['entry_file']} registers no filter: decorate an HttpContext, StreamContext or "
             "PluginContext subclass with @proxywasm.register"
         )
+    abcs = sys.modules.get("_collections_abc")
+    if abcs is not None:  # the filter uses collections.abc: Headers is a MutableMapping for it too
+        abcs.MutableMapping.register(headers.Headers)
     _freeze_imports(importer)
     log.install_stdio()
     log.route_logging()

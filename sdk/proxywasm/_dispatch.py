@@ -3,8 +3,6 @@ applies the failure policy when a callback raises."""
 
 from __future__ import annotations
 
-from types import TracebackType
-
 from . import callouts, hostcalls, properties
 from .abi import Action, BufferType, LogLevel, PeerType, StreamType
 from .body import Body
@@ -13,6 +11,7 @@ from .headers import request_headers, request_trailers, response_headers, respon
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
 if TYPE_CHECKING:
+    from types import TracebackType
     from typing import Any
 
 # The runtime's callbacks in mask-bit order: keep in sync with CALLBACKS in runtime/callbacks.c.

@@ -3,16 +3,21 @@ to Envoy, so it always shows what Envoy will forward."""
 
 from __future__ import annotations
 
-from _collections_abc import MutableMapping  # collections.abc would import all of collections
-
 from . import hostcalls
 from .abi import MapType
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, MutableMapping, ValuesView
 
     HeaderValue = str | bytes
+    _MappingBase = MutableMapping[str, str]
+else:
+    # The mapping methods are written out below: collections.abc (with its 30 classes) would
+    # cost memory in every VM. If the filter imports it anyway, Headers is registered with it.
+    _MappingBase = object
+
+_MISSING = object()
 
 
 def _key(name: HeaderValue) -> bytes:
@@ -24,7 +29,7 @@ def _value(value: HeaderValue) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
-class Headers(MutableMapping[str, str]):
+class Headers(_MappingBase):
     """Request or response headers (or trailers) of the current stream.
 
     ``headers["x-user"]`` gives the first value as ``str`` (``KeyError`` if absent),
@@ -89,6 +94,78 @@ class Headers(MutableMapping[str, str]):
     def __len__(self) -> int:
         """The number of pairs (a repeated name counts once per value)."""
         return hostcalls.get_map_size(self.map_type)
+
+    def get(self, name: HeaderValue, default: str | None = None) -> str | None:  # type: ignore[override]
+        value = hostcalls.get_map_value(self.map_type, _key(name))
+        return default if value is None else value.decode(errors="surrogateescape")
+
+    def _first_values(self) -> dict[str, str]:
+        first: dict[str, str] = {}
+        for k, v in hostcalls.get_map(self.map_type):
+            first.setdefault(k.decode(errors="surrogateescape"), v.decode(errors="surrogateescape"))
+        return first
+
+    def keys(self) -> KeysView[str]:
+        """The names, each once, in order (a snapshot taken by one host call)."""
+        return self._first_values().keys()
+
+    def items(self) -> ItemsView[str, str]:
+        """(name, first value) per name, in order (a snapshot); see :meth:`pairs` for all values."""
+        return self._first_values().items()
+
+    def values(self) -> ValuesView[str]:
+        """The first value of each name, in order (a snapshot)."""
+        return self._first_values().values()
+
+    def pop(self, name: HeaderValue, default: object = _MISSING) -> object:  # type: ignore[override]
+        """Remove ``name`` (every value) and return its first value."""
+        value = hostcalls.get_map_value(self.map_type, _key(name))
+        if value is None:
+            if default is _MISSING:
+                raise KeyError(name)
+            return default
+        hostcalls.remove_map_value(self.map_type, _key(name))
+        return value.decode(errors="surrogateescape")
+
+    def popitem(self) -> tuple[str, str]:
+        pairs = hostcalls.get_map(self.map_type)
+        if not pairs:
+            raise KeyError("popitem(): headers are empty")
+        name = pairs[0][0]
+        hostcalls.remove_map_value(self.map_type, name)
+        return name.decode(errors="surrogateescape"), pairs[0][1].decode(errors="surrogateescape")
+
+    def clear(self) -> None:
+        hostcalls.set_map(self.map_type, [])
+
+    def setdefault(self, name: HeaderValue, default: HeaderValue = "") -> str:
+        value = hostcalls.get_map_value(self.map_type, _key(name))
+        if value is None:
+            self[name] = default
+            return default.decode(errors="surrogateescape") if isinstance(default, bytes) else default
+        return value.decode(errors="surrogateescape")
+
+    def update(  # type: ignore[override]
+        self,
+        other: Mapping[HeaderValue, HeaderValue] | Iterable[tuple[HeaderValue, HeaderValue]] = (),
+        /,
+        **kwargs: HeaderValue,
+    ) -> None:
+        """Set each name to its value, like ``dict.update`` (replacing any values it had)."""
+        pairs = other.items() if hasattr(other, "items") else other
+        for name, value in pairs:
+            self[name] = value
+        for name, value in kwargs.items():
+            self[name] = value
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Headers):
+            return self.items_bytes() == other.items_bytes()
+        if isinstance(other, dict):
+            return dict(self.items()) == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
 
     def replace_all(self, pairs: Iterable[tuple[HeaderValue, HeaderValue]]) -> None:
         """Replace the whole map with ``pairs`` in one host call."""
