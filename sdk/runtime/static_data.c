@@ -7,7 +7,7 @@
  *  - pyinit: data only initialisation reads, zeroed after it.
  *  - deep-frozen modules: CPython interns the names in all of their code at start-up, which
  *    would keep every module's strings alive. Here only the modules actually imported get their
- *    names interned, when initialisation ends; the snapshotter zeroes the deep-frozen objects
+ *    names interned; the snapshotter zeroes the deep-frozen objects
  *    nothing references. The frozen-module tables are emptied then, so no later import can
  *    reach a zeroed object: a stdlib module not imported at build time fails like any other
  *    unbundled module. */
@@ -45,9 +45,6 @@ void static_data_before_init(void) {
     _PyImport_FrozenBootstrap = bootstrap_modules;
 }
 
-/* Linked with --wrap=_Py_Deepfreeze_Init: start-up interns nothing (see intern_imported). */
-int __wrap__Py_Deepfreeze_Init(void) { return 0; }
-
 static int intern_code_tree(PyCodeObject *code) {
     if (_PyStaticCode_InternStrings(code) < 0) return -1;
     PyObject *consts = code->co_consts;
@@ -58,17 +55,32 @@ static int intern_code_tree(PyCodeObject *code) {
     return 0;
 }
 
-/* Interns the names of the frozen modules that were imported (the bootstrap ones always are). */
-static int intern_imported(const struct _frozen *table, int always) {
-    PyObject *modules = PyImport_GetModuleDict();
+/* Interns the names in the code of the table's modules that ``wanted`` selects. */
+static int intern_frozen(const struct _frozen *table, int (*wanted)(const char *name)) {
     for (const struct _frozen *p = table; p->name != NULL; p++) {
-        if (p->get_code == NULL || !(always || PyDict_GetItemString(modules, p->name) != NULL)) continue;
+        if (p->get_code == NULL || !wanted(p->name)) continue;
         PyObject *code = p->get_code();
         int status = code != NULL && PyCode_Check(code) ? intern_code_tree((PyCodeObject *)code) : 0;
         Py_XDECREF(code);
         if (status < 0) return -1;
     }
     return 0;
+}
+
+static int any_module(const char *name) { return name != NULL; }
+
+/* The stdlib modules Python's start-up itself imports (for its codecs and std streams). */
+static int start_up_module(const char *name) {
+    return strcmp(name, "codecs") == 0 || strcmp(name, "io") == 0 || strcmp(name, "abc") == 0;
+}
+
+static int imported_module(const char *name) { return PyDict_GetItemString(PyImport_GetModuleDict(), name) != NULL; }
+
+/* Linked with --wrap=_Py_Deepfreeze_Init. Start-up interns the names of the modules it is going
+ * to import, as CPython would (so the bytecode the bundle brings shares those strings); the
+ * other modules' names wait until they are imported (static_data_after_init). */
+int __wrap__Py_Deepfreeze_Init(void) {
+    return intern_frozen(_PyImport_FrozenBootstrap, any_module) < 0 || intern_frozen(_PyImport_FrozenStdlib, start_up_module) < 0 ? -1 : 0;
 }
 
 /* What the snapshotter's scan of deep-frozen objects must know about their layout
@@ -87,8 +99,7 @@ __attribute__((export_name("proxywasm_frozen_layout"))) const uint32_t *proxywas
 }
 
 int static_data_after_init(void) {
-    if (intern_imported(_PyImport_FrozenBootstrap, 1) < 0 || intern_imported(_PyImport_FrozenStdlib, 0) < 0 ||
-        intern_imported(_PyImport_FrozenTest, 0) < 0) {
+    if (intern_frozen(_PyImport_FrozenStdlib, imported_module) < 0 || intern_frozen(_PyImport_FrozenTest, imported_module) < 0) {
         return -1;
     }
     memset(__start_pyinit, 0, (size_t)(__stop_pyinit - __start_pyinit));
