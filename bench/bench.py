@@ -189,21 +189,30 @@ def assemblyscript_variant(workload: Workload) -> Variant | None:
     return Variant("assemblyscript", wasm, wasm.stat().st_size) if wasm.exists() else None
 
 
-def rss_per_worker(variant: Variant, upstream_port: int, lua: Path) -> tuple[float, dict[int, int]]:
+@dataclass
+class Memory:
+    per_worker_mb: float  # least-squares slope of Envoy's RSS over 1, 2 and 4 workers
+    vm_memory_mb: float | None  # resident linear memory of one Wasm VM (median over the VMs)
+
+
+def rss_per_worker(variant: Variant, upstream_port: int, lua: Path) -> Memory:
     """Envoy RSS with 1, 2 and 4 workers (after traffic reached every worker); the least-squares
-    slope is the memory each extra worker costs, in MB."""
+    slope is the memory each extra worker costs. Also the resident linear memory of each Wasm VM:
+    the part of that cost the module itself decides, measured exactly rather than by difference."""
     rss: dict[int, int] = {}
+    vm_memory: list[int] = []
     for workers in (1, 2, 4):
         envoy, _ = start_envoy(variant, upstream_port, concurrency=workers)
         try:
             wrk(envoy.url, lua, 1.0, connections=workers * 4)
             rss[workers] = envoy.rss_bytes()
+            vm_memory += envoy.wasm_memory_rss()
         finally:
             envoy.stop()
     mean_n = statistics.mean(rss)
     mean_rss = statistics.mean(rss.values())
     slope = sum((n - mean_n) * (r - mean_rss) for n, r in rss.items()) / sum((n - mean_n) ** 2 for n in rss)
-    return slope / 1e6, rss
+    return Memory(slope / 1e6, statistics.median(vm_memory) / 1e6 if vm_memory else None)
 
 
 def host_request_us(wasm: Path, workload: Workload, rounds: int) -> float | None:
@@ -275,9 +284,7 @@ def run(args: argparse.Namespace) -> str:
     return "\n\n".join(tables)
 
 
-def table(
-    workload: Workload, variants: list[Variant], memory: dict[str, tuple[float, dict[int, int]]], args: Any
-) -> str:
+def table(workload: Workload, variants: list[Variant], memory: dict[str, Memory], args: Any) -> str:
     base = statistics.median(variants[0].cpu_us)
     as_v = next((v for v in variants if v.label == "assemblyscript"), None)
     as_overhead = statistics.median(as_v.cpu_us) - base if as_v else None
@@ -285,8 +292,8 @@ def table(
         f"### {workload.name} ({args.rounds} rounds x {args.duration}s, wrk -c4, Envoy --concurrency 1)",
         "",
         "| variant | CPU us/req | overhead us/req | overhead vs AS | req/s | start-to-ready s | module MB "
-        "| RSS MB/extra worker | build s | host us/req |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| RSS MB/extra worker | Wasm memory MB/VM | build s | host us/req |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in variants:
         cpu = statistics.median(v.cpu_us)
@@ -298,7 +305,8 @@ def table(
             f"| {v.label} | {cpu:.1f} | {fmt(overhead if v.wasm else None, '.1f')} | {fmt(ratio, '.2f')}x "
             f"| {statistics.median(v.rps):.0f} | {v.start_seconds:.2f} "
             f"| {fmt(v.module_bytes / 1e6 if v.wasm else None, '.2f')} "
-            f"| {fmt(mem[0] if mem else None, '.2f')} | {fmt(v.build_seconds, '.2f')} | {fmt(host_us, '.0f')} |"
+            f"| {fmt(mem.per_worker_mb if mem else None, '.2f')} | {fmt(mem.vm_memory_mb if mem else None, '.2f')} "
+            f"| {fmt(v.build_seconds, '.2f')} | {fmt(host_us, '.0f')} |"
         )
     return "\n".join(lines)
 

@@ -34,6 +34,7 @@ def main() -> None:
     upstream = direct_upstream()
     starts: dict[str, list[float]] = {v.label: [] for v in variants}
     per_worker: dict[str, list[float]] = {v.label: [] for v in variants}
+    vm_memory: dict[str, list[int]] = {v.label: [] for v in variants}
     try:
         for r in range(args.rounds):
             for v in variants[r % len(variants) :] + variants[: r % len(variants)]:
@@ -43,6 +44,7 @@ def main() -> None:
                     try:
                         wrk(envoy.url, lua, 1.0, connections=workers * 4)
                         rss[workers] = envoy.rss_bytes()
+                        vm_memory[v.label] += envoy.wasm_memory_rss()
                         if workers == 1:
                             starts[v.label].append(seconds)
                             before = cpu_seconds(envoy.pid)
@@ -58,15 +60,16 @@ def main() -> None:
         lua.unlink()
     base = statistics.median(variants[0].cpu_us)
     print(f"{args.workload}: medians of {args.rounds} interleaved rounds")
-    print("| module | MB | CPU us/req | overhead us/req | start-to-ready s | RSS MB/extra worker |")
-    print("|---|---|---|---|---|---|")
+    print("| module | MB | CPU us/req | overhead us/req | start-to-ready s | RSS MB/extra worker | Wasm memory MB/VM |")
+    print("|---|---|---|---|---|---|---|")
     for v in variants:
         cpu = statistics.median(v.cpu_us)
         size = f"{v.module_bytes / 1e6:.2f}" if v.wasm else "-"
         overhead = f"{cpu - base:.1f}" if v.wasm else "-"
+        vm_mb = f"{statistics.median(vm_memory[v.label]) / 1e6:.2f}" if vm_memory[v.label] else "-"
         print(
             f"| {v.label} | {size} | {cpu:.1f} | {overhead} | {statistics.median(starts[v.label]):.2f} "
-            f"| {statistics.median(per_worker[v.label]):.2f} |"
+            f"| {statistics.median(per_worker[v.label]):.2f} | {vm_mb} |"
         )
 
 

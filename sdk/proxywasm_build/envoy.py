@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import itertools
 import json
 import os
 import re
@@ -596,6 +597,23 @@ class Envoy:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise EnvoyError("VmRSS not found")
+
+    def wasm_memory_rss(self) -> list[int]:
+        """Resident bytes of each Wasm VM's linear memory (Linux /proc). V8 maps a memory as a
+        read-write region directly followed by its guard reservation of several GiB."""
+        mappings: list[tuple[int, int, str, int]] = []  # (start, end, permissions, resident bytes)
+        for line in Path(f"/proc/{self.pid}/smaps").read_text().splitlines():
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5:
+                low, high = (int(x, 16) for x in head[0].split("-"))
+                mappings.append((low, high, head[1], 0))
+            elif head[0] == "Rss:" and mappings:
+                mappings[-1] = (*mappings[-1][:3], int(head[1]) * 1024)
+        return [
+            memory[3]
+            for memory, guard in itertools.pairwise(mappings)
+            if memory[2] == "rw-p" and guard[2] == "---p" and guard[0] == memory[1] and guard[1] - guard[0] >= 1 << 32
+        ]
 
     def log_since(self, offset: int) -> str:
         """Log text after character `offset` (pair with len(logs()) taken before an action)."""

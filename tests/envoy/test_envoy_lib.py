@@ -5,11 +5,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from envoy_support import fetch
 
+from proxywasm_build import wasm
 from proxywasm_build.envoy import (
     LOG_FORMAT,
     Cluster,
@@ -87,6 +89,27 @@ def test_plain_envoy_lifecycle_and_stats() -> None:
         assert code == 0
         assert not envoy.running
         assert workdir is not None and not workdir.exists()
+
+
+def test_wasm_memory_rss_finds_one_linear_memory_per_vm(build_filter: Callable[[str], Path]) -> None:
+    module = build_filter("import proxywasm\n@proxywasm.register\nclass F(proxywasm.HttpContext):\n    pass\n")
+    memory_size = 65536 * next(m for m in wasm.parse_memories(_section(module, wasm.MEMORY)))[0]
+    with UpstreamServer() as upstream:
+        plain = Envoy(http_bootstrap(upstream_port=upstream.port)).start()
+        try:
+            assert plain.wasm_memory_rss() == []
+        finally:
+            plain.stop()
+        plugin = WasmPlugin(module, name="m", root_id="m")
+        with Envoy(http_bootstrap(upstream_port=upstream.port, plugins=[plugin]), concurrency=2) as envoy:
+            assert fetch(envoy.port(), "/x").status == 200
+            resident = envoy.wasm_memory_rss()
+    assert len(resident) >= 3  # a VM on the main thread and one per worker
+    assert all(0 < r <= memory_size for r in resident)
+
+
+def _section(module: Path, section_id: int) -> bytes:
+    return next(s.payload for s in wasm.parse_sections(module.read_bytes()) if s.id == section_id)
 
 
 def test_bad_config_error_has_log_tail(tmp_path: Path) -> None:
