@@ -7,7 +7,6 @@ import ast
 import importlib.machinery
 import importlib.util
 import os
-import py_compile
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import proxywasm
+
+from . import bytecode
 
 MANIFEST = "proxywasm-bundle.txt"
 RUNTIME_PYTHON = (3, 11)  # the CPython inside the runtime: its bytecode format
@@ -119,21 +120,15 @@ def _install_requirements(requirements: Path, dest: Path) -> None:
 
 def _precompile(staging: Path) -> None:
     """Compile the bundle to bytecode ahead, when this Python's bytecode is the runtime's (3.11):
-    the SDK at -OO for the import system, the filter and its dependencies as written (asserts kept)
-    for the bundle importer. Unchecked-hash pycs carry no timestamps, so builds stay reproducible."""
+    the SDK for the import system, the filter and its dependencies for the bundle importer."""
     if sys.version_info[:2] != RUNTIME_PYTHON:
         return
     for path in _python_files(staging):
         rel = path.relative_to(staging)
         sdk = rel.parts[0] == "proxywasm"
-        py_compile.compile(
-            str(path),
-            cfile=importlib.util.cache_from_source(str(path), optimization=2 if sdk else ""),
-            dfile=str(rel),
-            doraise=True,
-            optimize=2 if sdk else 0,
-            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-        )
+        source = path.read_bytes()
+        pyc = importlib.util.cache_from_source(str(path), optimization=2 if sdk else "")
+        bytecode.write_pyc(bytecode.compile_for_vm(source, str(rel), sdk=sdk), source, Path(pyc))
 
 
 def make_bundle(source: Path, staging: Path, requirements: Path | None = None) -> Bundle:
