@@ -9,6 +9,7 @@ stay out of every VM unless the filter imports them.
 
 from __future__ import annotations
 
+import codecs
 import gc
 import marshal
 import posix
@@ -125,6 +126,8 @@ def initialize() -> None:
             f"{manifest['entry_file']} registers no filter: decorate an HttpContext, StreamContext or "
             "PluginContext subclass with @proxywasm.register"
         )
+    for encoding in ("utf-8", "latin-1"):  # inside Envoy, codecs.lookup() finds only codecs looked up by now
+        codecs.lookup(encoding)
     abcs = sys.modules.get("_collections_abc")
     if abcs is not None:  # the filter uses collections.abc: Headers is a MutableMapping for it too
         abcs.MutableMapping.register(headers.Headers)

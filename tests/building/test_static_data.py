@@ -106,6 +106,7 @@ def _snapshot_bytes(module: Path, start: int, end: int) -> int:
 
 
 FILTER = """
+import codecs
 import os
 import proxywasm
 from proxywasm import Action, HttpContext
@@ -120,6 +121,10 @@ class Filter(HttpContext):
         elif path == "/os":
             headers["x-os"] = os.path.join("a", os.path.basename("/b/c.txt")) + os.sep
             headers["x-norm"] = os.path.normpath("/a/./b/../c") + os.path.splitext("f.tar.gz")[1]
+        elif path == "/codecs":
+            decoder = codecs.getincrementaldecoder("utf-8")()
+            text = decoder.decode(b"\\xc3") + decoder.decode(b"\\xa9", final=True)
+            headers["x-codecs"] = codecs.lookup("latin-1").name + " " + ascii(text)
         elif path == "/runpy":
             import runpy  # a frozen stdlib module not imported at build time
         return Action.CONTINUE
@@ -154,6 +159,8 @@ def test_unimported_frozen_modules_leave_the_snapshot_and_imported_ones_work(std
     assert resp.upstream_request is not None
     assert resp.upstream_request.header("x-os") == "a/c.txt/"
     assert resp.upstream_request.header("x-norm") == "/a/c.gz"
+    resp = host.request("GET", "/codecs")  # UTF-8 and Latin-1 are looked up while the filter is built
+    assert resp.upstream_request is not None and resp.upstream_request.header("x-codecs") == "iso8859-1 '\\xe9'"
     resp = host.request("GET", "/runpy")
     assert resp.status == 500
     assert any("No module named 'runpy' in this filter" in m for _, m in resp.logs)
