@@ -19,7 +19,8 @@ _FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+)')
 class BuildResult:
     module: bytes
     bundle: Bundle
-    memory_bytes: int
+    memory_bytes: int  # the linear memory's initial size
+    resident_bytes: int  # what each VM makes resident in Envoy: the pages the snapshot fills
     seconds: float
     logs: list[str]
 
@@ -40,7 +41,8 @@ def build(source: Path, requirements: Path | None = None) -> BuildResult:
             result = snapshot(runtime, {"/stdlib": RUNTIME_DIR / "stdlib", "/bundle": bundle.root})
         except SnapshotError as err:
             raise BuildError(_explain(err.output, Path(source))) from None
-    return BuildResult(result.module, bundle, result.memory_bytes, time.perf_counter() - started, result.logs)
+    seconds = time.perf_counter() - started
+    return BuildResult(result.module, bundle, result.memory_bytes, result.resident_bytes, seconds, result.logs)
 
 
 def _explain(output: str, source: Path) -> str:

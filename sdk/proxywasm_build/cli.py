@@ -22,7 +22,8 @@ def _build(args: argparse.Namespace) -> int:
     out.write_bytes(result.module)
     deps = f", bundled {', '.join(result.bundle.dependencies)}" if result.bundle.dependencies else ""
     print(
-        f"built {out} ({len(result.module) / 1e6:.1f} MB, {result.memory_bytes / 1e6:.1f} MB memory{deps}) "
+        f"built {out} ({len(result.module) / 1e6:.1f} MB; each VM in Envoy: "
+        f"{result.resident_bytes / 1e6:.2f} MB resident memory{deps}) "
         f"in {result.seconds:.1f}s"
     )
     return 0

@@ -38,7 +38,8 @@ class SnapshotError(Exception):
 @dataclass
 class SnapshotResult:
     module: bytes
-    memory_bytes: int
+    memory_bytes: int  # the linear memory's initial size
+    resident_bytes: int  # the 4 KiB pages its data fills: what each VM in Envoy makes resident
     logs: list[str] = field(default_factory=list)
 
 
@@ -74,6 +75,7 @@ def snapshot(runtime: bytes, mounts: dict[str, Path]) -> SnapshotResult:
     memories = [(pages, maximum) for _, maximum in wasm.parse_memories(by_id[wasm.MEMORY].payload)]
     kept_exports = [e for e in exports if e.name not in _REMOVED_EXPORTS]
 
+    segments = _segments(bytes(memory))
     out: list[wasm.Section] = []
     for s in sections:
         if s.id == wasm.GLOBAL:
@@ -83,14 +85,22 @@ def snapshot(runtime: bytes, mounts: dict[str, Path]) -> SnapshotResult:
         elif s.id == wasm.EXPORT:
             out.append(wasm.Section(s.id, wasm.encode_exports(kept_exports)))
         elif s.id == wasm.DATA:
-            out.append(wasm.Section(s.id, wasm.encode_data(_segments(bytes(memory)))))
+            out.append(wasm.Section(s.id, wasm.encode_data(segments)))
         elif s.id == wasm.CUSTOM and s.payload.startswith(_FROZEN_NAME):
             continue
         elif s.id == wasm.CUSTOM and s.payload.startswith(_NAME_SECTION):
             out.append(wasm.without_name_subsection(s, wasm.NAME_DATA_SEGMENTS))  # they name the old segments
         else:
             out.append(s)
-    return SnapshotResult(wasm.build_module(out), len(memory), logs)
+    return SnapshotResult(wasm.build_module(out), len(memory), resident_bytes(segments), logs)
+
+
+def resident_bytes(segments: list[tuple[int, bytes]], page: int = 4096) -> int:
+    """Bytes of the pages that ``segments`` write to (instantiating copies them in)."""
+    pages: set[int] = set()
+    for offset, data in segments:
+        pages.update(range(offset // page, (offset + len(data) - 1) // page + 1))
+    return len(pages) * page
 
 
 def _zero_free_stack(

@@ -1,15 +1,15 @@
-/* CPython's static data around build-time initialisation. regroup.py gathered the data that is
- * dead afterwards into its own output segments; zeroing it here means the snapshot carries no
- * data segment for it, so no Envoy worker copies those pages.
+/* CPython's static data around build-time initialisation. data_layout.py gathered what is dead
+ * afterwards into output segments of its own; zeroed, it needs no data segment in the snapshot,
+ * so no Envoy worker copies those pages.
  *
  *  - pydoc: the C docstrings, zeroed BEFORE Python starts. Every doc then reads as "", as in a
  *    CPython configured --without-doc-strings, so none is copied into the heap either.
  *  - pyinit: data only initialisation reads, zeroed after it.
  *  - deep-frozen modules: CPython interns the names in all of their code at start-up, which
- *    would keep every module's strings alive. Here only the modules actually imported get their
- *    names interned; the snapshotter zeroes the deep-frozen objects
- *    nothing references. The frozen-module tables are emptied then, so no later import can
- *    reach a zeroed object: a stdlib module not imported at build time fails like any other
+ *    would keep every module's strings alive. Here only the modules actually imported get
+ *    their names interned, and the snapshotter zeroes the deep-frozen objects nothing
+ *    references. The frozen-module tables are emptied at the end, so no later import can reach
+ *    a zeroed object: a stdlib module not imported at build time fails like any other
  *    unbundled module. */
 #include <Python.h>
 #include <stddef.h>

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from envoy_support import fetch
 
-from proxywasm_build import wasm
+from proxywasm_build import snapshot, wasm
 from proxywasm_build.envoy import (
     LOG_FORMAT,
     Cluster,
@@ -106,6 +106,9 @@ def test_wasm_memory_rss_finds_one_linear_memory_per_vm(build_filter: Callable[[
             resident = envoy.wasm_memory_rss()
     assert len(resident) >= 3  # a VM on the main thread and one per worker
     assert all(0 < r <= memory_size for r in resident)
+    # What a VM makes resident is what the snapshot's data fills, plus a few pages of stack.
+    filled = snapshot.resident_bytes(wasm.parse_data(_section(module, wasm.DATA)))
+    assert all(filled <= r <= filled + 16 * 4096 for r in resident), (filled, resident)
 
 
 def _section(module: Path, section_id: int) -> bytes:
