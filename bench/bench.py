@@ -191,17 +191,17 @@ def assemblyscript_variant(workload: Workload) -> Variant | None:
 
 @dataclass
 class Memory:
-    per_worker_mb: float  # least-squares slope of Envoy's RSS over 1, 2 and 4 workers
+    per_worker_mb: float  # least-squares slope of Envoy's RSS over 1, 2, 4 and 8 workers
     vm_memory_mb: float | None  # resident linear memory of one Wasm VM (median over the VMs)
 
 
 def rss_per_worker(variant: Variant, upstream_port: int, lua: Path) -> Memory:
-    """Envoy RSS with 1, 2 and 4 workers (after traffic reached every worker); the least-squares
+    """Envoy RSS with 1, 2, 4 and 8 workers (after traffic reached every worker); the least-squares
     slope is the memory each extra worker costs. Also the resident linear memory of each Wasm VM:
     the part of that cost the module itself decides, measured exactly rather than by difference."""
     rss: dict[int, int] = {}
     vm_memory: list[int] = []
-    for workers in (1, 2, 4):
+    for workers in (1, 2, 4, 8):  # 8 widens the span: one Envoy's RSS moves by a few hundred KB run to run
         envoy, _ = start_envoy(variant, upstream_port, concurrency=workers)
         try:
             wrk(envoy.url, lua, 1.0, connections=workers * 4)
