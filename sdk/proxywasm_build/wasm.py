@@ -57,13 +57,19 @@ class Reader:
         return b
 
     def uleb(self) -> int:
+        return self._leb(signed=False)
+
+    def sleb(self) -> int:
+        return self._leb(signed=True)
+
+    def _leb(self, signed: bool) -> int:
         result = shift = 0
         while True:
             b = self.byte()
             result |= (b & 0x7F) << shift
             shift += 7
             if not b & 0x80:
-                return result
+                return result - (1 << shift) if signed and b & 0x40 else result
 
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
@@ -71,15 +77,6 @@ class Reader:
         out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
-
-    def sleb(self) -> int:
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return result - (1 << shift) if b & 0x40 else result
 
     def name(self) -> str:
         return self.take(self.uleb()).decode()
