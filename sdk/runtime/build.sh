@@ -11,6 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=$here/../proxywasm_build/_runtime
 cache=${PROXYWASM_CACHE:-$HOME/.cache/proxywasm-python}
 python=${PYTHON:-python3}
+case $python in */*) python=$(cd "$(dirname "$python")" && pwd)/$(basename "$python") ;; esac  # used after cd
 
 key=$(cd "$here" && cat build.sh prune-stdlib.txt ./*.c ./*.h ./*.py shim/* | sha256sum | cut -c1-16)
 cached=$cache/runtime-$key
