@@ -320,7 +320,7 @@ def main() -> None:
     parser.add_argument("--no-assemblyscript", action="store_true")
     args = parser.parse_args()
     args.rounds = args.rounds or (3 if args.quick else 7)
-    args.duration = args.duration or (2.0 if args.quick else 4.0)
+    args.duration = args.duration or (1.0 if args.quick else 4.0)
     print(run(args))
 
 
