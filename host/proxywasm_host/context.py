@@ -23,6 +23,9 @@ class HeaderMap:
 
     def __init__(self, pairs: HeaderInput = ()) -> None:
         self._pairs: list[tuple[bytes, bytes]] = []
+        if isinstance(pairs, HeaderMap):  # already in Envoy's order and case
+            self._pairs[:] = pairs._pairs
+            return
         for key, value in pairs:
             self.add(key, value)
 
@@ -54,7 +57,9 @@ class HeaderMap:
         return [v for name, v in self._pairs if name == k]
 
     def add(self, key: str | bytes, value: str | bytes) -> None:
-        k, v = _b(key).lower(), _b(value)
+        # Called for every header of every simulated request: the common cases stay inline.
+        k = (key if type(key) is bytes else _b(key)).lower()
+        v = value if type(value) is bytes else _b(value)
         if k[:1] == b":" and self._pairs and self._pairs[-1][0][:1] != b":":
             # Envoy's HeaderList inserts pseudo headers after the last pseudo header.
             pos = 0
