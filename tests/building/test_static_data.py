@@ -4,6 +4,7 @@ keeps working (see sdk/runtime/static_data.c, data_layout.py and frozen_objects.
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 import sys
 from collections.abc import Callable
@@ -164,3 +165,82 @@ def test_unimported_frozen_modules_leave_the_snapshot_and_imported_ones_work(std
     resp = host.request("GET", "/runpy")
     assert resp.status == 500
     assert any("No module named 'runpy' in this filter" in m for _, m in resp.logs)
+
+
+WORKOUT = """
+import base64, collections, dataclasses, datetime, enum, functools, hashlib, itertools, json
+import logging, random, re, string, textwrap, typing, urllib.parse, uuid
+
+
+class Color(enum.Enum):
+    RED = 1
+    BLUE = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    x: int
+    y: typing.Optional[int] = None
+
+
+def workout(seed):
+    rng = random.Random(seed)
+    words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(5)) for _ in range(20)]
+    counts = collections.Counter(w[0] for w in words)
+    parsed = urllib.parse.urlsplit("https://example.com:8443/a/b?x=1&y=%20z#frag")
+    return json.dumps({
+        "re": re.findall(r"(\\w)(\\d+)", "a1 b22 c333"),
+        "counts": sorted(counts.most_common(3)),
+        "sha": hashlib.sha256(b"proxy").hexdigest(),
+        "b64": base64.b64encode(b"\\x00\\xff envoy").decode(),
+        "date": (datetime.date(2026, 11, 29) + datetime.timedelta(days=40)).isoformat(),
+        "enum": [c.name for c in Color] + [Color(2).name],
+        "point": repr(dataclasses.replace(Point(1), y=2)),
+        "url": [parsed.hostname, parsed.port, urllib.parse.parse_qs(parsed.query)],
+        "chain": list(itertools.islice(itertools.chain("ab", "cd"), 3)),
+        "product": functools.reduce(lambda a, b: a * b, range(1, 8)),
+        "wrap": textwrap.wrap("the quick brown fox jumps over the lazy dog", 12),
+        "uuid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "level": logging.getLevelName(logging.WARNING),
+        "hints": typing.get_type_hints(Point) == {"x": int, "y": typing.Optional[int]},
+    }, sort_keys=True)
+"""
+
+STDLIB_FILTER = (
+    WORKOUT
+    + """
+import proxywasm
+from proxywasm import Action, HttpContext
+
+AT_BUILD = workout(7)
+
+
+@proxywasm.register
+class Filter(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        again = workout(7)
+        self.send_response(200, again if again == AT_BUILD else "differs from the build: " + again)
+        return Action.PAUSE
+"""
+)
+
+
+def test_a_filter_using_much_of_the_stdlib_works_after_zeroing(
+    build_filter: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """The stdlib code a filter imports at build time still runs in the VM, and computes what the
+    same code computes here (and what it computed at build time)."""
+    source = tmp_path / "workout_here.py"
+    source.write_text(WORKOUT)
+    spec = importlib.util.spec_from_file_location("workout_here", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # typing.get_type_hints looks the module up
+    try:
+        spec.loader.exec_module(module)
+        expected = module.workout(7)
+    finally:
+        del sys.modules[spec.name]
+    resp = Host.load(build_filter(STDLIB_FILTER)).request("GET", "/")
+    assert resp.status == 200, resp.body
+    assert resp.body.decode() == expected
