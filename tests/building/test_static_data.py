@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import struct
 import sys
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +15,9 @@ import pytest
 
 from proxywasm_build import frozen_objects, wasm
 from proxywasm_build.build import RUNTIME_DIR
+from proxywasm_build.envoy import Envoy, WasmPlugin, http_bootstrap
 from proxywasm_build.frozen_objects import FrozenObjects, Layout
+from proxywasm_build.upstream import UpstreamServer
 from proxywasm_host import Host
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "sdk" / "runtime"))
@@ -244,3 +247,14 @@ def test_a_filter_using_much_of_the_stdlib_works_after_zeroing(
     resp = Host.load(build_filter(STDLIB_FILTER)).request("GET", "/")
     assert resp.status == 200, resp.body
     assert resp.body.decode() == expected
+
+
+def test_the_stdlib_filter_works_in_real_envoy(build_filter: Callable[[str], Path]) -> None:
+    """The same module in V8: Envoy instantiates the zeroed snapshot in every worker."""
+    with UpstreamServer() as upstream:
+        plugin = WasmPlugin(build_filter(STDLIB_FILTER), name="stdlib")
+        with Envoy(http_bootstrap(upstream_port=upstream.port, plugins=[plugin]), concurrency=2) as envoy:
+            for _ in range(4):
+                with urllib.request.urlopen(envoy.url + "/", timeout=10) as response:
+                    body = response.read().decode()
+                    assert response.status == 200 and not body.startswith("differs"), body
