@@ -119,12 +119,13 @@ class Headers(_MappingBase):
 
     def pop(self, name: HeaderValue, default: object = _MISSING) -> object:  # type: ignore[override]
         """Remove ``name`` (every value) and return its first value."""
-        value = hostcalls.get_map_value(self.map_type, _key(name))
+        key = _key(name)
+        value = hostcalls.get_map_value(self.map_type, key)
         if value is None:
             if default is _MISSING:
                 raise KeyError(name)
             return default
-        hostcalls.remove_map_value(self.map_type, _key(name))
+        hostcalls.remove_map_value(self.map_type, key)
         return value.decode(errors="surrogateescape")
 
     def popitem(self) -> tuple[str, str]:

@@ -21,8 +21,6 @@ INIT_EXPORT = "proxywasm_snapshot_init"
 LAYOUT_EXPORT = "proxywasm_frozen_layout"
 _REMOVED_EXPORTS = {"_initialize", INIT_EXPORT, LAYOUT_EXPORT}
 _GLOBAL_EXPORT_PREFIX = "__proxywasm_snapshot_global_"
-_FROZEN_NAME = wasm.name(frozen_objects.SECTION)
-_NAME_SECTION = wasm.name("name")
 _ZERO_GAP = re.compile(rb"\0{32,}")
 _LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "critical")
 
@@ -64,8 +62,8 @@ def snapshot(runtime: bytes, mounts: dict[str, Path]) -> SnapshotResult:
     memory, values, layout, logs = _run_init(wasm.build_module(probe), mounts)
     _zero_free_stack(memory, sections, values, imported_globals)
     for s in sections:
-        if s.id == wasm.CUSTOM and s.payload.startswith(_FROZEN_NAME) and layout is not None:
-            frozen = frozen_objects.FrozenObjects.parse(s.payload[len(_FROZEN_NAME) :])
+        if wasm.custom_name(s) == frozen_objects.SECTION and layout is not None:
+            frozen = frozen_objects.FrozenObjects.parse(wasm.custom_body(s))
             frozen_objects.zero_unreferenced(memory, frozen, layout)
 
     for i, g in enumerate(globals_):
@@ -86,9 +84,9 @@ def snapshot(runtime: bytes, mounts: dict[str, Path]) -> SnapshotResult:
             out.append(wasm.Section(s.id, wasm.encode_exports(kept_exports)))
         elif s.id == wasm.DATA:
             out.append(wasm.Section(s.id, wasm.encode_data(segments)))
-        elif s.id == wasm.CUSTOM and s.payload.startswith(_FROZEN_NAME):
+        elif wasm.custom_name(s) == frozen_objects.SECTION:
             continue
-        elif s.id == wasm.CUSTOM and s.payload.startswith(_NAME_SECTION):
+        elif wasm.custom_name(s) == "name":
             out.append(wasm.without_name_subsection(s, wasm.NAME_DATA_SEGMENTS))  # they name the old segments
         else:
             out.append(s)

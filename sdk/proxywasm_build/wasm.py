@@ -243,32 +243,44 @@ def parse_data(payload: bytes) -> list[tuple[int, bytes]]:
     return segments
 
 
-def _name_section(sections: list[Section]) -> Section | None:
-    for section in sections:
-        if section.id == CUSTOM and Reader(section.payload).name() == "name":
-            return section
-    return None
+def custom_name(section: Section) -> str | None:
+    """The name of a custom section (``None`` for other sections)."""
+    return Reader(section.payload).name() if section.id == CUSTOM else None
 
 
-def name_subsections(section: Section) -> list[tuple[int, bytes]]:
-    """The (kind, body) subsections of a "name" custom section."""
+def custom_body(section: Section) -> bytes:
+    """A custom section's payload after its name."""
     r = Reader(section.payload)
     r.name()
-    subsections = []
+    return section.payload[r.pos :]
+
+
+def custom_section(section_name: str, body: bytes) -> Section:
+    return Section(CUSTOM, name(section_name) + body)
+
+
+def subsections(data: bytes) -> list[tuple[int, bytes]]:
+    """(kind, body) pairs as the "name" and "linking" custom sections lay them out."""
+    r = Reader(data)
+    found = []
     while not r.done:
         kind = r.byte()
-        subsections.append((kind, r.take(r.uleb())))
-    return subsections
+        found.append((kind, r.take(r.uleb())))
+    return found
+
+
+def encode_subsections(items: list[tuple[int, bytes]]) -> bytes:
+    return b"".join(bytes([kind]) + uleb(len(body)) + body for kind, body in items)
 
 
 def without_name_subsection(section: Section, kind: int) -> Section:
-    kept = [bytes([k]) + uleb(len(body)) + body for k, body in name_subsections(section) if k != kind]
-    return Section(CUSTOM, name("name") + b"".join(kept))
+    kept = [(k, body) for k, body in subsections(custom_body(section)) if k != kind]
+    return custom_section("name", encode_subsections(kept))
 
 
 def _names(sections: list[Section], kind: int) -> dict[str, int]:
-    section = _name_section(sections)
-    for k, body in name_subsections(section) if section else []:
+    section = next((s for s in sections if custom_name(s) == "name"), None)
+    for k, body in subsections(custom_body(section)) if section else []:
         if k == kind:
             r = Reader(body)
             names = {}

@@ -64,10 +64,9 @@ def new_name(obj: str, segment: str, frozen_modules: list[str]) -> str:
 def _rename_segments(linking: bytes, obj: str) -> bytes:
     """A linking section (after its name) with the segment-info subsection's names replaced."""
     r = wasm.Reader(linking)
-    out = bytearray(wasm.uleb(r.uleb()))  # version
-    while not r.done:
-        kind = r.byte()
-        body = r.take(r.uleb())
+    version = r.uleb()
+    items = []
+    for kind, body in wasm.subsections(linking[r.pos :]):
         if kind == _SEGMENT_INFO:
             s = wasm.Reader(body)
             entries = []
@@ -83,19 +82,17 @@ def _rename_segments(linking: bytes, obj: str) -> bytes:
                 reverse=True,
             )
             body = wasm.vec([wasm.name(new_name(obj, n, modules)) + rest for n, rest in entries])
-        out += bytes([kind]) + wasm.uleb(len(body)) + body
-    return bytes(out)
+        items.append((kind, body))
+    return wasm.uleb(version) + wasm.encode_subsections(items)
 
 
 def regroup(module: bytes, obj: str) -> bytes:
-    sections = []
-    for section in wasm.parse_sections(module):
-        if section.id == wasm.CUSTOM:
-            r = wasm.Reader(section.payload)
-            if r.name() == _LINKING:
-                payload = wasm.name(_LINKING) + _rename_segments(section.payload[r.pos :], obj)
-                section = wasm.Section(wasm.CUSTOM, payload)
-        sections.append(section)
+    sections = [
+        wasm.custom_section(_LINKING, _rename_segments(wasm.custom_body(s), obj))
+        if wasm.custom_name(s) == _LINKING
+        else s
+        for s in wasm.parse_sections(module)
+    ]
     return wasm.build_module(sections)
 
 
@@ -126,7 +123,7 @@ def annotate(link_map: str, module: bytes) -> bytes:
     frozen = frozen_objects_in(link_map)
     if not frozen.objects or frozen.constant_data == (0, 0):
         raise SystemExit("data_layout: the link map lists no deep-frozen objects or no .rodata")
-    section = wasm.Section(wasm.CUSTOM, wasm.name(frozen_objects.SECTION) + frozen.encode())
+    section = wasm.custom_section(frozen_objects.SECTION, frozen.encode())
     return wasm.build_module([*wasm.parse_sections(module), section])
 
 
