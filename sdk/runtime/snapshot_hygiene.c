@@ -3,7 +3,6 @@
  * segment, so the module is smaller and each Envoy worker touches fewer pages. At run time this
  * costs nothing. */
 #include <malloc.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -35,12 +35,11 @@ static struct _frozen bootstrap_modules[8];
 void static_data_before_init(void) {
     memset(__start_pydoc, 0, (size_t)(__stop_pydoc - __start_pydoc));
     /* Without zipimport in the table, initialisation skips installing the zip importer (Envoy
-     * gives the module no files to import from). */
+     * gives the module no files to import from). A table too long to copy stays as it is. */
     size_t n = 0;
     for (const struct _frozen *p = _PyImport_FrozenBootstrap; p->name != NULL; p++) {
-        if (strcmp(p->name, "zipimport") != 0 && n + 1 < sizeof bootstrap_modules / sizeof *bootstrap_modules) {
-            bootstrap_modules[n++] = *p;
-        }
+        if (n + 1 == sizeof bootstrap_modules / sizeof *bootstrap_modules) return;
+        if (strcmp(p->name, "zipimport") != 0) bootstrap_modules[n++] = *p;
     }
     _PyImport_FrozenBootstrap = bootstrap_modules;
 }
