@@ -171,7 +171,9 @@ def test_unimported_frozen_modules_leave_the_snapshot_and_imported_ones_work(std
 
 
 WORKOUT = """
-import base64, collections, dataclasses, datetime, enum, functools, hashlib, itertools, json
+from __future__ import annotations
+
+import base64, codecs, collections, dataclasses, datetime, enum, functools, hashlib, itertools, json
 import logging, random, re, string, textwrap, typing, urllib.parse, uuid
 
 
@@ -206,6 +208,7 @@ def workout(seed):
         "uuid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         "level": logging.getLevelName(logging.WARNING),
         "hints": typing.get_type_hints(Point) == {"x": int, "y": typing.Optional[int]},
+        "codecs": [codecs.lookup("utf-8").name, codecs.getincrementaldecoder("latin-1")().decode(b"\\xe9")],
     }, sort_keys=True)
 """
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Callable
 from pathlib import Path
 
+from proxywasm_build.envoy import Envoy, WasmPlugin, http_bootstrap
+from proxywasm_build.upstream import UpstreamServer
 from proxywasm_host import Host
 
 FILTER = """
@@ -84,3 +87,27 @@ def test_headers_are_a_mutable_mapping_for_filters_that_use_collections_abc(
 ) -> None:
     resp = Host.load(build_filter(ABC_FILTER)).request("GET", "/")
     assert resp.upstream_request is not None and resp.upstream_request.header("x-is-mapping") == "True"
+
+
+def test_mapping_methods_and_collections_abc_in_real_envoy(build_filter: Callable[[str], Path]) -> None:
+    """Both filters in one chain in real Envoy: the same reads and writes on Envoy's own header map."""
+    plugins = [
+        WasmPlugin(build_filter(FILTER), name="mapping"),
+        WasmPlugin(build_filter(ABC_FILTER), name="abc"),
+    ]
+    with UpstreamServer() as upstream:
+        with Envoy(http_bootstrap(upstream_port=upstream.port, plugins=plugins)) as envoy:
+            connection = http.client.HTTPConnection("127.0.0.1", envoy.port(), timeout=10)
+            connection.putrequest("GET", "/")
+            for name, value in (("x-a", "1"), ("x-a", "2"), ("x-b", "b")):
+                connection.putheader(name, value)
+            connection.endheaders()
+            assert connection.getresponse().status == 200
+            line = envoy.wait_for_log(r"\{.*\"get_all\".*\}").group(0)
+            upstream_request = upstream.wait_for_requests(1)[0]
+    seen = json.loads(line)
+    assert seen["get_all"] == ["1", "2"] and seen["get"] == "1" and seen["popped"] == "b"
+    assert seen["contains"] == [True, False, False] and seen["equal_to_itself"] and seen["equal_dict"]
+    assert upstream_request.header("x-b") is None
+    assert [upstream_request.header(n) for n in ("x-new", "x-c", "x_d", "x-e")] == ["made", "3", "4", "5"]
+    assert upstream_request.header("x-is-mapping") == "True"
