@@ -1,31 +1,46 @@
-"""proxywasm_host: Envoy's side of the proxy-wasm ABI on wasmtime, for testing filters without Envoy.
+"""proxywasm_host: a local Envoy for proxy-wasm modules, on wasmtime, for pytest.
 
-host = Host.load("filter.wasm", plugin_config={"k": "v"})
-resp = host.request("GET", "/", headers=[("x-a", "1")])
+It loads any proxy-wasm module (ABI 0.2.1, 0.2.0, 0.1.0) and behaves as Envoy 1.40 does; a
+differential suite checks that against real Envoy::
+
+    from proxywasm_host import Host
+
+    host = Host.load("filter.wasm", plugin_config={"k": "v"})
+    response = host.request("GET", "/", headers=[("x-a", "1")])
+    assert response.status == 200
+
+Layers: ``emulator`` holds Envoy's rules over plain values; ``wasm`` adapts a module to it; this
+package's top level is the public test API.
 """
 
 from proxywasm.abi import Action, BufferType, LogLevel, MapType, MetricType, PeerType, Status, StreamType
 
-from .context import HeaderMap
-from .errors import ConfigureError, LoadError, ProxyWasmHostError, StreamStalled, VmFailed, WasmTrap
-from .host import Host
-from .http import HttpStream, echo_upstream
-from .messages import GrpcReply, Request, Response
-from .network import Connection
-from .vm import GrpcCallout, HttpCall
-from .world import Envoy
+from .emulator.callouts import GrpcCallout, HttpCallout
+from .emulator.headers import HeaderMap
+from .emulator.http import HttpStream, echo_upstream
+from .emulator.network import Connection
+from .emulator.process import Envoy
+from .errors import ConfigureError, EnvoyCrash, LoadError, ProxyWasmHostError, StreamStalled, VmFailed, WasmTrap
+from .host import ClusterHandler, Host, RawAccess
+from .messages import CUT_OFF, RESET, SLOW, UNREACHABLE, GrpcReply, Request, Response
 
 __all__ = [
+    "CUT_OFF",
+    "RESET",
+    "SLOW",
+    "UNREACHABLE",
     "Action",
     "BufferType",
+    "ClusterHandler",
     "ConfigureError",
     "Connection",
     "Envoy",
+    "EnvoyCrash",
     "GrpcCallout",
     "GrpcReply",
     "HeaderMap",
     "Host",
-    "HttpCall",
+    "HttpCallout",
     "HttpStream",
     "LoadError",
     "LogLevel",
@@ -33,6 +48,7 @@ __all__ = [
     "MetricType",
     "PeerType",
     "ProxyWasmHostError",
+    "RawAccess",
     "Request",
     "Response",
     "Status",

@@ -40,4 +40,10 @@ class VmFailed(ProxyWasmHostError):
 
 
 class StreamStalled(ProxyWasmHostError):
-    """The filter paused the stream and nothing is left that could resume it."""
+    """The stream cannot finish: the filter paused it and nothing pending could resume it, or it
+    left a body shorter than its ``content-length``. In Envoy the stream would hang until a timeout."""
+
+
+class EnvoyCrash(ProxyWasmHostError):
+    """What the filter did crashes real Envoy (the message says how); the host refuses to answer
+    as if nothing happened."""

@@ -1,4 +1,4 @@
-"""Public API: load a proxy-wasm module as Envoy would and drive it at request or step level."""
+"""Public API: load a proxy-wasm module into an emulated Envoy and drive it at request or step level."""
 
 from __future__ import annotations
 
@@ -10,17 +10,26 @@ from typing import Any
 
 from proxywasm.abi import LogLevel
 
-from .cache import compile_module, load_path
-from .context import Context, HeaderInput, Plugin
+from .emulator.attributes import normalize_path
+from .emulator.callouts import GrpcCallout, HttpCallout
+from .emulator.contexts import FAILURE_POLICIES, FailurePolicy, Plugin
+from .emulator.filter_manager import DEFAULT_BUFFER_LIMIT
+from .emulator.headers import HeaderInput
+from .emulator.http import HttpStream, UpstreamHandler, echo_upstream
+from .emulator.network import Connection
+from .emulator.process import Envoy, ForeignFunction
+from .emulator.vm import Vm
 from .errors import ConfigureError, LoadError, WasmTrap
-from .http import HttpStream, UpstreamHandler, echo_upstream
-from .messages import GrpcReply, Request, Response, to_response
-from .network import Connection
-from .properties import normalize_path
-from .vm import GrpcCallout, HttpCall, Vm
-from .world import Envoy, ForeignFunction
+from .messages import CUT_OFF, RESET, SLOW, UNREACHABLE, GrpcReply, Request, Response, pairs_of, to_response
+from .wasm.guest import WasmGuest
+from .wasm.memory import GuestMemory
+from .wasm.module import compile_module, load_path
 
 ConfigInput = bytes | str | dict[str, Any] | list[Any] | None
+#: A cluster's handler: receives the callout's :class:`Request`, returns what the cluster answers
+#: (a :class:`Response`, a status, a body, a ``(status, headers, body[, trailers])`` tuple, or
+#: :data:`SLOW` / :data:`RESET` / :data:`CUT_OFF` / :data:`UNREACHABLE`), or ``None`` to leave the call pending.
+ClusterHandler = Callable[[Request], Any]
 
 
 def _config_bytes(value: ConfigInput) -> bytes:
@@ -33,23 +42,82 @@ def _config_bytes(value: ConfigInput) -> bytes:
     return json.dumps(value).encode()
 
 
-class Host:
-    """One plugin in one Wasm VM inside an emulated Envoy (the ``envoy`` may be shared by several)."""
+class _Instance:
+    """One VM of the plugin (the main thread's or a worker's) with its root context."""
 
-    def __init__(self, vm: Vm, root: Context, *, fail_open: bool = False, http1: bool = True) -> None:
+    def __init__(self, vm: Vm, root_id: int, loaded_ns: int) -> None:
         self.vm = vm
-        # Frame bodies as Envoy's HTTP/1 codec does (see HttpStream._frames).
-        self.http1 = http1
-        self.fail_reload = False
-        self.reload_backoff_ms = 1000
-        self.reloads = 0
-        self._failed_at_ns: int | None = None
-        self._boot: Callable[[], Vm] | None = None
-        self.root = root
-        self.envoy = vm.envoy
-        self.fail_open = fail_open
+        self.root_id = root_id
+        self.loaded_ns = loaded_ns
 
-    # -- loading ------------------------------------------------------------------------------------
+
+class RawAccess:
+    """ABI-level access for testing a module (or an SDK) below the SDK: the guest's memory, and
+    calls of any export with a given stream's context current (as Envoy makes them)."""
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+
+    @property
+    def memory(self) -> GuestMemory:
+        """The serving VM's linear memory (bounds-checked ``read``/``write``/``read_u32``/...)."""
+        guest = self._host._serving.vm.guest
+        if not isinstance(guest, WasmGuest):
+            raise TypeError("raw memory access needs a Wasm module")
+        return guest.mem
+
+    def call(self, export: str, *args: int, on: HttpStream | Connection | None = None) -> int | None:
+        """Call ``export`` with the context of ``on`` (default: the root context) current.
+        Returns the result, or ``None`` when the export is missing or the VM failed."""
+        vm = self._host._serving.vm
+        context_id = on.context_id if on is not None else self._host._serving.root_id
+        ctx = vm.contexts.get(context_id or 0)
+        if ctx is None:
+            raise ValueError(f"context {context_id} no longer exists")
+        return vm.call(export, ctx, *args)
+
+    @property
+    def abi_version(self) -> str:
+        """The proxy-wasm ABI the module exports (``"0_2_1"``, ``"0_2_0"`` or ``"0_1_0"``)."""
+        return self._host._serving.vm.abi
+
+
+class Host:
+    """One plugin in an emulated Envoy 1.40, serving streams the way Envoy does.
+
+    Create it with :meth:`load`. ``workers=0`` (the default) runs one VM that is configured and
+    serves every stream; ``workers=N`` runs Envoy's layout: the main thread's VM (configured, ticked,
+    never serving streams) and one VM per worker thread, streams going round-robin to the workers.
+    Envoy ticks every VM that set a tick period, so a tick-driven filter sees N + 1 ticks per period
+    with ``workers=N``.
+    """
+
+    def __init__(self, envoy: Envoy, plugin: Plugin, boot: Callable[[], Vm], workers: int, *, http1: bool,
+                 buffer_limit: int, request_trailers: bool) -> None:  # fmt: skip
+        self.envoy = envoy
+        self.plugin = plugin
+        self._boot = boot
+        self._http1 = http1
+        self._buffer_limit = buffer_limit
+        self._request_trailers = request_trailers
+        self._logs: list[tuple[int, str]] = []
+        self._envoy_logs: list[tuple[int, str]] = []
+        self._instances: list[_Instance] = []
+        self._workers: list[_Instance] = []
+        self._next_worker = 0
+        self.reloads = 0
+        self.raw = RawAccess(self)
+        main = self._start_instance()
+        self._instances.append(main)
+        if workers:
+            for _ in range(workers):
+                worker = self._start_instance()
+                self._instances.append(worker)
+                self._workers.append(worker)
+        else:
+            self._workers.append(main)
+
+    # -- loading ------------------------------------------------------------------------------------------
     @classmethod
     def load(
         cls,
@@ -62,24 +130,39 @@ class Host:
         vm_id: str = "",
         env: dict[str, str] | None = None,
         properties: dict[Any, Any] | None = None,
-        clusters: dict[str, Callable[..., Any]] | None = None,
+        clusters: dict[str, ClusterHandler | None] | None = None,
         envoy: Envoy | None = None,
         log_level: int = LogLevel.INFO,
+        failure_policy: FailurePolicy = "FAIL_CLOSED",
         fail_open: bool = False,
+        fail_reload: bool = False,
+        reload_backoff_ms: int = 1000,
+        allow_on_headers_stop_iteration: bool = False,
+        buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+        request_trailers: bool = False,
+        workers: int = 0,
         raise_on_trap: bool = True,
         use_cache: bool = True,
         http1: bool = True,
-        fail_reload: bool = False,
     ) -> Host:
         """Compile (cached), link, start and configure a module the way Envoy does for a new plugin:
-        ``_initialize``, ``proxy_on_context_create(root)``, ``proxy_on_vm_start``, ``proxy_on_configure``.
+        ``_initialize``, ``proxy_on_context_create`` (root), ``proxy_on_vm_start``, ``proxy_on_configure``.
 
-        ``clusters`` maps cluster names to callout handlers (``None``: calls stay pending for the test);
-        ``fail_open`` is Envoy's FAIL_OPEN policy; ``raise_on_trap=False`` turns a trap into the 503 Envoy
-        sends instead of a :class:`WasmTrap`; ``fail_reload`` is FAIL_RELOAD (a new VM once
-        ``reload_backoff_ms`` of host time passed after a failure); ``http1`` frames bodies like
-        Envoy's HTTP/1 codec (the body, then an empty end-of-stream frame).
+        ``clusters`` maps cluster names to handlers (``None``: calls stay pending for the test to
+        answer through :attr:`pending_http_calls`). ``failure_policy`` is the PluginConfig's
+        (``fail_open``/``fail_reload`` are shorthands); ``reload_backoff_ms`` its
+        ``reload_config.backoff.base_interval``. ``allow_on_headers_stop_iteration``, ``buffer_limit``
+        (the listener's ``per_connection_buffer_limit_bytes``) and ``request_trailers`` (HTTP/1
+        ``enable_trailers``) mirror the Envoy settings of the same meaning, with Envoy's defaults.
+        ``raise_on_trap=False`` turns a trap into the 503 Envoy sends instead of a :class:`WasmTrap`.
+        ``properties`` overrides attributes by path (``"node.id"`` or a tuple; ``None`` removes one).
+
+        Raises :class:`LoadError` (module rejected, start trapped) or :class:`ConfigureError`
+        (``proxy_on_vm_start`` or ``proxy_on_configure`` returned false: Envoy rejects the plugin).
         """
+        policy: FailurePolicy = "FAIL_OPEN" if fail_open else "FAIL_RELOAD" if fail_reload else failure_policy
+        if policy not in FAILURE_POLICIES:
+            raise ValueError(f"failure_policy must be one of {', '.join(FAILURE_POLICIES)}, not {policy!r}")
         try:
             if isinstance(module, (bytes, bytearray)):
                 compiled = compile_module(bytes(module), use_cache=use_cache)
@@ -88,132 +171,171 @@ class Host:
         except Exception as exc:
             raise LoadError(f"Failed to load Wasm code: {exc}") from exc
         world = envoy if envoy is not None else Envoy(log_level=log_level)
-        plugin = Plugin(plugin_name if plugin_name is not None else root_id, root_id,
-                        _config_bytes(plugin_config), fail_open)  # fmt: skip
+        plugin = Plugin(plugin_name if plugin_name is not None else root_id, root_id, _config_bytes(plugin_config),
+                        policy, allow_on_headers_stop_iteration, reload_backoff_ms)  # fmt: skip
         overrides = {normalize_path(k): v for k, v in (properties or {}).items()}
+        vm_configuration = _config_bytes(vm_config)
+        handlers: dict[str, Any] = dict(clusters or {})
 
         def boot() -> Vm:
-            vm = Vm(compiled, world, vm_id=vm_id, vm_config=_config_bytes(vm_config), env=env,
-                    clusters=clusters, raise_on_trap=raise_on_trap)  # fmt: skip
+            vm = Vm(world, vm_id=vm_id, vm_config=vm_configuration, env=env, clusters=handlers,
+                    raise_on_trap=raise_on_trap)  # fmt: skip
+            vm.guest = WasmGuest(compiled, vm)
             vm.property_overrides.update(overrides)
-            vm.start()
             return vm
 
-        vm = boot()
-        host = cls(vm, vm.new_root(plugin), fail_open=fail_open, http1=http1)
-        host.fail_reload = fail_reload
-        host._boot = boot
-        host._start_root()
-        return host
+        return cls(world, plugin, boot, workers, http1=http1, buffer_limit=buffer_limit,
+                   request_trailers=request_trailers)  # fmt: skip
 
-    def _start_root(self) -> None:
-        vm, root = self.vm, self.root
-        assert root.plugin is not None
+    def _start_instance(self) -> _Instance:
+        vm = self._boot()
+        vm.logs, vm.envoy_logs = self._logs, self._envoy_logs
+        vm.start()
+        if vm.failed:
+            raise LoadError(f"Failed to start base Wasm: {vm.fail_reason}", vm.logs)
+        root = vm.new_root(self.plugin)
         try:
             vm.create_in_vm(root)
             ok = vm.call("proxy_on_vm_start", root, root.id, len(vm.vm_config))
             if ok == 0 or vm.failed:
                 raise ConfigureError(f"Failed to start base Wasm: proxy_on_vm_start{_why(vm)}", vm.logs)
-            self._configure(root.plugin)
+            self._configure_vm(vm, root.id)
         except WasmTrap as exc:
             raise ConfigureError(exc.reason, vm.logs) from exc
+        return _Instance(vm, root.id, self.envoy.monotonic_ns)
 
-    def reload(self) -> None:
-        """A fresh VM for this plugin (Envoy's FAIL_RELOAD): module state starts over, logs carry on."""
-        if self._boot is None:
-            raise RuntimeError("this Host was not created by Host.load")
-        old = self.vm
-        vm = self._boot()
-        vm.logs, vm.envoy_logs = old.logs, old.envoy_logs
-        vm.clusters = old.clusters
-        assert self.root.plugin is not None
-        self.vm, self.root = vm, vm.new_root(self.root.plugin)
-        self.reloads += 1
-        self._start_root()
-
-    def _maybe_reload(self) -> None:
-        """FAIL_RELOAD: after a back-off on Envoy's clock, the next stream gets a new VM."""
-        if not (self.fail_reload and self.vm.failed):
-            return
-        if self._failed_at_ns is None:
-            self._failed_at_ns = self.envoy.monotonic_ns
-        if self.envoy.monotonic_ns - self._failed_at_ns >= self.reload_backoff_ms * 1_000_000:
-            self._failed_at_ns = None
-            self.reload()
-
-    def _configure(self, plugin: Plugin) -> None:
-        vm = self.vm
-        vm.temp_plugin = plugin
+    def _configure_vm(self, vm: Vm, root_id: int) -> None:
+        vm.temp_plugin = self.plugin
         try:
-            ok = vm.call("proxy_on_configure", self.root, self.root.id, len(plugin.configuration))
+            ok = vm.call("proxy_on_configure", vm.contexts[root_id], root_id, len(self.plugin.configuration))
         finally:
             vm.temp_plugin = None
         if ok == 0 or vm.failed:
             raise ConfigureError(f"Failed to configure base Wasm plugin: proxy_on_configure{_why(vm)}", vm.logs)
 
     def configure(self, plugin_config: ConfigInput) -> None:
-        """Re-run ``proxy_on_configure`` with a new config, as a listener update with the same VM does."""
-        assert self.root.plugin is not None
-        self.root.plugin.configuration = _config_bytes(plugin_config)
-        self._configure(self.root.plugin)
+        """Re-run ``proxy_on_configure`` in every VM with a new configuration, as a listener update
+        with the same VM does. Raises :class:`ConfigureError` when the filter rejects it."""
+        self.plugin.configuration = _config_bytes(plugin_config)
+        for instance in self._instances:
+            self._configure_vm(instance.vm, instance.root_id)
 
     def validate_configuration(self, plugin_config: ConfigInput) -> bool:
         """``proxy_validate_configuration`` (true when the module does not export it)."""
-        if not self.vm.has("proxy_validate_configuration"):
+        vm, root_id = self._serving.vm, self._serving.root_id
+        if not vm.has("proxy_validate_configuration"):
             return True
-        assert self.root.plugin is not None
         data = _config_bytes(plugin_config)
-        self.vm.temp_plugin = Plugin(self.root.plugin.name, self.root.plugin.root_id, data)
+        vm.temp_plugin = Plugin(self.plugin.name, self.plugin.root_id, data)
         try:
-            return bool(self.vm.call("proxy_validate_configuration", self.root, self.root.id, len(data)))
+            return bool(vm.call("proxy_validate_configuration", vm.contexts[root_id], root_id, len(data)))
         finally:
-            self.vm.temp_plugin = None
+            vm.temp_plugin = None
 
-    # -- inspection ---------------------------------------------------------------------------------
+    def reload(self) -> None:
+        """A fresh VM for every instance (FAIL_RELOAD does it per worker by itself)."""
+        for i, old in enumerate(self._instances):
+            new = self._start_instance()
+            self._instances[i] = new
+            self._workers = [new if w is old else w for w in self._workers]
+        self.reloads += 1
+
+    @property
+    def _serving(self) -> _Instance:
+        return self._workers[self._next_worker % len(self._workers)]
+
+    def _take_worker(self) -> _Instance:
+        """The worker the next stream lands on, reloaded first if FAIL_RELOAD allows it: Envoy
+        reloads a failed VM when a stream arrives at least ``reload_backoff_ms`` after the last load."""
+        index = self._next_worker % len(self._workers)
+        self._next_worker += 1
+        instance = self._workers[index]
+        if (
+            instance.vm.failed
+            and self.plugin.failure_policy == "FAIL_RELOAD"
+            and self.envoy.monotonic_ns - instance.loaded_ns >= self.plugin.reload_backoff_ms * 1_000_000
+        ):
+            old = instance
+            instance.loaded_ns = self.envoy.monotonic_ns  # Envoy updates the timestamp whatever happens
+            try:
+                instance = self._start_instance()
+            except (LoadError, ConfigureError):
+                return old
+            self._workers[index] = instance
+            self._instances = [instance if i is old else i for i in self._instances]
+            self.reloads += 1
+        return instance
+
+    # -- inspection ---------------------------------------------------------------------------------------
     @property
     def logs(self) -> list[tuple[int, str]]:
-        """What the filter logged, as (level, message), in order."""
-        return self.vm.logs
+        """What the filter logged, as (level, message), in order (all VMs of the plugin)."""
+        return self._logs
 
     @property
     def envoy_logs(self) -> list[tuple[int, str]]:
-        """What "Envoy" itself logged about the VM (traps, failures)."""
-        return self.vm.envoy_logs
+        """What "Envoy" itself logged about the plugin (traps, failures, refused callouts)."""
+        return self._envoy_logs
 
     def log_messages(self, min_level: int = LogLevel.TRACE) -> list[str]:
-        return [m for lvl, m in self.vm.logs if lvl >= min_level]
+        return [m for lvl, m in self._logs if lvl >= min_level]
 
     def clear_logs(self) -> None:
-        self.vm.logs.clear()
+        self._logs.clear()
 
     def metric(self, name: str) -> int | list[int] | None:
-        """A stat by its name, as Envoy exposes Wasm-defined metrics (histograms: recorded values)."""
+        """A stat by name (``wasmcustom.`` optional): a counter's or gauge's value, a histogram's
+        recorded values, ``None`` if never defined."""
         return self.envoy.metric(name)
 
     @property
+    def metrics(self) -> dict[str, int | list[int]]:
+        """Every stat the plugin defined, by name."""
+        env = self.envoy
+        return {**env.counters, **env.gauges, **{k: list(v) for k, v in env.histograms.items()}}
+
+    @property
     def shared_data(self) -> dict[bytes, bytes]:
-        return self.envoy.shared_data(self.vm.vm_id)
+        """The shared data of this plugin's ``vm_id`` (key -> value)."""
+        return self.envoy.shared_data(self._serving.vm.vm_id)
+
+    def set_shared_data(self, key: str | bytes, value: bytes) -> None:
+        """Write shared data as another worker would (unconditionally, a new CAS)."""
+        raw = key.encode() if isinstance(key, str) else key
+        self.envoy.set_shared(self._serving.vm.vm_id, raw, value)
 
     @property
     def failed(self) -> bool:
-        return self.vm.failed
+        """The VM serving the next stream has failed (a trap)."""
+        return self._serving.vm.failed
 
     @property
-    def pending_http_calls(self) -> list[HttpCall]:
-        return list(self.vm.http_calls.values())
+    def fail_reason(self) -> str:
+        return self._serving.vm.fail_reason
+
+    @property
+    def vm_count(self) -> int:
+        return len(self._instances)
+
+    @property
+    def pending_http_calls(self) -> list[HttpCallout]:
+        """Callouts waiting for an answer, oldest first (answer with ``respond``/``time_out``/...)."""
+        return [c for i in self._instances for c in i.vm.http_calls.values() if not c.done]
 
     @property
     def pending_grpc_calls(self) -> list[GrpcCallout]:
-        return [c for c in self.vm.grpc_callouts.values() if not c.done]
+        return [c for i in self._instances for c in i.vm.grpc_callouts.values() if not c.done]
 
-    # -- configuration of the emulated Envoy --------------------------------------------------------
+    # -- configuration of the emulated Envoy ----------------------------------------------------------------
     def set_property(self, path: Any, value: Any) -> None:
         """Override an attribute (``None`` makes it NOT_FOUND)."""
-        self.vm.property_overrides[normalize_path(path)] = value
+        for instance in self._instances:
+            instance.vm.property_overrides[normalize_path(path)] = value
 
-    def add_cluster(self, name: str, handler: Callable[..., Any] | None = None) -> None:
+    def add_cluster(self, name: str, handler: ClusterHandler | None = None) -> None:
         """A cluster for callouts; ``handler=None`` leaves calls pending for the test to answer."""
-        self.vm.clusters[name] = handler
+        for instance in self._instances:
+            instance.vm.clusters[name] = handler
 
     def register_foreign_function(self, name: str, func: ForeignFunction) -> None:
         self.envoy.foreign_functions[name] = func
@@ -221,82 +343,97 @@ class Host:
     def set_log_level(self, level: int) -> None:
         self.envoy.log_level = int(level)
 
-    # -- time ---------------------------------------------------------------------------------------
+    # -- time -----------------------------------------------------------------------------------------------
     def tick(self) -> None:
-        """Fire ``proxy_on_tick`` on every root context with a tick period, now."""
-        for ctx in list(self.vm.contexts.values()):
-            if ctx.is_root and ctx.tick_period_ms:
-                ctx.next_tick_ns = self.envoy.monotonic_ns + ctx.tick_period_ms * 1_000_000
-                self.vm.on_tick(ctx)
+        """Fire ``proxy_on_tick`` now on every root context with a tick period (every VM)."""
+        for instance in self._instances:
+            vm = instance.vm
+            for ctx in list(vm.contexts.values()):
+                if ctx.is_root and ctx.tick_period_ms:
+                    vm.set_tick_period(ctx, ctx.tick_period_ms)  # the next tick is one period from now
+                    vm.on_tick(ctx)
 
     def advance_time(self, ms: float) -> int:
-        """Move the clock forward, firing each tick that falls due on the way. Returns ticks fired."""
-        target = self.envoy.monotonic_ns + int(ms * 1_000_000)
-        fired = 0
-        while True:
-            due = [c for c in self.vm.contexts.values() if c.is_root and c.tick_period_ms and c.next_tick_ns <= target]
-            if not due:
-                break
-            ctx = min(due, key=lambda c: c.next_tick_ns)
-            self.envoy.advance((ctx.next_tick_ns - self.envoy.monotonic_ns) / 1_000_000)
-            ctx.next_tick_ns += ctx.tick_period_ms * 1_000_000
-            self.vm.on_tick(ctx)
-            fired += 1
-        self.envoy.advance((target - self.envoy.monotonic_ns) / 1_000_000)
-        return fired
+        """Move the clock forward, running on the way every timer that falls due at its time: ticks,
+        callout timeouts. Returns how many timers ran."""
+        return self.envoy.advance(ms)
 
-    # -- event loop ---------------------------------------------------------------------------------
+    # -- the event loop -------------------------------------------------------------------------------------
     def pump(self) -> bool:
-        """Deliver what Envoy's event loop would: queue notifications, then callouts whose cluster
-        has a handler. Returns whether anything happened."""
+        """Run what Envoy's event loop would run next: posted work (queue notifications, upstream
+        exchanges), then answers of clusters with a handler. When nothing else can happen and a call
+        waits on a SLOW cluster, time passes until the next timer. Returns whether anything ran."""
+        if self.envoy.run_posted():
+            return True  # one round at a time: the caller sees a stream that ended meanwhile
         progressed = False
-        if self.envoy.posted:
-            self.envoy.run_posted()
-            progressed = True
-        for call in list(self.vm.http_calls.values()):
-            handler = self.vm.clusters.get(call.cluster)
-            if handler is None:
-                continue
-            request = Request(call.header(":method") or "", call.header(":path") or "", call.headers, call.body,
-                              call.trailers, call.cluster)  # fmt: skip
-            started = time.perf_counter()
-            try:
-                result = handler(request)
-            except Exception:
-                call.unreachable()  # a handler that raises stands for an upstream that cannot be reached
+        for instance in self._instances:
+            vm = instance.vm
+            for call in list(vm.http_calls.values()):
+                if not call.done and not call.slow and call.cluster in vm.clusters:
+                    progressed = self._answer(call, vm.clusters[call.cluster]) or progressed
+            for callout in list(vm.grpc_callouts.values()):
+                handler = vm.clusters.get(callout.cluster)
+                if handler is None or callout.done or (callout.stream and not callout.local_closed):
+                    continue
+                reply = handler(callout)
+                if reply is None:
+                    continue
+                if isinstance(reply, GrpcReply):
+                    callout.reply(reply)
+                else:
+                    callout.respond(bytes(reply))
                 progressed = True
-                continue
-            if result is None:
-                continue
+        if not progressed and any(c.slow for c in self.pending_http_calls):
+            due = self.envoy.next_due_ns()
+            if due is not None:
+                self.envoy.advance((due - self.envoy.monotonic_ns) / 1_000_000)
+                progressed = True
+        return progressed
+
+    def _answer(self, call: HttpCallout, handler: Any) -> bool:
+        if handler is None:
+            return False
+        started = time.perf_counter()
+        try:
+            result = handler(call.request)
+        except ConnectionError:
+            result = UNREACHABLE
+        if result is None:
+            return False
+        if result is SLOW:
+            call.slow = True
+            return True
+        if result is RESET:
+            call.reset()
+        elif result is CUT_OFF:
+            call.cut_off()
+        elif result is UNREACHABLE:
+            call.unreachable()
+        else:
             resp = to_response(result)
             # The async client's router stamps upstream answers as it does on the main route.
             elapsed_ms = int((time.perf_counter() - started) * 1000)
-            headers = [*resp.headers, ("x-envoy-upstream-service-time", str(elapsed_ms))]
+            headers = [*pairs_of(resp.headers), ("x-envoy-upstream-service-time", str(elapsed_ms))]
             call.respond(resp.status, headers, resp.body, resp.trailers)
-            progressed = True
-        for callout in list(self.vm.grpc_callouts.values()):
-            handler = self.vm.clusters.get(callout.cluster)
-            if handler is None or callout.done or (callout.stream and not callout.local_closed):
-                continue
-            reply = handler(callout)
-            if reply is None:
-                continue
-            if isinstance(reply, GrpcReply):
-                callout.respond(reply.message, reply.status, reply.status_message, reply.initial_metadata,
-                                reply.trailing_metadata)  # fmt: skip
-            else:
-                callout.respond(bytes(reply))
-            progressed = True
-        return progressed
+        return True
 
-    # -- streams --------------------------------------------------------------------------------
-    def http_stream(self, **kwargs: Any) -> HttpStream:
-        self._maybe_reload()
-        return HttpStream(self, **kwargs)
+    # -- streams --------------------------------------------------------------------------------------------
+    def http_stream(self, *, source: str = "127.0.0.1:54321", destination: str = "127.0.0.1:10000") -> HttpStream:
+        """A new HTTP stream on the next worker, to drive step by step."""
+        instance = self._take_worker()
+        vm = instance.vm
+        skip = vm.failed and self.plugin.fail_open  # FAIL_OPEN: Envoy leaves the filter out
+        return HttpStream(vm, vm.contexts[instance.root_id], source=source, destination=destination,
+                          buffer_limit=self._buffer_limit, request_trailers=self._request_trailers, skip_filter=skip,
+                          pump=self.pump)  # fmt: skip
 
-    def connection(self, **kwargs: Any) -> Connection:
-        self._maybe_reload()
-        return Connection(self, **kwargs)
+    def connection(self, *, source: str = "127.0.0.1:54321", destination: str = "127.0.0.1:10000") -> Connection:
+        """A new L4 connection through the plugin's network filter."""
+        instance = self._take_worker()
+        vm = instance.vm
+        skip = vm.failed and self.plugin.fail_open
+        return Connection(vm, vm.contexts[instance.root_id], source=source, destination=destination,
+                          skip_filter=skip)  # fmt: skip
 
     def request(
         self,
@@ -309,25 +446,32 @@ class Host:
         upstream: UpstreamHandler | None = None,
         authority: str = "example.com",
     ) -> Response:
-        """One full HTTP exchange through the filter, the way Envoy's connection manager runs it."""
+        """One HTTP/1 exchange through the filter, as Envoy's connection manager runs it: the client
+        sends the whole request at once, ``upstream`` answers what the router forwards (default: an
+        echo), the event loop runs until the client has its response.
+
+        Raises :class:`StreamStalled` when the filter leaves the stream where Envoy would hang."""
         stream = self.http_stream()
-        return stream.run(method, path, headers, body if not isinstance(body, str) else body.encode(), trailers,
-                          upstream or echo_upstream, authority)  # fmt: skip
+        data = body.encode() if isinstance(body, str) else body
+        return stream.run(method, path, headers, data, trailers, upstream or echo_upstream, authority)
 
     def shutdown(self) -> None:
-        """VM teardown: ``proxy_on_done`` on the root; if it returns false, wait for ``proxy_done``."""
-        root = self.root
-        if root.id not in self.vm.contexts or self.vm.failed:
-            return
-        self.vm.pending_done.add(root.id)
-        done = self.vm.call("proxy_on_done", root, root.id)
-        if done != 0 and root.id in self.vm.pending_done:
-            self.vm.pending_done.discard(root.id)
-            self.vm.delete(root)
+        """VM teardown: ``proxy_on_done`` on each root; one that answers false is deleted when it
+        calls ``proxy_done``."""
+        for instance in self._instances:
+            vm = instance.vm
+            root = vm.contexts.get(instance.root_id)
+            if root is None or vm.failed:
+                continue
+            vm.pending_done.add(root.id)
+            done = vm.call("proxy_on_done", root, root.id)
+            if done != 0 and root.id in vm.pending_done:
+                vm.pending_done.discard(root.id)
+                vm.delete(root)
 
 
 def _why(vm: Vm) -> str:
     return f" failed: {vm.fail_reason}" if vm.failed else " returned false"
 
 
-__all__ = ["Host", "Response"]
+__all__ = ["ClusterHandler", "Host", "RawAccess"]

@@ -54,8 +54,35 @@ class Response:
         return next((v for k, v in self.headers if k == name), None)
 
 
+class _Outcome:
+    """A cluster handler's answer that is not a response (see :data:`SLOW`, :data:`RESET`, :data:`UNREACHABLE`)."""
+
+    def __init__(self, name: str, description: str) -> None:
+        self.name = name
+        self.__doc__ = description
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: A callout handler's answer: the cluster does not answer in time; the call gets Envoy's 504
+#: ``upstream request timeout`` once its ``timeout_ms`` passed on the host clock (``host.request``
+#: moves the clock there by itself when nothing else can happen).
+SLOW = _Outcome("SLOW", "the cluster answers after the call's timeout: Envoy delivers a 504")
+#: A callout handler's answer: the cluster resets the connection before answering; Envoy delivers
+#: a synthetic 503 (``... reset reason: connection termination``).
+RESET = _Outcome("RESET", "the connection is reset before an answer: Envoy delivers a 503")
+#: A callout handler's answer: the answer starts but the connection breaks before it is complete;
+#: Envoy calls ``on_http_call_response`` with no headers, body or trailers.
+CUT_OFF = _Outcome("CUT_OFF", "the answer breaks off: Envoy delivers no response at all")
+#: A callout handler's answer: the cluster cannot be reached; Envoy answers with a synthetic 503
+#: (a handler raising ``ConnectionError`` means the same).
+UNREACHABLE = _Outcome("UNREACHABLE", "no host of the cluster can be reached: Envoy delivers a 503")
+
+
 def to_response(value: Any) -> Response:
-    """Handlers may return a Response, an int status, bytes (200 with body) or (status, headers, body[, trailers])."""
+    """Handlers may return a Response, an int status, bytes or str (200 with that body), or
+    ``(status, headers[, body[, trailers]])``; headers are pairs or a dict."""
     if isinstance(value, Response):
         return value
     if isinstance(value, int):

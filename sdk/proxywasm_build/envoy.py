@@ -114,6 +114,8 @@ class WasmPlugin:
     environment_variables: Mapping[str, str] = field(default_factory=dict)
     failure_policy: FailurePolicy | None = None
     runtime: str = V8_RUNTIME
+    allow_on_headers_stop_iteration: bool | None = None
+    reload_backoff_ms: int | None = None  # FAIL_RELOAD's reload_config.backoff.base_interval
 
     def plugin_config(self) -> JsonDict:
         """The PluginConfig message as a dict."""
@@ -135,6 +137,10 @@ class WasmPlugin:
             config["configuration"] = _typed("google.protobuf.StringValue", value=self.configuration)
         if self.failure_policy is not None:
             config["failure_policy"] = self.failure_policy
+        if self.allow_on_headers_stop_iteration is not None:
+            config["allow_on_headers_stop_iteration"] = self.allow_on_headers_stop_iteration
+        if self.reload_backoff_ms is not None:
+            config["reload_config"] = {"backoff": {"base_interval": f"{self.reload_backoff_ms / 1000}s"}}
         return config
 
     def http_filter(self) -> JsonDict:
@@ -183,15 +189,20 @@ class Cluster:
         return cluster
 
 
-def _bootstrap(listener: JsonDict, admin_port: int, clusters: Sequence[Cluster | JsonDict]) -> JsonDict:
+def _bootstrap(
+    listener: JsonDict, admin_port: int, clusters: Sequence[Cluster | JsonDict], node: Mapping[str, str] | None = None
+) -> JsonDict:
     """One static listener, its clusters and an admin endpoint."""
-    return {
+    bootstrap: JsonDict = {
         "admin": {"address": _address(admin_port)},
         "static_resources": {
             "listeners": [listener],
             "clusters": [c.to_dict() if isinstance(c, Cluster) else c for c in clusters],
         },
     }
+    if node is not None:
+        bootstrap["node"] = dict(node)
+    return bootstrap
 
 
 def http_bootstrap(
@@ -205,11 +216,16 @@ def http_bootstrap(
     upstream_cluster: str = "upstream",
     route_timeout_s: float = 15.0,
     stat_prefix: str = "ingress_http",
+    buffer_limit_bytes: int | None = None,
+    request_trailers: bool = False,
+    node: Mapping[str, str] | None = None,
 ) -> JsonDict:
     """Bootstrap for an HTTP listener: [extra http_filters..., wasm plugins..., router] -> `upstream`.
 
     `http_filters` are placed before the wasm filters; `clusters` are added next to the upstream
-    cluster (e.g. targets for http_call). Ports 0 let Envoy pick.
+    cluster (e.g. targets for http_call). Ports 0 let Envoy pick. `buffer_limit_bytes` is the
+    listener's per_connection_buffer_limit_bytes (Envoy's default: 1 MiB); `request_trailers`
+    enables HTTP/1 trailers (http_protocol_options.enable_trailers); `node` is the bootstrap node.
     """
     filters = [*http_filters, *(p.http_filter() for p in plugins)]
     filters.append(
@@ -239,14 +255,18 @@ def http_bootstrap(
         },
         http_filters=filters,
     )
-    listener = {
+    if request_trailers:
+        hcm["http_protocol_options"] = {"enable_trailers": True}
+    listener: JsonDict = {
         "name": "http",
         "address": _address(listen_port),
         "filter_chains": [
             {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
         ],
     }
-    return _bootstrap(listener, admin_port, [Cluster(upstream_cluster, upstream_port), *clusters])
+    if buffer_limit_bytes is not None:
+        listener["per_connection_buffer_limit_bytes"] = buffer_limit_bytes
+    return _bootstrap(listener, admin_port, [Cluster(upstream_cluster, upstream_port), *clusters], node)
 
 
 def tcp_bootstrap(

@@ -8,6 +8,7 @@ upstream received.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -52,11 +53,17 @@ class RecordedRequest:
 
 @dataclass(frozen=True)
 class Response:
-    """What the upstream answers. `content-length` is always set from the body."""
+    """What the upstream answers. `content-length` is set from the body, unless `chunked` (then the
+    body is one chunk followed by `trailers`). `delay_s` waits before answering; `reset` closes the
+    connection without an answer."""
 
     status: int = 200
     body: bytes = b""
     headers: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    chunked: bool = False
+    trailers: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    delay_s: float = 0.0
+    reset: bool = False
 
 
 Responder = Callable[[RecordedRequest], Response]
@@ -99,13 +106,29 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         owner._record(request)
         response = owner.responder(request)
+        if response.delay_s:
+            time.sleep(response.delay_s)
+        if response.reset:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.send_response(response.status)
         for key, value in response.headers:
-            if key.lower() != "content-length":
+            if key.lower() not in ("content-length", "transfer-encoding"):
                 self.send_header(key, value)
-        self.send_header("content-length", str(len(response.body)))
+        if response.chunked:
+            self.send_header("transfer-encoding", "chunked")
+        elif response.status not in (204, 304):
+            self.send_header("content-length", str(len(response.body)))
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD" or response.status in (204, 304):
+            return
+        if response.chunked:
+            if response.body:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(response.body), response.body))
+            trailer = "".join(f"{k}: {v}\r\n" for k, v in response.trailers)
+            self.wfile.write(b"0\r\n" + trailer.encode("latin-1") + b"\r\n")
+        else:
             self.wfile.write(response.body)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle

@@ -22,14 +22,24 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from proxywasm_build.envoy import Cluster, Envoy, FailurePolicy, WasmPlugin, http_bootstrap, parse_log
+from proxywasm_build.envoy import (
+    Cluster,
+    Envoy,
+    FailurePolicy,
+    WasmPlugin,
+    free_port,
+    http_bootstrap,
+    parse_log,
+)
 from proxywasm_build.upstream import RecordedRequest, Response, UpstreamServer
-from proxywasm_host import Host, Request
+from proxywasm_host import RESET, SLOW, UNREACHABLE, Host, Request
 from proxywasm_host import Response as HostResponse
 
 Pairs = tuple[tuple[str, str], ...]
 
 AUTHORITY = "example.com"
+# The bootstrap node of the differential Envoy: what the host shows by default.
+NODE = {"id": "proxywasm-host", "cluster": "proxywasm-host"}
 # What http.server's send_response() puts before the responder's headers (Envoy passes both on).
 UPSTREAM_SERVER = f"{BaseHTTPRequestHandler.server_version} {BaseHTTPRequestHandler.sys_version}"
 UPSTREAM_DATE = "Sun, 29 Nov 2026 00:00:00 GMT"
@@ -54,28 +64,47 @@ def scrub(text: str) -> str:
 
 @dataclass(frozen=True)
 class Reply:
-    """What an upstream (the route's, or a callout cluster's) answers."""
+    """What an upstream (the route's, or a callout cluster's) answers. ``chunked`` frames the body
+    by chunks (with ``trailers``); ``delay_s`` answers late; ``reset`` closes the connection instead."""
 
     status: int = 200
     headers: Pairs = (("content-type", "text/plain"),)
     body: bytes = b"hello from upstream\n"
+    chunked: bool = False
+    trailers: Pairs = ()
+    delay_s: float = 0.0
+    reset: bool = False
 
-    def wire_headers(self) -> list[tuple[str, str]]:
-        """Headers as the recording upstream sends them: server, date, ours, content-length."""
+    def wire_headers(self, method: str = "GET") -> list[tuple[str, str]]:
+        """Headers as the recording upstream sends them: server, date, ours, then the framing."""
         pairs = [("server", UPSTREAM_SERVER), ("date", UPSTREAM_DATE)]
-        pairs += [(k, v) for k, v in self.headers if k.lower() != "content-length"]
+        pairs += [(k, v) for k, v in self.headers if k.lower() not in ("content-length", "transfer-encoding")]
+        if self.chunked:
+            return [*pairs, ("transfer-encoding", "chunked")]
+        if self.status in (204, 304):
+            return pairs
         return [*pairs, ("content-length", str(len(self.body)))]
+
+    def for_host(self, method: str = "GET") -> HostResponse:
+        """This reply as the host's upstream handler gives it."""
+        body = b"" if method == "HEAD" else self.body
+        return HostResponse(self.status, self.wire_headers(method), body, list(self.trailers))
 
 
 @dataclass(frozen=True)
 class Call:
-    """One client request (sent as written, after ``host: example.com``) and the upstream's answer."""
+    """One client request (sent as written, after ``host: example.com``) and the upstream's answer.
+    ``chunked`` sends the body by chunks, with ``trailers``; ``wait_ms`` lets that much time pass
+    first (Envoy: a sleep; the host: its clock)."""
 
     method: str = "GET"
     path: str = "/"
     headers: Pairs = ()
     body: bytes | None = None
     upstream: Reply = field(default_factory=Reply)
+    chunked: bool = False
+    trailers: Pairs = ()
+    wait_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,7 +119,12 @@ class Plugin:
     vm_config: str | None = None
     failure_policy: FailurePolicy | None = None
     clusters: Mapping[str, Reply] = field(default_factory=dict)
+    unreachable: tuple[str, ...] = ()  # clusters no host of which can be reached
     log_level: str = "info"
+    allow_on_headers_stop_iteration: bool | None = None
+    reload_backoff_ms: int | None = None
+    buffer_limit: int | None = None  # the listener's per_connection_buffer_limit_bytes
+    request_trailers: bool = False  # HTTP/1 enable_trailers
 
 
 @dataclass
@@ -172,9 +206,15 @@ class EnvoyDriver:
             configuration=plugin.config,
             vm_configuration=plugin.vm_config,
             failure_policy=plugin.failure_policy,
+            allow_on_headers_stop_iteration=plugin.allow_on_headers_stop_iteration,
+            reload_backoff_ms=plugin.reload_backoff_ms,
         )
         clusters = [Cluster(name, server.port) for name, server in self.cluster_servers.items()]
-        config = http_bootstrap(upstream_port=self.upstream.port, plugins=[wasm], clusters=clusters)
+        clusters += [Cluster(name, free_port(), connect_timeout_s=0.5) for name in plugin.unreachable]
+        config = http_bootstrap(
+            upstream_port=self.upstream.port, plugins=[wasm], clusters=clusters, node=NODE,
+            buffer_limit_bytes=plugin.buffer_limit, request_trailers=plugin.request_trailers,
+        )  # fmt: skip
         self.envoy = Envoy(config, component_log_levels={"wasm": plugin.log_level})
         try:
             self.envoy.start()
@@ -208,24 +248,39 @@ class EnvoyDriver:
         return Outcome(exchanges, logs, metrics)
 
     def _one(self, call: Call) -> Exchange:
+        if call.wait_ms:
+            time.sleep(call.wait_ms / 1000)
         self.current = call.upstream
         for server in [self.upstream, *self.cluster_servers.values()]:
             server.clear()
-        # Headers exactly in the scenario's order, content-length last as the host adds it, and
-        # the whole request in one write so Envoy reads it at once, as host.request() delivers it.
-        head = [f"{call.method} {call.path} HTTP/1.1", f"host: {AUTHORITY}"]
-        head += [f"{k}: {v}" for k, v in call.headers]
-        if call.body:
-            head.append(f"content-length: {len(call.body)}")
         with socket.create_connection(("127.0.0.1", self.envoy.port()), timeout=15) as sock:
-            sock.sendall("\r\n".join([*head, "", ""]).encode("latin-1") + (call.body or b""))
+            sock.sendall(raw_request(call))
             response = http.client.HTTPResponse(sock, method=call.method)
-            response.begin()
-            body = response.read()
-            status, headers = response.status, response.getheaders()
+            try:
+                response.begin()
+                body = response.read()
+                status, headers = response.status, response.getheaders()
+            except (http.client.HTTPException, ConnectionError):
+                # The stream was reset before the client had a whole response (the host: status 0).
+                status, headers, body = 0, [], b""
         seen = self.upstream.requests
         callouts = [(name, _seen(r)) for name, server in self.cluster_servers.items() for r in server.requests]
         return Exchange(status, normalise_headers(headers), body, _seen(seen[0]) if seen else None, callouts)
+
+
+def raw_request(call: Call) -> bytes:
+    """The request bytes, in one write so Envoy reads it at once, as host.request() delivers it:
+    headers exactly in the scenario's order, then the framing last (as the host adds it)."""
+    head = [f"{call.method} {call.path} HTTP/1.1", f"host: {AUTHORITY}"]
+    head += [f"{k}: {v}" for k, v in call.headers]
+    body = call.body or b""
+    if call.chunked or call.trailers:
+        head.append("transfer-encoding: chunked")
+        trailer = "".join(f"{k}: {v}\r\n" for k, v in call.trailers).encode("latin-1")
+        body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n" + trailer + b"\r\n"
+    elif call.body:
+        head.append(f"content-length: {len(call.body)}")
+    return "\r\n".join([*head, "", ""]).encode("latin-1") + body
 
 
 def _wasm_lines(text: str) -> list[tuple[str, str]]:
@@ -235,7 +290,7 @@ def _wasm_lines(text: str) -> list[tuple[str, str]]:
 
 
 def _as_response(reply: Reply) -> Response:
-    return Response(reply.status, reply.body, reply.headers)
+    return Response(reply.status, reply.body, reply.headers, reply.chunked, reply.trailers, reply.delay_s, reply.reset)
 
 
 def _seen(request: RecordedRequest) -> Seen:
@@ -250,7 +305,13 @@ class HostDriver:
         self.plugin = plugin
         self.level = _LEVELS.index(plugin.log_level)
         self.callouts: list[tuple[str, Seen]] = []
-        clusters = {name: self._cluster_handler(name, reply) for name, reply in plugin.clusters.items()}
+        clusters: dict[str, Any] = {name: self._cluster_handler(name, reply) for name, reply in plugin.clusters.items()}
+        clusters.update({name: lambda _req: UNREACHABLE for name in plugin.unreachable})
+        options: dict[str, Any] = {"failure_policy": plugin.failure_policy or "FAIL_CLOSED"}
+        if plugin.reload_backoff_ms is not None:
+            options["reload_backoff_ms"] = plugin.reload_backoff_ms
+        if plugin.buffer_limit is not None:
+            options["buffer_limit"] = plugin.buffer_limit
         self.host = Host.load(
             plugin.module,
             root_id=plugin.root_id,
@@ -258,17 +319,23 @@ class HostDriver:
             vm_id=plugin.vm_id,
             plugin_config=plugin.config or b"",
             vm_config=plugin.vm_config or b"",
-            fail_open=plugin.failure_policy == "FAIL_OPEN",
             log_level=self.level,
             clusters=clusters,
-            **load_options,
+            allow_on_headers_stop_iteration=bool(plugin.allow_on_headers_stop_iteration),
+            request_trailers=plugin.request_trailers,
+            **{**options, **load_options},
         )
         self.startup_logs = [(_LEVELS[lvl], scrub(msg)) for lvl, msg in self.host.logs if lvl >= self.level]
 
     def _cluster_handler(self, name: str, reply: Reply) -> Any:
-        def handle(request: Request) -> HostResponse:
+        def handle(request: Request) -> Any:
             self.callouts.append((name, _host_seen(request)))
-            return HostResponse(reply.status, reply.wire_headers(), reply.body)
+            if reply.reset:
+                return RESET
+            timeout = request.header("x-envoy-expected-rq-timeout-ms")
+            if reply.delay_s and timeout is not None and reply.delay_s * 1000 >= int(timeout):
+                return SLOW
+            return reply.for_host(request.method)
 
         return handle
 
@@ -281,14 +348,20 @@ class HostDriver:
         return Outcome(exchanges, logs, metrics)
 
     def _one(self, call: Call) -> Exchange:
+        if call.wait_ms:
+            self.host.advance_time(call.wait_ms)
         self.callouts = []
         reply = call.upstream
 
-        def upstream(_request: Request) -> HostResponse:
-            return HostResponse(reply.status, reply.wire_headers(), reply.body)
+        def upstream(request: Request) -> HostResponse:
+            return reply.for_host(request.method)
 
-        resp = self.host.request(call.method, call.path, headers=list(call.headers), body=call.body,
-                                 upstream=upstream, authority=AUTHORITY)  # fmt: skip
+        headers = list(call.headers)
+        if call.chunked or call.trailers:
+            headers.append(("transfer-encoding", "chunked"))
+        trailers = list(call.trailers) if call.trailers else None
+        resp = self.host.request(call.method, call.path, headers=headers, body=call.body, upstream=upstream,
+                                 trailers=trailers, authority=AUTHORITY)  # fmt: skip
         seen = _host_seen(resp.upstream_request) if resp.upstream_request is not None else None
         return Exchange(resp.status, normalise_headers(resp.headers), resp.body, seen, self.callouts)
 

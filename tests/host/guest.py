@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import wasmtime
 
 from proxywasm.abi import encode_map
-from proxywasm_host.hostcalls import ABI_0_1_0, ABI_0_2_1, registry
+from proxywasm_host.wasm.imports import ABI_0_1_0, ABI_0_2_1, import_table
 
 # Memory layout (addresses in the probe's linear memory).
 NAMES = 0
@@ -123,7 +123,7 @@ def _sig(kinds: str) -> str:
 def build_wat(
     abi: str = ABI_0_2_1, *, extra: str = "", imports: str = "", start: str = "", false: tuple[str, ...] = ()
 ) -> str:
-    calls = {k: v for k, v in registry().items() if abi in v.abis}
+    calls = {(imp.module, imp.name): imp for imp in import_table(abi)}
     lines = ["(module"]
     env_names: list[tuple[str, str, str, str]] = []
     for (module, name), call in sorted(calls.items()):

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not (AS_DIR / "headers.wasm").exists(), reason="
 
 
 def _load(name: str, **options: object) -> Host:
-    return Host.load(AS_DIR / f"{name}.wasm", root_id=name, plugin_name=f"p_{name}", **options)  # type: ignore[arg-type]
+    return Host.load(AS_DIR / f"{name}.wasm", root_id=name, plugin_name=f"p_{name}", **options)
 
 
 def json_upstream(req: Request) -> tuple[int, list[tuple[str, str]], bytes]:

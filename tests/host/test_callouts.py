@@ -42,14 +42,15 @@ def test_callout_resumes_paused_request(load_probe: Callable[..., Probe]) -> Non
     assert seen[0].header("x-envoy-internal") == "true"
     assert seen[0].header("x-envoy-expected-rq-timeout-ms") == "1000"
     # Delivered to the root context with header count, body size and trailer count; the headers are
-    # :status, x-r and the x-envoy-upstream-service-time Envoy's router adds (differential suite).
-    assert p.args("proxy_on_http_call_response") == (1, p.token, 3, 4)
+    # :status, x-r, the content-length of the HTTP/1 upstream's framing and the
+    # x-envoy-upstream-service-time Envoy's router adds (differential suite).
+    assert p.args("proxy_on_http_call_response") == (1, p.token, 4, 4)
 
 
 def test_manual_response_and_callout_buffers(probe: Probe) -> None:
     probe.host.add_cluster("cluster")
     probe.act("proxy_on_tick", Act.HTTP_CALL)
-    probe.host.root.tick_period_ms = 1
+    probe.call("proxy_set_tick_period_milliseconds", 1)
     probe.host.tick()
     (call,) = probe.host.pending_http_calls
     assert call.token == probe.token and call.cluster == "cluster"
@@ -67,10 +68,10 @@ def test_manual_response_and_callout_buffers(probe: Probe) -> None:
 def test_failed_call_delivers_zeros_and_status(probe: Probe) -> None:
     probe.host.add_cluster("cluster")
     probe.act("proxy_on_tick", Act.HTTP_CALL)
-    probe.host.root.tick_period_ms = 1
+    probe.call("proxy_set_tick_period_milliseconds", 1)
     probe.host.tick()
     (call,) = probe.host.pending_http_calls
-    call.fail()
+    call.cut_off()
     assert probe.args("proxy_on_http_call_response") == (1, call.token, 0, 0)
 
 
@@ -101,7 +102,7 @@ def test_grpc_call_and_reply(load_probe: Callable[..., Probe]) -> None:
 def test_grpc_failure_goes_to_close_with_status(probe: Probe) -> None:
     probe.host.add_cluster("grpc")
     probe.act("proxy_on_tick", Act.GRPC_CALL)
-    probe.host.root.tick_period_ms = 1
+    probe.call("proxy_set_tick_period_milliseconds", 1)
     probe.host.tick()
     (call,) = probe.host.pending_grpc_calls
     assert call.service == "pkg.Svc" and call.method == "Do" and call.request == b"ping"
@@ -111,7 +112,7 @@ def test_grpc_failure_goes_to_close_with_status(probe: Probe) -> None:
 
 def test_grpc_unknown_cluster_is_parse_failure(probe: Probe) -> None:
     probe.act("proxy_on_tick", Act.GRPC_CALL)
-    probe.host.root.tick_period_ms = 1
+    probe.call("proxy_set_tick_period_milliseconds", 1)
     probe.host.tick()
     assert probe.result == Status.PARSE_FAILURE
 

@@ -86,7 +86,7 @@ def test_tcp_pause_keeps_data_until_continue(probe: Probe) -> None:
     probe.ret("proxy_on_downstream_data", 1)
     assert conn.downstream_data(b"held") == Action.PAUSE
     assert conn.upstream_sent == b""
-    assert probe.call("proxy_continue_stream", 2, ctx=conn.ctx) == 0
+    assert probe.call("proxy_continue_stream", 2, on=conn) == 0
     assert conn.upstream_sent == b"held"
 
 
@@ -120,7 +120,7 @@ def test_shutdown_waits_for_proxy_done(probe: Probe) -> None:
     probe.host.shutdown()
     assert "on_delete" not in probe.callbacks()
     probe.act("proxy_on_tick", Act.DONE)
-    probe.host.root.tick_period_ms = 10
+    probe.call("proxy_set_tick_period_milliseconds", 10)
     probe.host.tick()
     assert probe.result == 0
     assert probe.callbacks()[-1] == "on_delete"

@@ -11,7 +11,8 @@ import wasmtime
 from guest import probe_wasm
 from host_support import Probe
 
-from proxywasm_host import Host, LoadError, cache
+from proxywasm_host import Host, LoadError
+from proxywasm_host.wasm import module as cache
 
 MINIMAL = """(module
   {imports}
@@ -70,7 +71,7 @@ def test_garbage_bytes() -> None:
 
 def test_abi_0_2_0_probe_runs_a_request(load_probe: Callable[..., Probe]) -> None:
     p = load_probe("0_2_0")
-    assert p.vm.abi == "0_2_0"
+    assert p.host.raw.abi_version == "0_2_0"
     assert p.host.request("GET", "/").status == 200
 
 
@@ -149,16 +150,16 @@ def test_wasi_environ_from_vm_config(load_probe: Callable[..., Probe]) -> None:
     assert (p.u32_at(count), p.u32_at(size)) == (2, len("A=1\0BB=two\0"))
     array, buf = p.put(b"\0" * 8)[0], p.put(b"\0" * 16)[0]
     assert p.call("environ_get", array, buf) == 0
-    assert p.vm.mem.read(buf, 11) == b"A=1\0BB=two\0"
+    assert p.mem.read(buf, 11) == b"A=1\0BB=two\0"
     assert p.u32_at(array + 4) == buf + 4
 
 
 def test_wasi_clock_and_random(probe: Probe) -> None:
     slot = probe.put(b"\0" * 8)[0]
     assert probe.call("clock_time_get", 0, 1, slot) == 0
-    assert struct.unpack("<Q", probe.vm.mem.read(slot, 8) or b"")[0] == probe.host.envoy.time_ns
+    assert struct.unpack("<Q", probe.mem.read(slot, 8) or b"")[0] == probe.host.envoy.time_ns
     assert probe.call("clock_time_get", 2, 1, slot) == 58  # cputime clocks: ENOTSUP
     buf = probe.put(b"\0" * 32)[0]
     assert probe.call("random_get", buf, 32) == 0
-    assert probe.vm.mem.read(buf, 32) != b"\0" * 32
+    assert probe.mem.read(buf, 32) != b"\0" * 32
     assert probe.call("random_get", buf, 65537) == 28  # EINVAL above 64 KiB

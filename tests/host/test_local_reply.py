@@ -46,7 +46,7 @@ def test_local_reply_is_deferred(probe: Probe) -> None:
     stream = probe.host.http_stream()
     stream.request_headers([(":path", "/")])
     # The reply exists only after the callback returned, and the stream stopped.
-    assert stream.local_response is not None and stream.local_response.status == 403
+    assert stream.local_reply is not None and stream.local_reply.status == 403
 
 
 def test_close_stream_resets(probe: Probe) -> None:
@@ -84,11 +84,11 @@ def test_reply_from_first_body_chunk_closes_http1_connection(probe: Probe) -> No
 
 def test_local_reply_after_response_headers_went_out_resets(probe: Probe) -> None:
     # Envoy cannot replace a response whose headers the client already has: it resets the stream.
+    # The reply comes from the callback of the body frame, which never reaches the client: the
+    # response is cut short (a reply at the empty end-of-stream frame, after the body went out, is
+    # in the differential suite: there the client has read everything).
     probe.act("proxy_on_response_body", Act.LOCAL_REPLY)
-    whole = probe.host.request("POST", "/", body=b"abc")
-    # The client had read all content-length bytes before the reset: it sees the upstream's reply.
-    assert (whole.status, whole.body, whole.local_reply) == (200, b"abc", False)
-    cut = probe.host.request("POST", "/", body=b"abc", upstream=lambda _req: (200, [("content-length", "10")], b"abc"))
+    cut = probe.host.request("POST", "/", body=b"abc")
     assert cut.status == 0 and cut.details == "reset"
 
 

@@ -38,7 +38,7 @@ def test_fixture_and_report_section(pytester: pytest.Pytester) -> None:
 
         def test_fails(proxywasm_host):
             host = proxywasm_host({str(wasm)!r})
-            host.vm.mem.write_u32({1024 + 4 * 11}, {Act.LOCAL_REPLY})
+            host.raw.memory.write_u32({1024 + 4 * 11}, {Act.LOCAL_REPLY})
             assert host.request().status == 200
         """
     )

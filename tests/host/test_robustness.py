@@ -10,7 +10,7 @@ from host_support import Probe
 
 from proxywasm.abi import MapType, Status
 from proxywasm_host import Action, Host
-from proxywasm_host.hostcalls import registry
+from proxywasm_host.wasm.imports import import_table
 
 WASI_ERRNOS = {0, 8, 20, 21, 28, 44, 52, 58}
 STATUSES = {int(s) for s in Status}
@@ -19,7 +19,7 @@ OOB = 0xFFFF_FF00
 
 def _env_calls() -> list[tuple[str, str, str, str]]:
     return sorted(
-        {(m, n, c.params, c.results) for (m, n), c in registry().items() if m != "wasi_unstable" and "0_2_1" in c.abis}
+        {(c.module, c.name, c.params, c.results) for c in import_table("0_2_1") if c.module != "wasi_unstable"}
     )
 
 
@@ -45,17 +45,20 @@ def test_random_calls_never_crash(seed: int) -> None:
     stream = host.http_stream()
     stream.request_headers([(":path", "/"), ("a", "b")])
     # Random bytes in the scratch area, so "data" pointers often point at garbage maps.
-    host.vm.mem.write(4096, rng.randbytes(60000))
+    host.raw.memory.write(4096, rng.randbytes(60000))
     calls = _env_calls()
     seen: dict[str, set[int]] = {}
     for _ in range(4000):
         module, name, kinds, results = rng.choice(calls)
-        ctx = stream.ctx if rng.random() < 0.6 else host.root
+        if stream.ended:  # the fuzz ended it (a reset, a local reply): go on with a new one
+            stream = host.http_stream()
+            stream.request_headers([(":path", "/"), ("a", "b")])
+        on = stream if rng.random() < 0.6 and not stream.ended else None
         if name in ("proc_exit",):
             continue
-        mem_size = host.vm.mem.size()
-        result = host.vm.call("t_" + name, ctx, *_args(rng, kinds, mem_size))
-        assert result is not None, f"{name} failed the VM: {host.vm.fail_reason}"
+        mem_size = host.raw.memory.size()
+        result = host.raw.call("t_" + name, *_args(rng, kinds, mem_size), on=on)
+        assert result is not None, f"{name} failed the VM: {host.fail_reason}"
         assert not host.failed
         if results:
             allowed = WASI_ERRNOS if module == "wasi_snapshot_preview1" else STATUSES | {0, 1}
@@ -68,7 +71,7 @@ def test_random_calls_never_crash(seed: int) -> None:
     for callback in ("proxy_on_request_body", "proxy_on_response_headers", "proxy_on_response_body"):
         p.ret(callback, 0)
     # The fuzz may have scribbled over the probe's action table; clear it.
-    host.vm.mem.write(1024, b"\0" * 256)
+    host.raw.memory.write(1024, b"\0" * 256)
     assert host.request("GET", "/after").status in (200, 403)
 
 
@@ -116,17 +119,16 @@ def test_out_of_bounds_pointer_is_invalid_memory_access(
 ) -> None:
     host = Host.load(probe_wasm(), vm_config=b"vm-config")
     p = Probe(host)
-    ctx = host.root
+    stream = None
     if in_stream:
         p.ret("proxy_on_request_headers", 1)
         p.ret("proxy_on_request_body", 1)
         stream = host.http_stream()
         assert stream.request_headers([(":path", "/"), ("k", "v")]) != Action.CONTINUE
         stream.request_body(b"body", end_of_stream=True)
-        ctx = stream.ctx
     key = p.put("k")[0]
     args = [OOB if a == "P" else key if a == "K" else p.slot() if a == "S" else a for a in template]
-    result = host.vm.call("t_" + name, ctx, *args)  # type: ignore[arg-type]
+    result = host.raw.call("t_" + name, *args, on=stream)
     expected = Status.BAD_ARGUMENT if name == "proxy_set_effective_context" else Status.INVALID_MEMORY_ACCESS
     assert result == expected
     assert not host.failed

@@ -50,7 +50,7 @@ def test_out_of_bounds_trap_message() -> None:
 
     host = Host.load(probe_wasm(extra='(func (export "oob") (param i32) (drop (i32.load (i32.const -1))))'))
     with pytest.raises(WasmTrap, match="memory access out of bounds"):
-        host.vm.call("oob", host.root, 0)
+        host.raw.call("oob", 0)
     assert host.failed
 
 

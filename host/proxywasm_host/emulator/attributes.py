@@ -1,8 +1,11 @@
-"""Envoy attributes for ``proxy_get_property``: request.*, response.*, source/destination, connection,
-upstream, plugin_* and values set by the filter (``set_property`` lands in filter state under its path).
+"""Envoy's attributes for ``proxy_get_property``/``proxy_set_property`` (Envoy 1.40 names).
 
-Values are serialised like Envoy: strings/bytes raw, integers as 8-byte little-endian, booleans as one
-byte, maps as the header-map wire format.
+A path is its segments joined by NUL. The first segment names a top-level attribute (``request``,
+``response``, ``source``, ``destination``, ``connection``, ``upstream``, ``xds``, ``plugin_name``,
+``plugin_root_id``, ``plugin_vm_id``, ...); unknown names fall back to filter state written by
+``proxy_set_property`` (stored under ``wasm.<path>``, as Envoy's ``CelState``). Values are serialised
+as Envoy serialises CEL values: strings and bytes raw, integers 8-byte little-endian, booleans one
+byte, maps and lists in the header-map wire format.
 """
 
 from __future__ import annotations
@@ -10,11 +13,15 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any
 
-from proxywasm.abi import MapType, Status, encode_map
+from proxywasm.abi import Status, encode_map
 
 if TYPE_CHECKING:
-    from .context import Context
+    from .contexts import Context
     from .vm import Vm
+
+#: What Envoy's own ``local_info`` (the node) shows; ``Host.load(properties=...)`` overrides any path.
+NODE = {"id": "proxywasm-host", "cluster": "proxywasm-host"}
+FILTER_STATE_PREFIX = b"wasm."
 
 
 def serialize(value: Any) -> bytes:
@@ -43,37 +50,41 @@ def normalize_path(key: str | bytes | tuple[str | bytes, ...]) -> tuple[bytes, .
     return tuple(raw.split(b"\0" if b"\0" in raw else b"."))
 
 
-def _attributes(vm: Vm, ctx: Context) -> dict[str, Any]:
-    root = vm.root_of(ctx)
-    plugin = root.plugin
-    attrs: dict[str, Any] = {
+def _tree(vm: Vm, ctx: Context) -> dict[str, Any]:
+    plugin = vm.root_of(ctx).plugin
+    tree: dict[str, Any] = {
         "plugin_name": plugin.name if plugin else "",
         "plugin_root_id": plugin.root_id if plugin else "",
         "plugin_vm_id": vm.vm_id,
-        "node": {"id": "proxywasm-host", "cluster": "proxywasm-host"},
+        "xds": {"node": dict(NODE)},
         "listener_direction": 0,
     }
     stream = ctx.stream
-    if stream is not None and hasattr(stream, "attributes"):
-        attrs.update(stream.attributes())
-    return attrs
+    if stream is not None:
+        for key, value in stream.attributes().items():
+            if isinstance(value, dict) and isinstance(tree.get(key), dict):
+                tree[key] = {**tree[key], **value}
+            else:
+                tree[key] = value
+    return tree
 
 
 def lookup(vm: Vm, ctx: Context, raw_path: bytes) -> tuple[Status, bytes]:
-    segments = tuple(s for s in raw_path.split(b"\0")) if raw_path else ()
+    segments = tuple(raw_path.split(b"\0")) if raw_path else ()
     if not segments or segments == (b"",):
         return Status.NOT_FOUND, b""
     overrides = vm.property_overrides
     if segments in overrides:
         value = overrides[segments]
         return (Status.NOT_FOUND, b"") if value is None else (Status.OK, serialize(value))
-    # Values set by the filter live in filter state; Envoy resolves them by the first segment.
-    state = ctx.filter_state.get(raw_path)
-    if state is None and ctx.stream is None:
-        state = None
-    if state is not None:
+    node: Any = _tree(vm, ctx)
+    first = segments[0].decode("utf-8", "replace")
+    if first not in node:
+        # Envoy resolves unknown top-level names in filter state, by the first segment only.
+        state = ctx.stream.filter_state.get(FILTER_STATE_PREFIX + segments[0]) if ctx.stream is not None else None
+        if state is None or len(segments) > 1:
+            return Status.NOT_FOUND, b""
         return Status.OK, state
-    node: Any = _attributes(vm, ctx)
     for seg in segments:
         key = seg.decode("utf-8", "replace")
         if isinstance(node, dict) and key in node:
@@ -90,12 +101,10 @@ def lookup(vm: Vm, ctx: Context, raw_path: bytes) -> tuple[Status, bytes]:
         return Status.SERIALIZATION_FAILURE, b""
 
 
-def headers_dict(ctx: Context, map_type: MapType) -> dict[str, str] | None:
-    hmap = ctx.maps.get(map_type)
-    if hmap is None:
-        return None
-    out: dict[str, str] = {}
-    for k, v in hmap.items():
-        # Envoy's header map attribute joins repeated values with commas.
-        out[k] = f"{out[k]},{v}" if k in out else v
-    return out
+def store(vm: Vm, ctx: Context, raw_path: bytes, value: bytes) -> Status:
+    """``proxy_set_property``: filter state ``wasm.<path>`` of the stream (NOT_FOUND without one)."""
+    stream = ctx.stream
+    if stream is None:
+        return Status.NOT_FOUND
+    stream.filter_state[FILTER_STATE_PREFIX + raw_path] = bytes(value)
+    return Status.OK

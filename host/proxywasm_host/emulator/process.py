@@ -1,10 +1,14 @@
-"""State one Envoy process holds across all its Wasm VMs: clock, shared data, shared queues, stats.
+"""What one Envoy process holds across all its Wasm VMs: the clock and its timers, the event loop's
+posted work, shared data, shared queues, stats and foreign functions.
 
-Several ``Host`` objects (plugins/VMs) may share one ``Envoy`` to exercise cross-VM shared data.
+Several ``Host`` objects (plugins, VMs) may share one :class:`Envoy` to exercise shared data and
+queues across VMs, as Envoy's workers share them.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -18,9 +22,28 @@ if TYPE_CHECKING:
 
 ForeignFunction = Callable[[bytes], "bytes | tuple[int, bytes]"]
 
+_I64_MASK = (1 << 64) - 1
+
+
+class Timer:
+    """A callback due at a point of Envoy's monotonic clock; ``cancel()`` disarms it."""
+
+    __slots__ = ("action", "cancelled", "due_ns")
+
+    def __init__(self, due_ns: int, action: Callable[[], None]) -> None:
+        self.due_ns = due_ns
+        self.action = action
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
 
 @dataclass
 class Queue:
+    """A shared queue (cpp-host ``SharedQueue``): registered by one VM's root context, keyed by
+    ``(vm_id, name)``; any VM may enqueue."""
+
     vm_id: str
     name: str
     token: int
@@ -30,12 +53,21 @@ class Queue:
 
 
 class Envoy:
-    """Process-wide state, scoped like Envoy's: shared data and queues by ``vm_id``, stats by name."""
+    """Process-wide state, scoped as Envoy scopes it: shared data and queues by ``vm_id``, stats by
+    name (``wasmcustom.`` in Envoy's ``/stats``; this emulator stores the plain name).
+
+    The clock does not move by itself: ``Host.advance_time`` moves it and runs the timers that fall
+    due on the way (ticks, callout timeouts), in order.
+    """
 
     def __init__(self, *, log_level: int = LogLevel.INFO, start_time_ns: int | None = None) -> None:
         self.log_level = int(log_level)
         self.time_ns = time.time_ns() if start_time_ns is None else start_time_ns
         self.monotonic_ns = 1_000_000_000
+        self._timers: list[tuple[int, int, Timer]] = []
+        self._timer_seq = itertools.count()
+        # Work the event loop runs next (queue-ready notifications posted across VMs).
+        self.posted: deque[Callable[[], None]] = deque()
         self._shared: dict[str, dict[bytes, tuple[bytes, int]]] = {}
         self._cas = 1
         self._queues: dict[int, Queue] = {}
@@ -46,16 +78,49 @@ class Envoy:
         self.histograms: dict[str, list[int]] = {}
         self.foreign_functions: dict[str, ForeignFunction] = {"clear_route_cache": lambda _args: b""}
         self.vms: list[Vm] = []
-        # Callbacks queued for "the event loop" (queue ready notifications from other VMs).
-        self.posted: deque[Callable[[], None]] = deque()
 
-    # -- clock -------------------------------------------------------------------------------------
-    def advance(self, ms: float) -> None:
-        delta = int(ms * 1_000_000)
-        self.time_ns += delta
-        self.monotonic_ns += delta
+    # -- clock and timers -----------------------------------------------------------------------------
+    def schedule(self, delay_ms: float, action: Callable[[], None]) -> Timer:
+        """Run ``action`` once the monotonic clock has moved ``delay_ms`` forward."""
+        timer = Timer(self.monotonic_ns + int(delay_ms * 1_000_000), action)
+        heapq.heappush(self._timers, (timer.due_ns, next(self._timer_seq), timer))
+        return timer
 
-    # -- shared data (cpp-host SharedData) ---------------------------------------------------------
+    def next_due_ns(self) -> int | None:
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        return self._timers[0][0] if self._timers else None
+
+    def advance(self, ms: float) -> int:
+        """Move both clocks forward by ``ms``, running each timer that falls due on the way at its
+        own time. Returns how many timers ran."""
+        target = self.monotonic_ns + int(ms * 1_000_000)
+        ran = 0
+        while True:
+            due = self.next_due_ns()
+            if due is None or due > target:
+                break
+            _, _, timer = heapq.heappop(self._timers)
+            self._move_to(max(due, self.monotonic_ns))
+            timer.action()
+            ran += 1
+        self._move_to(target)
+        return ran
+
+    def _move_to(self, monotonic_ns: int) -> None:
+        delta = monotonic_ns - self.monotonic_ns
+        if delta > 0:
+            self.time_ns += delta
+            self.monotonic_ns = monotonic_ns
+
+    def run_posted(self) -> bool:
+        """Run the posted work (it may post more). Returns whether anything ran."""
+        ran = bool(self.posted)
+        while self.posted:
+            self.posted.popleft()()
+        return ran
+
+    # -- shared data (cpp-host SharedData) ------------------------------------------------------------
     def _next_cas(self) -> int:
         cas = self._cas
         self._cas = (self._cas + 1) & 0xFFFFFFFF or 1  # 0 is never a valid CAS
@@ -64,7 +129,8 @@ class Envoy:
     def get_shared(self, vm_id: str, key: bytes) -> tuple[bytes, int] | None:
         return self._shared.get(vm_id, {}).get(key)
 
-    def set_shared(self, vm_id: str, key: bytes, value: bytes, cas: int) -> Status:
+    def set_shared(self, vm_id: str, key: bytes, value: bytes, cas: int = 0) -> Status:
+        """Write ``value`` if ``cas`` is 0 or still the entry's CAS (else ``CAS_MISMATCH``)."""
         data = self._shared.setdefault(vm_id, {})
         old = data.get(key)
         if old is not None and cas != 0 and cas != old[1]:
@@ -75,7 +141,7 @@ class Envoy:
     def shared_data(self, vm_id: str = "") -> dict[bytes, bytes]:
         return {k: v for k, (v, _) in self._shared.get(vm_id, {}).items()}
 
-    # -- shared queues (cpp-host SharedQueue) ------------------------------------------------------
+    # -- shared queues (cpp-host SharedQueue) ---------------------------------------------------------
     def register_queue(self, vm: Vm, name: bytes, context_id: int) -> int:
         key = (vm.vm_id, bytes(name))
         token = self._queue_tokens.get(key)
@@ -110,11 +176,7 @@ class Envoy:
             self.posted.append(lambda: vm.on_queue_ready(context_id, token))
         return Status.OK
 
-    def run_posted(self) -> None:
-        while self.posted:
-            self.posted.popleft()()
-
-    # -- stats --------------------------------------------------------------------------------------
+    # -- stats ----------------------------------------------------------------------------------------
     def define_metric(self, kind: MetricType, name: str) -> None:
         if kind == MetricType.COUNTER:
             self.counters.setdefault(name, 0)
@@ -123,8 +185,14 @@ class Envoy:
         else:
             self.histograms.setdefault(name, [])
 
+    def add_to_counter(self, name: str, value: int) -> None:
+        self.counters[name] = (self.counters[name] + value) & _I64_MASK
+
+    def add_to_gauge(self, name: str, value: int) -> None:
+        self.gauges[name] = (self.gauges[name] + value) & _I64_MASK
+
     def metric(self, name: str) -> int | list[int] | None:
-        # Envoy files Wasm stats under the "wasmcustom." namespace in /stats; accept both spellings.
+        """A stat by name (``wasmcustom.`` prefix optional); histograms give their recorded values."""
         name = name.removeprefix("wasmcustom.")
         if name in self.counters:
             return self.counters[name]

@@ -1,0 +1,188 @@
+"""The HTTP/1 side of Envoy around the filter chain: how the downstream codec and the connection
+manager hand a request to the filters, how the router's upstream codec hands them a response, and
+what the downstream codec writes back to the client.
+
+Rules (each checked against Envoy 1.40 by the differential suite):
+
+* Request headers arrive as ``:authority`` (from ``host``), ``:path``, ``:method``, ``:scheme``,
+  then the client's headers in order, then the connection manager's ``x-forwarded-proto`` and
+  ``x-request-id`` when absent. A request's ``transfer-encoding`` never reaches the filters.
+* A body arrives as one data frame with ``end_stream=false`` and then an empty frame with
+  ``end_stream=true``. Request trailers reach the filters only when the listener enables HTTP/1
+  trailers (``http_protocol_options.enable_trailers``); by default they are dropped and the body
+  still ends with an empty ``end_stream=true`` frame.
+* An upstream response without a body (HEAD, 204, 304, ``content-length: 0``) ends on its headers.
+  The filters see an upstream's ``transfer-encoding`` where it stood; the downstream codec drops it
+  and writes its own framing header after all others (``transfer-encoding: chunked`` when the
+  response has a body and no ``content-length``).
+* The client gets ``date`` (when absent) and ``server: envoy``; ``content-length: 0`` for a bodiless
+  response that has neither length nor chunking (never for 1xx, 204 or 304); no body at all for
+  HEAD, 1xx, 204 and 304.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from dataclasses import dataclass
+
+from .headers import HeaderMap
+
+Frames = list[tuple[bytes, bool]]
+
+
+@dataclass
+class Message:
+    """One direction of an exchange as a codec hands it to the filter chain."""
+
+    headers: HeaderMap
+    frames: Frames  # data frames (bytes, end_stream)
+    trailers: HeaderMap | None  # delivered trailers (the stream ends with them)
+
+    @property
+    def headers_end_stream(self) -> bool:
+        return not self.frames and self.trailers is None
+
+
+def _frames(body: bytes, chunked: bool, trailers: HeaderMap | None) -> Frames:
+    if not body and not chunked:
+        return []
+    frames: Frames = [(body, False)] if body else []
+    if trailers is None:
+        frames.append((b"", True))
+    return frames
+
+
+def request_message(
+    method: str,
+    path: str,
+    authority: str,
+    headers: HeaderMap,
+    body: bytes,
+    trailers: HeaderMap | None,
+    *,
+    trailers_enabled: bool = False,
+) -> Message:
+    """What the downstream codec and the connection manager hand to the first filter. ``headers``
+    are the client's own (a ``host`` header stands for ``:authority``)."""
+    req = HeaderMap([(":authority", authority), (":path", path), (":method", method), (":scheme", "http")])
+    chunked = False
+    for k, v in headers.pairs():
+        if k == b"host":
+            req.set_in_place(":authority", v)
+        elif k == b"transfer-encoding":
+            chunked = chunked or v.lower() == b"chunked"
+        elif k[:1] == b":":
+            req.set_in_place(k, v)
+        else:
+            req.add(k, v)
+    if body and not chunked and req.get(b"content-length") is None:
+        req.add(b"content-length", str(len(body)))
+    if trailers is not None and not chunked:
+        chunked = True  # only a chunked body can carry trailers
+        req.remove(b"content-length")
+    if req.get(b"x-forwarded-proto") is None:
+        req.add(b"x-forwarded-proto", b"http")
+    if req.get(b"x-request-id") is None:
+        req.add(b"x-request-id", str(uuid.UUID(int=random.getrandbits(128), version=4)))
+    delivered = trailers if (trailers is not None and trailers_enabled) else None
+    return Message(req, _frames(body, chunked, delivered), delivered)
+
+
+def upstream_request_headers(headers: HeaderMap, body_forwarded: bool, route_timeout_ms: int) -> HeaderMap:
+    """What the router's codec sends upstream: the router's timeout header after the filters, and
+    chunking for a body without a length."""
+    sent = HeaderMap(headers)
+    sent.add(b"x-envoy-expected-rq-timeout-ms", str(route_timeout_ms))
+    if body_forwarded and sent.get(b"content-length") is None:
+        sent.add(b"transfer-encoding", b"chunked")
+    return sent
+
+
+def response_message(
+    request_method: str, status: int, headers: HeaderMap, body: bytes, trailers: HeaderMap | None,
+    service_time_ms: int,
+) -> Message:  # fmt: skip
+    """An upstream answer as the router's codec hands it to the filters (router headers added)."""
+    resp = HeaderMap([(":status", str(status))])
+    chunked = False
+    for k, v in headers.pairs():
+        if k == b"transfer-encoding":
+            chunked = True
+        if k != b":status":
+            resp.add(k, v)
+    no_body = request_method == "HEAD" or status in (204, 304) or 100 <= status < 200
+    if no_body:
+        body, chunked = b"", False
+    elif not chunked and resp.get(b"content-length") is None and (body or trailers is not None):
+        chunked = True  # the upstream framed its body by chunks
+    resp.add(b"x-envoy-upstream-service-time", str(service_time_ms))
+    # HTTP/1 upstream trailers are dropped unless the cluster enables them (it does not here).
+    return Message(resp, _frames(body, chunked, None), None)
+
+
+_DATE_CACHE: list[tuple[int, bytes]] = [(-1, b"")]
+
+
+def http_date(time_ns: int) -> bytes:
+    """The ``date`` header for a time (Envoy's date provider also formats it once per second)."""
+    second = time_ns // 1_000_000_000
+    cached = _DATE_CACHE[0]
+    if cached[0] != second:
+        cached = (second, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(second)).encode())
+        _DATE_CACHE[0] = cached
+    return cached[1]
+
+
+@dataclass
+class ClientResponse:
+    """What the client reads: status, headers without pseudo headers, body."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def client_response(
+    headers: HeaderMap, body: bytes, *, request_method: str, headers_only: bool, close_connection: bool,
+    time_ns: int,
+) -> ClientResponse:  # fmt: skip
+    """The connection manager's last touches and the downstream codec's framing. ``headers_only``:
+    the headers ended the stream (no body frame followed)."""
+    final = HeaderMap(headers)
+    if final.get(b"date") is None:
+        final.add(b"date", http_date(time_ns))
+    final.set_in_place("server", "envoy")
+    bodiless = not has_body(final)
+    status = int(final.get(b":status") or b"0")
+    if close_connection:
+        final.add(b"connection", b"close")
+    # The codec writes its own framing header last, after everything the connection manager set (a
+    # transfer-encoding in the map, e.g. the upstream's, goes: the codec decides the framing).
+    final.remove(b"transfer-encoding")
+    if final.get(b"content-length") is None and not bodiless:
+        if not headers_only:
+            final.add(b"transfer-encoding", b"chunked")
+        elif request_method != "HEAD":
+            final.add(b"content-length", b"0")
+    body = b"" if (bodiless or request_method == "HEAD") else read_body(final, body)[0]
+    return ClientResponse(status, [(k, v) for k, v in final.items() if not k.startswith(":")], body)
+
+
+def has_body(headers: HeaderMap) -> bool:
+    """Whether a response with this status carries a body on the wire at all (not 1xx, 204, 304)."""
+    status = int(headers.get(b":status") or b"0")
+    return not (status < 200 or status in (204, 304))
+
+
+def read_body(headers: HeaderMap, body: bytes) -> tuple[bytes, int | None]:
+    """What an HTTP/1 peer reads of ``body`` under these headers, and the ``content-length`` it falls
+    short of (``None`` if it does not). The peer reads exactly ``content-length`` bytes: Envoy does
+    not fix the header after a filter rewrote the body, so a longer body gets cut, and with a shorter
+    one the peer waits for the rest forever."""
+    raw = headers.get(b"content-length")
+    if raw is None or not raw.isdigit():
+        return body, None
+    length = int(raw)
+    return body[:length], (length if len(body) < length else None)

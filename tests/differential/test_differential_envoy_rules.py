@@ -1,0 +1,278 @@
+"""The kinds of Envoy behaviour a filter author meets at the edges, real Envoy vs the host: HEAD and
+bodiless responses, local replies to gRPC requests, HTTP/1 framing (chunked bodies, trailers, bodies
+held behind paused headers), buffer limits, allow_on_headers_stop_iteration, callout timeouts and
+failures, FAIL_RELOAD, attributes, pseudo headers in callouts, and what Envoy does when a filter
+continues or replies at awkward moments. Each kind is driven by a Python filter (RULES) and, where the
+AssemblyScript fixtures can express it, by a module of that SDK too."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from differential import Call, EnvoyDriver, HostDriver, Plugin, Reply, check, drivers
+
+Pair = tuple[EnvoyDriver, HostDriver]
+Build = Callable[[str], Path]
+
+RULES = """
+import proxywasm
+from proxywasm import Action, HostCallError, HttpContext, log, properties
+
+
+def probe(fn):
+    try:
+        return repr(fn())
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+@proxywasm.register
+class Rules(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        self.mode = headers.get("x-mode", "")
+        names = ",".join(k for k, _ in headers.pairs())
+        log.info(f"request headers eos={end_of_stream} names={names}")
+        if self.mode == "reply":
+            grpc = headers.get("x-grpc-status")
+            self.send_response(int(headers.get("x-code", "403")), headers.get("x-reply-body", "denied\\n"),
+                               [(k[8:], v) for k, v in headers.pairs() if k.startswith("x-reply-")
+                                and k != "x-reply-body"],
+                               grpc_status=int(grpc) if grpc else None)
+            return Action.PAUSE
+        if self.mode in ("callout", "hold"):
+            cluster = headers.get("x-cluster", "svc")
+            extra = [tuple(h.split("=", 1)) for h in headers.get("x-callout-headers", "").split(";") if h]
+            try:
+                self.http_call(cluster, self.answered, path="/auth", headers=extra,
+                               timeout_ms=int(headers.get("x-timeout", "3000")))
+            except HostCallError as exc:
+                log.warn(f"http_call refused: {exc.status!r}")
+                self.send_response(500, "no call\\n")
+            return Action.PAUSE
+        if self.mode == "props":
+            for path in (("node",), ("node", "id"), ("xds", "node", "id"), ("xds", "node", "cluster"),
+                         ("xds", "cluster_name"), ("xds", "route_name"),
+                         ("connection", "requested_server_name"), ("connection", "mtls"),
+                         ("request", "path"), ("request", "method"), ("request", "headers", "x-mode"),
+                         ("plugin_name",), ("plugin_root_id",), ("plugin_vm_id",)):
+                log.info(f"prop {'.'.join(path)} = {probe(lambda: properties.get(*path))}")
+            properties.set("k", value="v1")
+            log.info(f"prop k after set = {probe(lambda: properties.get('k'))}")
+            log.info(f"prop filter_state.wasm.k = {probe(lambda: properties.get('filter_state', 'wasm.k'))}")
+            log.info(f"prop never.set = {probe(lambda: properties.get('never', 'set'))}")
+            log.info(f"prop never = {probe(lambda: properties.get('never'))}")
+        if self.mode == "hold-only":
+            return Action.PAUSE
+
+    def answered(self, response):
+        log.info(f"callout status={response.status} failed={response.failed} body={response.body!r}")
+        log.info("callout headers: " + ",".join(k.decode() for k, _ in response.headers))
+        self.resume_request()
+
+    def on_request_body(self, body, end_of_stream):
+        log.info(f"request body size={len(body.read())} eos={end_of_stream}")
+        if self.mode == "buffer-request" or self.mode == "hold-only":
+            return Action.CONTINUE if end_of_stream else Action.PAUSE
+        if self.mode == "continue-inside-pause":
+            self.resume_request()
+            return Action.PAUSE
+
+    def on_request_trailers(self, trailers):
+        log.info("request trailers " + ",".join(f"{k}={v}" for k, v in trailers.pairs()))
+
+    def on_response_headers(self, headers, end_of_stream):
+        names = ",".join(k for k, _ in headers.pairs())
+        log.info(f"response headers eos={end_of_stream} names={names}")
+        headers.add("x-rules", "1")
+        if self.mode == "buffer-response-stop-all":
+            return Action.STOP_ALL_ITERATION_AND_BUFFER
+        if self.mode == "reply-on-response-body":
+            return Action.CONTINUE
+
+    def on_response_body(self, body, end_of_stream):
+        log.info(f"response body size={len(body.read())} eos={end_of_stream}")
+        if self.mode in ("buffer-response", "buffer-response-stop-all"):
+            return Action.CONTINUE if end_of_stream else Action.PAUSE
+        if self.mode == "reply-on-response-body" and not end_of_stream:
+            self.send_response(502, "late\\n")
+            return Action.PAUSE
+
+    def on_response_trailers(self, trailers):
+        log.info("response trailers " + ",".join(f"{k}={v}" for k, v in trailers.pairs()))
+"""
+
+SVC = Reply(200, (("content-type", "text/plain"), ("x-svc", "1")), b"yes")
+
+
+def _rules(build_filter: Build, **options: object) -> Iterator[Pair]:
+    plugin = Plugin(build_filter(RULES), clusters={"svc": SVC}, **options)  # type: ignore[arg-type]
+    with drivers(plugin) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def rules(build_filter: Build) -> Iterator[Pair]:
+    yield from _rules(build_filter)
+
+
+# -- HEAD and bodiless responses --------------------------------------------------------------------------
+def test_head_response_ends_on_its_headers(rules: Pair) -> None:
+    # The upstream answers HEAD with content-length: 241 and no body: the response headers callback
+    # gets end_of_stream=true, no body callback runs, the client gets no body.
+    check(rules, Call("HEAD", "/", upstream=Reply(200, (("content-type", "text/html"),), b"x" * 241)))
+
+
+def test_local_reply_to_head_keeps_its_length(rules: Pair) -> None:
+    check(rules, Call("HEAD", "/", (("x-mode", "reply"),)))
+
+
+def test_bodiless_statuses(rules: Pair) -> None:
+    # 304 and 204 get no content-length: 0 added; 304 keeps the validator headers.
+    check(
+        rules,
+        Call("GET", "/", upstream=Reply(304, (("etag", '"v1"'),), b"")),
+        Call("GET", "/", upstream=Reply(204, (), b"")),
+        Call("GET", "/", upstream=Reply(200, (), b"")),
+    )
+
+
+# -- local replies to gRPC requests -----------------------------------------------------------------------
+GRPC = ("content-type", "application/grpc")
+
+
+def test_local_reply_to_grpc_request_is_trailers_only(rules: Pair) -> None:
+    check(
+        rules,
+        Call("POST", "/pkg.Svc/Do", (GRPC, ("x-mode", "reply")), b"\0\0\0\0\0"),
+        Call("POST", "/pkg.Svc/Do", (GRPC, ("x-mode", "reply"), ("x-code", "401"))),
+        Call("POST", "/pkg.Svc/Do", (GRPC, ("x-mode", "reply"), ("x-code", "404"))),
+        Call("POST", "/pkg.Svc/Do", (GRPC, ("x-mode", "reply"), ("x-code", "429"))),
+        Call("POST", "/pkg.Svc/Do", (GRPC, ("x-mode", "reply"), ("x-code", "500"), ("x-reply-body", "a b%c"))),
+        Call("POST", "/pkg.Svc/Do", (GRPC, ("x-mode", "reply"), ("x-code", "503"), ("x-grpc-status", "3"))),
+    )
+
+
+def test_local_reply_headers_and_empty_body(rules: Pair) -> None:
+    # The filter's own headers, its content-type with an empty body, a content-length it set.
+    check(
+        rules,
+        Call("GET", "/", (("x-mode", "reply"), ("x-reply-content-type", "application/json"), ("x-reply-body", ""))),
+        Call("GET", "/", (("x-mode", "reply"), ("x-reply-x-a", "1"), ("x-reply-x-b", "2"))),
+    )
+
+
+# -- HTTP/1 framing -------------------------------------------------------------------------------------
+def test_chunked_upload_hides_transfer_encoding(rules: Pair) -> None:
+    check(rules, Call("POST", "/up", (("content-type", "text/plain"),), b"chunked body", chunked=True))
+
+
+def test_chunked_upstream_answer(rules: Pair) -> None:
+    # transfer-encoding is stripped from what the filter sees and written back after its headers.
+    check(rules, Call("GET", "/", upstream=Reply(200, (("content-type", "text/plain"),), b"chunks", chunked=True)))
+
+
+def test_request_trailers_are_dropped_by_default(rules: Pair) -> None:
+    check(rules, Call("POST", "/", (), b"abc", chunked=True, trailers=(("x-checksum", "42"),)))
+
+
+@pytest.fixture(scope="module")
+def rules_with_trailers(build_filter: Build) -> Iterator[Pair]:
+    yield from _rules(build_filter, request_trailers=True)
+
+
+def test_request_trailers_reach_the_filter_when_enabled(rules_with_trailers: Pair) -> None:
+    check(rules_with_trailers, Call("POST", "/", (), b"abc", chunked=True, trailers=(("x-checksum", "42"),)))
+
+
+def test_body_behind_paused_headers_arrives_in_one_callback(rules: Pair) -> None:
+    # The headers callback pauses for a callout; the body that arrived meanwhile comes in ONE body
+    # callback with end_of_stream=true once the request is resumed.
+    check(rules, Call("POST", "/", (("x-mode", "callout"),), b"held body"))
+
+
+def test_continue_inside_the_pausing_callback(rules: Pair) -> None:
+    check(rules, Call("POST", "/", (("x-mode", "continue-inside-pause"),), b"x"))
+
+
+# -- buffer limits -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rules_small_buffer(build_filter: Build) -> Iterator[Pair]:
+    yield from _rules(build_filter, buffer_limit=1024)
+
+
+def test_request_over_the_buffer_limit_gets_413(rules_small_buffer: Pair) -> None:
+    check(rules_small_buffer, Call("POST", "/", (("x-mode", "buffer-request"),), b"a" * 3000))
+
+
+def test_request_within_the_buffer_limit(rules_small_buffer: Pair) -> None:
+    check(rules_small_buffer, Call("POST", "/", (("x-mode", "buffer-request"),), b"a" * 1000))
+
+
+def test_response_over_the_buffer_limit_after_headers_resets(rules_small_buffer: Pair) -> None:
+    check(rules_small_buffer, Call("GET", "/", (("x-mode", "buffer-response"),), upstream=Reply(200, (), b"b" * 3000)))
+
+
+def test_response_over_the_buffer_limit_before_headers_is_500(rules_small_buffer: Pair) -> None:
+    check(
+        rules_small_buffer,
+        Call("GET", "/", (("x-mode", "buffer-response-stop-all"),), upstream=Reply(200, (), b"b" * 3000)),
+    )
+
+
+# -- allow_on_headers_stop_iteration ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rules_stop_iteration(build_filter: Build) -> Iterator[Pair]:
+    yield from _rules(build_filter, allow_on_headers_stop_iteration=True)
+
+
+def test_pause_from_headers_holds_everything_by_default(rules: Pair) -> None:
+    check(rules, Call("POST", "/", (("x-mode", "hold"),), b"body while held"))
+
+
+def test_allow_on_headers_stop_iteration_lets_body_callbacks_run(rules_stop_iteration: Pair) -> None:
+    # PAUSE stops only the headers: the body callbacks run and may buffer; a CONTINUE from one of them
+    # sends the held headers on with the body.
+    check(rules_stop_iteration, Call("POST", "/", (("x-mode", "hold-only"),), b"buffered by the filter"))
+
+
+# -- callouts: timeouts, failures, pseudo headers ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def callouts(build_filter: Build) -> Iterator[Pair]:
+    clusters = {"svc": SVC, "slow": Reply(200, (), b"late", delay_s=1.5), "reset": Reply(reset=True)}
+    plugin = Plugin(build_filter(RULES), clusters=clusters, unreachable=("dead",))
+    with drivers(plugin) as pair:
+        yield pair
+
+
+def test_callout_timeout_is_a_504(callouts: Pair) -> None:
+    check(callouts, Call("GET", "/", (("x-mode", "callout"), ("x-cluster", "slow"), ("x-timeout", "300"))))
+
+
+def test_callout_to_unreachable_cluster_is_a_503(callouts: Pair) -> None:
+    check(callouts, Call("GET", "/", (("x-mode", "callout"), ("x-cluster", "dead"))))
+
+
+def test_callout_reset_by_the_cluster(callouts: Pair) -> None:
+    check(callouts, Call("GET", "/", (("x-mode", "callout"), ("x-cluster", "reset"))))
+
+
+def test_callout_answer_carries_its_framing(callouts: Pair) -> None:
+    check(callouts, Call("GET", "/", (("x-mode", "callout"),)))
+
+
+def test_callout_pseudo_headers(callouts: Pair) -> None:
+    # Only :method, :path, :authority and :scheme travel; other pseudo headers are dropped.
+    check(callouts, Call("GET", "/", (("x-mode", "callout"), ("x-callout-headers", ":scheme=https;:foo=bar;x-k=v"))))
+
+
+# -- attributes ------------------------------------------------------------------------------------------
+def test_attributes(rules: Pair) -> None:
+    check(rules, Call("GET", "/attrs?q=1", (("x-mode", "props"),)))
+
+
+# -- replies at awkward moments --------------------------------------------------------------------------
+def test_local_reply_on_a_response_body_frame_resets(rules: Pair) -> None:
+    # The headers went out, the frame's data never does: the client sees a cut response.
+    check(rules, Call("GET", "/", (("x-mode", "reply-on-response-body"),)))
