@@ -30,11 +30,16 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .run import RunOptions, run
+    from .run import RunError, RunOptions, parse_cluster, run
 
     configuration = args.config
-    if configuration is not None and configuration.startswith("@"):
-        configuration = Path(configuration[1:]).read_text()
+    try:
+        if configuration is not None and configuration.startswith("@"):
+            configuration = Path(configuration[1:]).read_text()
+        clusters = tuple(parse_cluster(text) for text in args.cluster)
+    except (OSError, RunError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     options = RunOptions(
         source=Path(args.path),
         configuration=configuration,
@@ -44,6 +49,8 @@ def _run(args: argparse.Namespace) -> int:
         watch=args.watch,
         root_id=args.root_id,
         concurrency=args.concurrency,
+        clusters=clusters,
+        stats_tags=args.stats_tags,
     )
     return run(options)
 
@@ -82,6 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--watch", action="store_true", help="rebuild and hot-swap the filter on every save")
     p.add_argument("--root-id", default="", help="the plugin's root_id")
     p.add_argument("--concurrency", type=int, default=1, help="Envoy worker threads")
+    p.add_argument(
+        "--cluster",
+        action="append",
+        default=[],
+        metavar="NAME=HOST:PORT",
+        help="a cluster the filter's callouts can reach (repeatable); NAME=h2c://HOST:PORT speaks HTTP/2 (gRPC)",
+    )
+    p.add_argument(
+        "--stats-tags",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="turn the filter's labelled metrics into Prometheus labels (Envoy stats_tags; default: on)",
+    )
     p.set_defaults(func=_run)
 
     p = sub.add_parser("package", help="write an OCI image of a module for Istio (no Docker) and its WasmPlugin")
