@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(clang-14 lld-14 llvm-14 wasi-libc libclang-rt-14-dev-wasm32 wrk nodejs npm)
+# docker-registry and skopeo: the push/pull tests run a real OCI registry on 127.0.0.1.
+APT_PACKAGES=(clang-14 lld-14 llvm-14 wasi-libc libclang-rt-14-dev-wasm32 wrk nodejs npm docker-registry skopeo)
 VENV=.venv
 
 setup() {
@@ -53,6 +54,7 @@ case "${1:-}" in
     test)
         setup
         tests/assemblyscript/build.sh
+        tests/istio/setup.sh
         "$VENV/bin/ruff" check .
         "$VENV/bin/ruff" format --check .
         "$VENV/bin/mypy"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from .build import build
 from .bundle import BuildError
@@ -55,19 +56,81 @@ def _run(args: argparse.Namespace) -> int:
     return run(options)
 
 
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+def _match(text: str) -> Any:
+    from .package import TrafficSelector
+
+    mode, _, ports = text.partition(":")
+    modes = ("CLIENT", "SERVER", "CLIENT_AND_SERVER")
+    if mode and mode not in modes:
+        raise ValueError(f"--match {text!r}: the mode is one of {', '.join(modes)} (or empty: any)")
+    numbers = [p for p in ports.split(",") if p]
+    if not all(p.isdigit() and 0 < int(p) < 65536 for p in numbers):
+        raise ValueError(f"--match {text!r}: ports are numbers, e.g. SERVER:8080,9090")
+    return TrafficSelector(mode or None, tuple(int(p) for p in numbers))  # type: ignore[arg-type]
+
+
+def _istio_options(args: argparse.Namespace) -> Any:
+    import json
+
+    from .package import IstioOptions
+
+    plugin_config = None
+    if args.plugin_config:
+        plugin_config = json.loads(Path(args.plugin_config).read_text())
+        if not isinstance(plugin_config, dict):
+            raise ValueError(f"--plugin-config {args.plugin_config}: Istio's pluginConfig is a JSON object")
+    env: dict[str, str | None] = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise ValueError(f"--env {item!r}: expected NAME=VALUE, or NAME to pass the proxy's own variable")
+        env[key] = value if sep else None
+    return IstioOptions(
+        name=args.name,
+        namespace=args.namespace,
+        selector=_pairs(args.selector, "--selector"),
+        phase=args.phase,
+        priority=args.priority,
+        match=tuple(_match(m) for m in args.match),
+        fail_strategy=args.fail_strategy,
+        plugin_name=args.plugin_name if args.plugin_name is not None else (args.root_id[0] if args.root_id else ""),
+        plugin_config=plugin_config,
+        env=env,
+        type=args.type,
+        image_pull_policy=args.image_pull_policy,
+        image_pull_secret=args.image_pull_secret,
+    )
+
+
 def _package(args: argparse.Namespace) -> int:
     from .package import package
 
     try:
+        istio = _istio_options(args)
         result = package(
-            Path(args.module), Path(args.output) if args.output else None, args.image, args.format, args.root_id
+            Path(args.module),
+            Path(args.output) if args.output else None,
+            args.image,
+            args.format,
+            args.root_id,
+            istio,
         )
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     for image, ref in zip(result.images, result.refs, strict=True):
         print(f"{image.variant} image {ref}: {image.digest}")
-    print(f"wrote {result.output} (OCI image layout) and {result.wasmplugin}")
+    print(f"wrote {result.output} (OCI image layout), {result.wasmplugin} and {result.trafficextension}")
     return 0
 
 
@@ -110,6 +173,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", help="NAME:TAG the WasmPlugin url points at (default: <module>:latest)")
     p.add_argument("--format", choices=["compat", "oci", "both"], default="compat", help="image variant(s)")
     p.add_argument("--root-id", action="append", default=[], help="root_id(s) the module serves (metadata)")
+    istio = p.add_argument_group("Istio manifests (WasmPlugin and TrafficExtension)")
+    istio.add_argument("--name", help="metadata.name (default: from the image name)")
+    istio.add_argument("--namespace", help="metadata.namespace")
+    istio.add_argument("--selector", action="append", default=[], metavar="LABEL=VALUE", help="workload labels")
+    istio.add_argument("--phase", choices=["AUTHN", "AUTHZ", "STATS"], help="default: just before the router")
+    istio.add_argument("--priority", type=int, help="order within the phase (higher runs first)")
+    istio.add_argument(
+        "--match", action="append", default=[], metavar="MODE[:PORT,...]", help="traffic selector (repeatable)"
+    )
+    istio.add_argument(
+        "--fail-strategy", choices=["FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"], default="FAIL_CLOSE", help="on a crash"
+    )
+    istio.add_argument("--plugin-name", help="the plugin's root_id (default: the first --root-id)")
+    istio.add_argument("--plugin-config", metavar="FILE.json", help="a JSON object on_configure receives")
+    istio.add_argument(
+        "--env", action="append", default=[], metavar="NAME[=VALUE]", help="VM environment (NAME alone: from the proxy)"
+    )
+    istio.add_argument("--type", choices=["HTTP", "NETWORK"], default="HTTP", help="NETWORK for a StreamContext")
+    istio.add_argument("--image-pull-policy", choices=["IfNotPresent", "Always"], default="IfNotPresent")
+    istio.add_argument("--image-pull-secret", help="a Kubernetes docker-registry Secret in the same namespace")
     p.set_defaults(func=_package)
     args = parser.parse_args(argv)
     try:
