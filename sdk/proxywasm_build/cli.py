@@ -114,13 +114,22 @@ def _istio_options(args: argparse.Namespace) -> Any:
 
 def _package(args: argparse.Namespace) -> int:
     from .package import package
+    from .registry import ImageRejected, Reference, RegistryError, pull, push
 
+    image = args.image
     try:
+        target = Reference.parse(args.push) if args.push else None
+        if target is not None:
+            if target.digest:
+                raise ValueError(f"--push {args.push}: push to a tag (NAME:TAG); the digest is computed here")
+            if image and image != args.push:
+                raise ValueError(f"--image {image} and --push {args.push} differ: give only --push")
+            image = str(target)
         istio = _istio_options(args)
         result = package(
             Path(args.module),
             Path(args.output) if args.output else None,
-            args.image,
+            image,
             args.format,
             args.root_id,
             istio,
@@ -128,9 +137,42 @@ def _package(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    for image, ref in zip(result.images, result.refs, strict=True):
-        print(f"{image.variant} image {ref}: {image.digest}")
+    for built, ref in zip(result.images, result.refs, strict=True):
+        print(f"{built.variant} image {ref}: {built.digest}")
     print(f"wrote {result.output} (OCI image layout), {result.wasmplugin} and {result.trafficextension}")
+    if target is None:
+        return 0
+    try:
+        pushed = push(result.images, result.refs, target, args.plain_http)
+        # Read it back as Istio will: same manifest digest, a layout Istio accepts, the same module.
+        check = pull(pushed[0], result.images[0].digest, args.plain_http)
+    except (RegistryError, ImageRejected) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for ref, built in zip(pushed, result.images, strict=True):
+        print(f"pushed {ref}: {built.digest}")
+    if check.module != Path(args.module).read_bytes():
+        print(f"error: {pushed[0]} does not hold {args.module}", file=sys.stderr)
+        return 1
+    print(f"verified {check.reference} as Istio pulls it ({check.variant} layout, sha256 {check.digest[7:]})")
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from .registry import ImageRejected, RegistryError, pull
+
+    try:
+        pulled = pull(args.reference, args.sha256, args.plain_http)
+    except (ValueError, RegistryError) as err:  # ImageRejected is a ValueError
+        kind = "Istio would reject this image" if isinstance(err, ImageRejected) else "error"
+        print(f"{kind}: {err}", file=sys.stderr)
+        return 1
+    out = Path(args.output) if args.output else None
+    if out is not None:
+        out.write_bytes(pulled.module)
+    where = f", wrote {out}" if out else ""
+    size = len(pulled.module)
+    print(f"{pulled.reference}: {pulled.variant} layout, sha256 {pulled.digest[7:]}, module {size} bytes{where}")
     return 0
 
 
@@ -173,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", help="NAME:TAG the WasmPlugin url points at (default: <module>:latest)")
     p.add_argument("--format", choices=["compat", "oci", "both"], default="compat", help="image variant(s)")
     p.add_argument("--root-id", action="append", default=[], help="root_id(s) the module serves (metadata)")
+    p.add_argument(
+        "--push", metavar="HOST[:PORT]/NAME:TAG", help="push the image(s) there and check them as Istio will"
+    )
+    p.add_argument(
+        "--plain-http", action="store_true", default=None, help="registry without TLS (default for localhost)"
+    )
     istio = p.add_argument_group("Istio manifests (WasmPlugin and TrafficExtension)")
     istio.add_argument("--name", help="metadata.name (default: from the image name)")
     istio.add_argument("--namespace", help="metadata.namespace")
@@ -194,6 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     istio.add_argument("--image-pull-policy", choices=["IfNotPresent", "Always"], default="IfNotPresent")
     istio.add_argument("--image-pull-secret", help="a Kubernetes docker-registry Secret in the same namespace")
     p.set_defaults(func=_package)
+
+    p = sub.add_parser("pull", help="fetch a Wasm image as Istio's agent does, check its sha256 and layout")
+    p.add_argument("reference", help="HOST[:PORT]/NAME:TAG (oci:// allowed)")
+    p.add_argument("--sha256", help="the sha256 the WasmPlugin/TrafficExtension names (the manifest digest)")
+    p.add_argument("-o", "--output", help="write the module here")
+    p.add_argument(
+        "--plain-http", action="store_true", default=None, help="registry without TLS (default for localhost)"
+    )
+    p.set_defaults(func=_pull)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
