@@ -176,6 +176,19 @@ def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new(args: argparse.Namespace) -> int:
+    from .new import new
+
+    try:
+        files = new(Path(args.name))
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"created {args.name}/: {', '.join(p.name for p in files)}")
+    print(f"next: cd {args.name} && pytest && proxywasm run filter.py --watch")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="proxywasm", description="Envoy proxy-wasm filters in Python")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", help="output .wasm path (default: <name>.wasm)")
     p.add_argument("-r", "--requirements", help="requirements file of pure-Python dependencies to bundle")
     p.set_defaults(func=_build)
+
+    p = sub.add_parser("new", help="create a filter directory: filter.py, its tests, envoy.yaml, README")
+    p.add_argument("name", help="directory to create; its name names the filter (a Python identifier)")
+    p.set_defaults(func=_new)
 
     p = sub.add_parser("run", help="build a filter and serve it through a real Envoy on 127.0.0.1")
     p.add_argument("path", help="a filter .py file or package directory")
