@@ -86,7 +86,10 @@ def _istio_options(args: argparse.Namespace) -> Any:
 
     plugin_config = None
     if args.plugin_config:
-        plugin_config = json.loads(Path(args.plugin_config).read_text())
+        try:
+            plugin_config = json.loads(Path(args.plugin_config).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--plugin-config {args.plugin_config}: not JSON ({err})") from None
         if not isinstance(plugin_config, dict):
             raise ValueError(f"--plugin-config {args.plugin_config}: Istio's pluginConfig is a JSON object")
     env: dict[str, str | None] = {}
