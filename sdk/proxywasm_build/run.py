@@ -165,7 +165,11 @@ class Runner:
 
     def _clusters(self) -> tuple[Cluster, str]:
         if self.options.upstream:
-            upstream = parse_cluster(f"{UPSTREAM}={self.options.upstream}")
+            target = self.options.upstream
+            try:
+                upstream = parse_cluster(f"{UPSTREAM}={'127.0.0.1' + target if target.startswith(':') else target}")
+            except RunError:
+                raise RunError(f"--upstream {target!r}: expected HOST:PORT or :PORT") from None
             description = f"upstream {self.options.upstream}"
         else:
             self.upstream = UpstreamServer().start()

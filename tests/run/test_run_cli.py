@@ -225,6 +225,19 @@ def test_parse_cluster() -> None:
             parse_cluster(bad)
 
 
+def test_upstream_option_takes_host_port_or_port(tmp_path: Path) -> None:
+    for given, expected in (
+        ("10.1.2.3:8080", Cluster("upstream", 8080, host="10.1.2.3")),
+        (":9000", Cluster("upstream", 9000)),
+    ):
+        runner = Runner(RunOptions(tmp_path / "f.py", upstream=given, workdir=tmp_path / "w"), say=lambda _: None)
+        assert runner._clusters()[0] == expected
+    with pytest.raises(RunError, match="--upstream .nowhere.: expected HOST:PORT or :PORT"):
+        Runner(
+            RunOptions(tmp_path / "f.py", upstream="nowhere", workdir=tmp_path / "w"), say=lambda _: None
+        )._clusters()
+
+
 def test_duplicate_cluster_names_are_refused(tmp_path: Path) -> None:
     source = tmp_path / "f.py"
     source.write_text(CALLOUT_FILTER)
