@@ -2,12 +2,13 @@
 # Set-up and everyday commands. Every command first makes sure the machine has what it needs
 # (Debian packages, the virtualenv, the Python runtime), so each works on a fresh clone.
 #   ./dev.sh demo    build examples/http_headers and serve it through a real Envoy
-#   ./dev.sh test    run the whole test suite (what CI runs)
+#   ./dev.sh test    lint, type-check, build the docs and run the whole test suite (what CI runs)
 #   ./dev.sh setup   only the set-up
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(clang-14 lld-14 llvm-14 wasi-libc libclang-rt-14-dev-wasm32 wrk nodejs npm)
+# docker-registry and skopeo: the push/pull tests run a real OCI registry on 127.0.0.1.
+APT_PACKAGES=(clang-14 lld-14 llvm-14 wasi-libc libclang-rt-14-dev-wasm32 wrk nodejs npm docker-registry skopeo)
 VENV=.venv
 
 setup() {
@@ -53,9 +54,11 @@ case "${1:-}" in
     test)
         setup
         tests/assemblyscript/build.sh
+        tests/istio/setup.sh
         "$VENV/bin/ruff" check .
         "$VENV/bin/ruff" format --check .
         "$VENV/bin/mypy"
+        "$VENV/bin/mkdocs" build --strict --quiet   # the docs: any warning fails
         exec "$VENV/bin/pytest" "${@:2}" ;;
     *)
         sed -n '2,7p' "$0"; exit 2 ;;

@@ -28,6 +28,7 @@ _importlib = sys.modules["_frozen_importlib"]  # importlib._bootstrap, loaded by
 _S_IFMT, _S_IFDIR = 0o170000, 0o040000
 
 BUNDLE = "/bundle"
+STDLIB = "/stdlib"  # mapped in at build time only (proxywasm_build.build)
 MANIFEST = "proxywasm-bundle.txt"
 
 
@@ -57,9 +58,30 @@ class BundleImporter:
 
 
 class NotBundled:
-    """Last on the meta path: explains why a module cannot be imported inside Envoy."""
+    """Last on the meta path: explains why a module cannot be imported. While the filter is built it
+    speaks only for stdlib modules the runtime lacks; inside Envoy (``frozen``) for every module."""
+
+    def __init__(self, stdlib: str) -> None:
+        self.stdlib = stdlib  # the runtime's pure-Python stdlib, space-separated: files exist at build time only
+        self.frozen = False
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
+        top = fullname.partition(".")[0]
+        if top in sys.stdlib_module_names and top not in self.stdlib.split():
+            linked = ", ".join(sorted(n for n in sys.builtin_module_names if n not in ("__main__", "builtins", "sys")))
+            raise ModuleNotFoundError(
+                f"No module named {fullname!r}: the stdlib module {top!r} is not part of the proxywasm runtime "
+                f"(its C part is not linked, or it was left out). C modules linked: {linked}",
+                name=fullname,
+            )
+        if not self.frozen:
+            return None
+        if top in sys.stdlib_module_names:
+            raise ModuleNotFoundError(
+                f"No module named {fullname!r} in this filter: the stdlib module was not imported while the filter "
+                f"was built, and Envoy gives the module no files. Add `import {fullname}` at module level.",
+                name=fullname,
+            )
         raise ModuleNotFoundError(
             f"No module named {fullname!r} in this filter: only modules imported while the filter was "
             "built, and the filter's own bundled modules, exist inside Envoy. Import it at module level.",
@@ -103,11 +125,12 @@ def _compile_bundle(root: str, skip: set[str], package: str = "") -> dict[str, t
     return codes
 
 
-def _freeze_imports(importer: BundleImporter) -> None:
+def _freeze_imports(importer: BundleImporter, missing: NotBundled) -> None:
     """No filesystem inside Envoy: only builtin and bundled modules remain importable (the runtime
     empties the frozen-module tables after initialisation, see runtime/static_data.c)."""
     importer.codes = {n: c for n, c in importer.codes.items() if n not in sys.modules}
-    sys.meta_path[:] = [importer, _importlib.BuiltinImporter, NotBundled()]
+    missing.frozen = True
+    sys.meta_path[:] = [importer, _importlib.BuiltinImporter, missing]
     sys.path[:] = []
     sys.path_hooks[:] = []
     sys.path_importer_cache.clear()
@@ -118,6 +141,11 @@ def initialize() -> None:
         manifest = dict(line.split("=", 1) for line in f.read().splitlines() if "=" in line)
     importer = BundleImporter(_compile_bundle(BUNDLE, skip={"proxywasm"}))
     sys.meta_path.insert(0, importer)
+    stdlib = " ".join(
+        sorted({e.removesuffix(".py") for e in posix.listdir(STDLIB) if "." not in e.removesuffix(".py")})
+    )
+    missing = NotBundled(stdlib)
+    sys.meta_path.append(missing)
     for module in manifest.get("preload", "").split():
         __import__(module)
     __import__(manifest["entry"])
@@ -131,7 +159,7 @@ def initialize() -> None:
     abcs = sys.modules.get("_collections_abc")
     if abcs is not None:  # the filter uses collections.abc: Headers is a MutableMapping for it too
         abcs.MutableMapping.register(headers.Headers)
-    _freeze_imports(importer)
+    _freeze_imports(importer, missing)
     log.install_stdio()
     log.route_logging()
     _proxywasm.set_dispatcher(_dispatch.dispatcher, _dispatch.dispatcher.contexts)

@@ -52,7 +52,7 @@ def _explain(output: str, source: Path) -> str:
     where = None
     for line in lines:
         match = _FRAME.match(line)
-        if match and not match.group(1).startswith(("/stdlib", "<frozen", "proxywasm/")):
+        if match and not match.group(1).startswith(("/stdlib", "<frozen", "proxywasm/", "/bundle/proxywasm/")):
             where = f"{match.group(1)}:{match.group(2)}"
     base = source.parent  # bundle paths are relative to the folder holding the file or package
     prefix = f"{base / where}: " if where else f"{source}: "

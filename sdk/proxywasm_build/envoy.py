@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import ipaddress
 import itertools
 import json
 import os
@@ -158,9 +159,19 @@ class WasmPlugin:
         }
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Cluster:
-    """A STATIC cluster with one endpoint (default host 127.0.0.1)."""
+    """A cluster with one endpoint (default host 127.0.0.1): STATIC for an IP address, STRICT_DNS
+    for a host name (Envoy refuses a name in a STATIC cluster). ``http2`` speaks HTTP/2 upstream
+    (what gRPC callouts need)."""
 
     name: str
     port: int
@@ -172,7 +183,7 @@ class Cluster:
         """The Cluster message as a dict."""
         cluster: JsonDict = {
             "name": self.name,
-            "type": "STATIC",
+            "type": "STATIC" if _is_ip(self.host) else "STRICT_DNS",
             "connect_timeout": f"{self.connect_timeout_s}s",
             "load_assignment": {
                 "cluster_name": self.name,

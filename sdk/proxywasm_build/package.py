@@ -25,9 +25,10 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import shutil
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,12 +38,17 @@ __all__ = [
     "IMAGE_INDEX",
     "IMAGE_LAYER_GZIP",
     "IMAGE_MANIFEST",
+    "ISTIO_KINDS",
     "WASM_CONFIG",
     "WASM_LAYER",
     "Blob",
     "Image",
+    "IstioOptions",
     "Package",
+    "TrafficSelector",
     "compat_image",
+    "istio_resource",
+    "istio_yaml",
     "oci_image",
     "package",
     "wasmplugin_yaml",
@@ -181,6 +187,8 @@ class Package:
     refs: tuple[str, ...]
     output: Path
     wasmplugin: Path
+    trafficextension: Path
+    url: str  # what both manifests point at: oci://NAME:TAG of the first image
 
 
 def split_image(image: str) -> tuple[str, str]:
@@ -203,30 +211,151 @@ def layout_files(images: list[Image], refs: list[str]) -> dict[str, bytes]:
     return files
 
 
+Phase = Literal["AUTHN", "AUTHZ", "STATS"]
+FailStrategy = Literal["FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"]
+PluginType = Literal["HTTP", "NETWORK"]
+WorkloadMode = Literal["CLIENT", "SERVER", "CLIENT_AND_SERVER"]
+PullPolicy = Literal["IfNotPresent", "Always"]
+ISTIO_API = "extensions.istio.io/v1alpha1"
+ISTIO_KINDS = ("WasmPlugin", "TrafficExtension")
+
+
+@dataclass(frozen=True)
+class TrafficSelector:
+    """Which traffic gets the filter (Istio ``TrafficSelector``): a direction and destination ports."""
+
+    mode: WorkloadMode | None = None
+    ports: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        selected: dict[str, Any] = {}
+        if self.mode:
+            selected["mode"] = self.mode
+        if self.ports:
+            selected["ports"] = [{"number": port} for port in self.ports]
+        return selected
+
+
+@dataclass(frozen=True)
+class IstioOptions:
+    """The Wasm settings Istio's ``WasmPlugin`` and ``TrafficExtension`` share (istio/api
+    ``extensions/v1alpha1/wasm.proto`` and ``traffic_extension.proto``).
+
+    ``env`` maps a VM environment variable to its value, or to ``None`` for ``valueFrom: HOST``
+    (the proxy's own variable of that name). ``plugin_config`` (a JSON object) is what
+    ``on_configure`` receives, as JSON. ``fail_strategy``: FAIL_CLOSE answers 500s while the plugin
+    cannot run, FAIL_OPEN skips it, FAIL_RELOAD (Istio 1.24+) starts a new VM after a crash.
+    """
+
+    name: str | None = None
+    namespace: str | None = None
+    selector: dict[str, str] = field(default_factory=dict)
+    phase: Phase | None = None
+    priority: int | None = None
+    match: tuple[TrafficSelector, ...] = ()
+    fail_strategy: FailStrategy = "FAIL_CLOSE"
+    plugin_name: str = ""
+    plugin_config: dict[str, Any] | None = None
+    env: dict[str, str | None] = field(default_factory=dict)
+    type: PluginType = "HTTP"
+    image_pull_policy: PullPolicy = "IfNotPresent"
+    image_pull_secret: str | None = None
+
+
+def _wasm_settings(url: str, digest: str, options: IstioOptions) -> dict[str, Any]:
+    """The fields WasmPlugin.spec and TrafficExtension.spec.wasm have in common."""
+    wasm: dict[str, Any] = {"url": url, "sha256": digest.removeprefix("sha256:")}
+    wasm["imagePullPolicy"] = options.image_pull_policy
+    if options.image_pull_secret:
+        wasm["imagePullSecret"] = options.image_pull_secret
+    if options.plugin_name:
+        wasm["pluginName"] = options.plugin_name
+    wasm["pluginConfig"] = dict(options.plugin_config or {})
+    wasm["failStrategy"] = options.fail_strategy
+    if options.env:
+        wasm["vmConfig"] = {
+            "env": [
+                {"name": key, "valueFrom": "HOST"} if value is None else {"name": key, "value": value}
+                for key, value in options.env.items()
+            ]
+        }
+    wasm["type"] = options.type
+    return wasm
+
+
+def istio_resource(kind: str, name: str, url: str, digest: str, options: IstioOptions) -> dict[str, Any]:
+    """A ``WasmPlugin`` (Wasm settings in ``spec``) or ``TrafficExtension`` (Istio 1.30+, the same
+    settings under ``spec.wasm``) for the module at ``url``; ``digest`` is what Istio checks: for an
+    ``oci://`` url the image manifest's sha256, for ``http(s)://`` the module's own."""
+    if kind not in ISTIO_KINDS:
+        raise ValueError(f"unknown Istio kind {kind!r}: {' or '.join(ISTIO_KINDS)}")
+    metadata: dict[str, Any] = {"name": options.name or name}
+    if options.namespace:
+        metadata["namespace"] = options.namespace
+    placement: dict[str, Any] = {}
+    if options.selector:
+        placement["selector"] = {"matchLabels": dict(options.selector)}
+    if options.phase:
+        placement["phase"] = options.phase
+    if options.priority is not None:
+        placement["priority"] = options.priority
+    if options.match:
+        placement["match"] = [m.to_dict() for m in options.match]
+    wasm = _wasm_settings(url, digest, options)
+    spec = {**placement, **wasm} if kind == "WasmPlugin" else {**placement, "wasm": wasm}
+    return {"apiVersion": ISTIO_API, "kind": kind, "metadata": metadata, "spec": spec}
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+_PLAIN_VALUE = re.compile(r"[A-Za-z][A-Za-z0-9_./-]*\Z")
+_YAML_WORDS = frozenset({"y", "n", "yes", "no", "true", "false", "on", "off", "null"})  # YAML 1.1 reads these
+
+
+def to_yaml(value: Any, indent: int = 0) -> str:
+    """Block-style YAML for JSON-like data; strings are JSON-quoted (a JSON string is a YAML scalar)."""
+    pad = " " * indent
+    if isinstance(value, dict) and value:
+        lines = []
+        for key, item in value.items():
+            name = key if _PLAIN_KEY.match(key) and key.lower() not in _YAML_WORDS else json.dumps(key)
+            if isinstance(item, (dict, list)) and item:
+                lines.append(f"{pad}{name}:\n{to_yaml(item, indent + 2)}")
+            else:
+                lines.append(f"{pad}{name}: {to_yaml(item).strip()}")
+        return "\n".join(lines)
+    if isinstance(value, list) and value:
+        lines = []
+        for item in value:
+            text = to_yaml(item, indent + 2)
+            lines.append(f"{pad}- {text.lstrip()}")
+        return "\n".join(lines)
+    if isinstance(value, str) and _PLAIN_VALUE.match(value) and value.lower() not in _YAML_WORDS:
+        return pad + value
+    return pad + json.dumps(value)
+
+
+def istio_yaml(resource: dict[str, Any], variant: str = "") -> str:
+    """The resource as a commented YAML document."""
+    wasm = resource["spec"].get("wasm", resource["spec"])
+    what = f" ({variant} variant)" if variant else ""
+    header = [
+        f"# Istio pulls {wasm['url']}{what} and refuses it unless the image manifest's sha256 matches.",
+        "# `proxywasm package --push` pushes it unchanged (so do crane push, oras cp --from-oci-layout, skopeo copy).",
+    ]
+    if resource["kind"] == "TrafficExtension":
+        header.append(
+            "# TrafficExtension needs Istio 1.30+; older Istio takes the WasmPlugin written next to this file."
+        )
+    else:
+        header.append("# Istio 1.30+ also takes the TrafficExtension written next to this file (apply one of them).")
+    if "selector" not in resource["spec"]:
+        header.append("# No selector: every workload in the namespace gets the filter (add --selector app=NAME).")
+    return "\n".join(header) + "\n" + to_yaml(resource) + "\n"
+
+
 def wasmplugin_yaml(name: str, url: str, digest: str, root_id: str = "", variant: str = "") -> str:
     """An Istio ``WasmPlugin`` for the image; ``sha256`` is the manifest digest Istio checks."""
-    q = json.dumps  # a JSON string is a valid YAML scalar
-    lines = [
-        f"# Istio pulls {url} ({variant} variant) and refuses it unless the image manifest's sha256 matches.",
-        "# Push the layout unchanged (crane push DIR REF, oras cp --from-oci-layout, skopeo copy oci:DIR ...).",
-        "apiVersion: extensions.istio.io/v1alpha1",
-        "kind: WasmPlugin",
-        "metadata:",
-        f"  name: {q(name)}",
-        "spec:",
-        "  # selector:            # without one, every workload in the namespace gets the filter",
-        "  #   matchLabels:",
-        "  #     app: my-app",
-        f"  url: {q(url)}",
-        f"  sha256: {q(digest.removeprefix('sha256:'))}",
-        "  imagePullPolicy: IfNotPresent",
-        "  # phase: AUTHN | AUTHZ | STATS  (default: after Istio's own filters, before the router)",
-        "  failStrategy: FAIL_CLOSE",
-    ]
-    if root_id:
-        lines.append(f"  pluginName: {q(root_id)}  # the plugin's root_id")
-    lines += ["  pluginConfig: {}  # what on_configure receives, as JSON", ""]
-    return "\n".join(lines)
+    return istio_yaml(istio_resource("WasmPlugin", name, url, digest, IstioOptions(plugin_name=root_id)), variant)
 
 
 def _kubernetes_name(text: str) -> str:
@@ -240,11 +369,14 @@ def package(
     image: str | None = None,
     fmt: Format = "compat",
     root_ids: list[str] | None = None,
+    istio: IstioOptions | None = None,
 ) -> Package:
-    """Write the OCI layout (a directory, or a tar when `output` ends in ``.tar``) and the WasmPlugin YAML.
+    """Write the OCI layout (a directory, or a tar when `output` ends in ``.tar``) and the Istio
+    manifests next to it: ``<layout>.wasmplugin.yaml`` and ``<layout>.trafficextension.yaml``.
 
-    With ``fmt="both"`` the compat image is tagged TAG and the oci variant TAG-oci; the YAML points at
-    the first.
+    With ``fmt="both"`` the compat image is tagged TAG and the oci variant TAG-oci; the manifests
+    point at the first. ``istio.plugin_name`` defaults to the first root id. Raises ValueError for a
+    file that is not a Wasm module, OSError when a file cannot be read or written.
     """
     module = module_path.read_bytes()
     if module[:4] != b"\0asm":
@@ -274,14 +406,15 @@ def package(
             path = out / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-    yaml_path = out.with_name(f"{out.stem if out.suffix == '.tar' else out.name}.wasmplugin.yaml")
-    yaml_path.write_text(
-        wasmplugin_yaml(
-            _kubernetes_name(name.rsplit("/", 1)[-1]),
-            f"oci://{name}:{refs[0]}",
-            images[0].digest,
-            ids[0] if ids else "",
-            images[0].variant,
-        )
-    )
-    return Package(tuple(images), tuple(refs), out, yaml_path)
+    options = istio or IstioOptions()
+    if not options.plugin_name and ids:
+        options = replace(options, plugin_name=ids[0])
+    url = f"oci://{name}:{refs[0]}"
+    base = out.stem if out.suffix == ".tar" else out.name
+    written = {}
+    for kind in ISTIO_KINDS:
+        resource = istio_resource(kind, _kubernetes_name(name.rsplit("/", 1)[-1]), url, images[0].digest, options)
+        path = out.with_name(f"{base}.{kind.lower()}.yaml")
+        path.write_text(istio_yaml(resource, images[0].variant))
+        written[kind] = path
+    return Package(tuple(images), tuple(refs), out, written["WasmPlugin"], written["TrafficExtension"], url)

@@ -11,7 +11,9 @@ How Envoy 1.40 takes an ECDS update: it loads the module and runs ``on_vm_start`
 ``on_configure`` on the main thread first; if that fails (for example ``on_configure`` raises or
 returns False) it logs "Filesystem config update rejected" and counts ``update_rejected``, and the
 previous filter stays. Only a successful update counts ``update_success`` and sets the
-``version_text`` readout to the new ``version_info``.
+``version_text`` readout to the new ``version_info``. The first version goes the same way: Envoy
+becomes ready either way, and a rejected first version leaves the listener without its filter (every
+request gets an empty 500), so ``run`` waits for the verdict and stops with Envoy's reason.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -29,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from .build import build
+from .build import BuildResult, build
 from .bundle import BuildError
 from .envoy import Cluster, Envoy, WasmPlugin, http_bootstrap, parse_log
 from .upstream import UpstreamServer
@@ -41,6 +44,26 @@ _ECDS_STAT = f"extension_config_discovery.http_filter.{FILTER_NAME}"
 # (config_reload/config_fail are per filter-chain provider and are not a reliable verdict.)
 _OUTCOMES = ("update_success", "update_rejected", "update_failure")
 _SETTLE_S = 0.2  # a save is complete once the sources have not changed for this long
+_VERDICT_TIMEOUT_S = 120.0  # V8 compiles the module first: ~1.5 s per MB of code, slower on a busy machine
+UPSTREAM = "upstream"
+_CALLOUTS = ("http_call", "grpc_call", "grpc_stream", "dispatch_http_call")
+# A callout error that names its cluster: "... cluster 'auth' ..." (or "cluster \"auth\"").
+_CLUSTER_RE = re.compile(r"""cluster ['"]([^'"]+)['"]""")
+
+
+class RunError(RuntimeError):
+    """``proxywasm run`` cannot serve: bad options, or Envoy rejected the filter; the message says why."""
+
+
+def parse_cluster(text: str) -> Cluster:
+    """``NAME=HOST:PORT`` (HTTP/1.1) or ``NAME=h2c://HOST:PORT`` (HTTP/2 without TLS, for gRPC) -> Cluster."""
+    name, sep, target = text.partition("=")
+    http2 = target.startswith("h2c://")
+    host, colon, port = target.removeprefix("h2c://").removeprefix("http://").rpartition(":")
+    host = host.strip("[]")  # [::1]:8080
+    if not sep or not name or not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RunError(f"--cluster {text!r}: expected NAME=HOST:PORT (or NAME=h2c://HOST:PORT for gRPC)")
+    return Cluster(name, int(port), host=host, http2=http2)
 
 
 @dataclass
@@ -54,6 +77,8 @@ class RunOptions:
     root_id: str = ""
     concurrency: int = 1
     workdir: Path | None = None
+    clusters: tuple[Cluster, ...] = ()  # callout targets next to the upstream
+    stats_tags: bool = True  # put the build's stats_tags into Envoy's stats_config (labelled metrics)
 
 
 def ecds_filter(config_path: Path) -> dict[str, Any]:
@@ -91,11 +116,14 @@ class Runner:
         self.say = say
         self._own_workdir = options.workdir is None
         self.workdir = options.workdir or Path(tempfile.mkdtemp(prefix="proxywasm-run-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.ecds_path = self.workdir / "ecds" / "filter.json"
         self.version = 0
         self.envoy: Envoy | None = None
         self.upstream: UpstreamServer | None = None
         self._log_offset = 0
+        self.last_build: BuildResult | None = None
+        self._hinted: set[str] = set()
 
     # ---- building ----
 
@@ -116,6 +144,7 @@ class Runner:
     def build(self) -> WasmPlugin:
         started = time.perf_counter()
         result = build(self.options.source)
+        self.last_build = result
         digest = hashlib.sha256(result.module).hexdigest()[:12]
         wasm = self.workdir / f"filter-{digest}.wasm"
         wasm.write_bytes(result.module)
@@ -128,30 +157,76 @@ class Runner:
 
     # ---- Envoy ----
 
+    def stats_tags(self) -> list[dict[str, Any]]:
+        """Envoy ``TagSpecifier``s for the filter's labelled metrics: the build's ``stats_tags``
+        (a list of ``{"tag_name": ..., "regex": ...}``) when the build emits them, else none."""
+        tags = getattr(self.last_build, "stats_tags", None)
+        return [dict(tag) for tag in tags] if tags else []
+
+    def _clusters(self) -> tuple[Cluster, str]:
+        if self.options.upstream:
+            target = self.options.upstream
+            try:
+                upstream = parse_cluster(f"{UPSTREAM}={'127.0.0.1' + target if target.startswith(':') else target}")
+            except RunError:
+                raise RunError(f"--upstream {target!r}: expected HOST:PORT or :PORT") from None
+            description = f"upstream {self.options.upstream}"
+        else:
+            self.upstream = UpstreamServer().start()
+            upstream = Cluster(UPSTREAM, self.upstream.port)
+            description = f"demo echo upstream on 127.0.0.1:{self.upstream.port}"
+        names = [UPSTREAM, *(c.name for c in self.options.clusters)]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise RunError(f"cluster {', '.join(duplicates)} given twice (the upstream cluster is named {UPSTREAM!r})")
+        return upstream, description
+
     def start(self) -> None:
+        upstream, description = self._clusters()
         plugin = self.build()
         self.ecds_path.parent.mkdir(parents=True, exist_ok=True)
         self.version += 1
         write_ecds(self.ecds_path, plugin, str(self.version))
-        if self.options.upstream:
-            host, _, port = self.options.upstream.rpartition(":")
-            upstream = Cluster("upstream", int(port), host=host or "127.0.0.1")
-            description = f"upstream {self.options.upstream}"
-        else:
-            self.upstream = UpstreamServer().start()
-            upstream = Cluster("upstream", self.upstream.port)
-            description = f"demo echo upstream on 127.0.0.1:{self.upstream.port}"
         config = http_bootstrap(
             upstream_port=upstream.port,
             listen_port=self.options.port,
             admin_port=self.options.admin_port,
             http_filters=[ecds_filter(self.ecds_path)],
+            clusters=self.options.clusters,
         )
         config["static_resources"]["clusters"][0] = upstream.to_dict()
         config["node"] = {"id": "proxywasm-run", "cluster": "proxywasm"}  # file-based discovery needs both
+        tags = self.stats_tags() if self.options.stats_tags else []
+        if tags:
+            config["stats_config"] = {"stats_tags": tags}
         self.envoy = Envoy(config, concurrency=self.options.concurrency, workdir=self.workdir / "envoy").start()
-        self.say(f"Envoy is serving the filter on {self.envoy.url} ({description})")
-        self.say(f"admin: {self.envoy.admin_url}   log: {self.envoy.log_path}   pid: {self.envoy.pid}")
+        self._first_verdict()
+        envoy = self.envoy
+        self.say(f"Envoy is serving the filter on {envoy.url} ({description})")
+        if self.options.clusters:
+            targets = ", ".join(f"{c.name} -> {c.host}:{c.port}" for c in self.options.clusters)
+            self.say(f"callout clusters: {targets}")
+        self.say(f"admin: {envoy.admin_url}   metrics: {envoy.admin_url}/stats/prometheus")
+        if tags:
+            self.say(f"stats tags: {', '.join(str(t.get('tag_name')) for t in tags)} (labels in /stats/prometheus)")
+        self.say(f"log: {envoy.log_path}   pid: {envoy.pid}")
+
+    def _first_verdict(self) -> None:
+        """Wait until Envoy took or rejected the first version; a rejection raises RunError with the reason."""
+        assert self.envoy is not None
+        deadline = time.monotonic() + _VERDICT_TIMEOUT_S
+        while self.envoy.running:
+            outcome = self._outcomes()
+            if outcome["update_success"]:
+                return
+            if outcome["update_rejected"] or outcome["update_failure"]:
+                raise RunError(f"Envoy rejected the filter:\n{self._rejection(0)}")
+            if time.monotonic() > deadline:
+                raise RunError(
+                    f"Envoy did not load the filter within {_VERDICT_TIMEOUT_S:.0f}s; see {self.envoy.log_path}"
+                )
+            time.sleep(0.1)
+        raise RunError(f"Envoy exited while loading the filter; see {self.envoy.log_path}")
 
     def _outcomes(self) -> dict[str, int]:
         assert self.envoy is not None
@@ -197,7 +272,7 @@ class Runner:
         text = self.envoy.log_since(log_offset)
         self._log_offset = log_offset + len(text)  # shown here; echo_filter_logs skips them
         lines = [
-            f"  [{ln.level}] {ln.message}"
+            f"  [{ln.level}] " + ln.message.replace("\n", "\n    ")
             for ln in parse_log(text)
             if ln.level in ("error", "critical") or "rejected" in ln.message
         ]
@@ -207,10 +282,44 @@ class Runner:
         """Show the filter's own log lines (Envoy's `wasm` logger) as they arrive."""
         assert self.envoy is not None
         text = self.envoy.logs()
-        new, self._log_offset = text[self._log_offset :], len(text)
-        for line in new.splitlines():
-            if "][wasm]" in line:
-                self.say("  " + line.split("] ", 1)[-1])
+        end = text.rfind("\n") + 1  # a line still being written waits for the next round
+        new, self._log_offset = text[self._log_offset : end], max(end, self._log_offset)
+        for line in parse_log(new):
+            if line.logger == "wasm":
+                for i, part in enumerate(line.message.splitlines()):
+                    self.say(("  " if i == 0 else "    ") + part)
+                hint = self.callout_hint(line.message)
+                if hint:
+                    self.say(hint)
+
+    def known_clusters(self) -> list[str]:
+        """The clusters Envoy knows, from its admin ``/clusters``."""
+        assert self.envoy is not None
+        status, body = self.envoy.admin_get("/clusters?format=json")
+        if status != 200:
+            return []
+        return sorted(c["name"] for c in json.loads(body).get("cluster_statuses", []) if "name" in c)
+
+    def callout_hint(self, message: str) -> str | None:
+        """For a callout that failed with BAD_ARGUMENT (Envoy's answer for a cluster it does not know):
+        which cluster, and which ones Envoy knows. Said once per cluster."""
+        if "BAD_ARGUMENT" not in message or not any(call in message for call in _CALLOUTS):
+            return None
+        found = _CLUSTER_RE.search(message)
+        cluster = found.group(1) if found else None
+        key = cluster or ""
+        if key in self._hinted:
+            return None
+        self._hinted.add(key)
+        known = self.known_clusters()
+        if cluster is not None and cluster in known:
+            return None  # a known cluster: BAD_ARGUMENT has another cause (headers, timeout)
+        what = f"cluster {cluster!r}, which" if cluster is not None else "a cluster that"
+        return (
+            f"proxywasm: the filter called {what} Envoy does not know (a callout to an unknown cluster fails "
+            f"with BAD_ARGUMENT). Envoy knows: {', '.join(known) or 'none'}. "
+            "Add one with --cluster NAME=HOST:PORT."
+        )
 
     def serve(self) -> None:
         assert self.envoy is not None
@@ -244,7 +353,11 @@ class Runner:
 
 
 def run(options: RunOptions) -> int:
-    runner = Runner(options, say=lambda text: print(f"proxywasm: {text}", flush=True))
+    """Serve until Ctrl-C/SIGTERM (0), or stop at once with the reason when Envoy rejects the first
+    version of the filter or cannot start (1)."""
+    runner = Runner(
+        options, say=lambda text: print(text if text.startswith("proxywasm:") else f"proxywasm: {text}", flush=True)
+    )
 
     def terminate(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -253,6 +366,9 @@ def run(options: RunOptions) -> int:
     try:
         runner.start()
         runner.serve()
+    except RunError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
         print("proxywasm: stopping", file=sys.stderr, flush=True)
     finally:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from proxywasm_build.package import package
 
@@ -120,12 +121,15 @@ def check_oci(layout: Layout, ref: str, root_ids: list[str]) -> str:
 
 
 def yaml_sha(path: Path) -> tuple[str, str]:
-    text = path.read_text()
-    assert "kind: WasmPlugin" in text and "apiVersion: extensions.istio.io/v1alpha1" in text
-    url = re.search(r'^  url: "([^"]+)"$', text, re.M)
-    digest = re.search(r'^  sha256: "([0-9a-f]{64})"$', text, re.M)
-    assert url and digest, text
-    return url.group(1), digest.group(1)
+    """(url, sha256) of a WasmPlugin file, and the TrafficExtension next to it must agree."""
+    plugin = yaml.safe_load(path.read_text())
+    assert (plugin["apiVersion"], plugin["kind"]) == ("extensions.istio.io/v1alpha1", "WasmPlugin")
+    extension = yaml.safe_load(path.with_name(path.name.replace(".wasmplugin.", ".trafficextension.")).read_text())
+    assert (extension["apiVersion"], extension["kind"]) == ("extensions.istio.io/v1alpha1", "TrafficExtension")
+    wasm = extension["spec"]["wasm"]
+    assert (wasm["url"], wasm["sha256"]) == (plugin["spec"]["url"], plugin["spec"]["sha256"])
+    assert re.fullmatch("[0-9a-f]{64}", plugin["spec"]["sha256"])
+    return plugin["spec"]["url"], plugin["spec"]["sha256"]
 
 
 def test_both_variants_in_a_directory(module: Path, tmp_path: Path) -> None:
@@ -151,7 +155,7 @@ def test_both_variants_in_a_directory(module: Path, tmp_path: Path) -> None:
     # The WasmPlugin points at the compat image, with the manifest digest Istio compares.
     assert result.wasmplugin == tmp_path / "image.wasmplugin.yaml"
     assert yaml_sha(result.wasmplugin) == ("oci://registry.local:5000/team/my-filter:1.2.3", compat_digest[7:])
-    assert 'pluginName: "my_root"' in result.wasmplugin.read_text()
+    assert yaml.safe_load(result.wasmplugin.read_text())["spec"]["pluginName"] == "my_root"
     assert compat_digest != oci_digest
 
 
