@@ -12,9 +12,12 @@ from proxywasm_host import GrpcReply, Request
 
 
 def test_unknown_cluster_is_bad_argument(probe: Probe) -> None:
+    probe.host.add_cluster("auth")
     probe.act("proxy_on_request_headers", Act.HTTP_CALL)
     probe.host.request("GET", "/")
     assert probe.result == Status.BAD_ARGUMENT
+    # Envoy says nothing; the host names the cluster and the ones it knows.
+    assert (3, "http_call to unknown cluster 'cluster'; clusters known: auth") in probe.host.envoy_logs
 
 
 def test_missing_required_headers_is_bad_argument(probe: Probe) -> None:

@@ -1,6 +1,6 @@
 """Typed shared-data values (``shared_data.set_value``/``get_value``) are MessagePack that other
 programs read and write: what the SDK writes decodes with the ``msgpack`` library (PyPI), and what
-the library writes decodes in the SDK. In the local host (written with ``host.envoy.set_shared``)
+the library writes decodes in the SDK. In the local host (written with ``host.set_shared_data``)
 and in real Envoy (bytes carried in and out as hex)."""
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def test_in_the_host(module: Path) -> None:
     assert decoded(host.shared_data[b"from-sdk"]) == VALUE  # the SDK's bytes, read by the library
     assert bytes.fromhex(written.body.decode()) == host.shared_data[b"from-sdk"]
 
-    host.envoy.set_shared(host.vm.vm_id, b"from-library", library_bytes(), 0)
+    host.set_shared_data(b"from-library", library_bytes())
     read = host.request("GET", "/", headers=[("x-op", "read")])
     assert read.status == 200
     assert ast.literal_eval(read.body.decode()) == VALUE  # the library's bytes, read by the SDK

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from proxywasm.abi import BufferType, MapType, Status
+from proxywasm.abi import BufferType, LogLevel, MapType, Status
 
 from ..messages import GrpcReply, Request, Response, pairs_of
 from .headers import HeaderMap
@@ -145,6 +145,12 @@ class HttpCallout:
             root.callout_response = None
 
 
+def _unknown_cluster(vm: Vm, what: str, cluster: str) -> None:
+    """Envoy refuses the call without a word; the host says which cluster and which ones exist."""
+    known = ", ".join(sorted(vm.clusters)) or "none (give Host.load clusters=...)"
+    vm.log(LogLevel.WARN, f"{what} to unknown cluster {cluster!r}; clusters known: {known}", internal=True)
+
+
 def start_http_call(
     vm: Vm, cluster: str, headers: Pairs, body: bytes, trailers: Pairs, timeout_ms: int
 ) -> tuple[int, int]:
@@ -152,6 +158,7 @@ def start_http_call(
     if timeout_ms >= 1 << 31:  # Envoy takes the timeout as a signed int
         return int(Status.BAD_ARGUMENT), 0
     if cluster not in vm.clusters:
+        _unknown_cluster(vm, "http_call", cluster)
         return int(Status.BAD_ARGUMENT), 0
     hmap = HeaderMap(headers)
     if hmap.get(b":path") is None or hmap.get(b":method") is None or hmap.get(b":authority") is None:
@@ -280,6 +287,7 @@ def start_grpc(
     cluster = service.decode("utf-8", "replace")
     if cluster not in vm.clusters:
         # Envoy: neither a GrpcService proto nor a cluster name.
+        _unknown_cluster(vm, "grpc_call" if message is not None else "grpc_stream", cluster)
         return int(Status.PARSE_FAILURE), 0
     stream = message is None
     token = vm.next_callout_token(2 if stream else 1)
