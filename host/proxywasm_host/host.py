@@ -58,23 +58,33 @@ class RawAccess:
     def __init__(self, host: Host) -> None:
         self._host = host
 
+    def _instance(self, vm: int | None) -> _Instance:
+        return self._host._serving if vm is None else self._host._instances[vm]
+
     @property
     def memory(self) -> GuestMemory:
         """The serving VM's linear memory (bounds-checked ``read``/``write``/``read_u32``/...)."""
-        guest = self._host._serving.vm.guest
+        return self.memory_of(None)
+
+    def memory_of(self, vm: int | None) -> GuestMemory:
+        """The linear memory of VM ``vm`` (0: the first; see :attr:`Host.vm_count`)."""
+        guest = self._instance(vm).vm.guest
         if not isinstance(guest, WasmGuest):
             raise TypeError("raw memory access needs a Wasm module")
         return guest.mem
 
-    def call(self, export: str, *args: int, on: HttpStream | Connection | None = None) -> int | None:
-        """Call ``export`` with the context of ``on`` (default: the root context) current.
-        Returns the result, or ``None`` when the export is missing or the VM failed."""
-        vm = self._host._serving.vm
-        context_id = on.context_id if on is not None else self._host._serving.root_id
-        ctx = vm.contexts.get(context_id or 0)
+    def call(
+        self, export: str, *args: int, on: HttpStream | Connection | None = None, vm: int | None = None
+    ) -> int | None:
+        """Call ``export`` with the context of ``on`` (default: the root context) current, in the VM
+        serving the next stream or VM number ``vm``. Returns the result, or ``None`` when the export is
+        missing or the VM failed."""
+        instance = self._instance(vm)
+        context_id = on.context_id if on is not None else instance.root_id
+        ctx = instance.vm.contexts.get(context_id or 0)
         if ctx is None:
             raise ValueError(f"context {context_id} no longer exists")
-        return vm.call(export, ctx, *args)
+        return instance.vm.call(export, ctx, *args)
 
     @property
     def abi_version(self) -> str:

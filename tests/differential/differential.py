@@ -125,6 +125,7 @@ class Plugin:
     reload_backoff_ms: int | None = None
     buffer_limit: int | None = None  # the listener's per_connection_buffer_limit_bytes
     request_trailers: bool = False  # HTTP/1 enable_trailers
+    workers: int | None = None  # Envoy's --concurrency and the host's workers (default: 1 and 0)
 
 
 @dataclass
@@ -215,7 +216,7 @@ class EnvoyDriver:
             upstream_port=self.upstream.port, plugins=[wasm], clusters=clusters, node=NODE,
             buffer_limit_bytes=plugin.buffer_limit, request_trailers=plugin.request_trailers,
         )  # fmt: skip
-        self.envoy = Envoy(config, component_log_levels={"wasm": plugin.log_level})
+        self.envoy = Envoy(config, concurrency=plugin.workers or 1, component_log_levels={"wasm": plugin.log_level})
         try:
             self.envoy.start()
         except Exception:
@@ -312,6 +313,8 @@ class HostDriver:
             options["reload_backoff_ms"] = plugin.reload_backoff_ms
         if plugin.buffer_limit is not None:
             options["buffer_limit"] = plugin.buffer_limit
+        if plugin.workers is not None:
+            options["workers"] = plugin.workers
         self.host = Host.load(
             plugin.module,
             root_id=plugin.root_id,

@@ -7,11 +7,14 @@ AssemblyScript fixtures can express it, by a module of that SDK too."""
 
 from __future__ import annotations
 
+import http.client
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from differential import Call, EnvoyDriver, HostDriver, Plugin, Reply, check, drivers
+from differential import Call, EnvoyDriver, HostDriver, Plugin, Reply, check, drivers, raw_request
 
 Pair = tuple[EnvoyDriver, HostDriver]
 Build = Callable[[str], Path]
@@ -276,3 +279,176 @@ def test_attributes(rules: Pair) -> None:
 def test_local_reply_on_a_response_body_frame_resets(rules: Pair) -> None:
     # The headers went out, the frame's data never does: the client sees a cut response.
     check(rules, Call("GET", "/", (("x-mode", "reply-on-response-body"),)))
+
+
+# -- what Envoy cannot survive, and what hangs it ---------------------------------------------------------
+TWO_REPLIES = """
+import proxywasm
+from proxywasm import Action, HttpContext, log
+
+@proxywasm.register
+class TwoReplies(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        self.mode = headers.get("x-mode", "")
+        if self.mode in ("two-request", "request-then-response"):
+            self.send_response(403, "one\\n")
+            if self.mode == "two-request":
+                self.send_response(401, "two\\n")
+            return Action.PAUSE
+
+    def on_response_headers(self, headers, end_of_stream):
+        log.info(f"response headers {headers.get(':status')}")
+        if self.mode in ("two-response", "request-then-response"):
+            self.send_response(502, "one\\n")
+            if self.mode == "two-response":
+                self.send_response(503, "two\\n")
+            return Action.PAUSE
+
+    def on_log(self):
+        log.info("on_log")
+"""
+
+
+def test_two_local_replies_in_the_request_path_keep_the_first(build_filter: Build) -> None:
+    # A second reply asked for in the same callback is dropped; one asked for by the response callback
+    # that the first reply runs through goes straight to the client.
+    with drivers(Plugin(build_filter(TWO_REPLIES))) as pair:
+        check(
+            pair,
+            Call("GET", "/", (("x-mode", "two-request"),)),
+            Call("GET", "/", (("x-mode", "request-then-response"),)),
+        )
+
+
+def test_two_local_replies_in_the_response_path_crash_envoy(build_filter: Build) -> None:
+    from proxywasm_host import EnvoyCrash
+
+    call = Call("GET", "/", (("x-mode", "two-response"),))
+    with drivers(Plugin(build_filter(TWO_REPLIES))) as (envoy, host):
+        assert envoy._one(call).status == 0  # the connection dies with Envoy
+        deadline = time.monotonic() + 10
+        while envoy.envoy.running and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not envoy.envoy.running, "Envoy 1.40 survived two local replies in the response path"
+        with pytest.raises(EnvoyCrash, match="SIGSEGV"):
+            host.run([call])
+
+
+SHRINK = """
+import proxywasm
+from proxywasm import Action, HttpContext
+
+@proxywasm.register
+class Shrink(HttpContext):
+    def on_response_body(self, body, end_of_stream):
+        if not end_of_stream:
+            return Action.PAUSE
+        body.replace(b"short")   # content-length still says the upstream's length
+"""
+
+
+def test_body_shorter_than_its_content_length_hangs_the_client(build_filter: Build) -> None:
+    from proxywasm_host import StreamStalled
+
+    call = Call("GET", "/", upstream=Reply(200, (), b"twenty bytes of body"))
+    with drivers(Plugin(build_filter(SHRINK))) as (envoy, host):
+        with socket.create_connection(("127.0.0.1", envoy.envoy.port()), timeout=2) as sock:
+            sock.sendall(raw_request(call))
+            response = http.client.HTTPResponse(sock, method="GET")
+            response.begin()
+            assert response.getheader("content-length") == "20"
+            with pytest.raises(TimeoutError):
+                response.read()  # Envoy sent 5 bytes of the 20 announced: the client waits
+        with pytest.raises(StreamStalled, match="content-length: 20 but the filter left 5 bytes"):
+            host.run([call])
+
+
+# -- FAIL_RELOAD -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reload(as_modules: dict[str, Path]) -> Iterator[Pair]:
+    plugin = Plugin(as_modules["trap"], root_id="trap", name="p_trap", vm_id="vm_trap",
+                    failure_policy="FAIL_RELOAD", reload_backoff_ms=300)  # fmt: skip
+    with drivers(plugin, raise_on_trap=False) as pair:
+        yield pair
+
+
+def test_fail_reload_counts_the_backoff_from_the_last_load(reload: Pair) -> None:
+    # x-vm-requests counts the requests this VM saw: a new VM starts again at 1. A VM loaded longer
+    # ago than the back-off is replaced for the first request after it failed; one that failed soon
+    # after its load is replaced only once the back-off has passed.
+    trap = (("x-trap", "unreachable"),)
+    check(
+        reload,
+        Call("GET", "/ok"),
+        Call("GET", "/trap", trap, wait_ms=1000),
+        Call("GET", "/first-after"),
+        Call("GET", "/trap-again", trap),
+        Call("GET", "/too-soon"),
+        Call("GET", "/later", wait_ms=1000),
+    )
+
+
+# -- ticks: every VM of the plugin ticks ------------------------------------------------------------------
+TICKS = """
+import proxywasm
+from proxywasm import HttpContext, PluginContext, shared_data
+
+
+class Count(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        headers["x-vms-ticked"] = str(shared_data.get_value("vms", 0)[0])
+
+
+@proxywasm.register
+class Ticks(PluginContext):
+    http_context = Count
+
+    def on_configure(self, configuration):
+        self.ticked = False
+        self.set_tick_period(100)
+        return True
+
+    def on_tick(self):
+        if not self.ticked:
+            self.ticked = True
+            shared_data.update("vms", lambda n: n + 1, default=0)
+"""
+
+
+def test_every_vm_ticks(build_filter: Build) -> None:
+    # Envoy runs the main thread's VM and one per worker, and ticks each: 3 VMs with 2 workers.
+    with drivers(Plugin(build_filter(TICKS), workers=2)) as pair:
+        check(pair, Call("GET", "/", wait_ms=1000))
+
+
+# -- the same kinds with modules of another SDK (AssemblyScript) -------------------------------------------
+@pytest.fixture(scope="module")
+def as_deny(as_modules: dict[str, Path]) -> Iterator[Pair]:
+    with drivers(Plugin(as_modules["deny"], root_id="deny", name="p_deny", vm_id="vm_deny")) as pair:
+        yield pair
+
+
+def test_as_local_replies_to_head_and_grpc(as_deny: Pair) -> None:
+    check(
+        as_deny,
+        Call("HEAD", "/"),
+        Call("POST", "/pkg.Svc/Do", (GRPC,), b"\0\0\0\0\0"),
+        Call("POST", "/pkg.Svc/Do", (GRPC, ("x-local-status", "401"))),
+        Call("HEAD", "/", (("x-token", "t"),), upstream=Reply(200, (), b"x" * 241)),
+    )
+
+
+@pytest.fixture(scope="module")
+def as_body_small_buffer(as_modules: dict[str, Path]) -> Iterator[Pair]:
+    plugin = Plugin(as_modules["body"], root_id="body", name="p_body", vm_id="vm_body", buffer_limit=1024)
+    with drivers(plugin) as pair:
+        yield pair
+
+
+def test_as_buffer_limit(as_body_small_buffer: Pair) -> None:
+    check(
+        as_body_small_buffer,
+        Call("POST", "/", (), b"a" * 3000),
+        Call("POST", "/", (), b"a" * 1000),
+        Call("POST", "/", (), b"a", upstream=Reply(200, (), b"b" * 3000)),
+    )

@@ -130,6 +130,8 @@ class FilterManager:
         self._in_encode = False
         self._decode_aborted = False
         self._encode_aborted = False
+        self._replying = False
+        self.reply_generation = 0
 
     # -- request: decoding -------------------------------------------------------------------------------
     def decode_headers(self, headers: HeaderMap, end_stream: bool) -> None:
@@ -407,8 +409,15 @@ class FilterManager:
         if not self.details:
             self.details = details
 
-    def send_local_reply(self, code: int, body: bytes, headers: Pairs, grpc_status: int, details: str) -> None:
-        """``sendLocalReply``."""
+    def send_local_reply(
+        self, code: int, body: bytes, headers: Pairs, grpc_status: int, details: str, *, asked_in: int | None = None
+    ) -> None:
+        """``sendLocalReply``. ``asked_in``: the :attr:`reply_generation` when the filter asked for it."""
+        if asked_in is not None and self._replying and asked_in != self.reply_generation:
+            # Real Envoy 1.40 (differential suite): a reply the filter asked for before another local
+            # reply started through the filter (a second send_local_response in the same callback) is
+            # dropped; one asked for while that reply is in the filter goes to the client.
+            return
         if self.direct_replies:
             raise EnvoyCrash(
                 "a second local reply on a stream whose response already got one straight to the client (e.g. two "
@@ -430,9 +439,14 @@ class FilterManager:
         self._decode_aborted = True  # the request goes no further once a reply is on its way
         if not self.response_started:
             self.local_reply = reply
-            self.encode_headers(reply.headers, reply.body is None)
-            if reply.body is not None:
-                self.encode_data(reply.body, True)
+            self.reply_generation += 1
+            self._replying = True
+            try:
+                self.encode_headers(reply.headers, reply.body is None)
+                if reply.body is not None:
+                    self.encode_data(reply.body, True)
+            finally:
+                self._replying = False
         elif not self.response_headers_sent:
             # A response started (and is held by the filter): the reply goes straight to the client.
             self.direct_replies += 1

@@ -285,7 +285,10 @@ class HttpFilter:
     def send_local_response(self, code: int, body: bytes, headers: list[tuple[bytes, bytes]], grpc_status: int,
                             details: str) -> None:  # fmt: skip
         manager = self.manager
-        self.vm.after_call(lambda: manager.send_local_reply(code, body, headers, grpc_status, details))
+        asked_in = manager.reply_generation
+        self.vm.after_call(
+            lambda: manager.send_local_reply(code, body, headers, grpc_status, details, asked_in=asked_in)
+        )
 
     def attributes(self) -> dict[str, Any]:
         return self.manager.attributes(request_visible=self.request_headers is not None or self.access_log_phase)
