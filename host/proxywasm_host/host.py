@@ -6,7 +6,9 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import wasmtime
 
 from proxywasm.abi import LogLevel
 
@@ -15,17 +17,19 @@ from .emulator.callouts import GrpcCallout, HttpCallout
 from .emulator.contexts import FAILURE_POLICIES, FailurePolicy, Plugin
 from .emulator.filter_manager import DEFAULT_BUFFER_LIMIT
 from .emulator.headers import HeaderInput
-from .emulator.http import HttpStream, UpstreamHandler, echo_upstream
+from .emulator.http import STREAM_IDLE_TIMEOUT_MS, HttpStream, UpstreamHandler, echo_upstream
 from .emulator.network import Connection
 from .emulator.process import Envoy, ForeignFunction
 from .emulator.vm import Vm
 from .errors import ConfigureError, LoadError, WasmTrap
 from .messages import CUT_OFF, RESET, SLOW, UNREACHABLE, GrpcReply, Request, Response, pairs_of, to_response
+from .native.guest import NativeGuest
 from .wasm.guest import WasmGuest
 from .wasm.memory import GuestMemory
 from .wasm.module import compile_module, load_path
 
 ConfigInput = bytes | str | dict[str, Any] | list[Any] | None
+
 #: A cluster's handler: receives the callout's :class:`Request`, returns what the cluster answers
 #: (a :class:`Response`, a status, a body, a ``(status, headers, body[, trailers])`` tuple, or
 #: :data:`SLOW` / :data:`RESET` / :data:`CUT_OFF` / :data:`UNREACHABLE`), or ``None`` to leave the call pending.
@@ -133,6 +137,7 @@ class Host:
         cls,
         module: str | Path | bytes | bytearray,
         *,
+        mode: Literal["auto", "native", "wasm"] = "auto",
         root_id: str = "",
         plugin_name: str | None = None,
         plugin_config: ConfigInput = b"",
@@ -155,8 +160,14 @@ class Host:
         use_cache: bool = True,
         http1: bool = True,
     ) -> Host:
-        """Compile (cached), link, start and configure a module the way Envoy does for a new plugin:
-        ``_initialize``, ``proxy_on_context_create`` (root), ``proxy_on_vm_start``, ``proxy_on_configure``.
+        """Load a filter and start and configure it the way Envoy does for a new plugin (``_initialize``,
+        ``proxy_on_context_create`` (root), ``proxy_on_vm_start``, ``proxy_on_configure``).
+
+        ``module`` is a built module (a ``.wasm`` path or its bytes), or a Python filter's source (a
+        ``.py`` file or a package directory). ``mode``: ``"auto"`` runs a source natively and a module
+        as Wasm; ``"native"`` runs a source in this process (debuggers and coverage see the filter's
+        code; see ``proxywasm_host.native`` for what differs from the VM); ``"wasm"`` builds a source
+        with ``proxywasm build`` first (cached by content) and runs the module on wasmtime.
 
         ``clusters`` maps cluster names to handlers (``None``: calls stay pending for the test to
         answer through :attr:`pending_http_calls`). ``failure_policy`` is the PluginConfig's
@@ -173,13 +184,24 @@ class Host:
         policy: FailurePolicy = "FAIL_OPEN" if fail_open else "FAIL_RELOAD" if fail_reload else failure_policy
         if policy not in FAILURE_POLICIES:
             raise ValueError(f"failure_policy must be one of {', '.join(FAILURE_POLICIES)}, not {policy!r}")
-        try:
-            if isinstance(module, (bytes, bytearray)):
-                compiled = compile_module(bytes(module), use_cache=use_cache)
-            else:
-                compiled = load_path(Path(module), use_cache=use_cache)
-        except Exception as exc:
-            raise LoadError(f"Failed to load Wasm code: {exc}") from exc
+        source: Path | None = None
+        if not isinstance(module, (bytes, bytearray)) and _is_source(Path(module)):
+            source = Path(module)
+            if mode == "wasm":
+                from proxywasm_build.cache import build_cached
+
+                module, source = build_cached(source), None
+        elif mode == "native":
+            raise LoadError(f"{module!r} is not a Python filter's source: native mode runs a .py file or a package")
+        compiled: wasmtime.Module | None = None
+        if source is None:
+            try:
+                if isinstance(module, (bytes, bytearray)):
+                    compiled = compile_module(bytes(module), use_cache=use_cache)
+                else:
+                    compiled = load_path(Path(module), use_cache=use_cache)
+            except Exception as exc:
+                raise LoadError(f"Failed to load Wasm code: {exc}") from exc
         world = envoy if envoy is not None else Envoy(log_level=log_level)
         plugin = Plugin(plugin_name if plugin_name is not None else root_id, root_id, _config_bytes(plugin_config),
                         policy, allow_on_headers_stop_iteration, reload_backoff_ms)  # fmt: skip
@@ -190,7 +212,11 @@ class Host:
         def boot() -> Vm:
             vm = Vm(world, vm_id=vm_id, vm_config=vm_configuration, env=env, clusters=handlers,
                     raise_on_trap=raise_on_trap)  # fmt: skip
-            vm.guest = WasmGuest(compiled, vm)
+            if compiled is not None:
+                vm.guest = WasmGuest(compiled, vm)
+            else:
+                assert source is not None
+                vm.guest = NativeGuest(source, vm)
             vm.property_overrides.update(overrides)
             return vm
 
@@ -200,7 +226,7 @@ class Host:
     def _start_instance(self) -> _Instance:
         vm = self._boot()
         vm.logs, vm.envoy_logs = self._logs, self._envoy_logs
-        vm.start()
+        vm.start()  # a native guest raises LoadError here, as the build would
         if vm.failed:
             raise LoadError(f"Failed to start base Wasm: {vm.fail_reason}", vm.logs)
         root = vm.new_root(self.plugin)
@@ -371,8 +397,7 @@ class Host:
     # -- the event loop -------------------------------------------------------------------------------------
     def pump(self) -> bool:
         """Run what Envoy's event loop would run next: posted work (queue notifications, upstream
-        exchanges), then answers of clusters with a handler. When nothing else can happen and a call
-        waits on a SLOW cluster, time passes until the next timer. Returns whether anything ran."""
+        exchanges), then answers of clusters with a handler. Returns whether anything ran."""
         if self.envoy.run_posted():
             return True  # one round at a time: the caller sees a stream that ended meanwhile
         progressed = False
@@ -393,12 +418,16 @@ class Host:
                 else:
                     callout.respond(bytes(reply))
                 progressed = True
-        if not progressed and any(c.slow for c in self.pending_http_calls):
-            due = self.envoy.next_due_ns()
-            if due is not None:
-                self.envoy.advance((due - self.envoy.monotonic_ns) / 1_000_000)
-                progressed = True
         return progressed
+
+    def wait(self, limit_ms: float = STREAM_IDLE_TIMEOUT_MS) -> bool:
+        """Let time pass until the next timer (a tick, a callout's timeout), as it would in Envoy
+        while a stream waits: ``False`` when no timer falls due within ``limit_ms``."""
+        due = self.envoy.next_due_ns()
+        if due is None or due - self.envoy.monotonic_ns > limit_ms * 1_000_000:
+            return False
+        self.envoy.advance((due - self.envoy.monotonic_ns) / 1_000_000)
+        return True
 
     def _answer(self, call: HttpCallout, handler: Any) -> bool:
         if handler is None:
@@ -435,7 +464,7 @@ class Host:
         skip = vm.failed and self.plugin.fail_open  # FAIL_OPEN: Envoy leaves the filter out
         return HttpStream(vm, vm.contexts[instance.root_id], source=source, destination=destination,
                           buffer_limit=self._buffer_limit, request_trailers=self._request_trailers, skip_filter=skip,
-                          pump=self.pump)  # fmt: skip
+                          pump=self.pump, wait=self.wait)  # fmt: skip
 
     def connection(self, *, source: str = "127.0.0.1:54321", destination: str = "127.0.0.1:10000") -> Connection:
         """A new L4 connection through the plugin's network filter."""
@@ -478,6 +507,10 @@ class Host:
             if done != 0 and root.id in vm.pending_done:
                 vm.pending_done.discard(root.id)
                 vm.delete(root)
+
+
+def _is_source(path: Path) -> bool:
+    return path.suffix == ".py" or (path.is_dir() and (path / "__init__.py").exists())
 
 
 def _why(vm: Vm) -> str:

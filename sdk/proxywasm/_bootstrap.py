@@ -57,6 +57,24 @@ class BundleImporter:
         exec(code, module.__dict__)
 
 
+def missing_from_runtime(fullname: str, linked: str) -> str:
+    """Why a stdlib module cannot be imported anywhere: the runtime lacks it (``linked``: the C
+    modules it has, comma-separated). Also used by the local host's native mode."""
+    top = fullname.partition(".")[0]
+    return (
+        f"No module named {fullname!r}: the stdlib module {top!r} is not part of the proxywasm runtime "
+        f"(its C part is not linked, or it was left out). C modules linked: {linked}"
+    )
+
+
+def not_imported_at_build(fullname: str) -> str:
+    """Why a stdlib module the runtime has cannot be imported inside Envoy after the build."""
+    return (
+        f"No module named {fullname!r} in this filter: the stdlib module was not imported while the filter "
+        f"was built, and Envoy gives the module no files. Add `import {fullname}` at module level."
+    )
+
+
 class NotBundled:
     """Last on the meta path: explains why a module cannot be imported. While the filter is built it
     speaks only for stdlib modules the runtime lacks; inside Envoy (``frozen``) for every module."""
@@ -69,19 +87,11 @@ class NotBundled:
         top = fullname.partition(".")[0]
         if top in sys.stdlib_module_names and top not in self.stdlib.split():
             linked = ", ".join(sorted(n for n in sys.builtin_module_names if n not in ("__main__", "builtins", "sys")))
-            raise ModuleNotFoundError(
-                f"No module named {fullname!r}: the stdlib module {top!r} is not part of the proxywasm runtime "
-                f"(its C part is not linked, or it was left out). C modules linked: {linked}",
-                name=fullname,
-            )
+            raise ModuleNotFoundError(missing_from_runtime(fullname, linked), name=fullname)
         if not self.frozen:
             return None
         if top in sys.stdlib_module_names:
-            raise ModuleNotFoundError(
-                f"No module named {fullname!r} in this filter: the stdlib module was not imported while the filter "
-                f"was built, and Envoy gives the module no files. Add `import {fullname}` at module level.",
-                name=fullname,
-            )
+            raise ModuleNotFoundError(not_imported_at_build(fullname), name=fullname)
         raise ModuleNotFoundError(
             f"No module named {fullname!r} in this filter: only modules imported while the filter was "
             "built, and the filter's own bundled modules, exist inside Envoy. Import it at module level.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 
 __all__ = [
+    "CALLBACKS",
     "Action",
     "BufferType",
     "GrpcStatus",
@@ -179,6 +180,39 @@ class GrpcStatus(IntConstants):
     DATA_LOSS = 15
     UNAUTHENTICATED = 16
 
+
+#: The guest callbacks (exports) of ABI 0.2.1 the runtime implements, in its mask-bit order (the
+#: index is the bit): (export, dispatcher method, arguments after the context id, the answer when
+#: the filter does not define the callback; None: the export returns nothing). The C runtime
+#: (runtime/callbacks.c), the SDK dispatcher and the host's native mode follow this table; a test
+#: checks the C side agrees. ``proxy_on_context_create`` is not in it: it always enters Python.
+CALLBACKS = (
+    ("proxy_on_vm_start", "on_vm_start", 1, 1),
+    ("proxy_on_configure", "on_configure", 1, 1),
+    ("proxy_validate_configuration", "validate_configuration", 1, 1),
+    ("proxy_on_tick", "on_tick", 0, None),
+    ("proxy_on_queue_ready", "on_queue_ready", 1, None),
+    ("proxy_on_new_connection", "on_new_connection", 0, 0),
+    ("proxy_on_downstream_data", "on_downstream_data", 2, 0),
+    ("proxy_on_upstream_data", "on_upstream_data", 2, 0),
+    ("proxy_on_downstream_connection_close", "on_downstream_connection_close", 1, None),
+    ("proxy_on_upstream_connection_close", "on_upstream_connection_close", 1, None),
+    ("proxy_on_request_headers", "on_request_headers", 2, 0),
+    ("proxy_on_request_body", "on_request_body", 2, 0),
+    ("proxy_on_request_trailers", "on_request_trailers", 1, 0),
+    ("proxy_on_response_headers", "on_response_headers", 2, 0),
+    ("proxy_on_response_body", "on_response_body", 2, 0),
+    ("proxy_on_response_trailers", "on_response_trailers", 1, 0),
+    ("proxy_on_done", "on_done", 0, 1),
+    ("proxy_on_log", "on_log", 0, None),
+    ("proxy_on_delete", "on_delete", 0, None),
+    ("proxy_on_http_call_response", "on_http_call_response", 4, None),
+    ("proxy_on_grpc_receive_initial_metadata", "on_grpc_receive_initial_metadata", 2, None),
+    ("proxy_on_grpc_receive", "on_grpc_receive", 2, None),
+    ("proxy_on_grpc_receive_trailing_metadata", "on_grpc_receive_trailing_metadata", 2, None),
+    ("proxy_on_grpc_close", "on_grpc_close", 2, None),
+    ("proxy_on_foreign_function", "on_foreign_function", 2, None),
+)
 
 _U32 = struct.Struct("<I")
 

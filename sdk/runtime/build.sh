@@ -81,6 +81,9 @@ find "$stdlib" -name __pycache__ -type d -prune -exec rm -rf {} +
 "$python" -m compileall -q -j0 -o 2 --invalidation-mode unchecked-hash "$stdlib" >/dev/null
 find "$stdlib" -exec touch -h -d @0 {} +  # fixed mtimes: the snapshot must not depend on install time
 cp "$wasi_python/lib/python3.11/LICENSE.txt" "$cached.tmp/LICENSE-CPython.txt"
+# The C modules linked in (inittab.c is the one list): native-mode tests refuse the others, as the VM does.
+"$python" -c 'import re, sys; src = open(sys.argv[1]).read(); print("\n".join(sorted(set(re.findall(r"X\((\w+)\)", src)) | set(re.findall(r"\{\"(\w+)\",", src)))))' \
+    "$here/inittab.c" > "$cached.tmp/builtin-modules.txt"
 
 rm -rf "$cached" && mv "$cached.tmp" "$cached"
 rm -rf "$out" && mkdir -p "$out" && cp -a "$cached/." "$out/"

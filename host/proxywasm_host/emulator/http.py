@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 UpstreamHandler = Callable[[Request], Any]
 ROUTE_TIMEOUT_MS = 15000
+STREAM_IDLE_TIMEOUT_MS = 300_000  # Envoy's default: how long a stream may wait with nothing happening
 UPSTREAM_CLUSTER = "upstream"
 UPSTREAM_ADDRESS = "127.0.0.1:8080"
 CONNECT_FAILURE_BODY = b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
@@ -131,9 +132,11 @@ class HttpStream:
         request_trailers: bool = False,
         skip_filter: bool = False,
         pump: Callable[[], bool] | None = None,
+        wait: Callable[[float], bool] | None = None,
     ) -> None:
         self._vm = vm
         self._pump = pump
+        self._wait = wait
         self.source, self.destination = source, destination
         self._trailers_enabled = request_trailers
         self._router = _Router(self)
@@ -318,8 +321,15 @@ class HttpStream:
             manager.encode_trailers(message.trailers)
 
     def _drive(self) -> None:
+        """The event loop until the client has its answer. When nothing else can happen, time passes
+        to the next timer (a tick, a callout's timeout), up to Envoy's stream idle timeout."""
+        waited_ms = 0.0
         while not self._manager.ended:
             if self._pump is not None and self._pump():
+                continue
+            before = self._vm.envoy.monotonic_ns
+            if self._wait is not None and self._wait(STREAM_IDLE_TIMEOUT_MS - waited_ms):
+                waited_ms += (self._vm.envoy.monotonic_ns - before) / 1_000_000
                 continue
             raise StreamStalled(self._stall_message(), self._vm.logs)
 
@@ -331,9 +341,10 @@ class HttpStream:
         resume = "resume_request" if side == "request" else "resume_response"
         return (
             f"the filter paused the {side} in {where} and nothing is pending that could resume it: no callout "
-            "is waiting for an answer, no queue item or timer is due. In Envoy the stream would hang until a "
-            f"timeout. Resume it with proxy_continue_stream ({resume} in the Python SDK), answer with a local "
-            "reply, or start a callout whose answer resumes it"
+            f"is waiting for an answer, no queue item is ready, no timer falls due within Envoy's stream idle "
+            f"timeout ({STREAM_IDLE_TIMEOUT_MS // 1000} s), after which Envoy would answer 408. Resume it with "
+            f"proxy_continue_stream ({resume} in the Python SDK), answer with a local reply, or start a "
+            "callout whose answer resumes it"
         )
 
     # -- what the client gets -------------------------------------------------------------------------------

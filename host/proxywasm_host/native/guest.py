@@ -1,0 +1,296 @@
+"""A Python filter running natively in the test process, behind the same :class:`Guest` protocol as
+a Wasm module: the emulator calls the SDK's dispatcher directly (what ``sdk/runtime/callbacks.c``
+does inside the module), and the SDK's host calls land in the emulator through a Python
+``_proxywasm`` (:mod:`.proxywasm_module`).
+
+Each VM gets its own copy of the SDK and of the filter's modules (a VM is a separate interpreter in
+Envoy); they are swapped into ``sys.modules`` while that VM's code runs, so several hosts, or
+``workers=N``, keep separate state. During a callback the filter's output goes to the host's log
+(and on to the real stream, so ``breakpoint()`` works), and imports follow the VM's rules
+(:mod:`.imports`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any, ClassVar
+
+from proxywasm.abi import CALLBACKS, LogLevel
+
+from ..emulator.vm import Vm
+from ..errors import LoadError
+from .imports import ImportRules
+from .proxywasm_module import ProxyWasmModule
+
+_PRIVATE = ("proxywasm", "_proxywasm")
+
+
+def _private_sdk(name: str) -> bool:
+    return name in _PRIVATE or name.startswith("proxywasm.")
+
+
+class _Tee:
+    """A text stream writing each line to the host's log at one level, and through to ``stream``."""
+
+    encoding = "utf-8"
+    errors = "replace"
+
+    def __init__(self, vm: Vm, level: int, stream: Any) -> None:
+        self._vm, self._level, self._stream, self._pending = vm, level, stream, ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        if "\n" in self._pending:
+            *lines, self._pending = self._pending.split("\n")
+            for line in lines:
+                self._vm.log(self._level, line)
+        if self._stream is not None:
+            self._stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._vm.log(self._level, self._pending)
+            self._pending = ""
+        if self._stream is not None:
+            self._stream.flush()
+
+    def isatty(self) -> bool:
+        return bool(self._stream is not None and self._stream.isatty())
+
+    def writable(self) -> bool:
+        return True
+
+
+class _LogHandler(logging.Handler):
+    """Routes the ``logging`` module to the host's log during callbacks, as the SDK does in the VM."""
+
+    _LEVELS: ClassVar[dict[int, int]] = {
+        logging.DEBUG: LogLevel.DEBUG, logging.INFO: LogLevel.INFO, logging.WARNING: LogLevel.WARN,
+        logging.ERROR: LogLevel.ERROR, logging.CRITICAL: LogLevel.CRITICAL,
+    }  # fmt: skip
+
+    def __init__(self, vm: Vm) -> None:
+        super().__init__()
+        self._vm = vm
+
+    def emit(self, record: logging.LogRecord) -> None:
+        default = LogLevel.TRACE if record.levelno < logging.DEBUG else LogLevel.ERROR
+        self._vm.log(self._LEVELS.get(record.levelno, default), self.format(record))
+
+
+class NativeGuest:
+    """The filter at ``source`` (a ``.py`` file or a package directory) serving one VM."""
+
+    abi = "0_2_1"
+
+    def __init__(self, source: Path, vm: Vm) -> None:
+        source = source.resolve()
+        if not source.exists():
+            raise LoadError(f"{source}: no such file or directory")
+        if source.is_dir() and not (source / "__init__.py").exists():
+            raise LoadError(f"{source}: a filter directory must be a package (contain __init__.py)")
+        if source.is_file() and source.suffix != ".py":
+            raise LoadError(f"{source}: a filter is a .py file or a package directory")
+        self.source = source
+        self.base = source.parent
+        self.entry = source.stem if source.is_file() else source.name
+        self.vm = vm
+        self.api = ProxyWasmModule(vm.host_functions)
+        self.rules = ImportRules(self.base)
+        self.modules: dict[str, ModuleType] = {"_proxywasm": self.api}
+        self._masks: dict[int, int] = {}
+        self._exports: dict[str, Callable[..., int]] = {"proxy_on_context_create": self._on_context_create}
+        for bit, (export, method, nargs, fallback) in enumerate(CALLBACKS):
+            if export == "proxy_on_delete":
+                self._exports[export] = self._on_delete
+            else:
+                self._exports[export] = self._callback(bit, method, nargs, fallback)
+
+    # -- the Guest protocol ---------------------------------------------------------------------------
+    @property
+    def exports(self) -> Mapping[str, Callable[..., int]]:
+        return self._exports
+
+    def has(self, export: str) -> bool:
+        return export in self._exports
+
+    def call(self, export: str, *args: int) -> int:
+        return self._exports[export](*args)
+
+    def start(self) -> None:
+        """What ``proxywasm build`` does at build time: import the filter, check it, hand the
+        dispatcher over. Problems are reported as the build reports them (a :class:`LoadError`)."""
+        before = set(sys.modules)
+        saved = self._enter(loading=True)
+        try:
+            with self.rules.recording():
+                try:
+                    __import__(self.entry)
+                except Exception as exc:
+                    raise LoadError(self._explain(exc)) from exc
+            dispatch = importlib.import_module("proxywasm._dispatch")
+            if not dispatch.registry.plugins:
+                raise LoadError(
+                    f"{self.source}: registers no filter: decorate an HttpContext, StreamContext or "
+                    "PluginContext subclass with @proxywasm.register"
+                )
+            self.rules.check_loaded(set(sys.modules) - before)
+            abcs = sys.modules.get("_collections_abc")
+            headers = sys.modules["proxywasm.headers"]
+            if abcs is not None:
+                abcs.MutableMapping.register(headers.Headers)
+            self.api.set_error_type(sys.modules["proxywasm.hostcalls"].HostCallError)
+            dispatcher = dispatch.dispatcher
+            self.api.set_dispatcher(dispatcher, dispatcher.contexts)
+        finally:
+            for name in set(sys.modules) - before:
+                module = sys.modules[name]
+                if _private_sdk(name) or self.rules.is_filter_module(name, module):
+                    self.modules[name] = module
+            self._leave(saved)
+
+    def _explain(self, exc: BaseException) -> str:
+        """'file:line: importing the filter failed: what', pointing into the filter's own files."""
+        where = str(self.source)
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+            if (
+                Path(frame.filename).resolve().is_relative_to(self.base)
+                and "proxywasm" not in Path(frame.filename).parts
+            ):
+                where = f"{frame.filename}:{frame.lineno}"
+                break
+        what = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return f"{where}: importing the filter failed: {what}"
+
+    # -- entering and leaving the VM's world ----------------------------------------------------------
+    def _enter(self, *, loading: bool = False) -> dict[str, Any]:
+        """Swap this VM's modules into ``sys.modules`` (hiding any other copy of the SDK and the
+        filter), route output and logging to the host, apply the import rules."""
+        hidden: dict[str, ModuleType | None] = {}
+        for name in list(sys.modules):
+            if _private_sdk(name) or name == self.entry or name.startswith(self.entry + "."):
+                hidden[name] = sys.modules.pop(name)
+        for name, module in self.modules.items():
+            hidden.setdefault(name, sys.modules.get(name))
+            sys.modules[name] = module
+        sys.path.insert(0, str(self.base))
+        root = logging.getLogger()
+        saved: dict[str, Any] = {
+            "modules": hidden,
+            "stdout": sys.stdout,
+            "stderr": sys.stderr,
+            "handlers": root.handlers[:],
+            "level": root.level,
+            "import": builtins.__import__,
+        }
+        sys.stdout = _Tee(self.vm, LogLevel.INFO, sys.stdout)
+        sys.stderr = _Tee(self.vm, LogLevel.ERROR, sys.stderr)
+        root.handlers[:] = [_LogHandler(self.vm)]
+        root.setLevel(logging.DEBUG)
+        if not loading:
+            builtins.__import__ = self.rules.guarded_import(builtins.__import__)
+        return saved
+
+    def _leave(self, saved: dict[str, Any]) -> None:
+        builtins.__import__ = saved["import"]
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, _Tee):
+                stream.flush()
+        sys.stdout, sys.stderr = saved["stdout"], saved["stderr"]
+        root = logging.getLogger()
+        root.handlers[:] = saved["handlers"]
+        root.setLevel(saved["level"])
+        try:
+            sys.path.remove(str(self.base))
+        except ValueError:
+            pass
+        for name in list(sys.modules):
+            if _private_sdk(name) or name in self.modules or name == self.entry or name.startswith(self.entry + "."):
+                module = sys.modules.pop(name)
+                if name not in self.modules and (_private_sdk(name) or self.rules.is_filter_module(name, module)):
+                    self.modules[name] = module  # a module the filter imported late: it stays this VM's
+        for name, module in saved["modules"].items():
+            if module is not None:
+                sys.modules[name] = module
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        saved = self._enter()
+        try:
+            yield
+        finally:
+            self._leave(saved)
+
+    # -- callbacks, as runtime/callbacks.c implements them --------------------------------------------
+    def _report(self, where: str, exc: BaseException) -> None:
+        # The dispatcher handles filter exceptions itself; this is the runtime's last line of defence.
+        self.vm.log(LogLevel.ERROR, f"proxywasm runtime: {where} failed: {exc}")
+
+    def _on_context_create(self, context_id: int, parent_id: int = 0, *_: int) -> int:
+        api = self.api
+        if api.dispatcher is None:
+            return 0
+        api.effective = context_id
+        api.entries += 1
+        with self.running():
+            try:
+                self._masks[context_id] = int(api.dispatcher.on_context_create(context_id, parent_id))
+            except Exception as exc:
+                self._report("on_context_create", exc)
+        return 0
+
+    def _callback(self, bit: int, method: str, nargs: int, fallback: int | None) -> Callable[..., int]:
+        default = fallback or 0
+        flag = 1 << bit
+
+        def export(context_id: int, *args: int) -> int:
+            api = self.api
+            func = getattr(api.dispatcher, method, None) if api.dispatcher is not None else None
+            if func is None or not self._masks.get(context_id, 0) & flag:
+                return default
+            api.effective = context_id
+            api.entries += 1
+            with self.running():
+                try:
+                    result = func(context_id, *(list(args[:nargs]) + [0] * (nargs - len(args))))
+                except Exception as exc:
+                    self._report("callback", exc)
+                    return default
+            if result is None:
+                return default
+            try:
+                return int(result)
+            except (TypeError, ValueError) as exc:
+                self._report("callback result", exc)
+                return default
+
+        return export
+
+    def _on_delete(self, context_id: int, *_: int) -> int:
+        api = self.api
+        api.effective = context_id
+        bit = next(i for i, entry in enumerate(CALLBACKS) if entry[0] == "proxy_on_delete")
+        if self._masks.get(context_id, 0) & (1 << bit):
+            self._exports_delete(context_id)
+        elif api.contexts is not None:
+            api.contexts.pop(context_id, None)  # nothing to run in Python: drop the context object
+        self._masks.pop(context_id, None)
+        return 0
+
+    def _exports_delete(self, context_id: int) -> None:
+        api = self.api
+        api.entries += 1
+        with self.running():
+            try:
+                api.dispatcher.on_delete(context_id)
+            except Exception as exc:
+                self._report("callback", exc)

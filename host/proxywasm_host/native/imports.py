@@ -1,0 +1,114 @@
+"""The import rules of the VM, applied to a filter running natively where they can be.
+
+Inside Envoy a filter has only the stdlib modules the runtime carries (its C modules linked in,
+its pure-Python stdlib), pure-Python dependencies, and, after the build, only what was imported
+while the filter was built. Natively:
+
+* at load, a stdlib module the runtime lacks, or a dependency that is a C extension, fails the
+  load with the build's message;
+* during a callback, importing a stdlib module that is not loaded yet fails with Envoy's message.
+
+What cannot be enforced natively: a module the test process had already imported (pytest imports
+many) is found in ``sys.modules`` without any import happening, so a late import of it passes
+natively where the VM would refuse it. The Wasm mode is the judge.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib.machinery
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ..errors import LoadError
+
+_EXTENSIONS = (*importlib.machinery.EXTENSION_SUFFIXES, ".so", ".pyd", ".dylib")
+
+
+@cache
+def runtime_modules() -> tuple[frozenset[str], frozenset[str]] | None:
+    """(the runtime's linked C modules, its pure-Python stdlib top-level names), or ``None`` when
+    the runtime is not built here."""
+    try:
+        from proxywasm_build.build import RUNTIME_DIR
+    except ImportError:
+        return None
+    builtin = RUNTIME_DIR / "builtin-modules.txt"
+    stdlib = RUNTIME_DIR / "stdlib"
+    if not builtin.exists() or not stdlib.is_dir():
+        return None
+    names = frozenset(line.strip() for line in builtin.read_text().splitlines() if line.strip())
+    pure = frozenset(p.stem if p.suffix == ".py" else p.name for p in stdlib.iterdir() if "." not in p.stem)
+    return names, pure
+
+
+class ImportRules:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.recorded: dict[str, bool] = {}  # top-level name -> imported by the filter's own code
+
+    def is_filter_module(self, name: str, module: ModuleType) -> bool:
+        """A module of the filter's own (its file under the filter's directory)."""
+        file = getattr(module, "__file__", None)
+        if not file:
+            return False
+        path = Path(file).resolve()
+        return path.is_relative_to(self.base) and "site-packages" not in path.parts
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """Record every absolute import made while the filter loads (even of modules loaded already)."""
+        original = builtins.__import__
+
+        def record(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+            if level == 0:
+                file = (globals or {}).get("__file__") or ""
+                own = bool(file) and Path(file).resolve().is_relative_to(self.base)
+                top = name.partition(".")[0]
+                self.recorded[top] = self.recorded.get(top, False) or own
+            return original(name, globals, locals, fromlist, level)
+
+        builtins.__import__ = record
+        try:
+            yield
+        finally:
+            builtins.__import__ = original
+
+    def check_loaded(self, new_modules: set[str]) -> None:
+        """After the load: refuse stdlib modules the runtime lacks and C-extension dependencies."""
+        from proxywasm._bootstrap import missing_from_runtime
+
+        available = runtime_modules()
+        if available is not None:
+            linked, pure = available
+            # The filter's own imports first: the message names what its code asked for.
+            for top in sorted(self.recorded, key=lambda name: (not self.recorded[name], name)):
+                if top in sys.stdlib_module_names and top not in linked and top not in pure:
+                    listing = ", ".join(sorted(n for n in linked if n not in ("builtins", "sys")))
+                    raise LoadError(missing_from_runtime(top, listing))
+        for name in sorted(new_modules):
+            module = sys.modules.get(name)
+            file = getattr(module, "__file__", None) or ""
+            top = name.partition(".")[0]
+            if file.endswith(_EXTENSIONS) and top not in sys.stdlib_module_names:
+                raise LoadError(
+                    f"dependency {top!r} is a C extension ({file}): only pure-Python packages can run inside "
+                    "Envoy. Use a pure-Python alternative."
+                )
+
+    def guarded_import(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        """``__import__`` during a callback: a stdlib module nobody loaded cannot be imported now."""
+
+        def guarded(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+            if level == 0 and name not in sys.modules and name.partition(".")[0] in sys.stdlib_module_names:
+                from proxywasm._bootstrap import not_imported_at_build
+
+                raise ModuleNotFoundError(not_imported_at_build(name), name=name)
+            return original(name, globals, locals, fromlist, level)
+
+        return guarded

@@ -1,0 +1,277 @@
+"""``_proxywasm`` in Python: the runtime's builtin module (``sdk/runtime/module.c``) for a filter
+running natively, each function a thin wrapper over the emulator's host functions.
+
+It keeps module.c's contract exactly, so the SDK above it cannot tell: arguments taken as module.c
+parses them (``str`` encoded as strict UTF-8 where C takes ``s#``, bytes-like only where it takes
+``y#``), a non-OK status raising the error type the SDK registers (``error_type(name, status)``),
+``None`` or empty bytes where module.c treats NOT_FOUND/EMPTY as an ordinary answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from proxywasm.abi import Status, decode_map, encode_map
+
+if TYPE_CHECKING:
+    from ..emulator.host_functions import HostFunctions
+
+OK, NOT_FOUND, EMPTY = int(Status.OK), int(Status.NOT_FOUND), int(Status.EMPTY)
+
+
+def _s(value: object) -> bytes:
+    """module.c's ``s#``: a str (strict UTF-8, as ``PyUnicode_AsUTF8AndSize``) or a bytes-like object."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"argument must be str or read-only bytes-like object, not {type(value).__name__}")
+
+
+def _y(value: object) -> bytes:
+    """module.c's ``y#``: a bytes-like object only."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"a bytes-like object is required, not '{type(value).__name__}'")
+
+
+def _pairs(raw: bytes) -> list[tuple[bytes, bytes]]:
+    try:
+        return decode_map(raw)
+    except ValueError:
+        return []  # cpp-host's toPairs: malformed input gives no pairs
+
+
+class ProxyWasmModule(ModuleType):
+    """One VM's ``_proxywasm``; installed as ``sys.modules["_proxywasm"]`` while its filter runs."""
+
+    def __init__(self, functions: HostFunctions) -> None:
+        super().__init__("_proxywasm", "proxy-wasm ABI v0.2.1 host functions (native mode)")
+        self._f = functions
+        self._error_type: Callable[[str, int], BaseException] | None = None
+        self.dispatcher: Any = None
+        self.contexts: dict[int, Any] | None = None
+        self.effective = 0  # the context Envoy's host calls act on (module.c's effective_context)
+        self.entries = 0  # callbacks that entered Python (module.c's python_entries)
+
+    def _raise(self, call: str, status: int) -> None:
+        if self._error_type is None:
+            raise RuntimeError(f"{call} failed with status {status}")
+        raise self._error_type(call, status)
+
+    def _check(self, call: str, status: int) -> None:
+        if status != OK:
+            self._raise(call, status)
+
+    # -- runtime plumbing -----------------------------------------------------------------------------
+    def set_error_type(self, error_type: Callable[[str, int], BaseException]) -> None:
+        self._error_type = error_type
+
+    def set_dispatcher(self, dispatcher: Any, contexts: dict[int, Any]) -> None:
+        if not isinstance(contexts, dict):
+            raise TypeError("set_dispatcher() argument 2 must be dict")
+        self.dispatcher, self.contexts = dispatcher, contexts
+
+    def memory_size(self) -> int:
+        """Not meaningful natively (no linear memory): 0."""
+        return 0
+
+    def python_entries(self) -> int:
+        return self.entries
+
+    def effective_context(self) -> int:
+        return self.effective
+
+    # -- logging, time, lifecycle ---------------------------------------------------------------------
+    def log(self, level: int, message: object) -> None:
+        self._check("proxy_log", self._f.proxy_log(int(level), _s(message)))
+
+    def get_log_level(self) -> int:
+        status, level = self._f.proxy_get_log_level()
+        self._check("proxy_get_log_level", status)
+        return level
+
+    def get_current_time_nanoseconds(self) -> int:
+        status, now = self._f.proxy_get_current_time_nanoseconds()
+        self._check("proxy_get_current_time_nanoseconds", status)
+        return now
+
+    def set_tick_period_milliseconds(self, period_ms: int) -> None:
+        self._check("proxy_set_tick_period_milliseconds", self._f.proxy_set_tick_period_milliseconds(int(period_ms)))
+
+    def set_effective_context(self, context_id: int) -> None:
+        if context_id == self.effective:
+            return
+        self._check("proxy_set_effective_context", self._f.proxy_set_effective_context(int(context_id)))
+        self.effective = int(context_id)
+
+    def done(self) -> None:
+        self._check("proxy_done", self._f.proxy_done())
+
+    def call_foreign_function(self, name: object, data: object) -> bytes:
+        status, result = self._f.proxy_call_foreign_function(_s(name), _y(data))
+        self._check("proxy_call_foreign_function", status)
+        return result
+
+    # -- buffers --------------------------------------------------------------------------------------
+    def get_buffer_bytes(self, buffer_type: int, start: int, size: int) -> bytes:
+        status, data = self._f.proxy_get_buffer_bytes(int(buffer_type), int(start), int(size))
+        if status in (NOT_FOUND, EMPTY):
+            return b""
+        self._check("proxy_get_buffer_bytes", status)
+        return data
+
+    def get_buffer_status(self, buffer_type: int) -> tuple[int, int]:
+        status, length, flags = self._f.proxy_get_buffer_status(int(buffer_type))
+        self._check("proxy_get_buffer_status", status)
+        return length, flags
+
+    def set_buffer_bytes(self, buffer_type: int, start: int, size: int, data: object) -> None:
+        status = self._f.proxy_set_buffer_bytes(int(buffer_type), int(start), int(size), _y(data))
+        self._check("proxy_set_buffer_bytes", status)
+
+    # -- header maps ----------------------------------------------------------------------------------
+    def get_header_map_pairs(self, map_type: int) -> bytes:
+        status, pairs = self._f.proxy_get_header_map_pairs(int(map_type))
+        self._check("proxy_get_header_map_pairs", status)
+        return encode_map(pairs) if pairs else b""
+
+    def set_header_map_pairs(self, map_type: int, data: object) -> None:
+        status = self._f.proxy_set_header_map_pairs(int(map_type), _pairs(_y(data)))
+        self._check("proxy_set_header_map_pairs", status)
+
+    def get_header_map_size(self, map_type: int) -> int:
+        status, size = self._f.proxy_get_header_map_size(int(map_type))
+        self._check("proxy_get_header_map_size", status)
+        return size
+
+    def get_header_map_value(self, map_type: int, key: object) -> bytes | None:
+        status, value = self._f.proxy_get_header_map_value(int(map_type), _y(key))
+        if status == NOT_FOUND:
+            return None
+        self._check("proxy_get_header_map_value", status)
+        return value
+
+    def add_header_map_value(self, map_type: int, key: object, value: object) -> None:
+        status = self._f.proxy_add_header_map_value(int(map_type), _y(key), _y(value))
+        self._check("proxy_add_header_map_value", status)
+
+    def replace_header_map_value(self, map_type: int, key: object, value: object) -> None:
+        status = self._f.proxy_replace_header_map_value(int(map_type), _y(key), _y(value))
+        self._check("proxy_replace_header_map_value", status)
+
+    def remove_header_map_value(self, map_type: int, key: object) -> None:
+        self._check("proxy_remove_header_map_value", self._f.proxy_remove_header_map_value(int(map_type), _y(key)))
+
+    # -- stream control -------------------------------------------------------------------------------
+    def continue_stream(self, stream_type: int) -> None:
+        self._check("proxy_continue_stream", self._f.proxy_continue_stream(int(stream_type)))
+
+    def close_stream(self, stream_type: int) -> None:
+        self._check("proxy_close_stream", self._f.proxy_close_stream(int(stream_type)))
+
+    def send_local_response(
+        self, status: int, details: object, body: object, headers: object, grpc_status: int
+    ) -> None:
+        result = self._f.proxy_send_local_response(
+            int(status), _s(details), _y(body), _pairs(_y(headers)), int(grpc_status)
+        )
+        self._check("proxy_send_local_response", result)
+
+    def get_status(self) -> tuple[int, bytes]:
+        status, code, message = self._f.proxy_get_status()
+        self._check("proxy_get_status", status)
+        return code, message
+
+    # -- callouts -------------------------------------------------------------------------------------
+    def http_call(self, upstream: object, headers: object, body: object, trailers: object, timeout: int) -> int:
+        status, token = self._f.proxy_http_call(
+            _s(upstream), _pairs(_y(headers)), _y(body), _pairs(_y(trailers)), int(timeout)
+        )
+        self._check("proxy_http_call", status)
+        return token
+
+    def grpc_call(self, service: object, service_name: object, method: object, metadata: object, message: object,
+                  timeout: int) -> int:  # fmt: skip
+        status, token = self._f.proxy_grpc_call(
+            _y(service), _s(service_name), _s(method), _pairs(_y(metadata)), _y(message), int(timeout)
+        )
+        self._check("proxy_grpc_call", status)
+        return token
+
+    def grpc_stream(self, service: object, service_name: object, method: object, metadata: object) -> int:
+        status, token = self._f.proxy_grpc_stream(_y(service), _s(service_name), _s(method), _pairs(_y(metadata)))
+        self._check("proxy_grpc_stream", status)
+        return token
+
+    def grpc_send(self, token: int, message: object, end_stream: object) -> None:
+        self._check("proxy_grpc_send", self._f.proxy_grpc_send(int(token), _y(message), bool(end_stream)))
+
+    def grpc_cancel(self, token: int) -> None:
+        self._check("proxy_grpc_cancel", self._f.proxy_grpc_cancel(int(token)))
+
+    def grpc_close(self, token: int) -> None:
+        self._check("proxy_grpc_close", self._f.proxy_grpc_close(int(token)))
+
+    # -- shared data and queues -----------------------------------------------------------------------
+    def get_shared_data(self, key: object) -> tuple[bytes, int] | None:
+        status, value, cas = self._f.proxy_get_shared_data(_s(key))
+        if status == NOT_FOUND:
+            return None
+        self._check("proxy_get_shared_data", status)
+        return value, cas
+
+    def set_shared_data(self, key: object, value: object, cas: int) -> None:
+        self._check("proxy_set_shared_data", self._f.proxy_set_shared_data(_s(key), _y(value), int(cas)))
+
+    def register_shared_queue(self, name: object) -> int:
+        status, token = self._f.proxy_register_shared_queue(_s(name))
+        self._check("proxy_register_shared_queue", status)
+        return token
+
+    def resolve_shared_queue(self, vm_id: object, name: object) -> int | None:
+        status, token = self._f.proxy_resolve_shared_queue(_s(vm_id), _s(name))
+        if status == NOT_FOUND:
+            return None
+        self._check("proxy_resolve_shared_queue", status)
+        return token
+
+    def enqueue_shared_queue(self, token: int, data: object) -> None:
+        self._check("proxy_enqueue_shared_queue", self._f.proxy_enqueue_shared_queue(int(token), _y(data)))
+
+    def dequeue_shared_queue(self, token: int) -> bytes | None:
+        status, data = self._f.proxy_dequeue_shared_queue(int(token))
+        if status == EMPTY:
+            return None
+        self._check("proxy_dequeue_shared_queue", status)
+        return data
+
+    # -- metrics --------------------------------------------------------------------------------------
+    def define_metric(self, metric_type: int, name: object) -> int:
+        status, metric_id = self._f.proxy_define_metric(int(metric_type), _s(name))
+        self._check("proxy_define_metric", status)
+        return metric_id
+
+    def increment_metric(self, metric_id: int, offset: int) -> None:
+        self._check("proxy_increment_metric", self._f.proxy_increment_metric(int(metric_id), int(offset)))
+
+    def record_metric(self, metric_id: int, value: int) -> None:
+        self._check("proxy_record_metric", self._f.proxy_record_metric(int(metric_id), int(value)))
+
+    def get_metric(self, metric_id: int) -> int:
+        status, value = self._f.proxy_get_metric(int(metric_id))
+        self._check("proxy_get_metric", status)
+        return value
+
+    # -- properties -----------------------------------------------------------------------------------
+    def get_property(self, path: object) -> bytes | None:
+        status, value = self._f.proxy_get_property(_y(path))
+        if status == NOT_FOUND:
+            return None
+        self._check("proxy_get_property", status)
+        return value
+
+    def set_property(self, path: object, value: object) -> None:
+        self._check("proxy_set_property", self._f.proxy_set_property(_y(path), _y(value)))

@@ -1,0 +1,61 @@
+"""Built modules cached by content, so tests can start from a filter's source without a build step
+of their own: the same filter, SDK, runtime and toolchain give the same bytes, built once."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import proxywasm
+
+from .build import RUNTIME_DIR, build
+
+_SKIP = {"__pycache__", ".git", ".venv", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("PROXYWASM_CACHE_DIR")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "proxywasm"
+    return base / "builds"
+
+
+def _files(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.is_file() and not _SKIP.intersection(p.relative_to(root).parts))
+
+
+def build_key(source: Path, requirements: Path | None = None) -> str:
+    """A digest of everything the module depends on: the filter's files (and requirements), the SDK,
+    the toolchain and the runtime."""
+    source = source.resolve()
+    digest = hashlib.sha256()
+    toolchain = [RUNTIME_DIR / "python.wasm", *_files(Path(proxywasm.__file__).parent), *_files(Path(__file__).parent)]
+    inputs = [p for p in toolchain if p.suffix in (".py", ".wasm")]
+    neighbour = (source.parent if source.is_file() else source) / "requirements.txt"
+    for path in [
+        *_files(source),
+        *([requirements] if requirements else []),
+        *([neighbour] if neighbour.exists() else []),
+    ]:
+        inputs.append(path)
+    for path in inputs:
+        digest.update(str(path.name).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:24]
+
+
+def build_cached(source: Path, requirements: Path | None = None) -> Path:
+    """The module built from ``source`` (a ``.py`` file or a package directory), from the cache when
+    nothing it depends on changed. Raises ``BuildError`` as ``proxywasm build`` does."""
+    out = cache_dir() / f"{Path(source).stem}-{build_key(Path(source), requirements)}.wasm"
+    if out.exists():
+        return out
+    result = build(Path(source), requirements)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(result.module)
+    os.replace(tmp, out)  # atomic: concurrent test workers never see half a file
+    return out
