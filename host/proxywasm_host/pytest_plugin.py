@@ -1,5 +1,15 @@
-"""pytest plugin (entry point ``pytest11``): a ``proxywasm_host`` factory fixture; on failure the logs of
-every host the test loaded are attached to the report."""
+"""pytest plugin (entry point ``pytest11``), active wherever the package is installed:
+
+* ``proxywasm_host``: a factory, ``proxywasm_host(module_or_source, **Host.load options) -> Host``;
+  the hosts are shut down after the test, and a failing test's report shows every log line their
+  filters wrote.
+* ``proxywasm_mode``: ``"native"`` then ``"wasm"``; a test (or fixture) that asks for it runs once
+  per mode, like proxy-wasm-go-sdk's ``vmTest``::
+
+      @pytest.fixture
+      def host(proxywasm_host, proxywasm_mode):
+          return proxywasm_host(Path(__file__).parent / "filter.py", mode=proxywasm_mode)
+"""
 
 from __future__ import annotations
 
@@ -35,6 +45,12 @@ def proxywasm_host(request: pytest.FixtureRequest) -> Iterator[HostFactory]:
             host.shutdown()
         except Exception:  # a failed VM at teardown must not hide the test's own result
             pass
+
+
+@pytest.fixture(params=["native", "wasm"])
+def proxywasm_mode(request: pytest.FixtureRequest) -> str:
+    """Run the test natively (the filter's Python in this process), then against its built module."""
+    return str(request.param)
 
 
 @pytest.hookimpl(hookwrapper=True)
