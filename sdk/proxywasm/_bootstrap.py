@@ -17,7 +17,8 @@ import sys
 
 import _proxywasm
 
-from . import _dispatch, headers, log
+from . import _dispatch, headers, log, metrics
+from .abi import BUILD_FACT_PREFIX
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -131,6 +132,9 @@ def initialize() -> None:
     abcs = sys.modules.get("_collections_abc")
     if abcs is not None:  # the filter uses collections.abc: Headers is a MutableMapping for it too
         abcs.MutableMapping.register(headers.Headers)
+        abcs.Mapping.register(headers.HeaderPairs)
+    for name, labels in metrics.labelled():  # proxywasm build emits their stats_tags
+        _proxywasm.log(2, f"{BUILD_FACT_PREFIX}metric-labels {','.join(labels)}\t{name}")
     _freeze_imports(importer)
     log.install_stdio()
     log.route_logging()

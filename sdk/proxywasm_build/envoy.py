@@ -114,6 +114,9 @@ class WasmPlugin:
     environment_variables: Mapping[str, str] = field(default_factory=dict)
     failure_policy: FailurePolicy | None = None
     runtime: str = V8_RUNTIME
+    #: PluginConfig.allow_on_headers_stop_iteration (Envoy 1.35+): a headers callback's PAUSE
+    #: becomes StopIteration, so Envoy keeps delivering the body while the headers are held.
+    allow_on_headers_stop_iteration: bool | None = None
 
     def plugin_config(self) -> JsonDict:
         """The PluginConfig message as a dict."""
@@ -135,6 +138,8 @@ class WasmPlugin:
             config["configuration"] = _typed("google.protobuf.StringValue", value=self.configuration)
         if self.failure_policy is not None:
             config["failure_policy"] = self.failure_policy
+        if self.allow_on_headers_stop_iteration is not None:
+            config["allow_on_headers_stop_iteration"] = self.allow_on_headers_stop_iteration
         return config
 
     def http_filter(self) -> JsonDict:
@@ -183,15 +188,25 @@ class Cluster:
         return cluster
 
 
-def _bootstrap(listener: JsonDict, admin_port: int, clusters: Sequence[Cluster | JsonDict]) -> JsonDict:
-    """One static listener, its clusters and an admin endpoint."""
-    return {
+def _bootstrap(
+    listener: JsonDict,
+    admin_port: int,
+    clusters: Sequence[Cluster | JsonDict],
+    stats_tags: Sequence[Mapping[str, str]] = (),
+) -> JsonDict:
+    """One static listener, its clusters and an admin endpoint (and ``stats_config.stats_tags``,
+    e.g. a build's ``stats_tags`` for labelled metrics; repeated tag names are merged)."""
+    config: JsonDict = {
         "admin": {"address": _address(admin_port)},
         "static_resources": {
             "listeners": [listener],
             "clusters": [c.to_dict() if isinstance(c, Cluster) else c for c in clusters],
         },
     }
+    if stats_tags:
+        tags = {tag["tag_name"]: dict(tag) for tag in stats_tags}
+        config["stats_config"] = {"stats_tags": list(tags.values())}
+    return config
 
 
 def http_bootstrap(
@@ -205,11 +220,15 @@ def http_bootstrap(
     upstream_cluster: str = "upstream",
     route_timeout_s: float = 15.0,
     stat_prefix: str = "ingress_http",
+    stats_tags: Sequence[Mapping[str, str]] = (),
+    routes: Sequence[JsonDict] = (),
 ) -> JsonDict:
     """Bootstrap for an HTTP listener: [extra http_filters..., wasm plugins..., router] -> `upstream`.
 
     `http_filters` are placed before the wasm filters; `clusters` are added next to the upstream
-    cluster (e.g. targets for http_call). Ports 0 let Envoy pick.
+    cluster (e.g. targets for http_call); `routes` go before the catch-all route to `upstream`
+    (e.g. routes with metadata); `stats_tags` become `stats_config.stats_tags` (a build's
+    `stats_tags` turn labelled metrics into Prometheus labels). Ports 0 let Envoy pick.
     """
     filters = [*http_filters, *(p.http_filter() for p in plugins)]
     filters.append(
@@ -229,10 +248,11 @@ def http_bootstrap(
                     "name": "all",
                     "domains": ["*"],
                     "routes": [
+                        *routes,
                         {
                             "match": {"prefix": "/"},
                             "route": {"cluster": upstream_cluster, "timeout": f"{route_timeout_s}s"},
-                        }
+                        },
                     ],
                 }
             ],
@@ -246,7 +266,7 @@ def http_bootstrap(
             {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
         ],
     }
-    return _bootstrap(listener, admin_port, [Cluster(upstream_cluster, upstream_port), *clusters])
+    return _bootstrap(listener, admin_port, [Cluster(upstream_cluster, upstream_port), *clusters], stats_tags)
 
 
 def tcp_bootstrap(

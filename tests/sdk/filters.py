@@ -1,0 +1,139 @@
+"""Filters shared by the SDK feature tests: each runs in the local host and in real Envoy."""
+
+AWAIT = """
+import proxywasm
+from proxywasm import Action, CalloutFailed, HttpContext, PluginContext, gather, log
+
+
+class Auth(HttpContext):
+    async def on_request_headers(self, headers, end_of_stream):
+        path = headers[":path"]
+        log.info(f"start {path}")
+        try:
+            if path.startswith("/gather"):
+                a, b = await gather(self.http_call("auth", path="/a" + path), self.http_call("auth", path="/b" + path))
+                headers["x-a"] = a.body.decode()
+                headers["x-b"] = b.body.decode()
+                return None
+            if path.startswith("/body"):
+                body = await self.request_body(max_bytes=64)
+                answer = await self.http_call("auth", method="POST", path="/check", body=body)
+                if answer.status != 200:
+                    self.send_response(403, b"denied: " + body)
+                    return
+                return Action.CONTINUE
+            if path.startswith("/sync"):
+                return None  # never waits: the callback's result is the coroutine's
+            cluster = "broken" if path.startswith("/reset") else "auth"
+            try:
+                user = headers.get("x-user", "")
+                answer = await self.http_call(cluster, path="/auth" + path, headers=[("x-user", user)], timeout_ms=5000)
+            except CalloutFailed as err:
+                self.send_response(502, f"auth failed: {err}")
+                return
+            if path.startswith("/boom"):
+                raise RuntimeError("after the callout")
+            if answer.status != 200:
+                self.send_response(403, f"denied by auth ({answer.status}): {answer.body.decode()}")
+                return
+            self.request_headers["x-auth"] = answer.headers.get("x-auth-user", "?")
+        finally:
+            log.info(f"finally {path}")
+
+
+@proxywasm.register
+class Plugin(PluginContext):
+    http_context = Auth
+"""
+
+MISTAKES = """
+import proxywasm
+from proxywasm import Action, HeadersUnavailable, HttpContext, LocalReplyAlreadySent, PluginContext, log
+
+HELD = []
+
+
+class Stream(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        path = self.path = headers[":path"]
+        if path == "/forgot-pause":
+            self.http_call("svc", self.on_answer, path="/svc")
+        elif path == "/detached":
+            self.http_call("svc", path="/svc", detach=True)
+        elif path == "/unawaited":
+            self.http_call("svc", path="/svc")
+        elif path.startswith("/two-replies"):
+            self.send_response(403, "first")
+            return Action.PAUSE
+        elif path == "/hold":
+            HELD.append(self)
+            return Action.PAUSE
+        elif path == "/count":
+            headers.add("x-twice", "1")
+            headers.add("x-twice", "2")
+            headers["x-count"] = str(len(headers))
+        elif path == "/raw":
+            value = headers["x-raw"]
+            headers["x-copy"] = value
+            headers["x-upper"] = value.upper()
+            log.info(f"raw value {value}")
+        elif path == "/pseudo":
+            return self.forward_pseudo(headers)
+        return None
+
+    def forward_pseudo(self, headers):
+        self.http_call("svc", self.on_pseudo, path="/explicit", method="PUT", headers=headers.pairs())
+        return Action.PAUSE
+
+    def on_pseudo(self, response):
+        self.send_response(200, response.body, [("x-svc-type", str(type(response.headers).__name__)),
+                                               ("x-svc-header", response.headers["x-svc"]),
+                                               ("x-svc-bytes", repr(response.headers.get_bytes("x-svc")))])
+
+    def on_answer(self, response):
+        pass
+
+    def on_request_body(self, body, end_of_stream):
+        if self.path == "/late-read" and end_of_stream:
+            try:
+                self.request_headers[":path"]
+            except HeadersUnavailable as err:
+                log.info(f"unavailable: {err}")
+        return None
+
+    def on_response_headers(self, headers, end_of_stream):
+        if self.path == "/two-replies":
+            try:
+                self.send_response(500, "second")
+            except LocalReplyAlreadySent as err:
+                log.info(f"refused: {err}")
+        elif self.path == "/two-replies-uncaught":
+            self.send_response(500, "second")
+        return None
+
+
+@proxywasm.register
+class Plugin(PluginContext):
+    http_context = Stream
+
+    def on_configure(self, configuration):
+        self.set_tick_period(100)
+        return True
+
+    def on_tick(self):
+        while HELD:
+            held = HELD.pop()
+            held.request_headers["x-from-tick"] = held.request_headers[":path"]
+            held.resume_request()
+"""
+
+CONFIGURE_NONE = """
+import proxywasm
+from proxywasm import PluginContext
+
+
+@proxywasm.register
+class Forgetful(PluginContext):
+    def on_configure(self, configuration):
+        self.ready = True
+"""
