@@ -83,6 +83,9 @@ class _Metric:
                 )
         if len(set(label_names)) != len(label_names):
             raise ValueError(f"metric {name!r}: label names repeat: {label_names}")
+        self._setup(name, label_names)
+
+    def _setup(self, name: str, label_names: tuple[str, ...]) -> None:
         self.name = name
         self.label_names = label_names
         self._id: int | None = None
@@ -121,7 +124,8 @@ class _Metric:
         child = self._children.get(key)
         if child is None:
             encoded = "".join(f";{label}={value}" for label, value in zip(self.label_names, key, strict=True))
-            child = type(self)(self.name + encoded)
+            child = object.__new__(type(self))
+            child._setup(self.name + encoded, ())
             self._children[key] = child
         return child
 

@@ -72,11 +72,19 @@ def _build_facts(logs: list[str]) -> tuple[list[str], list[tuple[str, tuple[str,
     return kept, labelled
 
 
+STATS_CONFIG_HEADER = "# Envoy bootstrap stats_config for the labelled metrics of "
+
+
+def stats_config_path(module: Path) -> Path:
+    """Where ``proxywasm build -o filter.wasm`` writes the stats_config: ``filter.stats_config.yaml``."""
+    return module.with_name(module.stem + ".stats_config.yaml")
+
+
 def stats_config_yaml(result: BuildResult, source: str) -> str:
     """The ``stats_config`` to merge into an Envoy bootstrap, as YAML text (what ``proxywasm build``
-    writes next to the module when the filter declares labelled metrics)."""
+    writes next to the module when the filter declares labelled metrics at module level)."""
     lines = [
-        f"# Envoy bootstrap stats_config for the labelled metrics of {source} (written by proxywasm build):",
+        f"{STATS_CONFIG_HEADER}{source} (written by proxywasm build):",
         "# merge it into the bootstrap so /stats/prometheus shows the labels as Prometheus labels.",
     ]
     lines += [f"#   {name}: {', '.join(labels)}" for name, labels in result.labelled_metrics]

@@ -96,6 +96,7 @@ class Runner:
         self.envoy: Envoy | None = None
         self.upstream: UpstreamServer | None = None
         self._log_offset = 0
+        self.stats_tags: list[dict[str, str]] = []  # of the build Envoy started with
 
     # ---- building ----
 
@@ -116,6 +117,13 @@ class Runner:
     def build(self) -> WasmPlugin:
         started = time.perf_counter()
         result = build(self.options.source)
+        if self.envoy is None:
+            self.stats_tags = result.stats_tags
+        elif any(tag not in self.stats_tags for tag in result.stats_tags):
+            self.say(
+                "this version declares metric labels the running Envoy has no stats_tags for (they are set when "
+                "Envoy starts): restart proxywasm run to see them as Prometheus labels"
+            )
         digest = hashlib.sha256(result.module).hexdigest()[:12]
         wasm = self.workdir / f"filter-{digest}.wasm"
         wasm.write_bytes(result.module)
@@ -146,6 +154,7 @@ class Runner:
             listen_port=self.options.port,
             admin_port=self.options.admin_port,
             http_filters=[ecds_filter(self.ecds_path)],
+            stats_tags=self.stats_tags,  # labelled metrics become Prometheus labels
         )
         config["static_resources"]["clusters"][0] = upstream.to_dict()
         config["node"] = {"id": "proxywasm-run", "cluster": "proxywasm"}  # file-based discovery needs both

@@ -137,3 +137,37 @@ class Forgetful(PluginContext):
     def on_configure(self, configuration):
         self.ready = True
 """
+
+METRICS = """
+import proxywasm
+from proxywasm import Counter, Gauge, Histogram, HttpContext, PluginContext
+
+requests = Counter("requests_total", labels=("route", "code"))
+inflight = Gauge("inflight_requests", labels=("route",))
+upstream_ms = Histogram("upstream_ms", labels=("route",))
+plain = Counter("plain_total")
+unused = Counter("unused_total")
+
+
+class Stream(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        self.route = headers[":path"].split("/")[1].split("?")[0]
+        inflight.labels(self.route).add(1)
+        plain.increment(0)
+
+    def on_response_headers(self, headers, end_of_stream):
+        requests.labels(route=self.route, code=headers[":status"]).increment()
+        inflight.labels(route=self.route).add(-1)
+        upstream_ms.labels(self.route).record(7)
+        if self.route == "odd":
+            requests.labels(route='a;b"c', code="x\\ny").increment()
+
+
+@proxywasm.register
+class Plugin(PluginContext):
+    http_context = Stream
+
+    def on_configure(self, configuration):
+        requests.labels(route="declared", code="200")  # defined now: shows 0 before any request
+        return True
+"""
