@@ -5,7 +5,7 @@ connection. Override only the callbacks you need: the runtime never enters Pytho
 
 from __future__ import annotations
 
-from . import callouts, hostcalls, tasks
+from . import callouts, hostcalls, properties, tasks
 from .abi import Action, GrpcStatus, IntConstants, MapType, PeerType, StreamType
 from .body import Body
 from .errors import HostCallError, LocalReplyAlreadySent, UsageError
@@ -248,6 +248,14 @@ class PluginContext(Context):
         """The plugin is being torn down; return False to finish later with :meth:`done`."""
         return True
 
+    @property
+    def plugin_name(self) -> str:
+        """The plugin's ``name`` in Envoy's PluginConfig (read from Envoy once)."""
+        name: str | None = self.__dict__.get("_plugin_name")
+        if name is None:
+            name = self._plugin_name = self._act(properties.plugin_name) or ""
+        return name
+
     def set_tick_period(self, period_ms: int) -> None:
         """Start (or, with 0, stop) calling :meth:`on_tick` periodically."""
         self._act(hostcalls.set_tick_period_milliseconds, period_ms)
@@ -386,6 +394,29 @@ class HttpContext(Context):
         self._act(hostcalls.continue_stream, StreamType.RESPONSE)
         if self._streams is not None:
             tasks.resumed(self, StreamType.RESPONSE)
+
+    @property
+    def route_config(self) -> dict[str, Any]:
+        """Per-route configuration: the matched route's ``metadata.filter_metadata[<plugin name>]``
+        as a dict (``{}`` when the route has none). Envoy has no per-route Wasm configuration;
+        route metadata is the usual stand-in::
+
+            routes:
+            - match: {prefix: "/api"}
+              route: {cluster: backend}
+              metadata:
+                filter_metadata:
+                  my-plugin:            # the plugin's name in the Wasm filter's config
+                    limit: 10
+                    mode: strict
+
+        Read once per stream (from ``on_request_headers`` on: the route is known then) and cached;
+        numbers come back as ``int`` when whole, else ``float``. The dict is shared by the route's
+        streams: do not change it. See :func:`proxywasm.properties.route_metadata`."""
+        config: dict[str, Any] | None = self.__dict__.get("_route_config")
+        if config is None:
+            config = self._route_config = self._act(properties.route_metadata, self.plugin.plugin_name)
+        return config
 
     def request_body(self, max_bytes: int = 1 << 20) -> tasks.Future[bytes]:
         """``body = await self.request_body()``: the whole request body, in a coroutine of a request

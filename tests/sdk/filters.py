@@ -171,3 +171,21 @@ class Plugin(PluginContext):
         requests.labels(route="declared", code="200")  # defined now: shows 0 before any request
         return True
 """
+
+ROUTE_CONFIG = """
+import json
+import proxywasm
+from proxywasm import Action, HttpContext
+
+
+@proxywasm.register
+class Limits(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        config = self.route_config
+        headers["x-route-config"] = json.dumps(config, sort_keys=True)
+        headers["x-route-metadata"] = (proxywasm.properties.get("xds", "route_metadata") or b"").hex()
+        if config.get("mode") == "strict" and "x-token" not in headers:
+            self.send_response(401, "this route needs a token")
+            return Action.PAUSE
+        return None
+"""
