@@ -353,7 +353,7 @@ class Dispatcher:
         """A stream callback returned: if it started callouts nothing waits for and let the stream
         go on (CONTINUE), the answers will find the stream gone: an author mistake."""
         if action is None or action == Action.CONTINUE:
-            side = "the connection's data" if isinstance(ctx, StreamContext) else (
+            side = "let the connection's data through" if isinstance(ctx, StreamContext) else (
                 _FORWARDED[_RESPONSE] if "response" in where else _FORWARDED[_REQUEST])  # fmt: skip
             tasks.author_mistake(
                 f"{where} started a callout ({ctx._unwaited_what}) and returned CONTINUE: Envoy {side} without "

@@ -189,3 +189,71 @@ class Limits(HttpContext):
             return Action.PAUSE
         return None
 """
+
+EXTRAS = """
+import proxywasm
+from proxywasm import Action, BodyTooLarge, HttpContext, PluginContext, gather, log
+
+TICKS = []
+
+
+class Stream(HttpContext):
+    async def on_request_headers(self, headers, end_of_stream):
+        path = self.path = headers[":path"]
+        if path.startswith("/grpc/"):
+            reply = await self.grpc_call("grpc", "test.Echo", path.split("/")[2], path.encode(), timeout_ms=5000)
+            self.send_response(200 if reply.ok else 502, f"{int(reply.status)}|{reply.data.decode()}|{reply.message}")
+            return
+        if path == "/gather-fails":
+            try:
+                await gather(self.http_call("svc", path="/ok"), self.http_call("broken", path="/x"))
+            except Exception as err:
+                self.send_response(502, f"{type(err).__name__}")
+            return
+        if path == "/gather-exceptions":
+            ok, failed = await gather(self.http_call("svc", path="/ok"), self.http_call("broken", path="/x"),
+                                      return_exceptions=True)
+            self.send_response(200, f"{ok.status}|{type(failed).__name__}")
+            return
+        if path == "/gather-coroutines":
+            first, second = await gather(self.fetch("/one"), self.fetch("/two"))
+            headers["x-fetched"] = f"{first}+{second}"
+            return
+        if path == "/tick":
+            TICKS.append(self)
+            return Action.PAUSE  # the plugin's async on_tick resumes it
+        return None
+
+    async def fetch(self, where):
+        answer = await self.http_call("svc", path=where)
+        return answer.body.decode()
+
+    async def on_response_headers(self, headers, end_of_stream):
+        if self.path.startswith("/inspect"):
+            try:
+                body = await self.response_body(max_bytes=40)
+            except BodyTooLarge:
+                log.info("response too large")
+                raise
+            log.info(f"response body {len(body)} bytes")
+            if b"secret" in body:
+                self.send_response(502, "the upstream leaked a secret")
+        return None
+
+
+@proxywasm.register
+class Plugin(PluginContext):
+    http_context = Stream
+    allow = False
+
+    def on_configure(self, configuration):
+        self.set_tick_period(50)
+        return True
+
+    async def on_tick(self):
+        while TICKS:
+            held = TICKS.pop()
+            answer = await self.http_call("svc", path="/from-tick")
+            held.request_headers["x-tick"] = answer.body.decode()
+            held.resume_request()
+"""
