@@ -36,7 +36,6 @@ from .headers import HeaderPairs, Headers
 from .hostcalls import call_foreign_function
 from .metrics import Counter, Gauge, Histogram
 from .shared import SharedQueue, shared_data
-from .tasks import Future, gather
 
 __all__ = [
     "Action", "Body", "BodyTooLarge", "CallbackNameError", "CalloutFailed", "CasMismatch", "Context", "Counter",
@@ -50,7 +49,18 @@ TYPE_CHECKING = False  # typing is not imported at run time: it would cost memor
 if TYPE_CHECKING:
     from typing import Any, TypeVar
 
+    from .tasks import Future, gather
+
     C = TypeVar("C", bound=Context)
+
+
+def __getattr__(name: str) -> Any:
+    # The coroutine driver loads on first use, at build time: filters that do not await keep the memory.
+    if name in ("Future", "gather"):
+        from . import tasks
+
+        return getattr(tasks, name)
+    raise AttributeError(f"module 'proxywasm' has no attribute {name!r}")
 
 
 def register(cls: Any = None, /, *, root_id: str | None = None) -> Any:
@@ -65,7 +75,8 @@ def register(cls: Any = None, /, *, root_id: str | None = None) -> Any:
     ``on_request_headers``?), a callback of another kind of context, or an ``async def`` callback
     where the SDK cannot wait.
     """
-    from ._dispatch import check_callback_names, registry
+    from ._dispatch import registry
+    from ._names import check_callback_names
 
     def add(target: Any) -> Any:
         plugin: type[PluginContext]
@@ -80,10 +91,19 @@ def register(cls: Any = None, /, *, root_id: str | None = None) -> Any:
         for cls in (plugin, plugin.http_context, plugin.stream_context):
             if cls is not None:
                 check_callback_names(cls)
+                if _awaits(cls):
+                    from . import tasks  # noqa: F401 - loaded now, so it exists inside Envoy
         registry.add(plugin, root_id)
         return target
 
     return add if cls is None else add(cls)
+
+
+def _awaits(cls: type) -> bool:
+    """Whether a class (with its bases) defines an ``async def`` method."""
+    return any(
+        getattr(getattr(f, "__code__", None), "co_flags", 0) & 0x80 for k in cls.__mro__ for f in vars(k).values()
+    )
 
 
 def now_ns() -> int:

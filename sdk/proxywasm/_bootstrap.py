@@ -135,6 +135,11 @@ def initialize() -> None:
         abcs.Mapping.register(headers.HeaderPairs)
     for name, labels in metrics.labelled():  # proxywasm build emits their stats_tags
         _proxywasm.log(2, f"{BUILD_FACT_PREFIX}metric-labels {','.join(labels)}\t{name}")
+    # Build-time only: register()'s callback-name check; freed here, it costs Envoy's VMs nothing.
+    sys.modules.pop("proxywasm._names", None)
+    package = sys.modules["proxywasm"]
+    if hasattr(package, "_names"):
+        delattr(package, "_names")
     _freeze_imports(importer)
     log.install_stdio()
     log.route_logging()

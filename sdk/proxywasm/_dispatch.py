@@ -4,17 +4,41 @@ raises, and reports author mistakes."""
 
 from __future__ import annotations
 
-from . import callouts, hostcalls, metrics, properties, tasks
+from . import callouts, hostcalls, metrics, properties
 from .abi import AUTHOR_MISTAKE_PREFIX, Action, BufferType, LogLevel, PeerType, StreamType
 from .body import Body
 from .context import Context, FailurePolicy, HttpContext, PluginContext, StreamContext
-from .errors import CallbackNameError, UsageError
+from .errors import UsageError
 from .headers import request_headers, request_trailers, response_headers, response_trailers
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
 if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any
+
+
+def author_mistake(message: str) -> None:
+    """Log a mistake in the filter's code, at error level with AUTHOR_MISTAKE_PREFIX."""
+    try:
+        hostcalls.log(LogLevel.ERROR, AUTHOR_MISTAKE_PREFIX + message)
+    except Exception:
+        pass
+
+
+def tasks() -> Any:
+    """The coroutine driver (tasks.py). It is loaded at build time only for filters that await
+    (register() sees an async def, or the filter imports gather/Future): inside Envoy a module not
+    loaded at build time does not exist, and sync filters keep the memory."""
+    try:
+        from . import tasks as module
+    except ImportError:
+        raise UsageError(
+            "this filter awaits, but proxywasm build saw no async def in its registered classes: define the "
+            "async callbacks on the classes given to @proxywasm.register (or import proxywasm.gather at module "
+            "level)"
+        ) from None
+    return module
+
 
 # The runtime's callbacks in mask-bit order: keep in sync with CALLBACKS in runtime/callbacks.c.
 CALLBACKS = (
@@ -112,134 +136,7 @@ def mask_of(cls: type[Context]) -> int:
                     awaits = True
         cls._awaits = awaits
         _masks[cls] = mask
-        for problem in callback_name_problems(cls):  # classes register() did not see (new_http_context)
-            tasks.author_mistake(problem[2])
     return mask
-
-
-# ---- misnamed callbacks: caught by register() at build time ----
-
-_KINDS = {PluginContext: "PluginContext", HttpContext: "HttpContext", StreamContext: "StreamContext"}
-_A = {"PluginContext": "a PluginContext", "HttpContext": "an HttpContext", "StreamContext": "a StreamContext"}
-_NAMES = {kind: tuple(dict.fromkeys(routes.values())) for kind, routes in _ROUTES.items()}
-# Names from the ABI and other SDKs that a filter author may reach for, and what to use instead.
-_ALIASES = {
-    "on_http_request_headers": "on_request_headers", "on_http_request_body": "on_request_body",
-    "on_http_request_trailers": "on_request_trailers", "on_http_response_headers": "on_response_headers",
-    "on_http_response_body": "on_response_body", "on_http_response_trailers": "on_response_trailers",
-    "on_http_stream_done": "on_done", "on_stream_done": "on_done", "on_delete": "on_done",
-    "on_downstream_connection_close": "on_downstream_close", "on_upstream_connection_close": "on_upstream_close",
-    "on_plugin_start": "on_configure", "on_configuration": "on_configure",
-}  # fmt: skip
-_NO_METHOD = (
-    "on_http_call_response", "on_grpc_call_response", "on_grpc_receive", "on_grpc_close",
-    "on_grpc_receive_initial_metadata", "on_grpc_receive_trailing_metadata",
-)  # fmt: skip
-
-
-def _distance(a: str, b: str) -> int:
-    """Levenshtein distance (small strings only)."""
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        previous, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (ca != cb))
-    return row[-1]
-
-
-def _nearest(name: str, valid: tuple[str, ...]) -> str | None:
-    """The valid callback name ``name`` looks like a slip of, or None for an unrelated name."""
-    if name in _ALIASES:
-        return _ALIASES[name] if _ALIASES[name] in valid else None
-    plain = name.replace("_http_", "_")
-    if plain in valid:
-        return plain
-    best: tuple[int, str] | None = None
-    for order, callback in enumerate(valid):  # in callback order: headers before body
-        distance = _distance(plain, callback)
-        shorter = min(len(plain), len(callback))
-        common = next((i for i in range(shorter) if plain[i] != callback[i]), shorter)
-        if distance <= (1 if len(callback) <= 7 else 2):
-            score = distance  # a typo: on_request_header, on_tik
-        elif (len(plain) > 4 and callback.startswith(plain)) or (  # cut short: on_response, on_request
-            len(callback) > 7  # (not on_log, on_done, on_tick: on_login, on_done_cleanup are fine)
-            and (
-                plain.startswith(callback + "_")  # a suffix added: on_response_body_chunk
-                or (len(plain) >= len(callback) and common >= len(callback) - 2)  # on_configuration
-            )
-        ):
-            score = 10 + order
-        else:
-            continue
-        if best is None or score < best[0]:
-            best = (score, callback)
-    return best[1] if best else None
-
-
-def callback_name_problems(cls: type) -> list[tuple[str, int, str]]:
-    """(file, line, message) for each method of ``cls`` (and its own bases up to the SDK's) that
-    is named like a callback but is none, is a callback of another kind of context, or is an
-    ``async def`` where the SDK cannot await."""
-    kind = next((b for b in _ROUTES if issubclass(cls, b)), None)
-    if kind is None:
-        return []
-    valid = _NAMES[kind]
-    others = {n: _KINDS[k] for k, names in _NAMES.items() if k is not kind for n in names if n not in valid}
-    problems: list[tuple[str, int, str]] = []
-    seen: set[str] = set()
-    for klass in cls.__mro__:
-        if klass in _ROUTES or klass is Context or klass is object:
-            break
-        for name, function in vars(klass).items():
-            code = getattr(function, "__code__", None)
-            if code is None or name in seen:
-                continue
-            seen.add(name)
-            where = f"{klass.__name__}.{name}"
-            message = ""
-            if name in valid:
-                flags = code.co_flags
-                if flags & _CO_ASYNC_GENERATOR:
-                    message = f"{where} is an async generator: a callback returns (or awaits), it does not yield"
-                elif flags & _CO_COROUTINE and name not in _ASYNC_OK[kind]:
-                    allowed = ", ".join(_ASYNC_OK[kind]) or "none of them"
-                    message = (
-                        f"{where} is async def, but the SDK cannot wait in {name} (Envoy needs its answer at once); "
-                        f"{_A[_KINDS[kind]]} may await in: {allowed}"
-                    )
-            elif not name.startswith(("on_", "validate_")):
-                continue
-            elif name in others or _ALIASES.get(name) in others:
-                callback = name if name in others else _ALIASES[name]
-                named = "" if callback == name else f" (named {callback} in this SDK)"
-                message = (
-                    f"{where} is {_A[others[callback]]} callback{named}: Envoy never calls it on "
-                    f"{_A[_KINDS[kind]]}; define it on {_A[others[callback]]} subclass"
-                )
-            elif name in _NO_METHOD:
-                message = (
-                    f"{where} is never called: a callout's answer goes to the callback passed to "
-                    "http_call/grpc_call, or is awaited (response = await self.http_call(...))"
-                )
-            else:
-                nearest = _nearest(name, valid)
-                if nearest is not None:
-                    message = (
-                        f"{where} is not {_A[_KINDS[kind]]} callback, so Envoy never calls it: did you mean {nearest}? "
-                        "(if it is your own method, e.g. a callout's callback, give it a name that does not look "
-                        "like a callback's)"
-                    )
-            if message:
-                problems.append((code.co_filename, code.co_firstlineno, message))
-    return problems
-
-
-def check_callback_names(cls: type) -> None:
-    """Raise :class:`CallbackNameError` (``file:line: message``) for the first problem found."""
-    problems = callback_name_problems(cls)
-    if problems:
-        filename, line, message = problems[0]
-        raise CallbackNameError(f"{filename}:{line}: {message}")
 
 
 def format_exception(exc: BaseException) -> str:
@@ -299,7 +196,14 @@ class _UnavailableStream(StreamContext):
         return Action(dispatcher.fail_stream(self))
 
 
-_COROUTINE = tasks.COROUTINE
+async def _probe() -> None:
+    pass
+
+
+_probe_coroutine = _probe()
+_COROUTINE = type(_probe_coroutine)  # the type of what calling an ``async def`` returns
+_probe_coroutine.close()
+del _probe_coroutine
 _REQUEST, _RESPONSE = StreamType.REQUEST, StreamType.RESPONSE
 _HEADERS, _BODY, _TRAILERS = 0, 1, 2
 _FORWARDED = {_REQUEST: "forwarded the request", _RESPONSE: "forwarded the response"}
@@ -355,7 +259,7 @@ class Dispatcher:
         if action is None or action == Action.CONTINUE:
             side = "let the connection's data through" if isinstance(ctx, StreamContext) else (
                 _FORWARDED[_RESPONSE] if "response" in where else _FORWARDED[_REQUEST])  # fmt: skip
-            tasks.author_mistake(
+            author_mistake(
                 f"{where} started a callout ({ctx._unwaited_what}) and returned CONTINUE: Envoy {side} without "
                 "waiting for the answer (resuming the stream from the callout's callback then fails). Return "
                 "Action.PAUSE and resume from the callback, or await the callout in an async def callback; for a "
@@ -407,13 +311,13 @@ class Dispatcher:
 
     def _verdict(self, plugin: PluginContext, callback: str, result: object) -> bool:
         if result is None:
-            tasks.author_mistake(
+            author_mistake(
                 f"{type(plugin).__name__}.{callback} returned None (return True to accept); Envoy rejects it"
             )
             return False
         if type(result) is _COROUTINE:
             result.close()
-            tasks.author_mistake(f"{type(plugin).__name__}.{callback} is async def: it must answer at once")
+            author_mistake(f"{type(plugin).__name__}.{callback} is async def: it must answer at once")
             return False
         return bool(result)
 
@@ -464,7 +368,7 @@ class Dispatcher:
             self.report(where, exc)
             return
         if type(result) is _COROUTINE and plugin is not None:
-            tasks.start_plain(plugin, result, where, lambda exc: self.report(where, exc))
+            tasks().start_plain(plugin, result, where, lambda exc: self.report(where, exc))
 
     def on_tick(self, context_id: int) -> None:
         self._plugin_event(context_id, "on_tick")
@@ -479,7 +383,7 @@ class Dispatcher:
     def on_done(self, context_id: int) -> bool:
         ctx = self.contexts.get(context_id)
         if ctx is not None and ctx._streams is not None:
-            tasks.close_all(ctx)  # the stream ends: waiting coroutines run their finally blocks
+            tasks().close_all(ctx)  # the stream ends: waiting coroutines run their finally blocks
         try:
             return bool(getattr(ctx, "on_done")())  # noqa: B009 - every context kind defines it
         except BaseException as exc:
@@ -501,7 +405,7 @@ class Dispatcher:
     def _result(self, ctx: Any, result: Any, where: str, direction: int, kind: int, eos: int) -> Any:
         """What a stream callback returned, for Envoy: a coroutine runs; unwaited callouts are checked."""
         if type(result) is _COROUTINE:
-            return tasks.start(ctx, result, f"{type(ctx).__name__}.{where}", direction, kind, bool(eos))
+            return tasks().start(ctx, result, f"{type(ctx).__name__}.{where}", direction, kind, bool(eos))
         if ctx._unwaited:
             self.check_unwaited(ctx, f"{type(ctx).__name__}.{where}", result)
         return result
@@ -518,7 +422,7 @@ class Dispatcher:
 
     def _body(self, ctx: Any, direction: int, buffer: BufferType, size: int, eos: int, name: str) -> int | None:
         if ctx._awaits:
-            held = tasks.body_event(ctx, direction, size, bool(eos))
+            held: int | None = tasks().body_event(ctx, direction, size, bool(eos))
             if held is not None:
                 return held
         try:
@@ -528,7 +432,7 @@ class Dispatcher:
         if type(result) is _COROUTINE or ctx._unwaited:
             result = self._result(ctx, result, name, direction, _BODY, eos)
         if ctx._awaits:
-            tasks.body_forwarded(ctx, direction, size, result)
+            tasks().body_forwarded(ctx, direction, size, result)
         return result  # type: ignore[no-any-return]
 
     def on_request_body(self, context_id: int, size: int, end_of_stream: int) -> int | None:
@@ -537,7 +441,7 @@ class Dispatcher:
 
     def _trailers(self, ctx: Any, direction: int, trailers: Any, name: str) -> int | None:
         if ctx._awaits:
-            held = tasks.trailers_event(ctx, direction)
+            held: int | None = tasks().trailers_event(ctx, direction)
             if held is not None:
                 return held
         try:
@@ -640,7 +544,7 @@ class Dispatcher:
             return
         if type(result) is _COROUTINE and owner is not None:
             where = f"{name} callout callback"
-            tasks.start_plain(owner, result, where, lambda exc: self._callout_error(owner, where, exc))
+            tasks().start_plain(owner, result, where, lambda exc: self._callout_error(owner, where, exc))
 
     def _callout_error(self, owner: Context | None, where: str, exc: BaseException) -> None:
         self.report(where, exc)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from . import hostcalls, tasks
+from . import hostcalls
 from .abi import BufferType, GrpcStatus, MapType
-from .errors import CalloutFailed
+from .errors import CalloutFailed, UsageError
 from .headers import HeaderPairs
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
     from .context import Context
     from .headers import HeaderValue
+    from .tasks import GrpcCallFuture, HttpCallFuture
 
     class GrpcStreamHandler(Protocol):
         """Receives the events of a gRPC stream opened with :meth:`Context.grpc_stream`."""
@@ -73,34 +74,6 @@ class HttpCallResponse:
         return self.body.decode(encoding, errors)
 
 
-class HttpCallFuture(tasks.Future[HttpCallResponse]):
-    """An HTTP callout in flight, for ``await``: its result is the :class:`HttpCallResponse`
-    (raises :class:`~proxywasm.errors.CalloutFailed` when Envoy delivered no response)."""
-
-    __slots__ = ("cluster", "token")
-
-    def __init__(self, context: Context, cluster: str) -> None:
-        super().__init__(context)
-        self.cluster = cluster
-        self.token = 0
-
-    def __repr__(self) -> str:
-        state = ("pending", "done", "failed")[self._state]
-        return f"<HttpCallFuture token={self.token} cluster={self.cluster!r} {state}>"
-
-
-class GrpcCallFuture(tasks.Future["GrpcCallResponse"]):
-    """A unary gRPC call in flight, for ``await``: its result is the :class:`GrpcCallResponse`
-    whatever its status (check ``.ok``); it never raises for a gRPC status."""
-
-    __slots__ = ("cluster", "token")
-
-    def __init__(self, context: Context, cluster: str) -> None:
-        super().__init__(context)
-        self.cluster = cluster
-        self.token = 0
-
-
 class GrpcCallResponse:
     """The end of a unary gRPC call: its ``status`` (:class:`~proxywasm.GrpcStatus`), ``message``
     and, when ``ok``, the reply bytes in ``data``. Envoy reports a timeout as DEADLINE_EXCEEDED and
@@ -142,9 +115,10 @@ class GrpcStream:
         _pending.pop(self.token, None)
 
 
-# token -> (context that made the call, what to do with the answer, cluster). The answer goes to
-# a callback, an HttpCallFuture / GrpcCallFuture, a (GrpcStream, handler), or None (detached).
-_pending: dict[int, tuple[Context, Any, str]] = {}
+# token -> (context that made the call, what to do with the answer, cluster, awaited). The answer
+# goes to a callback, an HttpCallFuture / GrpcCallFuture (awaited), a (GrpcStream, handler), or
+# None (detached).
+_pending: dict[int, tuple[Context, Any, str, bool]] = {}
 
 
 def _pairs(headers: Sequence[tuple[HeaderValue, HeaderValue]]) -> list[tuple[bytes, bytes]]:
@@ -155,7 +129,7 @@ _FRAMING = frozenset((b"content-length", b"transfer-encoding"))
 _PSEUDO = frozenset((b":method", b":path", b":authority"))
 
 
-def _track(context: Context, callback: Any, detach: bool, what: str, future: tasks.Future[Any] | None) -> None:
+def _track(context: Context, callback: Any, detach: bool, what: str, future: Any) -> None:
     """Count a callout the stream should wait for (see Dispatcher.check_unwaited)."""
     if detach:
         return
@@ -196,10 +170,14 @@ def http_call(
     ]  # fmt: skip
     rest = [(k, v) for k, v in given if k not in _PSEUDO]
     token = hostcalls.http_call(cluster, pseudo + rest, data, _pairs(trailers), timeout_ms)
-    future = HttpCallFuture(context, cluster) if callback is None and not detach else None
+    future = (
+        _awaitable(context, cluster, "http_call").HttpCallFuture(context, cluster)
+        if callback is None and not detach
+        else None
+    )
     if future is not None:
         future.token = token
-    _pending[token] = (context, callback if future is None else future, cluster)
+    _pending[token] = (context, callback if future is None else future, cluster, future is not None)
     _track(context, callback, detach, f"http_call to cluster {cluster!r}", future)
     return token if future is None else future
 
@@ -215,11 +193,12 @@ def grpc_call(
     timeout_ms: int,
     detach: bool,
 ) -> int | GrpcCallFuture:
+    tasks = _awaitable(context, cluster, "grpc_call") if callback is None and not detach else None
     token = hostcalls.grpc_call(hostcalls.to_bytes(cluster), service, method, _pairs(metadata), message, timeout_ms)
-    future = GrpcCallFuture(context, cluster) if callback is None and not detach else None
+    future = tasks.GrpcCallFuture(context, cluster) if tasks is not None else None
     if future is not None:
         future.token = token
-    _pending[token] = (context, callback if future is None else future, cluster)
+    _pending[token] = (context, callback if future is None else future, cluster, future is not None)
     _track(context, callback, detach, f"grpc_call {service}/{method} to cluster {cluster!r}", future)
     return token if future is None else future
 
@@ -233,8 +212,22 @@ def grpc_stream(
     metadata: Sequence[tuple[HeaderValue, HeaderValue]],
 ) -> GrpcStream:
     stream = GrpcStream(hostcalls.grpc_stream(hostcalls.to_bytes(cluster), service, method, _pairs(metadata)))
-    _pending[stream.token] = (context, (stream, handler), cluster)
+    _pending[stream.token] = (context, (stream, handler), cluster, False)
     return stream
+
+
+def _awaitable(context: Context, cluster: str, call: str) -> Any:
+    """The coroutine driver, to return an awaitable: loaded only for filters that await."""
+    from ._dispatch import tasks
+
+    try:
+        return tasks()
+    except UsageError:
+        raise UsageError(
+            f"{call} to cluster {cluster!r} without a callback returns something to await, but "
+            f"{type(context).__name__} has no async def callback: pass a callback (and return Action.PAUSE), "
+            "or detach=True to fire and forget, or make the callback async def and await the call"
+        ) from None
 
 
 def owner(token: int) -> Context | None:
@@ -252,7 +245,7 @@ def deliver_http_response(token: int, num_headers: int, body_size: int, num_trai
     entry = _pending.pop(token, None)
     if entry is None:
         return None
-    context, target, cluster = entry
+    context, target, cluster, awaited = entry
     if target is None:
         return None  # detached without a callback: the answer is not wanted
     response = HttpCallResponse(token, cluster=cluster)
@@ -262,7 +255,7 @@ def deliver_http_response(token: int, num_headers: int, body_size: int, num_trai
         response.body = hostcalls.get_buffer(BufferType.HTTP_CALL_RESPONSE_BODY, 0, body_size)
     if num_trailers:
         response.trailers = HeaderPairs(hostcalls.get_map(MapType.HTTP_CALL_RESPONSE_TRAILERS))
-    if isinstance(target, tasks.Future):
+    if awaited:
         if num_headers:
             target.set_result(response)
         else:
@@ -282,10 +275,11 @@ def deliver_grpc_initial_metadata(token: int, count: int) -> Any:
     return None
 
 
-def _finish_unary(target: Any, response: GrpcCallResponse) -> Any:
+def _finish_unary(entry: tuple[Context, Any, str, bool], response: GrpcCallResponse) -> Any:
+    target = entry[1]
     if target is None:
         return None
-    if isinstance(target, tasks.Future):
+    if entry[3]:  # awaited
         target.set_result(response)
         return None
     return target(response)
@@ -301,7 +295,7 @@ def deliver_grpc_message(token: int, size: int) -> Any:
         return handler.on_message(stream, data)
     # Envoy completes a successful unary call with its one message; no close follows.
     del _pending[token]
-    return _finish_unary(entry[1], GrpcCallResponse(token, GrpcStatus.OK, "", data))
+    return _finish_unary(entry, GrpcCallResponse(token, GrpcStatus.OK, "", data))
 
 
 def deliver_grpc_trailing_metadata(token: int, count: int) -> Any:
@@ -327,4 +321,4 @@ def deliver_grpc_close(token: int, status: int) -> Any:
     if isinstance(entry[1], tuple):
         stream, handler = entry[1]
         return handler.on_close(stream, grpc_status, text)
-    return _finish_unary(entry[1], GrpcCallResponse(token, grpc_status, text))
+    return _finish_unary(entry, GrpcCallResponse(token, grpc_status, text))

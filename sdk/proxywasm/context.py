@@ -5,7 +5,7 @@ connection. Override only the callbacks you need: the runtime never enters Pytho
 
 from __future__ import annotations
 
-from . import callouts, hostcalls, properties, tasks
+from . import callouts, hostcalls, properties
 from .abi import Action, GrpcStatus, IntConstants, MapType, PeerType, StreamType
 from .body import Body
 from .errors import HostCallError, LocalReplyAlreadySent, UsageError
@@ -18,11 +18,18 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
+    from . import tasks
     from .headers import HeaderValue
 else:
 
     def overload(function: object) -> object:
         return function  # the implementation defined after the overloads replaces them
+
+
+def _tasks() -> Any:
+    from ._dispatch import tasks  # late: _dispatch imports this module
+
+    return tasks()
 
 
 class FailurePolicy(IntConstants):
@@ -81,7 +88,7 @@ class Context:
         trailers: Sequence[tuple[HeaderValue, HeaderValue]] = (),
         timeout_ms: int = 5000,
         detach: Literal[False] = False,
-    ) -> callouts.HttpCallFuture: ...
+    ) -> tasks.HttpCallFuture: ...
 
     @overload
     def http_call(  # noqa: F811 - overloads for type checkers, then the implementation
@@ -112,7 +119,7 @@ class Context:
         trailers: Sequence[tuple[HeaderValue, HeaderValue]] = (),
         timeout_ms: int = 5000,
         detach: bool = False,
-    ) -> int | callouts.HttpCallFuture:
+    ) -> int | tasks.HttpCallFuture:
         """Send an HTTP request to the Envoy cluster ``cluster`` (a callout); it leaves at once.
 
         Two styles:
@@ -159,7 +166,7 @@ class Context:
         metadata: Sequence[tuple[HeaderValue, HeaderValue]] = (),
         timeout_ms: int = 5000,
         detach: Literal[False] = False,
-    ) -> callouts.GrpcCallFuture: ...
+    ) -> tasks.GrpcCallFuture: ...
 
     @overload
     def grpc_call(  # noqa: F811 - overloads for type checkers, then the implementation
@@ -186,7 +193,7 @@ class Context:
         metadata: Sequence[tuple[HeaderValue, HeaderValue]] = (),
         timeout_ms: int = 5000,
         detach: bool = False,
-    ) -> int | callouts.GrpcCallFuture:
+    ) -> int | tasks.GrpcCallFuture:
         """Unary gRPC call ``service/method`` on ``cluster`` with a serialised request message.
 
         Like :meth:`http_call`: without ``callback``, ``await`` it for the
@@ -387,13 +394,13 @@ class HttpContext(Context):
         """Let a paused request continue to the upstream (also from another context's callback)."""
         self._act(hostcalls.continue_stream, StreamType.REQUEST)
         if self._streams is not None:
-            tasks.resumed(self, StreamType.REQUEST)
+            _tasks().resumed(self, StreamType.REQUEST)
 
     def resume_response(self) -> None:
         """Let a paused response continue to the client (also from another context's callback)."""
         self._act(hostcalls.continue_stream, StreamType.RESPONSE)
         if self._streams is not None:
-            tasks.resumed(self, StreamType.RESPONSE)
+            _tasks().resumed(self, StreamType.RESPONSE)
 
     @property
     def route_config(self) -> dict[str, Any]:
@@ -435,7 +442,8 @@ class HttpContext(Context):
         ``per_connection_buffer_limit_bytes``, 1 MiB by default, also answers 413.) Raises
         :class:`~proxywasm.errors.UsageError` outside a request callback's coroutine, or when part
         of the body already went on."""
-        return tasks.wait_for_body(self, StreamType.REQUEST, max_bytes)
+        body: tasks.Future[bytes] = _tasks().wait_for_body(self, StreamType.REQUEST, max_bytes)
+        return body
 
     def response_body(self, max_bytes: int = 1 << 20) -> tasks.Future[bytes]:
         """``body = await self.response_body()``: the whole response body, in a coroutine of a
@@ -443,7 +451,8 @@ class HttpContext(Context):
         before the coroutine decides (a local reply after that makes Envoy reset the stream). Over
         ``max_bytes`` the SDK answers 500 (or Envoy resets the stream if the client already has the
         headers) and raises :class:`~proxywasm.errors.BodyTooLarge`."""
-        return tasks.wait_for_body(self, StreamType.RESPONSE, max_bytes)
+        body: tasks.Future[bytes] = _tasks().wait_for_body(self, StreamType.RESPONSE, max_bytes)
+        return body
 
     def reset(self) -> None:
         """Reset the stream."""

@@ -23,7 +23,9 @@ waits for the body lets the headers go on first (see :meth:`HttpContext.request_
 from __future__ import annotations
 
 from . import hostcalls
-from .abi import AUTHOR_MISTAKE_PREFIX, Action, BufferType, LogLevel, StreamType
+from ._dispatch import author_mistake as author_mistake
+from ._dispatch import dispatcher
+from .abi import Action, BufferType, StreamType
 from .errors import BodyTooLarge, UsageError
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Generator
     from typing import Any, Generic, TypeVar
 
+    from .callouts import GrpcCallResponse, HttpCallResponse  # noqa: F401 - in base classes below
     from .context import Context, HttpContext
 
     T = TypeVar("T")
@@ -54,14 +57,7 @@ _PENDING, _DONE, _FAILED = 0, 1, 2
 _REQUEST, _RESPONSE = StreamType.REQUEST, StreamType.RESPONSE
 
 
-async def _probe() -> None:
-    pass
-
-
-_probe_coroutine = _probe()
-COROUTINE = type(_probe_coroutine)  # the type of what calling an ``async def`` returns
-_probe_coroutine.close()
-del _probe_coroutine
+from ._dispatch import _COROUTINE as COROUTINE  # noqa: E402 - the type of what an ``async def`` returns
 
 _current: Task | None = None  # the task whose coroutine is running right now
 
@@ -231,8 +227,6 @@ class Task(Future["Any"]):
 
 
 def _report(where: str, exc: BaseException) -> None:
-    from ._dispatch import dispatcher  # late: _dispatch imports this module
-
     dispatcher.report(where, exc)
 
 
@@ -424,8 +418,6 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], where: str, directio
 
 
 def _first_result(context: Context, task: Task) -> int:
-    from ._dispatch import dispatcher
-
     if task._state == _FAILED:
         exc = task._value
         if isinstance(exc, BodyTooLarge) and getattr(context, "_local_reply_sent", False):
@@ -440,8 +432,6 @@ def _first_result(context: Context, task: Task) -> int:
 
 def _finished(task: Future[Any]) -> None:
     """A stream callback's coroutine that had waited is done: apply the completion rules."""
-    from ._dispatch import dispatcher
-
     assert isinstance(task, Task)
     context = task.context
     assert context is not None and task.direction is not None
@@ -597,8 +587,31 @@ def start_plain(
         on_error(task._value)
 
 
-def author_mistake(message: str) -> None:
-    try:
-        hostcalls.log(LogLevel.ERROR, AUTHOR_MISTAKE_PREFIX + message)
-    except Exception:
-        pass
+class HttpCallFuture(Future["HttpCallResponse"]):
+    """An HTTP callout in flight, for ``await``: its result is the
+    :class:`~proxywasm.callouts.HttpCallResponse` (raises :class:`~proxywasm.errors.CalloutFailed`
+    when Envoy delivered no response)."""
+
+    __slots__ = ("cluster", "token")
+
+    def __init__(self, context: Context, cluster: str) -> None:
+        super().__init__(context)
+        self.cluster = cluster
+        self.token = 0
+
+    def __repr__(self) -> str:
+        state = ("pending", "done", "failed")[self._state]
+        return f"<HttpCallFuture token={self.token} cluster={self.cluster!r} {state}>"
+
+
+class GrpcCallFuture(Future["GrpcCallResponse"]):
+    """A unary gRPC call in flight, for ``await``: its result is the
+    :class:`~proxywasm.callouts.GrpcCallResponse` whatever its status (check ``.ok``); it never
+    raises for a gRPC status."""
+
+    __slots__ = ("cluster", "token")
+
+    def __init__(self, context: Context, cluster: str) -> None:
+        super().__init__(context)
+        self.cluster = cluster
+        self.token = 0

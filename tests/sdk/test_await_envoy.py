@@ -171,3 +171,8 @@ def test_await_body_with_allow_on_headers_stop_iteration(build_filter: Callable[
         envoy.stop()
     # Nothing of the denied request reached the upstream: the headers were held with the body.
     assert [s.path for s in upstream.seen if s.path.startswith("/body-allow")] == ["/body-allow-ok"]
+
+
+def test_unawaited_callout_in_a_coroutine_is_logged(envoy: Envoy) -> None:
+    assert request(envoy, "/forget")[0] == 200
+    envoy.wait_for_log("author mistake: Auth.on_request_headers started a callout \\(http_call to cluster 'auth'\\)")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from filters import AWAIT
 
+from proxywasm.abi import AUTHOR_MISTAKE_PREFIX
 from proxywasm_host import Action, Host, Request
 
 
@@ -118,3 +119,12 @@ def test_await_body(wasm: Path) -> None:
     big = host.request("POST", "/body", body=b"x" * 100)
     assert big.status == 413
     assert "finally /body" in host.log_messages()
+
+
+def test_unawaited_callout_in_a_coroutine_is_logged(wasm: Path) -> None:
+    host = Host.load(wasm, clusters={"auth": auth})
+    assert host.request("GET", "/forget").status == 200
+    assert (
+        f"{AUTHOR_MISTAKE_PREFIX}Auth.on_request_headers started a callout (http_call to cluster 'auth') and "
+        "returned CONTINUE"
+    ) in " ".join(host.log_messages())
