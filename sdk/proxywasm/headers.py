@@ -179,7 +179,10 @@ class Headers(_MappingBase):
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, (str, bytes)):
             return False
-        return self.get_bytes(name) is not None
+        try:
+            return hostcalls.get_map_value(self.map_type, _key(name)) is not None
+        except HostCallError as err:
+            raise unavailable(self.map_type, err) from None
 
     def items_bytes(self) -> list[tuple[bytes, bytes]]:
         """Every (name, value) pair in order, repeated names included."""
@@ -203,7 +206,10 @@ class Headers(_MappingBase):
             raise unavailable(self.map_type, err) from None
 
     def get(self, name: HeaderValue, default: str | None = None) -> str | None:  # type: ignore[override]
-        value = self.get_bytes(name)
+        try:
+            value = hostcalls.get_map_value(self.map_type, _key(name))
+        except HostCallError as err:
+            raise unavailable(self.map_type, err) from None
         return default if value is None else _text(value)
 
     def keys(self) -> KeysView[str]:
