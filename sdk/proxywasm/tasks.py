@@ -246,6 +246,8 @@ class _Gather(Future["list[Any]"]):
 
     def _child_done(self, index: int, child: Future[Any]) -> None:
         if self._state != _PENDING:
+            if child._state == _FAILED and isinstance(child, Task):  # nobody will see it otherwise
+                _report(f"{child.where}, after gather() had already finished", child._value)
             return
         if child._state == _FAILED and not self.return_exceptions:
             self.set_exception(child._value)
@@ -406,7 +408,6 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], where: str, directio
     finally:
         state.in_callback = outer
     if task._state != _PENDING:
-        state.tasks.remove(task)
         return _first_result(context, task)
     state.suspended[direction] = task
     task.add_done_callback(_finished)
@@ -417,7 +418,19 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], where: str, directio
     return Action.PAUSE
 
 
+def _end_descendants(state: StreamState, task: Task) -> None:
+    """``task`` is done: close the coroutines it started with gather() that still run (their
+    finally blocks run; their answers would find nobody waiting), and forget them."""
+    ending = {id(task)}
+    for other in list(state.tasks):  # parents come before the coroutines they start
+        if other is task or (other.parent is not None and id(other.parent) in ending):
+            ending.add(id(other))
+            other.close()
+            state.tasks.remove(other)
+
+
 def _first_result(context: Context, task: Task) -> int:
+    _end_descendants(stream_state(context), task)
     if task._state == _FAILED:
         exc = task._value
         if isinstance(exc, BodyTooLarge) and getattr(context, "_local_reply_sent", False):
@@ -439,12 +452,7 @@ def _finished(task: Future[Any]) -> None:
     state = stream_state(context)
     if state.suspended[direction] is task:
         state.suspended[direction] = None
-    for other in list(state.tasks):
-        if other is task:
-            state.tasks.remove(task)
-        elif other.parent is task:  # gather's coroutines that outlived it
-            other.close()
-            state.tasks.remove(other)
+    _end_descendants(state, task)
     replied = getattr(context, "_local_reply_sent", False)
     if task._state == _FAILED:
         exc = task._value
@@ -571,20 +579,21 @@ def start_plain(
     """Run the coroutine of a callback that has no stream to hold (a plugin's on_tick, a callout's
     callback). Closed with the context's other tasks."""
     task = Task(coro, context, where)
+    state = stream_state(context)
+    state.tasks.append(task)
     task.step()
     if task._state == _PENDING:
-        state = stream_state(context)
-        state.tasks.append(task)
 
         def done(finished: Future[Any]) -> None:
-            if task in state.tasks:
-                state.tasks.remove(task)
+            _end_descendants(state, task)
             if finished._state == _FAILED:
                 on_error(finished._value)
 
         task.add_done_callback(done)
-    elif task._state == _FAILED:
-        on_error(task._value)
+    else:
+        _end_descendants(state, task)
+        if task._state == _FAILED:
+            on_error(task._value)
 
 
 class HttpCallFuture(Future["HttpCallResponse"]):

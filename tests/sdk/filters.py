@@ -222,10 +222,23 @@ class Stream(HttpContext):
             first, second = await gather(self.fetch("/one"), self.fetch("/two"))
             headers["x-fetched"] = f"{first}+{second}"
             return
+        if path == "/gather-abandon":
+            try:
+                await gather(self.slow(), self.http_call("broken", path="/x"))
+            except Exception as err:
+                log.info(f"gather gave up: {type(err).__name__}")
+            return None  # the request goes on; the slow coroutine is closed
         if path == "/tick":
             TICKS.append(self)
             return Action.PAUSE  # the plugin's async on_tick resumes it
         return None
+
+    async def slow(self):
+        try:
+            await self.http_call("svc", path="/slow")
+            log.info("slow child finished")
+        finally:
+            log.info("slow child closed")
 
     async def fetch(self, where):
         answer = await self.http_call("svc", path=where)

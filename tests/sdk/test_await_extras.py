@@ -182,3 +182,18 @@ def test_host_response_body(host_wasm: Path) -> None:
     response = host.request("GET", "/inspect-ok", upstream=lambda r: (200, [], b"fine"))
     assert (response.status, response.body) == (200, b"fine")
     assert "response body 4 bytes" in host.log_messages()
+
+
+def test_host_gather_fail_fast_closes_the_other_coroutines(host_wasm: Path) -> None:
+    host = Host.load(host_wasm)
+    host.add_cluster("svc")
+    host.add_cluster("broken")
+    stream = host.http_stream()
+    stream.request_headers([(":path", "/gather-abandon"), (":method", "GET")])
+    broken = next(c for c in host.pending_http_calls if c.cluster == "broken")
+    slow = next(c for c in host.pending_http_calls if c.cluster == "svc")
+    broken.fail()
+    assert host.log_messages()[-2:] == ["gather gave up: CalloutFailed", "slow child closed"]
+    slow.respond(200)  # its coroutine is gone: the answer is dropped
+    assert "slow child finished" not in host.log_messages()
+    assert not [m for lvl, m in host.logs if lvl >= 3]
