@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -176,3 +177,23 @@ def test_await_body_with_allow_on_headers_stop_iteration(build_filter: Callable[
 def test_unawaited_callout_in_a_coroutine_is_logged(envoy: Envoy) -> None:
     assert request(envoy, "/forget")[0] == 200
     envoy.wait_for_log("author mistake: Auth.on_request_headers started a callout \\(http_call to cluster 'auth'\\)")
+
+
+def test_await_body_ended_by_trailers(build_filter: Callable[[str], Path], servers: tuple) -> None:  # type: ignore[type-arg]
+    # Envoy's HTTP/1 codec passes request trailers on only with enable_trailers.
+    upstream, _auth, auth_server, broken_server = servers
+    plugin = WasmPlugin(build_filter(AWAIT), name="await")
+    clusters = [Cluster("auth", auth_server.port), Cluster("broken", broken_server.port)]
+    config = http_bootstrap(upstream_port=upstream.port, plugins=[plugin], clusters=clusters)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_protocol_options"] = {"enable_trailers": True}
+    with Envoy(config) as envoy:
+        with socket.create_connection(("127.0.0.1", envoy.port()), timeout=10) as sock:
+            sock.sendall(
+                b"POST /body-trailers HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+                b"6\r\nit is \r\n2\r\nok\r\n0\r\nx-t: 1\r\n\r\n"
+            )
+            head = sock.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        seen = upstream.wait_for(lambda all: next((s for s in all if s.path == "/body-trailers"), None))
+        assert seen.header("transfer-encoding") == "chunked"  # the body (and trailers) went on chunked

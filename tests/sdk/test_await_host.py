@@ -128,3 +128,13 @@ def test_unawaited_callout_in_a_coroutine_is_logged(wasm: Path) -> None:
         f"{AUTHOR_MISTAKE_PREFIX}Auth.on_request_headers started a callout (http_call to cluster 'auth') and "
         "returned CONTINUE"
     ) in " ".join(host.log_messages())
+
+
+def test_await_body_ended_by_trailers(wasm: Path) -> None:
+    # Trailers end the body: the waiting coroutine gets what Envoy buffered. (Not run in Envoy here:
+    # its HTTP/1 codec drops request trailers unless enable_trailers is set.)
+    host = Host.load(wasm, clusters={"auth": auth})
+    response = host.request("POST", "/body", body=[b"it is ", b"ok"], trailers=[("x-t", "1")])
+    assert response.status == 200
+    assert response.upstream_request is not None and response.upstream_request.body == b"it is ok"
+    assert response.upstream_request.trailers == [("x-t", "1")]
