@@ -436,6 +436,8 @@ def _first_result(context: Context, task: Task) -> int:
         if isinstance(exc, BodyTooLarge) and getattr(context, "_local_reply_sent", False):
             return Action.PAUSE
         return dispatcher.stream_error(context, task.where, exc)
+    if getattr(context, "_local_reply_sent", False):
+        return Action.PAUSE  # the local reply stands: the stream goes no further
     result = task._value
     action = Action.CONTINUE if result is None else result
     if context._unwaited:

@@ -138,3 +138,10 @@ def test_await_body_ended_by_trailers(wasm: Path) -> None:
     assert response.status == 200
     assert response.upstream_request is not None and response.upstream_request.body == b"it is ok"
     assert response.upstream_request.trailers == [("x-t", "1")]
+
+
+def test_await_body_of_a_request_without_one(wasm: Path) -> None:
+    host = Host.load(wasm, clusters={"auth": auth})
+    response = host.request("GET", "/body")  # end_of_stream at the headers: the body is b""
+    assert (response.status, response.body) == (403, b"denied: ")
+    assert response.upstream_request is None
