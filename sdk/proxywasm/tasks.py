@@ -146,7 +146,7 @@ class Task(Future["Any"]):
     """Runs the coroutine of one callback (or one coroutine given to :func:`gather`); as a
     Future it completes with the coroutine's return value or exception."""
 
-    __slots__ = ("closed", "coro", "direction", "parent", "waiting", "where")
+    __slots__ = ("closed", "coro", "direction", "parent", "replied_before", "waiting", "where")
 
     def __init__(
         self,
@@ -163,6 +163,9 @@ class Task(Future["Any"]):
         self.parent = parent
         self.waiting: Future[Any] | None = None
         self.closed = False
+        # The stream already had a local reply when this coroutine started: that reply is passing
+        # through this (response) callback, and the coroutine's own result decides as usual.
+        self.replied_before = bool(getattr(context, "_local_reply_sent", False))
 
     def step(self, value: Any = None, exc: BaseException | None = None) -> None:
         """Run the coroutine until it waits or ends (``send(value)``, or ``throw(exc)``)."""
@@ -436,8 +439,8 @@ def _first_result(context: Context, task: Task) -> int:
         if isinstance(exc, BodyTooLarge) and getattr(context, "_local_reply_sent", False):
             return Action.PAUSE
         return dispatcher.stream_error(context, task.where, exc)
-    if getattr(context, "_local_reply_sent", False):
-        return Action.PAUSE  # the local reply stands: the stream goes no further
+    if getattr(context, "_local_reply_sent", False) and not task.replied_before:
+        return Action.PAUSE  # the coroutine's local reply stands: the stream goes no further
     result = task._value
     action = Action.CONTINUE if result is None else result
     if context._unwaited:
@@ -455,7 +458,7 @@ def _finished(task: Future[Any]) -> None:
     if state.suspended[direction] is task:
         state.suspended[direction] = None
     _end_descendants(state, task)
-    replied = getattr(context, "_local_reply_sent", False)
+    replied = getattr(context, "_local_reply_sent", False) and not task.replied_before
     if task._state == _FAILED:
         exc = task._value
         if isinstance(exc, BodyTooLarge) and replied:
