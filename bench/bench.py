@@ -49,6 +49,7 @@ class Workload:
     wrk_lua: str
     rejected: tuple[str, str, bytes, int] | None = None  # (method, path, body, status) every filter must give
     configuration: str | None = None
+    python_await: Path | None = None  # the same filter written with await (variant "python-await")
 
 
 WORKLOADS = [
@@ -71,6 +72,16 @@ WORKLOADS = [
         PYTHON_FILTERS / "rate_limit.py",
         "bench_rate_limit",
         'wrk.headers["x-client"] = "c1"\n',
+    ),
+    # An authorisation callout per request, callback style vs await style (Python only): the
+    # question is what await costs over callbacks. The callout goes to the direct upstream.
+    Workload(
+        "callout",
+        PYTHON_FILTERS / "callout.py",
+        None,
+        'wrk.headers["x-api-key"] = "k"\n',
+        ("GET", "/deny", b"", 403),
+        python_await=PYTHON_FILTERS / "callout_await.py",
     ),
     # The examples issue 2 asks numbers for (Python only: no AssemblyScript twin).
     Workload("helloworld", ROOT / "examples" / "helloworld", None, ""),
@@ -103,13 +114,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def direct_upstream() -> Envoy:
-    """A plain Envoy answering 200 itself: a fast upstream whose CPU is not measured."""
+    """A plain Envoy answering 200 itself (403 for /auth-deny, the callout workload's refusal):
+    a fast upstream whose CPU is not measured."""
     route = {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}
+    deny = {"match": {"prefix": "/auth-deny"}, "direct_response": {"status": 403}}
     hcm_type = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
     hcm = {
         "@type": f"type.googleapis.com/{hcm_type}",
         "stat_prefix": "upstream",
-        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [deny, route]}]},
         "http_filters": [
             {
                 "name": "envoy.filters.http.router",
@@ -174,12 +187,19 @@ def check_same_work(variant: Variant, workload: Workload) -> None:
         raise RuntimeError(f"{variant.label} {workload.name}: expected {status} for {method} {path}, got {got}")
 
 
-def build_python(workload: Workload) -> Variant:
-    result = build(workload.python)
-    out = ROOT / ".cache" / "bench" / f"{workload.name}.wasm"
+def build_python(workload: Workload, source: Path | None = None, label: str = "python") -> Variant:
+    result = build(source or workload.python)
+    out = ROOT / ".cache" / "bench" / f"{workload.name}-{label}.wasm"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(result.module)
-    return Variant("python", out, len(result.module), result.seconds, configuration=workload.configuration)
+    return Variant(label, out, len(result.module), result.seconds, configuration=workload.configuration)
+
+
+def python_variants(workload: Workload) -> list[Variant]:
+    variants = [build_python(workload)]
+    if workload.python_await is not None:
+        variants.append(build_python(workload, workload.python_await, "python-await"))
+    return variants
 
 
 def assemblyscript_variant(workload: Workload) -> Variant | None:
@@ -220,7 +240,9 @@ def host_request_us(wasm: Path, workload: Workload, rounds: int) -> float | None
         from proxywasm_host import Host
     except ImportError:
         return None
-    options = {"plugin_config": workload.configuration} if workload.configuration else {}
+    options: dict[str, Any] = {"plugin_config": workload.configuration} if workload.configuration else {}
+    if workload.name == "callout":  # the authorisation service the filter calls
+        options["clusters"] = {"upstream": lambda request: (403 if "deny" in request.path else 200, [], b"ok\n")}
     host = Host.load(wasm, root_id="bench", **options)
     method, body, headers = "GET", b"", [("x-api-key", "k"), ("x-client", "c1")]
     if workload.name == "json_body":
@@ -251,7 +273,7 @@ def run(args: argparse.Namespace) -> str:
         workloads = [w for w in WORKLOADS if not args.workload or w.name in args.workload]
         for workload in workloads:
             say(f"== {workload.name}")
-            variants = [Variant("no filter", None), build_python(workload)]
+            variants = [Variant("no filter", None), *python_variants(workload)]
             as_variant = None if args.no_assemblyscript else assemblyscript_variant(workload)
             if as_variant is not None:
                 variants.append(as_variant)
@@ -308,6 +330,10 @@ def table(workload: Workload, variants: list[Variant], memory: dict[str, Memory]
             f"| {fmt(mem.per_worker_mb if mem else None, '.2f')} | {fmt(mem.vm_memory_mb if mem else None, '.2f')} "
             f"| {fmt(v.build_seconds, '.2f')} | {fmt(host_us, '.0f')} |"
         )
+    by_label = {v.label: statistics.median(v.cpu_us) - base for v in variants}
+    if "python-await" in by_label and by_label.get("python"):
+        ratio = by_label["python-await"] / by_label["python"]
+        lines += ["", f"await-style overhead / callback-style overhead: {ratio:.3f}"]
     return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ class CallOnTick(PluginContext):
     def on_response(self, response):
         self.calls += 1
         log.info(f"called {self.calls} for context_id={self.context_id}")
-        for name, value in response.headers:
-            log.info(f"response header for the dispatched call: {name.decode()}: {value.decode()}")
-        for name, value in response.trailers:
-            log.info(f"response trailer for the dispatched call: {name.decode()}: {value.decode()}")
+        for name, value in response.headers.pairs():
+            log.info(f"response header for the dispatched call: {name}: {value}")
+        for name, value in response.trailers.pairs():
+            log.info(f"response trailer for the dispatched call: {name}: {value}")

@@ -33,8 +33,8 @@ class RandomAuth(HttpContext):
             log.critical(f"the call to {CLUSTER} failed")
             self.send_response(503, "authorization service unavailable")
             return
-        for name, value in response.headers:
-            log.info(f"response header from {CLUSTER}: {name.decode()}: {value.decode()}")
+        for name, value in response.headers.pairs():
+            log.info(f"response header from {CLUSTER}: {name}: {value}")
         if fnv1a_32(response.body) % 2 == 0:
             log.info("access granted")
             self.resume_request()

@@ -20,9 +20,18 @@ from .emulator.headers import HeaderMap
 from .emulator.http import HttpStream, echo_upstream
 from .emulator.network import Connection
 from .emulator.process import Envoy
-from .errors import ConfigureError, EnvoyCrash, LoadError, ProxyWasmHostError, StreamStalled, VmFailed, WasmTrap
+from .errors import (
+    AuthorMistake,
+    ConfigureError,
+    EnvoyCrash,
+    LoadError,
+    ProxyWasmHostError,
+    StreamStalled,
+    VmFailed,
+    WasmTrap,
+)
 from .host import ClusterHandler, Host, RawAccess
-from .messages import CUT_OFF, RESET, SLOW, UNREACHABLE, GrpcReply, Request, Response
+from .messages import CUT_OFF, RESET, SLOW, UNREACHABLE, GrpcReply, Request, Response, Route
 
 __all__ = [
     "CUT_OFF",
@@ -30,6 +39,7 @@ __all__ = [
     "SLOW",
     "UNREACHABLE",
     "Action",
+    "AuthorMistake",
     "BufferType",
     "ClusterHandler",
     "ConfigureError",
@@ -51,6 +61,7 @@ __all__ = [
     "RawAccess",
     "Request",
     "Response",
+    "Route",
     "Status",
     "StreamStalled",
     "StreamType",

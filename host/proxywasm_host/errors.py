@@ -47,3 +47,11 @@ class StreamStalled(ProxyWasmHostError):
 class EnvoyCrash(ProxyWasmHostError):
     """What the filter did crashes real Envoy (the message says how); the host refuses to answer
     as if nothing happened."""
+
+
+class AuthorMistake(ProxyWasmHostError):
+    """The filter logged an author mistake: a line starting with
+    :data:`proxywasm.abi.AUTHOR_MISTAKE_PREFIX`, for code Envoy runs without complaint that does not
+    do what its author meant (a callout nothing waits for, ``on_configure`` returning ``None``, a
+    second local reply...). Raised when the guest call that logged it returns; in Envoy the line is
+    only logged. ``Host.load(raise_on_mistake=False)`` keeps such lines as log lines."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +22,7 @@ from .emulator.network import Connection
 from .emulator.process import Envoy, ForeignFunction
 from .emulator.vm import Vm
 from .errors import ConfigureError, LoadError, WasmTrap
-from .messages import CUT_OFF, RESET, SLOW, UNREACHABLE, GrpcReply, Request, Response, pairs_of, to_response
+from .messages import CUT_OFF, RESET, SLOW, UNREACHABLE, GrpcReply, Request, Response, Route, pairs_of, to_response
 from .native.guest import NativeGuest
 from .wasm.guest import WasmGuest
 from .wasm.memory import GuestMemory
@@ -107,13 +107,14 @@ class Host:
     """
 
     def __init__(self, envoy: Envoy, plugin: Plugin, boot: Callable[[], Vm], workers: int, *, http1: bool,
-                 buffer_limit: int, request_trailers: bool) -> None:  # fmt: skip
+                 buffer_limit: int, request_trailers: bool, routes: Sequence[Route]) -> None:  # fmt: skip
         self.envoy = envoy
         self.plugin = plugin
         self._boot = boot
         self._http1 = http1
         self._buffer_limit = buffer_limit
         self._request_trailers = request_trailers
+        self._routes = tuple(routes)
         self._logs: list[tuple[int, str]] = []
         self._envoy_logs: list[tuple[int, str]] = []
         self._instances: list[_Instance] = []
@@ -155,8 +156,10 @@ class Host:
         allow_on_headers_stop_iteration: bool = False,
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
         request_trailers: bool = False,
+        routes: Sequence[Route] = (),
         workers: int = 0,
         raise_on_trap: bool = True,
+        raise_on_mistake: bool = True,
         use_cache: bool = True,
         http1: bool = True,
     ) -> Host:
@@ -175,7 +178,11 @@ class Host:
         ``reload_config.backoff.base_interval``. ``allow_on_headers_stop_iteration``, ``buffer_limit``
         (the listener's ``per_connection_buffer_limit_bytes``) and ``request_trailers`` (HTTP/1
         ``enable_trailers``) mirror the Envoy settings of the same meaning, with Envoy's defaults.
+        ``routes`` are matched by path prefix before the catch-all route to the upstream; the filter
+        sees the matched route's name and metadata (``xds.route_name``, ``xds.route_metadata``).
         ``raise_on_trap=False`` turns a trap into the 503 Envoy sends instead of a :class:`WasmTrap`.
+        ``raise_on_mistake=False`` keeps the SDK's author-mistake log lines as log lines (as Envoy
+        does) instead of raising :class:`AuthorMistake` when the callback that logged one returns.
         ``properties`` overrides attributes by path (``"node.id"`` or a tuple; ``None`` removes one).
 
         Raises :class:`LoadError` (module rejected, start trapped) or :class:`ConfigureError`
@@ -211,7 +218,7 @@ class Host:
 
         def boot() -> Vm:
             vm = Vm(world, vm_id=vm_id, vm_config=vm_configuration, env=env, clusters=handlers,
-                    raise_on_trap=raise_on_trap)  # fmt: skip
+                    raise_on_trap=raise_on_trap, raise_on_mistake=raise_on_mistake)  # fmt: skip
             if compiled is not None:
                 vm.guest = WasmGuest(compiled, vm)
             else:
@@ -221,7 +228,7 @@ class Host:
             return vm
 
         return cls(world, plugin, boot, workers, http1=http1, buffer_limit=buffer_limit,
-                   request_trailers=request_trailers)  # fmt: skip
+                   request_trailers=request_trailers, routes=routes)  # fmt: skip
 
     def _start_instance(self) -> _Instance:
         vm = self._boot()
@@ -464,7 +471,7 @@ class Host:
         skip = vm.failed and self.plugin.fail_open  # FAIL_OPEN: Envoy leaves the filter out
         return HttpStream(vm, vm.contexts[instance.root_id], source=source, destination=destination,
                           buffer_limit=self._buffer_limit, request_trailers=self._request_trailers, skip_filter=skip,
-                          pump=self.pump, wait=self.wait)  # fmt: skip
+                          pump=self.pump, wait=self.wait, routes=self._routes)  # fmt: skip
 
     def connection(self, *, source: str = "127.0.0.1:54321", destination: str = "127.0.0.1:10000") -> Connection:
         """A new L4 connection through the plugin's network filter."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,12 @@ def pairs_of(items: Any) -> Pairs:
 
 @dataclass
 class Request:
-    """What reached the upstream (or an ``http_call`` target): headers as pairs, pseudo headers included."""
+    """What reached the upstream (or an ``http_call`` target): headers as pairs, pseudo headers included.
+
+    ``complete`` is False when the stream ended (a local reply, a reset) after the router had sent the
+    headers but before the request was whole: Envoy sends headers upstream as soon as the filter
+    chain lets them go, so the upstream saw these headers and this part of the body, then a reset.
+    """
 
     method: str
     path: str
@@ -30,10 +36,24 @@ class Request:
     body: bytes = b""
     trailers: Pairs = field(default_factory=list)
     cluster: str = ""
+    complete: bool = True
 
     def header(self, name: str) -> str | None:
         name = name.lower()
         return next((v for k, v in self.headers if k == name), None)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route of the listener's route table, matched by ``:path`` prefix in order, before the
+    catch-all route to the upstream (``name`` ``""``, no metadata). ``metadata`` is the route's
+    ``metadata.filter_metadata``: filter name -> a JSON-like dict (a ``google.protobuf.Struct``).
+    The filter sees them as ``xds.route_name`` and ``xds.route_metadata`` (the SDK's
+    ``HttpContext.route_config`` reads the entry named by the plugin's name)."""
+
+    prefix: str = "/"
+    name: str = ""
+    metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

@@ -21,23 +21,46 @@ from .abi import Action, GrpcStatus, LogLevel, PeerType
 from .body import Body
 from .callouts import GrpcCallResponse, GrpcStream, HttpCallResponse
 from .context import Context, FailurePolicy, HttpContext, PluginContext, StreamContext
-from .headers import Headers
-from .hostcalls import HostCallError, call_foreign_function
+from .errors import (
+    BodyTooLarge,
+    CallbackNameError,
+    CalloutFailed,
+    CasMismatch,
+    HeadersUnavailable,
+    HostCallError,
+    LocalReplyAlreadySent,
+    ProxyWasmError,
+    UsageError,
+)
+from .headers import HeaderPairs, Headers
+from .hostcalls import call_foreign_function
 from .metrics import Counter, Gauge, Histogram
-from .shared import CasMismatch, SharedQueue, shared_data
+from .shared import SharedQueue, shared_data
 
 __all__ = [
-    "Action", "Body", "CasMismatch", "Context", "Counter", "FailurePolicy", "Gauge", "GrpcCallResponse",
-    "GrpcStatus", "GrpcStream", "Headers", "Histogram", "HostCallError", "HttpCallResponse", "HttpContext",
-    "LogLevel", "PeerType", "PluginContext", "SharedQueue", "StreamContext", "call_foreign_function", "log",
-    "now_ns", "properties", "register", "shared_data", "vm",
+    "Action", "Body", "BodyTooLarge", "CallbackNameError", "CalloutFailed", "CasMismatch", "Context", "Counter",
+    "FailurePolicy", "Future", "Gauge", "GrpcCallResponse", "GrpcStatus", "GrpcStream", "HeaderPairs", "Headers",
+    "HeadersUnavailable", "Histogram", "HostCallError", "HttpCallResponse", "HttpContext", "LocalReplyAlreadySent",
+    "LogLevel", "PeerType", "PluginContext", "ProxyWasmError", "SharedQueue", "StreamContext", "UsageError",
+    "call_foreign_function", "gather", "log", "now_ns", "properties", "register", "shared_data", "vm",
 ]  # fmt: skip
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
 if TYPE_CHECKING:
     from typing import Any, TypeVar
 
+    from .tasks import Future, gather
+
     C = TypeVar("C", bound=Context)
+
+
+def __getattr__(name: str) -> Any:
+    # The coroutine driver loads on first use, at build time: filters that do not await keep the memory.
+    if name in ("Future", "gather"):
+        from . import tasks
+
+        return getattr(tasks, name)
+    raise AttributeError(f"module 'proxywasm' has no attribute {name!r}")
 
 
 def register(cls: Any = None, /, *, root_id: str | None = None) -> Any:
@@ -46,8 +69,14 @@ def register(cls: Any = None, /, *, root_id: str | None = None) -> Any:
     ``cls`` is a :class:`PluginContext` subclass, or an :class:`HttpContext` / :class:`StreamContext`
     subclass (a plain plugin is made for it). ``root_id`` selects the plugin by the ``root_id`` of
     Envoy's plugin config; ``None`` serves any root id.
+
+    Raises :class:`CallbackNameError` (so ``proxywasm build`` fails, naming ``file:line``) for a
+    method named like a callback that is none (``on_request_header``: did you mean
+    ``on_request_headers``?), a callback of another kind of context, or an ``async def`` callback
+    where the SDK cannot wait.
     """
     from ._dispatch import registry
+    from ._names import check_callback_names
 
     def add(target: Any) -> Any:
         plugin: type[PluginContext]
@@ -59,10 +88,22 @@ def register(cls: Any = None, /, *, root_id: str | None = None) -> Any:
             plugin = type(f"{target.__name__}Plugin", (PluginContext,), {"stream_context": target})
         else:
             raise TypeError(f"register() takes a context class, not {target!r}")
+        for cls in (plugin, plugin.http_context, plugin.stream_context):
+            if cls is not None:
+                check_callback_names(cls)
+                if _awaits(cls):
+                    from . import tasks  # noqa: F401 - loaded now, so it exists inside Envoy
         registry.add(plugin, root_id)
         return target
 
     return add if cls is None else add(cls)
+
+
+def _awaits(cls: type) -> bool:
+    """Whether a class (with its bases) defines an ``async def`` method."""
+    return any(
+        getattr(getattr(f, "__code__", None), "co_flags", 0) & 0x80 for k in cls.__mro__ for f in vars(k).values()
+    )
 
 
 def now_ns() -> int:

@@ -17,7 +17,8 @@ import sys
 
 import _proxywasm
 
-from . import _dispatch, headers, log
+from . import _dispatch, headers, log, metrics
+from .abi import BUILD_FACT_PREFIX
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -169,6 +170,14 @@ def initialize() -> None:
     abcs = sys.modules.get("_collections_abc")
     if abcs is not None:  # the filter uses collections.abc: Headers is a MutableMapping for it too
         abcs.MutableMapping.register(headers.Headers)
+        abcs.Mapping.register(headers.HeaderPairs)
+    for name, labels in metrics.labelled():  # proxywasm build emits their stats_tags
+        _proxywasm.log(2, f"{BUILD_FACT_PREFIX}metric-labels {','.join(labels)}\t{name}")
+    # Build-time only: register()'s callback-name check; freed here, it costs Envoy's VMs nothing.
+    sys.modules.pop("proxywasm._names", None)
+    package = sys.modules["proxywasm"]
+    if hasattr(package, "_names"):
+        delattr(package, "_names")
     _freeze_imports(importer, missing)
     log.install_stdio()
     log.route_logging()

@@ -1,18 +1,44 @@
-"""Routes the runtime's callbacks (context ids and sizes) to the filter's context objects, and
-applies the failure policy when a callback raises."""
+"""Routes the runtime's callbacks (context ids and sizes) to the filter's context objects, runs the
+coroutines of ``async def`` callbacks (see tasks.py), applies the failure policy when a callback
+raises, and reports author mistakes."""
 
 from __future__ import annotations
 
-from . import callouts, hostcalls, properties
-from .abi import Action, BufferType, LogLevel, PeerType, StreamType
+from . import callouts, hostcalls, metrics, properties
+from .abi import AUTHOR_MISTAKE_PREFIX, Action, BufferType, LogLevel, PeerType, StreamType
 from .body import Body
 from .context import Context, FailurePolicy, HttpContext, PluginContext, StreamContext
+from .errors import UsageError
 from .headers import request_headers, request_trailers, response_headers, response_trailers
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
 if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any
+
+
+def author_mistake(message: str) -> None:
+    """Log a mistake in the filter's code, at error level with AUTHOR_MISTAKE_PREFIX."""
+    try:
+        hostcalls.log(LogLevel.ERROR, AUTHOR_MISTAKE_PREFIX + message)
+    except Exception:
+        pass
+
+
+def tasks() -> Any:
+    """The coroutine driver (tasks.py). It is loaded at build time only for filters that await
+    (register() sees an async def, or the filter imports gather/Future): inside Envoy a module not
+    loaded at build time does not exist, and sync filters keep the memory."""
+    try:
+        from . import tasks as module
+    except ImportError:
+        raise UsageError(
+            "this filter awaits, but proxywasm build saw no async def in its registered classes: define the "
+            "async callbacks on the classes given to @proxywasm.register (or import proxywasm.gather at module "
+            "level)"
+        ) from None
+    return module
+
 
 # The runtime's callbacks in mask-bit order: keep in sync with CALLBACKS in runtime/callbacks.c.
 CALLBACKS = (
@@ -66,18 +92,49 @@ _ROUTES: dict[type[Context], dict[str, str]] = {
 }
 # Roots always receive configure, so a plugin that defines nothing is still validated.
 _ALWAYS = {PluginContext: _EVENTS | BIT["on_configure"], HttpContext: _EVENTS, StreamContext: _EVENTS}
+# Callbacks that may be ``async def``: HTTP stream callbacks (the stream waits) and plugin events.
+_ASYNC_OK = {
+    PluginContext: ("on_tick", "on_queue_ready", "on_foreign_function"),
+    HttpContext: (
+        "on_request_headers",
+        "on_request_body",
+        "on_request_trailers",
+        "on_response_headers",
+        "on_response_body",
+        "on_response_trailers",
+    ),  # fmt: skip
+    StreamContext: (),
+}
+# A class with async request (response) callbacks also receives that direction's body and
+# trailers, which the SDK handles while a coroutine waits; and on_done, to close its coroutines.
+_AWAIT_BITS = {
+    StreamType.REQUEST: BIT["on_request_body"] | BIT["on_request_trailers"] | BIT["on_done"],
+    StreamType.RESPONSE: BIT["on_response_body"] | BIT["on_response_trailers"] | BIT["on_done"],
+}
+_CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x80, 0x200
 _masks: dict[type, int] = {}
 
 
+def _code_flags(function: object) -> int:
+    return getattr(getattr(function, "__code__", None), "co_flags", 0)
+
+
 def mask_of(cls: type[Context]) -> int:
-    """Bits of the callbacks ``cls`` overrides, plus those every context of its kind receives."""
+    """Bits of the callbacks ``cls`` overrides, plus those every context of its kind receives
+    (and, for a class with ``async def`` stream callbacks, the body callbacks the SDK handles)."""
     mask = _masks.get(cls)
     if mask is None:
         base = next(b for b in _ROUTES if issubclass(cls, b))
         mask = _ALWAYS[base]
+        awaits = False
         for callback, method in _ROUTES[base].items():
-            if getattr(cls, method) is not getattr(base, method):
+            function = getattr(cls, method)
+            if function is not getattr(base, method):
                 mask |= BIT[callback]
+                if base is HttpContext and _code_flags(function) & _CO_COROUTINE:
+                    mask |= _AWAIT_BITS[StreamType.RESPONSE if "response" in method else StreamType.REQUEST]
+                    awaits = True
+        cls._awaits = awaits
         _masks[cls] = mask
     return mask
 
@@ -139,6 +196,19 @@ class _UnavailableStream(StreamContext):
         return Action(dispatcher.fail_stream(self))
 
 
+async def _probe() -> None:
+    pass
+
+
+_probe_coroutine = _probe()
+_COROUTINE = type(_probe_coroutine)  # the type of what calling an ``async def`` returns
+_probe_coroutine.close()
+del _probe_coroutine
+_REQUEST, _RESPONSE = StreamType.REQUEST, StreamType.RESPONSE
+_HEADERS, _BODY, _TRAILERS = 0, 1, 2
+_FORWARDED = {_REQUEST: "forwarded the request", _RESPONSE: "forwarded the response"}
+
+
 class Dispatcher:
     """Every callback catches BaseException: a filter's ``sys.exit()`` must meet the failure
     policy like any error, not escape into the runtime (which would just continue the stream)."""
@@ -146,37 +216,56 @@ class Dispatcher:
     def __init__(self) -> None:
         self.contexts: dict[int, Context] = {}
 
-    # ---- errors ----
+    # ---- errors and author mistakes ----
 
     def report(self, where: str, exc: BaseException) -> None:
+        prefix = AUTHOR_MISTAKE_PREFIX if isinstance(exc, UsageError) else "proxywasm: "
         try:
-            hostcalls.log(LogLevel.ERROR, f"proxywasm: exception in {where}\n{format_exception(exc)}")
+            hostcalls.log(LogLevel.ERROR, f"{prefix}exception in {where}\n{format_exception(exc)}")
         except Exception:
             pass
 
-    def fail_stream(self, ctx: Context) -> int:
-        """Apply the plugin's failure policy to the stream of ``ctx``; returns the action."""
+    def fail_stream(self, ctx: Context, encoding: bool = False) -> int:
+        """Apply the plugin's failure policy to the stream of ``ctx``; returns the action.
+        ``encoding``: the failure happened in a response callback."""
         policy = getattr(getattr(ctx, "plugin", None), "failure_policy", FailurePolicy.FAIL_CLOSED)
         if policy == FailurePolicy.FAIL_OPEN:
             return Action.CONTINUE
+        if isinstance(ctx, HttpContext) and ctx._local_reply_sent:
+            # The stream already has its answer (one local reply at most: Envoy 1.40 crashes on a
+            # second). In the response path that reply is what is passing through: let it go on.
+            return Action.CONTINUE if encoding else Action.PAUSE
         try:
             if isinstance(ctx, HttpContext):
-                hostcalls.send_local_response(
-                    500,
-                    "wasm_python_exception",
-                    b"Internal Server Error\n",
-                    [(b"content-type", b"text/plain")],
-                    -1,
-                )
+                ctx._act(ctx._send_local_reply, 500, b"Internal Server Error\n", "wasm_python_exception")
             else:
-                hostcalls.close_stream(StreamType.DOWNSTREAM)
+                ctx._act(hostcalls.close_stream, StreamType.DOWNSTREAM)
         except Exception as err:
             self.report("failure policy", err)
         return Action.PAUSE
 
+    def stream_error(self, ctx: Context, where: str, exc: BaseException) -> int:
+        """Report an exception from the callback ``where`` ("Class.on_response_headers") and apply
+        the failure policy."""
+        self.report(where, exc)
+        return self.fail_stream(ctx, ".on_response_" in where)
+
     def _stream_error(self, ctx: Context, where: str, exc: BaseException) -> int:
-        self.report(f"{type(ctx).__name__}.{where}", exc)
-        return self.fail_stream(ctx)
+        return self.stream_error(ctx, f"{type(ctx).__name__}.{where}", exc)
+
+    def check_unwaited(self, ctx: Context, where: str, action: Any) -> None:
+        """A stream callback returned: if it started callouts nothing waits for and let the stream
+        go on (CONTINUE), the answers will find the stream gone: an author mistake."""
+        if action is None or action == Action.CONTINUE:
+            side = "let the connection's data through" if isinstance(ctx, StreamContext) else (
+                _FORWARDED[_RESPONSE] if "response" in where else _FORWARDED[_REQUEST])  # fmt: skip
+            author_mistake(
+                f"{where} started a callout ({ctx._unwaited_what}) and returned CONTINUE: Envoy {side} without "
+                "waiting for the answer (resuming the stream from the callout's callback then fails). Return "
+                "Action.PAUSE and resume from the callback, or await the callout in an async def callback; for a "
+                "callout the stream should not wait for, pass detach=True"
+            )
+        ctx._unwaited = 0
 
     # ---- lifecycle ----
 
@@ -220,23 +309,41 @@ class Dispatcher:
             plugin.reason = f"proxywasm: creating {cls.__name__} failed; see the traceback above"
             return plugin
 
+    def _verdict(self, plugin: PluginContext, callback: str, result: object) -> bool:
+        if result is None:
+            author_mistake(
+                f"{type(plugin).__name__}.{callback} returned None (return True to accept); Envoy rejects it"
+            )
+            return False
+        if type(result) is _COROUTINE:
+            result.close()
+            author_mistake(f"{type(plugin).__name__}.{callback} is async def: it must answer at once")
+            return False
+        return bool(result)
+
     def on_vm_start(self, context_id: int, size: int) -> bool:
         plugin = self.contexts[context_id]
         assert isinstance(plugin, PluginContext)
         try:
-            return bool(plugin.on_vm_start(hostcalls.get_buffer(BufferType.VM_CONFIGURATION, 0, size)))
+            result = plugin.on_vm_start(hostcalls.get_buffer(BufferType.VM_CONFIGURATION, 0, size))
         except BaseException as exc:
             self.report(f"{type(plugin).__name__}.on_vm_start", exc)
             return False
+        return self._verdict(plugin, "on_vm_start", result)
 
     def on_configure(self, context_id: int, size: int) -> bool:
         plugin = self.contexts[context_id]
         assert isinstance(plugin, PluginContext)
         try:
-            ok = plugin.on_configure(hostcalls.get_buffer(BufferType.PLUGIN_CONFIGURATION, 0, size) if size else b"")
+            metrics.define_pending()
+            ok: object = plugin.on_configure(
+                hostcalls.get_buffer(BufferType.PLUGIN_CONFIGURATION, 0, size) if size else b""
+            )
         except BaseException as exc:
             self.report(f"{type(plugin).__name__}.on_configure (the configuration is rejected)", exc)
             return False
+        if ok is None or type(ok) is _COROUTINE:
+            return self._verdict(plugin, "on_configure", ok)
         if not ok:
             hostcalls.log(LogLevel.ERROR, f"proxywasm: {type(plugin).__name__}.on_configure rejected the configuration")
         return bool(ok)
@@ -246,17 +353,22 @@ class Dispatcher:
         assert isinstance(plugin, PluginContext)
         try:
             data = hostcalls.get_buffer(BufferType.PLUGIN_CONFIGURATION, 0, size) if size else b""
-            return bool(plugin.validate_configuration(data))
+            result = plugin.validate_configuration(data)
         except BaseException as exc:
             self.report(f"{type(plugin).__name__}.validate_configuration", exc)
             return False
+        return self._verdict(plugin, "validate_configuration", result)
 
     def _plugin_event(self, context_id: int, method: str, *args: Any) -> None:
         plugin = self.contexts.get(context_id)
+        where = f"{type(plugin).__name__}.{method}"
         try:
-            getattr(plugin, method)(*args)
+            result = getattr(plugin, method)(*args)
         except BaseException as exc:
-            self.report(f"{type(plugin).__name__}.{method}", exc)
+            self.report(where, exc)
+            return
+        if type(result) is _COROUTINE and plugin is not None:
+            tasks().start_plain(plugin, result, where, lambda exc: self.report(where, exc))
 
     def on_tick(self, context_id: int) -> None:
         self._plugin_event(context_id, "on_tick")
@@ -270,6 +382,8 @@ class Dispatcher:
 
     def on_done(self, context_id: int) -> bool:
         ctx = self.contexts.get(context_id)
+        if ctx is not None and ctx._streams is not None:
+            tasks().close_all(ctx)  # the stream ends: waiting coroutines run their finally blocks
         try:
             return bool(getattr(ctx, "on_done")())  # noqa: B009 - every context kind defines it
         except BaseException as exc:
@@ -288,74 +402,113 @@ class Dispatcher:
 
     # ---- HTTP ----
 
+    def _result(self, ctx: Any, result: Any, where: str, direction: int, kind: int, eos: int) -> Any:
+        """What a stream callback returned, for Envoy: a coroutine runs; unwaited callouts are checked."""
+        if type(result) is _COROUTINE:
+            return tasks().start(ctx, result, f"{type(ctx).__name__}.{where}", direction, kind, bool(eos))
+        if ctx._unwaited:
+            self.check_unwaited(ctx, f"{type(ctx).__name__}.{where}", result)
+        return result
+
     def on_request_headers(self, context_id: int, num_headers: int, end_of_stream: int) -> int | None:
         ctx: Any = self.contexts[context_id]
         try:
-            return ctx.on_request_headers(request_headers, bool(end_of_stream))  # type: ignore[no-any-return]
+            result = ctx.on_request_headers(request_headers, bool(end_of_stream))
         except BaseException as exc:
             return self._stream_error(ctx, "on_request_headers", exc)
+        if type(result) is _COROUTINE or ctx._unwaited:
+            return self._result(ctx, result, "on_request_headers", _REQUEST, _HEADERS, end_of_stream)  # type: ignore[no-any-return]
+        return result  # type: ignore[no-any-return]
+
+    def _body(self, ctx: Any, direction: int, buffer: BufferType, size: int, eos: int, name: str) -> int | None:
+        if ctx._awaits:
+            held: int | None = tasks().body_event(ctx, direction, size, bool(eos))
+            if held is not None:
+                return held
+        try:
+            result = getattr(ctx, name)(Body(buffer, size), bool(eos))
+        except BaseException as exc:
+            return self._stream_error(ctx, name, exc)
+        if type(result) is _COROUTINE or ctx._unwaited:
+            result = self._result(ctx, result, name, direction, _BODY, eos)
+        if ctx._awaits:
+            tasks().body_forwarded(ctx, direction, size, result)
+        return result  # type: ignore[no-any-return]
 
     def on_request_body(self, context_id: int, size: int, end_of_stream: int) -> int | None:
         ctx: Any = self.contexts[context_id]
+        return self._body(ctx, _REQUEST, BufferType.HTTP_REQUEST_BODY, size, end_of_stream, "on_request_body")
+
+    def _trailers(self, ctx: Any, direction: int, trailers: Any, name: str) -> int | None:
+        if ctx._awaits:
+            held: int | None = tasks().trailers_event(ctx, direction)
+            if held is not None:
+                return held
         try:
-            body = Body(BufferType.HTTP_REQUEST_BODY, size)
-            return ctx.on_request_body(body, bool(end_of_stream))  # type: ignore[no-any-return]
+            result = getattr(ctx, name)(trailers)
         except BaseException as exc:
-            return self._stream_error(ctx, "on_request_body", exc)
+            return self._stream_error(ctx, name, exc)
+        if type(result) is _COROUTINE or ctx._unwaited:
+            return self._result(ctx, result, name, direction, _TRAILERS, 0)  # type: ignore[no-any-return]
+        return result  # type: ignore[no-any-return]
 
     def on_request_trailers(self, context_id: int, num_trailers: int) -> int | None:
         ctx: Any = self.contexts[context_id]
-        try:
-            return ctx.on_request_trailers(request_trailers)  # type: ignore[no-any-return]
-        except BaseException as exc:
-            return self._stream_error(ctx, "on_request_trailers", exc)
+        return self._trailers(ctx, _REQUEST, request_trailers, "on_request_trailers")
 
     def on_response_headers(self, context_id: int, num_headers: int, end_of_stream: int) -> int | None:
         ctx: Any = self.contexts[context_id]
         try:
-            return ctx.on_response_headers(response_headers, bool(end_of_stream))  # type: ignore[no-any-return]
+            result = ctx.on_response_headers(response_headers, bool(end_of_stream))
         except BaseException as exc:
             return self._stream_error(ctx, "on_response_headers", exc)
+        if type(result) is _COROUTINE or ctx._unwaited:
+            return self._result(ctx, result, "on_response_headers", _RESPONSE, _HEADERS, end_of_stream)  # type: ignore[no-any-return]
+        return result  # type: ignore[no-any-return]
 
     def on_response_body(self, context_id: int, size: int, end_of_stream: int) -> int | None:
         ctx: Any = self.contexts[context_id]
-        try:
-            body = Body(BufferType.HTTP_RESPONSE_BODY, size)
-            return ctx.on_response_body(body, bool(end_of_stream))  # type: ignore[no-any-return]
-        except BaseException as exc:
-            return self._stream_error(ctx, "on_response_body", exc)
+        return self._body(ctx, _RESPONSE, BufferType.HTTP_RESPONSE_BODY, size, end_of_stream, "on_response_body")
 
     def on_response_trailers(self, context_id: int, num_trailers: int) -> int | None:
         ctx: Any = self.contexts[context_id]
-        try:
-            return ctx.on_response_trailers(response_trailers)  # type: ignore[no-any-return]
-        except BaseException as exc:
-            return self._stream_error(ctx, "on_response_trailers", exc)
+        return self._trailers(ctx, _RESPONSE, response_trailers, "on_response_trailers")
 
     # ---- L4 ----
+
+    def _l4(self, ctx: Any, where: str, result: Any) -> Any:
+        if type(result) is _COROUTINE:  # refused at build time; a class made at run time ends here
+            result.close()
+            return self._stream_error(ctx, where, UsageError(f"{where} is async def: L4 callbacks cannot await"))
+        if ctx._unwaited:
+            self.check_unwaited(ctx, f"{type(ctx).__name__}.{where}", result)
+        return result
 
     def on_new_connection(self, context_id: int) -> int | None:
         ctx: Any = self.contexts[context_id]
         try:
-            return ctx.on_new_connection()  # type: ignore[no-any-return]
+            result = ctx.on_new_connection()
         except BaseException as exc:
             return self._stream_error(ctx, "on_new_connection", exc)
+        return self._l4(ctx, "on_new_connection", result)  # type: ignore[no-any-return]
 
     def on_downstream_data(self, context_id: int, size: int, end_of_stream: int) -> int | None:
         ctx: Any = self.contexts[context_id]
         try:
             data = Body(BufferType.DOWNSTREAM_DATA, size)
-            return ctx.on_downstream_data(data, bool(end_of_stream))  # type: ignore[no-any-return]
+            result = ctx.on_downstream_data(data, bool(end_of_stream))
         except BaseException as exc:
             return self._stream_error(ctx, "on_downstream_data", exc)
+        return self._l4(ctx, "on_downstream_data", result)  # type: ignore[no-any-return]
 
     def on_upstream_data(self, context_id: int, size: int, end_of_stream: int) -> int | None:
         ctx: Any = self.contexts[context_id]
         try:
             data = Body(BufferType.UPSTREAM_DATA, size)
-            return ctx.on_upstream_data(data, bool(end_of_stream))  # type: ignore[no-any-return]
+            result = ctx.on_upstream_data(data, bool(end_of_stream))
         except BaseException as exc:
             return self._stream_error(ctx, "on_upstream_data", exc)
+        return self._l4(ctx, "on_upstream_data", result)  # type: ignore[no-any-return]
 
     def on_downstream_connection_close(self, context_id: int, peer: int) -> None:
         ctx: Any = self.contexts.get(context_id)
@@ -375,20 +528,32 @@ class Dispatcher:
 
     def _callout(self, context_id: int, token: int, deliver: Any, *args: int) -> None:
         owner = callouts.owner(token)
+        if owner is not None and self.contexts.get(owner.context_id) is not owner:
+            # The stream that made the call has ended (Envoy delivers answers to the plugin's root
+            # context, also after the stream is gone): drop the answer.
+            callouts.forget(token)
+            return
+        name = type(owner).__name__ if owner else "callout"
         try:
             if owner is not None and owner.context_id != context_id:
                 # Envoy delivers callout answers to the plugin's root context; act on the caller's stream.
                 hostcalls.set_effective_context(owner.context_id)
-            deliver(token, *args)
+            result = deliver(token, *args)
         except BaseException as exc:
-            name = type(owner).__name__ if owner else "callout"
-            self.report(f"{name} callout response", exc)
-            if isinstance(owner, (HttpContext, StreamContext)):
-                if self.fail_stream(owner) == Action.CONTINUE and isinstance(owner, HttpContext):
-                    try:
-                        hostcalls.continue_stream(StreamType.REQUEST)
-                    except hostcalls.HostCallError as err:
-                        self.report("resuming after a failed callout", err)
+            self._callout_error(owner, f"{name} callout response", exc)
+            return
+        if type(result) is _COROUTINE and owner is not None:
+            where = f"{name} callout callback"
+            tasks().start_plain(owner, result, where, lambda exc: self._callout_error(owner, where, exc))
+
+    def _callout_error(self, owner: Context | None, where: str, exc: BaseException) -> None:
+        self.report(where, exc)
+        if isinstance(owner, (HttpContext, StreamContext)):
+            if self.fail_stream(owner) == Action.CONTINUE and isinstance(owner, HttpContext):
+                try:
+                    owner._act(hostcalls.continue_stream, StreamType.REQUEST)
+                except hostcalls.HostCallError as err:
+                    self.report("resuming after a failed callout", err)
 
     def on_http_call_response(self, context_id: int, token: int, headers: int, body: int, trailers: int) -> None:
         self._callout(context_id, token, callouts.deliver_http_response, headers, body, trailers)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 
 __all__ = [
+    "AUTHOR_MISTAKE_PREFIX",
+    "BUILD_FACT_PREFIX",
     "CALLBACKS",
     "Action",
     "BufferType",
@@ -25,6 +27,14 @@ __all__ = [
     "encode_property_path",
 ]
 
+
+#: Starts every log line in which the SDK reports a mistake in the filter's code (a callback that
+#: started a callout and let the stream continue, a misnamed callback, a UsageError that escaped a
+#: callback...). Logged at error level; the local host raises on such lines in tests.
+AUTHOR_MISTAKE_PREFIX = "proxywasm: author mistake: "
+#: Starts the log lines in which the build-time bootstrap hands facts about the filter (e.g. the
+#: labels of its metrics) to ``proxywasm build``, which removes them from the build's logs.
+BUILD_FACT_PREFIX = "proxywasm-build: "
 
 TYPE_CHECKING = False  # collections.abc and enum stay out of the VM: see IntConstants
 if TYPE_CHECKING:

@@ -31,8 +31,10 @@ class Body:
     def __bytes__(self) -> bytes:
         return self.read()
 
-    def text(self, encoding: str = "utf-8") -> str:
-        return self.read().decode(encoding)
+    def text(self, encoding: str = "utf-8", errors: str = "surrogateescape") -> str:
+        """The body as text. With the default ``surrogateescape``, bytes that are not valid UTF-8
+        survive as lone surrogates: :meth:`replace` with that text writes back the same bytes."""
+        return self.read().decode(encoding, errors)
 
     def replace(self, data: bytes | str) -> None:
         data = hostcalls.to_bytes(data)

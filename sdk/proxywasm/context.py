@@ -5,19 +5,31 @@ connection. Override only the callbacks you need: the runtime never enters Pytho
 
 from __future__ import annotations
 
-from . import callouts, hostcalls
-from .abi import Action, GrpcStatus, IntConstants, PeerType, StreamType
+from . import callouts, hostcalls, properties
+from .abi import Action, GrpcStatus, IntConstants, MapType, PeerType, StreamType
 from .body import Body
-from .headers import Headers, request_headers, request_trailers, response_headers, response_trailers
+from .errors import HostCallError, LocalReplyAlreadySent, UsageError
+from .headers import Headers, StreamHeaders
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from typing import Any, ClassVar, TypeVar
+    from typing import Any, ClassVar, Literal, TypeVar, overload
 
     T = TypeVar("T")
 
+    from . import tasks
     from .headers import HeaderValue
+else:
+
+    def overload(function: object) -> object:
+        return function  # the implementation defined after the overloads replaces them
+
+
+def _tasks() -> Any:
+    from ._dispatch import tasks  # late: _dispatch imports this module
+
+    return tasks()
 
 
 class FailurePolicy(IntConstants):
@@ -38,54 +50,160 @@ class Context:
 
     context_id: int = 0
     plugin: PluginContext
+    # Callouts started by the running callback that nothing waits for (see Dispatcher.check_unwaited).
+    _unwaited: int = 0
+    _unwaited_what: str = ""
+    _streams: tasks.StreamState | None = None  # created when a callback of this context awaits
+    _awaits = False  # the class has async def stream callbacks (set by _dispatch.mask_of)
 
-    def _act(self, call: Callable[..., T], *args: Any) -> T:
+    def _act(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a host call on this context, also from another context's callback (e.g. resuming a
         held stream from the plugin's on_tick), then give the running callback its context back."""
         running = hostcalls.effective_context()
         if not self.context_id or self.context_id == running:
-            return call(*args)
-        hostcalls.set_effective_context(self.context_id)
+            return call(*args, **kwargs)
         try:
-            return call(*args)
+            hostcalls.set_effective_context(self.context_id)
+        except HostCallError as err:
+            raise UsageError(
+                f"{type(self).__name__} (context {self.context_id}) has ended: Envoy deleted it, so nothing can act "
+                f"on its stream any more ({err})"
+            ) from None
+        try:
+            return call(*args, **kwargs)
         finally:
             hostcalls.set_effective_context(running)
 
+    @overload
     def http_call(
         self,
         cluster: str,
-        callback: Callable[[callouts.HttpCallResponse], None],
+        callback: None = None,
         *,
-        method: str = "GET",
-        path: str = "/",
+        method: str | None = None,
+        path: str | None = None,
         authority: str | None = None,
         headers: Sequence[tuple[HeaderValue, HeaderValue]] = (),
         body: bytes | str = b"",
         trailers: Sequence[tuple[HeaderValue, HeaderValue]] = (),
         timeout_ms: int = 5000,
-    ) -> int:
-        """Send an HTTP request to the Envoy cluster ``cluster``; ``callback`` receives the
-        :class:`~proxywasm.callouts.HttpCallResponse` (``failed`` is true when Envoy could not get
-        a response: reset, timeout, no healthy host). ``authority`` defaults to the cluster name;
-        ``content-length`` follows ``body`` (framing headers in ``headers`` are dropped).
-        Raises :class:`HostCallError` (BAD_ARGUMENT) for an unknown cluster. Returns the token."""
-        return self._act(
-            callouts.http_call, self, cluster, callback, method, path, authority, headers, body, trailers, timeout_ms
-        )
+        detach: Literal[False] = False,
+    ) -> tasks.HttpCallFuture: ...
 
+    @overload
+    def http_call(  # noqa: F811 - overloads for type checkers, then the implementation
+        self,
+        cluster: str,
+        callback: Callable[[callouts.HttpCallResponse], Any] | None = None,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        authority: str | None = None,
+        headers: Sequence[tuple[HeaderValue, HeaderValue]] = (),
+        body: bytes | str = b"",
+        trailers: Sequence[tuple[HeaderValue, HeaderValue]] = (),
+        timeout_ms: int = 5000,
+        detach: bool = False,
+    ) -> int: ...
+
+    def http_call(  # noqa: F811 - overloads for type checkers, then the implementation
+        self,
+        cluster: str,
+        callback: Callable[[callouts.HttpCallResponse], Any] | None = None,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        authority: str | None = None,
+        headers: Sequence[tuple[HeaderValue, HeaderValue]] = (),
+        body: bytes | str = b"",
+        trailers: Sequence[tuple[HeaderValue, HeaderValue]] = (),
+        timeout_ms: int = 5000,
+        detach: bool = False,
+    ) -> int | tasks.HttpCallFuture:
+        """Send an HTTP request to the Envoy cluster ``cluster`` (a callout); it leaves at once.
+
+        Two styles:
+
+        - ``response = await self.http_call(cluster, ...)`` in an ``async def`` callback: the
+          stream waits (the SDK holds it) until Envoy delivers the answer, an
+          :class:`~proxywasm.callouts.HttpCallResponse`.
+        - ``self.http_call(cluster, callback, ...)`` returns the token; ``callback(response)`` runs
+          when the answer comes. Return ``Action.PAUSE`` from the stream callback and resume the
+          stream in ``callback``: a stream callback that returns CONTINUE after starting a callout
+          is logged as an author mistake.
+
+        ``detach=True`` fires and forgets: the stream does not wait, no mistake is logged, the answer
+        goes to ``callback`` if one is given, else it is dropped; returns the token.
+
+        What Envoy 1.40 delivers: the target's response (any status); on timeout (``timeout_ms``) a
+        504 with body ``upstream request timeout``; when the cluster cannot be reached (refused, no
+        healthy host, closed before the response headers) a 503 with body ``upstream connect error
+        or disconnect/reset before headers. reset reason: ...``; when the exchange breaks after the
+        response started, no response at all (a reset): the response's ``failed`` is true and
+        ``status`` 0, and an awaited call raises :class:`~proxywasm.errors.CalloutFailed`.
+
+        The request: ``method`` (default GET), ``path`` (default ``/``) and ``authority`` (default
+        the cluster's name) win over ``:method``/``:path``/``:authority`` copied in ``headers``,
+        which win over the defaults. ``content-length`` follows ``body``; framing headers in
+        ``headers`` are dropped. Raises :class:`~proxywasm.errors.HostCallError` (BAD_ARGUMENT) at
+        once for a cluster Envoy does not know. Envoy delivers the answer to the plugin's root
+        context; the SDK routes it back to this context (and drops it if this stream has ended).
+        """
+        return self._act(
+            callouts.http_call, self, cluster, callback, method, path, authority, headers, body, trailers,
+            timeout_ms, detach,
+        )  # fmt: skip
+
+    @overload
     def grpc_call(
         self,
         cluster: str,
         service: str,
         method: str,
         message: bytes,
-        callback: Callable[[callouts.GrpcCallResponse], None],
+        callback: None = None,
         *,
         metadata: Sequence[tuple[HeaderValue, HeaderValue]] = (),
         timeout_ms: int = 5000,
-    ) -> int:
-        """Unary gRPC call ``service/method`` on ``cluster`` with a serialised request message."""
-        return self._act(callouts.grpc_call, self, cluster, service, method, message, callback, metadata, timeout_ms)
+        detach: Literal[False] = False,
+    ) -> tasks.GrpcCallFuture: ...
+
+    @overload
+    def grpc_call(  # noqa: F811 - overloads for type checkers, then the implementation
+        self,
+        cluster: str,
+        service: str,
+        method: str,
+        message: bytes,
+        callback: Callable[[callouts.GrpcCallResponse], Any] | None = None,
+        *,
+        metadata: Sequence[tuple[HeaderValue, HeaderValue]] = (),
+        timeout_ms: int = 5000,
+        detach: bool = False,
+    ) -> int: ...
+
+    def grpc_call(  # noqa: F811 - overloads for type checkers, then the implementation
+        self,
+        cluster: str,
+        service: str,
+        method: str,
+        message: bytes,
+        callback: Callable[[callouts.GrpcCallResponse], Any] | None = None,
+        *,
+        metadata: Sequence[tuple[HeaderValue, HeaderValue]] = (),
+        timeout_ms: int = 5000,
+        detach: bool = False,
+    ) -> int | tasks.GrpcCallFuture:
+        """Unary gRPC call ``service/method`` on ``cluster`` with a serialised request message.
+
+        Like :meth:`http_call`: without ``callback``, ``await`` it for the
+        :class:`~proxywasm.callouts.GrpcCallResponse`; with one, the callback receives it. Either
+        way the result carries the gRPC status (check ``.ok``): Envoy reports a timeout as
+        DEADLINE_EXCEEDED and an unreachable cluster as UNAVAILABLE, and an await never raises for
+        a status. ``detach=True`` fires and forgets."""
+        return self._act(
+            callouts.grpc_call, self, cluster, service, method, message, callback, metadata, timeout_ms, detach
+        )
 
     def grpc_stream(
         self,
@@ -137,6 +255,14 @@ class PluginContext(Context):
         """The plugin is being torn down; return False to finish later with :meth:`done`."""
         return True
 
+    @property
+    def plugin_name(self) -> str:
+        """The plugin's ``name`` in Envoy's PluginConfig (read from Envoy once)."""
+        name: str | None = self.__dict__.get("_plugin_name")
+        if name is None:
+            name = self._plugin_name = self._act(properties.plugin_name) or ""
+        return name
+
     def set_tick_period(self, period_ms: int) -> None:
         """Start (or, with 0, stop) calling :meth:`on_tick` periodically."""
         self._act(hostcalls.set_tick_period_milliseconds, period_ms)
@@ -155,18 +281,58 @@ class PluginContext(Context):
         return self.stream_context()
 
 
+class _MapOfStream:
+    """``self.request_headers`` and friends: the stream's map as a :class:`StreamHeaders`, made on
+    first use and then kept in the instance (a plain attribute lookup afterwards)."""
+
+    def __init__(self, map_type: MapType) -> None:
+        self.map_type = map_type
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, context: HttpContext | None, owner: type | None = None) -> Headers:
+        if context is None:
+            return Headers(self.map_type)
+        bound = StreamHeaders(self.map_type, context)
+        context.__dict__[self.name] = bound
+        return bound
+
+
 class HttpContext(Context):
     """One per HTTP stream. Each callback returns an :class:`Action` (``None`` means CONTINUE).
 
     Returning ``Action.PAUSE`` from a headers callback holds the stream until :meth:`resume_request`
     / :meth:`resume_response`; from a body callback it makes Envoy buffer the body, and the next
     call sees all of it.
+
+    A stream callback may be ``async def`` and ``await`` callouts (:meth:`http_call`,
+    :meth:`grpc_call`), :func:`proxywasm.gather` and the whole body (:meth:`request_body`,
+    :meth:`response_body`). If the coroutine finishes without waiting, what it returns is the
+    callback's result. If it waits, Envoy is told PAUSE and, when the coroutine finishes: a local
+    reply it sent stands; ``None`` / CONTINUE resumes the callback's direction (the request for
+    request callbacks, the response for response callbacks); PAUSE keeps it paused (resume it
+    yourself); an exception meets the plugin's failure policy (FAIL_OPEN resumes). A stream that
+    ends while a coroutine waits closes it: its ``finally`` blocks run, and the answer it waited
+    for is dropped when it comes. While a coroutine of one direction waits, the SDK holds that
+    direction's body and trailers (Envoy buffers them) without calling ``on_request_body`` /
+    ``on_request_trailers`` (or the response ones).
     """
 
-    request_headers: ClassVar[Headers] = request_headers
-    request_trailers: ClassVar[Headers] = request_trailers
-    response_headers: ClassVar[Headers] = response_headers
-    response_trailers: ClassVar[Headers] = response_trailers
+    request_headers: Headers = _MapOfStream(MapType.HTTP_REQUEST_HEADERS)  # type: ignore[assignment]
+    request_trailers: Headers = _MapOfStream(MapType.HTTP_REQUEST_TRAILERS)  # type: ignore[assignment]
+    response_headers: Headers = _MapOfStream(MapType.HTTP_RESPONSE_HEADERS)  # type: ignore[assignment]
+    response_trailers: Headers = _MapOfStream(MapType.HTTP_RESPONSE_TRAILERS)  # type: ignore[assignment]
+
+    #: Set True when the plugin's PluginConfig has ``allow_on_headers_stop_iteration: true``
+    #: (Envoy 1.35+). Envoy then turns a headers callback's PAUSE into StopIteration and keeps
+    #: delivering the body, so a headers coroutine awaiting :meth:`request_body` holds the headers
+    #: too. It must match Envoy's setting: declared True without it, such a request hangs (Envoy
+    #: delivers no body while the headers are held).
+    allow_on_headers_stop_iteration: ClassVar[bool] = False
+
+    _local_reply_sent = False
 
     def on_request_headers(self, headers: Headers, end_of_stream: bool) -> Action | None:
         return Action.CONTINUE
@@ -201,19 +367,92 @@ class HttpContext(Context):
         details: str = "",
         grpc_status: GrpcStatus | None = None,
     ) -> None:
-        """Answer the request from the filter. Envoy sends it after the current callback returns
-        (return ``Action.PAUSE``); the response callbacks still run for it."""
+        """Answer the request from the filter (a local reply). Envoy sends it after the current
+        callback returns (return ``Action.PAUSE``); the response callbacks still run for it. Once
+        the client has the response headers it is too late: Envoy resets the stream instead.
+
+        One local reply per stream: a second one raises
+        :class:`~proxywasm.errors.LocalReplyAlreadySent` (Envoy 1.40 crashes on two in the
+        response path), and so does one after the failure policy answered the stream."""
+        if self._local_reply_sent:
+            raise LocalReplyAlreadySent(
+                f"{type(self).__name__}.send_response({status}): this stream already has a local reply; Envoy 1.40 "
+                "crashes on a second one, so the SDK refuses it (send one reply, then return Action.PAUSE)"
+            )
         pairs = [(hostcalls.to_bytes(k).lower(), hostcalls.to_bytes(v)) for k, v in headers]
         code = -1 if grpc_status is None else int(grpc_status)
         self._act(hostcalls.send_local_response, status, details, hostcalls.to_bytes(body), pairs, code)
+        self._local_reply_sent = True
+
+    def _send_local_reply(self, status: int, body: bytes, details: str) -> None:
+        """The SDK's own local reply (failure policy, body too large), at most one per stream."""
+        if not self._local_reply_sent:
+            self._local_reply_sent = True
+            hostcalls.send_local_response(status, details, body, [(b"content-type", b"text/plain")], -1)
 
     def resume_request(self) -> None:
         """Let a paused request continue to the upstream (also from another context's callback)."""
         self._act(hostcalls.continue_stream, StreamType.REQUEST)
+        if self._streams is not None:
+            _tasks().resumed(self, StreamType.REQUEST)
 
     def resume_response(self) -> None:
         """Let a paused response continue to the client (also from another context's callback)."""
         self._act(hostcalls.continue_stream, StreamType.RESPONSE)
+        if self._streams is not None:
+            _tasks().resumed(self, StreamType.RESPONSE)
+
+    @property
+    def route_config(self) -> dict[str, Any]:
+        """Per-route configuration: the matched route's ``metadata.filter_metadata[<plugin name>]``
+        as a dict (``{}`` when the route has none). Envoy has no per-route Wasm configuration;
+        route metadata is the usual stand-in::
+
+            routes:
+            - match: {prefix: "/api"}
+              route: {cluster: backend}
+              metadata:
+                filter_metadata:
+                  my-plugin:            # the plugin's name in the Wasm filter's config
+                    limit: 10
+                    mode: strict
+
+        Read once per stream (from ``on_request_headers`` on: the route is known then) and cached;
+        numbers come back as ``int`` when whole, else ``float``. The dict is shared by the route's
+        streams: do not change it. See :func:`proxywasm.properties.route_metadata`."""
+        config: dict[str, Any] | None = self.__dict__.get("_route_config")
+        if config is None:
+            config = self._route_config = self._act(properties.route_metadata, self.plugin.plugin_name)
+        return config
+
+    def request_body(self, max_bytes: int = 1 << 20) -> tasks.Future[bytes]:
+        """``body = await self.request_body()``: the whole request body, in a coroutine of a request
+        callback (``async def on_request_headers`` ...). The SDK answers Envoy's body callbacks with
+        PAUSE (Envoy buffers) until the end of the body (or its trailers), then resumes the coroutine.
+
+        What the upstream sees while the coroutine waits: with Envoy's default, a headers callback
+        cannot hold the headers and receive the body (Envoy delivers no body while the headers are
+        held), so the SDK lets the request headers go on first: the upstream gets the headers and
+        no body until the coroutine finishes (a local reply then resets the upstream request). With
+        ``allow_on_headers_stop_iteration`` (see the class attribute) the upstream gets nothing
+        until the coroutine finishes.
+
+        Over ``max_bytes`` (default 1 MiB) the SDK answers 413 and raises
+        :class:`~proxywasm.errors.BodyTooLarge` in the coroutine. (Envoy's own buffer limit,
+        ``per_connection_buffer_limit_bytes``, 1 MiB by default, also answers 413.) Raises
+        :class:`~proxywasm.errors.UsageError` outside a request callback's coroutine, or when part
+        of the body already went on."""
+        body: tasks.Future[bytes] = _tasks().wait_for_body(self, StreamType.REQUEST, max_bytes)
+        return body
+
+    def response_body(self, max_bytes: int = 1 << 20) -> tasks.Future[bytes]:
+        """``body = await self.response_body()``: the whole response body, in a coroutine of a
+        response callback. As :meth:`request_body`; by default the client gets the response headers
+        before the coroutine decides (a local reply after that makes Envoy reset the stream). Over
+        ``max_bytes`` the SDK answers 500 (or Envoy resets the stream if the client already has the
+        headers) and raises :class:`~proxywasm.errors.BodyTooLarge`."""
+        body: tasks.Future[bytes] = _tasks().wait_for_body(self, StreamType.RESPONSE, max_bytes)
+        return body
 
     def reset(self) -> None:
         """Reset the stream."""

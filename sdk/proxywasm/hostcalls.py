@@ -7,7 +7,8 @@ or the one chosen with :func:`set_effective_context`.
 
 from __future__ import annotations
 
-from .abi import BufferType, LogLevel, MapType, MetricType, Status, StreamType, decode_map, encode_map
+from .abi import BufferType, LogLevel, MapType, MetricType, StreamType, decode_map, encode_map
+from .errors import HostCallError as HostCallError  # defined in errors, importable from here as before
 
 try:
     import _proxywasm as raw
@@ -21,31 +22,33 @@ if TYPE_CHECKING:
     Pairs = Sequence[tuple[bytes, bytes]]
 
 
-class HostCallError(Exception):
-    """A host function returned a status other than OK."""
-
-    def __init__(self, call: str, status: int) -> None:
-        self.call = call
-        try:
-            self.status: Status | int = Status(status)
-        except ValueError:
-            self.status = status
-        name = self.status.name if isinstance(self.status, Status) else str(status)
-        super().__init__(f"{call} failed: {name}")
-
-
 raw.set_error_type(HostCallError)
 
 
 def to_bytes(value: str | bytes) -> bytes:
-    return value.encode() if isinstance(value, str) else value
+    """``str`` as UTF-8 with ``surrogateescape``: text the SDK decoded from non-UTF-8 bytes (with
+    ``surrogateescape``) turns back into exactly those bytes."""
+    return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+
+
+def loggable(message: str) -> str | bytes:
+    """``message`` in a form Envoy's log takes: lone surrogates (from non-UTF-8 bytes decoded with
+    ``surrogateescape``) become ``\\xNN`` escapes instead of failing the UTF-8 encoding."""
+    try:
+        return message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that surrogateescape did not make
+        return message.encode("utf-8", "backslashreplace")
 
 
 # ---- logging, time, lifecycle ----
 
 
 def log(level: LogLevel, message: str) -> None:
-    raw.log(level, message)
+    """Never raises on text: a ``str`` holding surrogates is logged with escapes."""
+    try:
+        raw.log(level, message)
+    except UnicodeEncodeError:
+        raw.log(level, loggable(message))
 
 
 def get_log_level() -> LogLevel:
@@ -116,7 +119,15 @@ def set_map(map_type: MapType, pairs: Iterable[tuple[bytes, bytes]]) -> None:
 
 
 def get_map_size(map_type: MapType) -> int:
+    """Envoy's ``proxy_get_header_map_size``: the map's size in BYTES (Envoy 1.40 answers 234 for
+    10 pairs), not the number of pairs; see :func:`get_map_count`."""
     return int(raw.get_header_map_size(map_type))
+
+
+def get_map_count(map_type: MapType) -> int:
+    """The number of pairs: the count field that leads the serialised map."""
+    data = raw.get_header_map_pairs(map_type)
+    return int.from_bytes(data[:4], "little") if len(data) >= 4 else 0
 
 
 def get_map_value(map_type: MapType, key: bytes) -> bytes | None:
@@ -148,7 +159,7 @@ def close_stream(stream: StreamType) -> None:
 
 
 def send_local_response(status: int, details: str, body: bytes, headers: Pairs, grpc_status: int) -> None:
-    raw.send_local_response(status, details, body, encode_map(headers), grpc_status)
+    raw.send_local_response(status, to_bytes(details), body, encode_map(headers), grpc_status)
 
 
 def get_status() -> tuple[int, bytes]:

@@ -5,8 +5,14 @@ below decode the common ones (strings as UTF-8, integers as 8-byte little-endian
 
 from __future__ import annotations
 
+import struct
+
 from . import hostcalls
 from .abi import decode_map, encode_property_path
+
+TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def get(*path: str) -> bytes | None:
@@ -75,3 +81,113 @@ def route_name() -> str | None:
 
 def cluster_name() -> str | None:
     return get_str("xds", "cluster_name") or get_str("cluster_name")
+
+
+# ---- route metadata: Envoy has no per-route Wasm config; route metadata stands in for it ----
+
+_route_cache: dict[bytes, dict[str, Any]] = {}
+_ROUTE_CACHE_SIZE = 64
+
+
+def route_metadata(filter_name: str) -> dict[str, Any]:
+    """The current route's ``metadata.filter_metadata[filter_name]`` as a dict ({} when the route
+    has none, or no route matched).
+
+    Envoy 1.40 serves ``xds.route_metadata`` as the route's ``envoy.config.core.v3.Metadata``
+    message in protobuf binary form (b"" for a route without metadata); deeper paths
+    (``xds.route_metadata.filter_metadata.<name>``) come as the ABI's pair encoding, which loses
+    value types and fails (SERIALIZATION_FAILURE) on a null anywhere inside. So the SDK reads the
+    whole message and decodes it here, without a protobuf library: Struct values map to JSON
+    types (numbers are doubles in protobuf; whole ones within 2**53 become ``int``). The dict is
+    cached by the message's bytes and shared by the streams of the route: read it, do not change it.
+    """
+    raw = get("xds", "route_metadata")
+    if not raw:
+        return {}
+    cached = _route_cache.get(raw)
+    if cached is None:
+        if len(_route_cache) >= _ROUTE_CACHE_SIZE:
+            _route_cache.clear()
+        cached = _route_cache[raw] = _filter_metadata(raw)
+    value = cached.get(filter_name)
+    return value if isinstance(value, dict) else {}
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(data: bytes) -> list[tuple[int, int, Any]]:
+    """(field number, wire type, value) of a protobuf message: ints for varints and fixed,
+    bytes for length-delimited fields. Raises ValueError on malformed data."""
+    out: list[tuple[int, int, Any]] = []
+    pos, end = 0, len(data)
+    try:
+        while pos < end:
+            key, pos = _varint(data, pos)
+            number, wire = key >> 3, key & 7
+            value: Any
+            if wire == 0:
+                value, pos = _varint(data, pos)
+            elif wire == 1:
+                value, pos = data[pos : pos + 8], pos + 8
+            elif wire == 2:
+                size, pos = _varint(data, pos)
+                value, pos = data[pos : pos + size], pos + size
+            elif wire == 5:
+                value, pos = data[pos : pos + 4], pos + 4
+            else:
+                raise ValueError(f"unsupported protobuf wire type {wire}")
+            if pos > end:
+                raise ValueError("protobuf field runs past the end")
+            out.append((number, wire, value))
+    except IndexError:
+        raise ValueError("truncated protobuf varint") from None
+    return out
+
+
+def _map_entry(entry: bytes) -> tuple[str, bytes]:
+    key, value = "", b""
+    for number, wire, field in _fields(entry):
+        if number == 1 and wire == 2:
+            key = field.decode("utf-8", "surrogateescape")
+        elif number == 2 and wire == 2:
+            value = field
+    return key, value
+
+
+def _filter_metadata(raw: bytes) -> dict[str, Any]:
+    """``Metadata.filter_metadata`` (field 1: map<string, Struct>) as {filter name: dict}."""
+    return {key: _struct(value) for key, value in (_map_entry(f) for n, w, f in _fields(raw) if n == 1 and w == 2)}
+
+
+def _struct(data: bytes) -> dict[str, Any]:
+    return {key: _value(value) for key, value in (_map_entry(f) for n, w, f in _fields(data) if n == 1 and w == 2)}
+
+
+def _value(data: bytes) -> Any:
+    """google.protobuf.Value: null 1, number 2 (double), string 3, bool 4, struct 5, list 6."""
+    result: Any = None
+    for number, _wire, field in _fields(data):
+        if number == 2:
+            number_value = struct.unpack("<d", field)[0]
+            whole = number_value.is_integer() and abs(number_value) <= 2**53
+            result = int(number_value) if whole else number_value
+        elif number == 3:
+            result = field.decode("utf-8", "surrogateescape")
+        elif number == 4:
+            result = bool(field)
+        elif number == 5:
+            result = _struct(field)
+        elif number == 6:
+            result = [_value(f) for n, w, f in _fields(field) if n == 1 and w == 2]
+        elif number == 1:
+            result = None
+    return result

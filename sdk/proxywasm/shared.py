@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from . import hostcalls, msgpack
 from .abi import Status
+from .errors import CasMismatch as CasMismatch  # defined in errors, importable from here as before
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
 if TYPE_CHECKING:
     from typing import Any
-
-
-class CasMismatch(Exception):
-    """Another worker changed the value since it was read: read again and retry."""
 
 
 class SharedData:

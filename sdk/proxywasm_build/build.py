@@ -5,14 +5,19 @@ from __future__ import annotations
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from proxywasm import metrics
+from proxywasm.abi import BUILD_FACT_PREFIX
 
 from .bundle import BuildError, Bundle, make_bundle
 from .snapshot import SnapshotError, snapshot
 
 RUNTIME_DIR = Path(__file__).parent / "_runtime"
 _FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+)')
+_CALLBACK_NAME = re.compile(r"CallbackNameError: (?P<file>[^:\n]+):(?P<line>\d+): (?P<message>.*)$", re.MULTILINE)
+_LABELS_FACT = f"{BUILD_FACT_PREFIX}metric-labels "
 
 
 @dataclass
@@ -23,6 +28,13 @@ class BuildResult:
     resident_bytes: int  # what each VM makes resident in Envoy: the pages the snapshot fills
     seconds: float
     logs: list[str]
+    #: (metric name, label names) of the metrics the filter declares with labels at module level
+    labelled_metrics: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+
+    @property
+    def stats_tags(self) -> list[dict[str, str]]:
+        """Envoy ``stats_config.stats_tags`` that turn those labels into Prometheus labels."""
+        return metrics.stats_tags(label for _, labels in self.labelled_metrics for label in labels)
 
 
 def runtime_path() -> Path:
@@ -42,11 +54,52 @@ def build(source: Path, requirements: Path | None = None) -> BuildResult:
         except SnapshotError as err:
             raise BuildError(_explain(err.output, Path(source))) from None
     seconds = time.perf_counter() - started
-    return BuildResult(result.module, bundle, result.memory_bytes, result.resident_bytes, seconds, result.logs)
+    logs, labelled = _build_facts(result.logs)
+    return BuildResult(result.module, bundle, result.memory_bytes, result.resident_bytes, seconds, logs, labelled)
+
+
+def _build_facts(logs: list[str]) -> tuple[list[str], list[tuple[str, tuple[str, ...]]]]:
+    """Split the lines the bootstrap logs for the build from the filter's own logs."""
+    kept: list[str] = []
+    labelled: list[tuple[str, tuple[str, ...]]] = []
+    for line in logs:
+        _, found, fact = line.partition(_LABELS_FACT)
+        if found:
+            labels, _, name = fact.partition("\t")
+            labelled.append((name, tuple(labels.split(","))))
+        else:
+            kept.append(line)
+    return kept, labelled
+
+
+STATS_CONFIG_HEADER = "# Envoy bootstrap stats_config for the labelled metrics of "
+
+
+def stats_config_path(module: Path) -> Path:
+    """Where ``proxywasm build -o filter.wasm`` writes the stats_config: ``filter.stats_config.yaml``."""
+    return module.with_name(module.stem + ".stats_config.yaml")
+
+
+def stats_config_yaml(result: BuildResult, source: str) -> str:
+    """The ``stats_config`` to merge into an Envoy bootstrap, as YAML text (what ``proxywasm build``
+    writes next to the module when the filter declares labelled metrics at module level)."""
+    lines = [
+        f"{STATS_CONFIG_HEADER}{source} (written by proxywasm build):",
+        "# merge it into the bootstrap so /stats/prometheus shows the labels as Prometheus labels.",
+    ]
+    lines += [f"#   {name}: {', '.join(labels)}" for name, labels in result.labelled_metrics]
+    lines += ["stats_config:", "  stats_tags:"]
+    for tag in result.stats_tags:
+        lines += [f"  - tag_name: {tag['tag_name']}", f"    regex: '{tag['regex']}'"]
+    return "\n".join(lines) + "\n"
 
 
 def _explain(output: str, source: Path) -> str:
     """Turn the guest's traceback into 'where: what', pointing into the filter's own files."""
+    base = source.parent  # bundle paths are relative to the folder holding the file or package
+    misnamed = _CALLBACK_NAME.search(output)
+    if misnamed:  # register() refused a method: it knows the method's own file and line
+        return f"{base / misnamed['file']}:{misnamed['line']}: {misnamed['message']}"
     lines = [line for line in output.splitlines() if line.strip()]
     what = next((line.strip() for line in reversed(lines) if not line.startswith(" ")), "initialisation failed")
     where = None
@@ -54,7 +107,6 @@ def _explain(output: str, source: Path) -> str:
         match = _FRAME.match(line)
         if match and not match.group(1).startswith(("/stdlib", "<frozen", "proxywasm/", "/bundle/proxywasm/")):
             where = f"{match.group(1)}:{match.group(2)}"
-    base = source.parent  # bundle paths are relative to the folder holding the file or package
     prefix = f"{base / where}: " if where else f"{source}: "
     message = f"{prefix}importing the filter failed: {what}"
     if "registers no filter" in what:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .build import build
+from .build import STATS_CONFIG_HEADER, build, stats_config_path, stats_config_yaml
 from .bundle import BuildError
 from .envoy import EnvoyError
 
@@ -27,6 +27,14 @@ def _build(args: argparse.Namespace) -> int:
         f"{result.resident_bytes / 1e6:.2f} MB resident memory{deps}) "
         f"in {result.seconds:.1f}s"
     )
+    stats = stats_config_path(out)
+    if result.labelled_metrics:
+        stats.write_text(stats_config_yaml(result, str(source)))
+        labels = ", ".join(tag["tag_name"] for tag in result.stats_tags)
+        print(f"wrote {stats}: the stats_config that gives its metrics' labels ({labels}) to Envoy's")
+        print("  /stats/prometheus; merge it into the Envoy bootstrap (proxywasm run does)")
+    elif stats.exists() and stats.read_text().startswith(STATS_CONFIG_HEADER):
+        stats.unlink()  # from an earlier build of this filter; it declares no labels now
     return 0
 
 

@@ -115,6 +115,8 @@ class WasmPlugin:
     environment_variables: Mapping[str, str] = field(default_factory=dict)
     failure_policy: FailurePolicy | None = None
     runtime: str = V8_RUNTIME
+    #: PluginConfig.allow_on_headers_stop_iteration (Envoy 1.35+): a headers callback's PAUSE
+    #: becomes StopIteration, so Envoy keeps delivering the body while the headers are held.
     allow_on_headers_stop_iteration: bool | None = None
     reload_backoff_ms: int | None = None  # FAIL_RELOAD's reload_config.backoff.base_interval
 
@@ -201,10 +203,16 @@ class Cluster:
 
 
 def _bootstrap(
-    listener: JsonDict, admin_port: int, clusters: Sequence[Cluster | JsonDict], node: Mapping[str, str] | None = None
+    listener: JsonDict,
+    admin_port: int,
+    clusters: Sequence[Cluster | JsonDict],
+    node: Mapping[str, str] | None = None,
+    stats_tags: Sequence[Mapping[str, str]] = (),
 ) -> JsonDict:
-    """One static listener, its clusters and an admin endpoint."""
-    bootstrap: JsonDict = {
+    """One static listener, its clusters and an admin endpoint (plus the bootstrap ``node`` and
+    ``stats_config.stats_tags``, e.g. a build's ``stats_tags`` for labelled metrics; repeated tag
+    names are merged)."""
+    config: JsonDict = {
         "admin": {"address": _address(admin_port)},
         "static_resources": {
             "listeners": [listener],
@@ -212,8 +220,11 @@ def _bootstrap(
         },
     }
     if node is not None:
-        bootstrap["node"] = dict(node)
-    return bootstrap
+        config["node"] = dict(node)
+    if stats_tags:
+        tags = {tag["tag_name"]: dict(tag) for tag in stats_tags}
+        config["stats_config"] = {"stats_tags": list(tags.values())}
+    return config
 
 
 def http_bootstrap(
@@ -230,13 +241,18 @@ def http_bootstrap(
     buffer_limit_bytes: int | None = None,
     request_trailers: bool = False,
     node: Mapping[str, str] | None = None,
+    stats_tags: Sequence[Mapping[str, str]] = (),
+    routes: Sequence[JsonDict] = (),
 ) -> JsonDict:
     """Bootstrap for an HTTP listener: [extra http_filters..., wasm plugins..., router] -> `upstream`.
 
     `http_filters` are placed before the wasm filters; `clusters` are added next to the upstream
-    cluster (e.g. targets for http_call). Ports 0 let Envoy pick. `buffer_limit_bytes` is the
-    listener's per_connection_buffer_limit_bytes (Envoy's default: 1 MiB); `request_trailers`
-    enables HTTP/1 trailers (http_protocol_options.enable_trailers); `node` is the bootstrap node.
+    cluster (e.g. targets for http_call); `routes` go before the catch-all route to `upstream`
+    (e.g. routes with metadata); `stats_tags` become `stats_config.stats_tags` (a build's
+    `stats_tags` turn labelled metrics into Prometheus labels). Ports 0 let Envoy pick.
+    `buffer_limit_bytes` is the listener's per_connection_buffer_limit_bytes (Envoy's default:
+    1 MiB); `request_trailers` enables HTTP/1 trailers (http_protocol_options.enable_trailers);
+    `node` is the bootstrap node.
     """
     filters = [*http_filters, *(p.http_filter() for p in plugins)]
     filters.append(
@@ -256,10 +272,11 @@ def http_bootstrap(
                     "name": "all",
                     "domains": ["*"],
                     "routes": [
+                        *routes,
                         {
                             "match": {"prefix": "/"},
                             "route": {"cluster": upstream_cluster, "timeout": f"{route_timeout_s}s"},
-                        }
+                        },
                     ],
                 }
             ],
@@ -277,7 +294,9 @@ def http_bootstrap(
     }
     if buffer_limit_bytes is not None:
         listener["per_connection_buffer_limit_bytes"] = buffer_limit_bytes
-    return _bootstrap(listener, admin_port, [Cluster(upstream_cluster, upstream_port), *clusters], node)
+    return _bootstrap(
+        listener, admin_port, [Cluster(upstream_cluster, upstream_port), *clusters], node=node, stats_tags=stats_tags
+    )
 
 
 def tcp_bootstrap(

@@ -124,6 +124,7 @@ class Runner:
         self._log_offset = 0
         self.last_build: BuildResult | None = None
         self._hinted: set[str] = set()
+        self._envoy_tags: list[dict[str, Any]] = []  # the stats_tags Envoy was started with
 
     # ---- building ----
 
@@ -145,6 +146,11 @@ class Runner:
         started = time.perf_counter()
         result = build(self.options.source)
         self.last_build = result
+        if self.envoy is not None and any(tag not in self._envoy_tags for tag in self.stats_tags()):
+            self.say(
+                "this version declares metric labels the running Envoy has no stats_tags for (they are set when "
+                "Envoy starts): restart proxywasm run to see them as Prometheus labels"
+            )
         digest = hashlib.sha256(result.module).hexdigest()[:12]
         wasm = self.workdir / f"filter-{digest}.wasm"
         wasm.write_bytes(result.module)
@@ -160,8 +166,9 @@ class Runner:
     def stats_tags(self) -> list[dict[str, Any]]:
         """Envoy ``TagSpecifier``s for the filter's labelled metrics: the build's ``stats_tags``
         (a list of ``{"tag_name": ..., "regex": ...}``) when the build emits them, else none."""
-        tags = getattr(self.last_build, "stats_tags", None)
-        return [dict(tag) for tag in tags] if tags else []
+        if not self.options.stats_tags or self.last_build is None:
+            return []
+        return [dict(tag) for tag in self.last_build.stats_tags]
 
     def _clusters(self) -> tuple[Cluster, str]:
         if self.options.upstream:
@@ -187,18 +194,17 @@ class Runner:
         self.ecds_path.parent.mkdir(parents=True, exist_ok=True)
         self.version += 1
         write_ecds(self.ecds_path, plugin, str(self.version))
+        tags = self._envoy_tags = self.stats_tags()
         config = http_bootstrap(
             upstream_port=upstream.port,
             listen_port=self.options.port,
             admin_port=self.options.admin_port,
             http_filters=[ecds_filter(self.ecds_path)],
             clusters=self.options.clusters,
+            stats_tags=tags,  # labelled metrics become Prometheus labels
         )
         config["static_resources"]["clusters"][0] = upstream.to_dict()
         config["node"] = {"id": "proxywasm-run", "cluster": "proxywasm"}  # file-based discovery needs both
-        tags = self.stats_tags() if self.options.stats_tags else []
-        if tags:
-            config["stats_config"] = {"stats_tags": tags}
         self.envoy = Envoy(config, concurrency=self.options.concurrency, workdir=self.workdir / "envoy").start()
         self._first_verdict()
         envoy = self.envoy

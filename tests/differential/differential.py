@@ -32,7 +32,7 @@ from proxywasm_build.envoy import (
     parse_log,
 )
 from proxywasm_build.upstream import RecordedRequest, Response, UpstreamServer
-from proxywasm_host import RESET, SLOW, UNREACHABLE, Host, Request
+from proxywasm_host import RESET, SLOW, UNREACHABLE, Host, Request, Route
 from proxywasm_host import Response as HostResponse
 
 Pairs = tuple[tuple[str, str], ...]
@@ -126,6 +126,7 @@ class Plugin:
     buffer_limit: int | None = None  # the listener's per_connection_buffer_limit_bytes
     request_trailers: bool = False  # HTTP/1 enable_trailers
     workers: int | None = None  # Envoy's --concurrency and the host's workers (default: 1 and 0)
+    routes: tuple[Route, ...] = ()  # before the catch-all route to the upstream
 
 
 @dataclass
@@ -136,6 +137,7 @@ class Seen:
     path: str
     headers: list[tuple[str, str]]
     body: bytes
+    complete: bool = True  # False: the stream ended after the headers went up, before the whole body
 
 
 @dataclass
@@ -159,11 +161,14 @@ class Outcome:
             out.append(f"request #{i}: status {ex.status}")
             out += [f"  response header {k}: {v}" for k, v in ex.headers]
             out.append(f"  response body {ex.body!r}")
-            if ex.upstream is None:
-                out.append("  upstream: not called")
+            if ex.upstream is None or not ex.upstream.complete:
+                # Whether Envoy's upstream sees the headers of a request the stream ended early is a race
+                # between its upstream connection and the local reply or reset: both count as one outcome.
+                out.append("  upstream: not called, or reset before the request was whole")
             else:
                 out += _render_seen("upstream", ex.upstream)
-            for cluster, seen in ex.callouts:
+            # Callouts in flight together reach their clusters over separate connections, in no fixed order.
+            for cluster, seen in sorted(ex.callouts, key=lambda c: (c[0], c[1].path, c[1].method)):
                 out += _render_seen(f"callout {cluster}", seen)
         out += [f"log [{level}] {msg}" for level, msg in self.logs]
         out += [f"metric {k} = {v}" for k, v in sorted(self.metrics.items())]
@@ -215,6 +220,7 @@ class EnvoyDriver:
         config = http_bootstrap(
             upstream_port=self.upstream.port, plugins=[wasm], clusters=clusters, node=NODE,
             buffer_limit_bytes=plugin.buffer_limit, request_trailers=plugin.request_trailers,
+            routes=[_envoy_route(route) for route in plugin.routes],
         )  # fmt: skip
         self.envoy = Envoy(config, concurrency=plugin.workers or 1, component_log_levels={"wasm": plugin.log_level})
         try:
@@ -269,6 +275,15 @@ class EnvoyDriver:
         return Exchange(status, normalise_headers(headers), body, _seen(seen[0]) if seen else None, callouts)
 
 
+def _envoy_route(route: Route) -> dict[str, Any]:
+    entry: dict[str, Any] = {"match": {"prefix": route.prefix}, "route": {"cluster": "upstream"}}
+    if route.name:
+        entry["name"] = route.name
+    if route.metadata:
+        entry["metadata"] = {"filter_metadata": {k: dict(v) for k, v in route.metadata.items()}}
+    return entry
+
+
 def raw_request(call: Call) -> bytes:
     """The request bytes, in one write so Envoy reads it at once, as host.request() delivers it:
     headers exactly in the scenario's order, then the framing last (as the host adds it)."""
@@ -295,7 +310,9 @@ def _as_response(reply: Reply) -> Response:
 
 
 def _seen(request: RecordedRequest) -> Seen:
-    return Seen(request.method, request.path, normalise_headers(request.headers), request.body)
+    length = request.header("content-length")
+    complete = length is None or not length.isdigit() or len(request.body) == int(length)
+    return Seen(request.method, request.path, normalise_headers(request.headers), request.body, complete)
 
 
 # -- local host ---------------------------------------------------------------------------------------
@@ -326,6 +343,8 @@ class HostDriver:
             clusters=clusters,
             allow_on_headers_stop_iteration=bool(plugin.allow_on_headers_stop_iteration),
             request_trailers=plugin.request_trailers,
+            routes=plugin.routes,
+            raise_on_mistake=False,  # Envoy only logs them: the logs are compared
             **{**options, **load_options},
         )
         self.startup_logs = [(_LEVELS[lvl], scrub(msg)) for lvl, msg in self.host.logs if lvl >= self.level]
@@ -372,7 +391,7 @@ class HostDriver:
 def _host_seen(request: Request) -> Seen:
     # On the wire HTTP/1 carries :authority as host (in its place) and the rest in the request line.
     headers = [("host" if k == ":authority" else k, v) for k, v in request.headers if k not in _REQUEST_LINE]
-    return Seen(request.method, request.path, normalise_headers(headers), request.body)
+    return Seen(request.method, request.path, normalise_headers(headers), request.body, request.complete)
 
 
 _REQUEST_LINE = frozenset({":method", ":path", ":scheme"})

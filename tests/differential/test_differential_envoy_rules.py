@@ -16,10 +16,14 @@ from pathlib import Path
 import pytest
 from differential import Call, EnvoyDriver, HostDriver, Plugin, Reply, check, drivers, raw_request
 
+from proxywasm_host import Route
+
 Pair = tuple[EnvoyDriver, HostDriver]
 Build = Callable[[str], Path]
 
 RULES = """
+import json
+
 import proxywasm
 from proxywasm import Action, HostCallError, HttpContext, log, properties
 
@@ -59,8 +63,21 @@ class Rules(HttpContext):
                          ("xds", "cluster_name"), ("xds", "route_name"),
                          ("connection", "requested_server_name"), ("connection", "mtls"),
                          ("request", "path"), ("request", "method"), ("request", "headers", "x-mode"),
-                         ("plugin_name",), ("plugin_root_id",), ("plugin_vm_id",)):
+                         ("plugin_name",), ("plugin_root_id",), ("plugin_vm_id",),
+                         ("xds", "route_metadata", "filter_metadata"),
+                         ("xds", "route_metadata", "filter_metadata", "limits"),
+                         ("xds", "route_metadata", "filter_metadata", "limits", "mode"),
+                         ("xds", "route_metadata", "filter_metadata", "limits", "limit"),
+                         ("xds", "route_metadata", "filter_metadata", "limits", "on"),
+                         ("xds", "route_metadata", "filter_metadata", "limits", "tags"),
+                         ("xds", "route_metadata", "filter_metadata", "limits", "nested"),
+                         ("xds", "route_metadata", "filter_metadata", "limits", "nested", "x"),
+                         ("xds", "route_metadata", "filter_metadata", "limits", "missing"),
+                         ("xds", "route_metadata", "filter_metadata", "nobody")):
                 log.info(f"prop {'.'.join(path)} = {probe(lambda: properties.get(*path))}")
+            # The Metadata message whole: protobuf maps have no order, so compare it decoded.
+            decoded = properties._filter_metadata(properties.get("xds", "route_metadata") or b"")
+            log.info(f"prop xds.route_metadata decoded = {json.dumps(decoded, sort_keys=True)}")
             properties.set("k", value="v1")
             log.info(f"prop k after set = {probe(lambda: properties.get('k'))}")
             log.info(f"prop filter_state.wasm.k = {probe(lambda: properties.get('filter_state', 'wasm.k'))}")
@@ -275,6 +292,19 @@ def test_attributes(rules: Pair) -> None:
     check(rules, Call("GET", "/attrs?q=1", (("x-mode", "props"),)))
 
 
+@pytest.fixture(scope="module")
+def rules_with_routes(build_filter: Build) -> Iterator[Pair]:
+    # Structs of one field each where the order of a map could show (Envoy's protobuf maps have none).
+    limits = {"mode": "strict", "limit": 2, "on": True, "tags": ["a", 1.5], "nested": {"x": None}}
+    routes = (Route("/meta", "meta-route", {"limits": limits}), Route("/plain", "plain-route"))
+    yield from _rules(build_filter, routes=routes)
+
+
+def test_route_name_and_metadata(rules_with_routes: Pair) -> None:
+    props = (("x-mode", "props"),)
+    check(rules_with_routes, Call("GET", "/meta/x", props), Call("GET", "/plain", props), Call("GET", "/other", props))
+
+
 # -- replies at awkward moments --------------------------------------------------------------------------
 def test_local_reply_on_a_response_body_frame_resets(rules: Pair) -> None:
     # The headers went out, the frame's data never does: the client sees a cut response.
@@ -284,7 +314,14 @@ def test_local_reply_on_a_response_body_frame_resets(rules: Pair) -> None:
 # -- what Envoy cannot survive, and what hangs it ---------------------------------------------------------
 TWO_REPLIES = """
 import proxywasm
-from proxywasm import Action, HttpContext, log
+from proxywasm import Action, HttpContext, hostcalls, log
+
+
+def second_reply(status):
+    # Straight to the host: the SDK itself refuses a second reply (LocalReplyAlreadySent), and this
+    # shows what Envoy does when a module of any SDK asks for one.
+    hostcalls.send_local_response(status, "", b"two\\n", [], -1)
+
 
 @proxywasm.register
 class TwoReplies(HttpContext):
@@ -293,15 +330,17 @@ class TwoReplies(HttpContext):
         if self.mode in ("two-request", "request-then-response"):
             self.send_response(403, "one\\n")
             if self.mode == "two-request":
-                self.send_response(401, "two\\n")
+                second_reply(401)
             return Action.PAUSE
 
     def on_response_headers(self, headers, end_of_stream):
         log.info(f"response headers {headers.get(':status')}")
         if self.mode in ("two-response", "request-then-response"):
-            self.send_response(502, "one\\n")
             if self.mode == "two-response":
-                self.send_response(503, "two\\n")
+                self.send_response(502, "one\\n")
+                second_reply(503)
+            else:
+                second_reply(502)  # the stream's reply already went: the SDK would refuse this one
             return Action.PAUSE
 
     def on_log(self):

@@ -142,3 +142,20 @@ def test_properties(example_wasm: Build) -> None:
 def test_shared_data(example_wasm: Build) -> None:
     for pair in _pair(example_wasm, "shared_data"):
         check(pair, Call("GET", "/"), Call("GET", "/"), Call("POST", "/", (), b"x"))
+
+
+@pytest.mark.parametrize("answer", [200, 403], ids=["granted", "refused"])
+def test_http_auth_await(example_wasm: Build, answer: int) -> None:
+    reply = Reply(answer, (("x-auth-user", "alice"),), b"" if answer == 200 else b"no\n")
+    for pair in _pair(example_wasm, "http_auth_await", {"auth": reply}):
+        check(
+            pair,
+            Call("GET", "/", (("authorization", "Bearer t"),)),
+            Call("GET", "/"),
+            Call("POST", "/p", (("authorization", "Bearer t"),), b"x"),
+        )
+
+
+def test_labelled_metrics(example_wasm: Build) -> None:
+    for pair in _pair(example_wasm, "labelled_metrics"):
+        check(pair, Call("GET", "/api/x"), Call("GET", "/static/y"), Call("GET", "/other"))

@@ -255,7 +255,7 @@ class Callout(HttpContext):
 
     def done(self, response):
         log.info(f"callout failed={response.failed} status={response.status} body={response.body!r}")
-        log.info("callout headers: " + ",".join(f"{k.decode()}={v.decode()}" for k, v in response.headers))
+        log.info("callout headers: " + ",".join(f"{k}={v}" for k, v in response.headers.pairs()))
         log.info(f"callout trailers={response.trailers!r}")
         if response.status != 200:
             self.send_response(403, "callout said no\\n", [("x-callout-status", str(response.status))])

@@ -11,14 +11,18 @@ from http.client import HTTPConnection
 from pathlib import Path
 
 import pytest
+import yaml  # type: ignore[import-untyped,unused-ignore]
 
+from proxywasm.metrics import stats_tags
 from proxywasm_build.envoy import Envoy
 from proxywasm_build.upstream import Response, UpstreamServer
 
 HEADERS = """
 import json
 import proxywasm
-from proxywasm import HttpContext, PluginContext
+from proxywasm import Counter, HttpContext, PluginContext
+
+responses = Counter("sidecar_responses_total", labels=("code",))
 
 
 class AddHeaders(HttpContext):
@@ -27,6 +31,7 @@ class AddHeaders(HttpContext):
 
     def on_response_headers(self, headers, end_of_stream):
         headers["x-greeting"] = self.plugin.greeting
+        responses.labels(code=headers[":status"]).increment()
 
 
 @proxywasm.register
@@ -124,6 +129,11 @@ def test_sidecar(build_filter: Callable[[str], Path], render: Callable[..., Path
         assert headers["x-greeting"] == "hello from the sidecar"
         (seen,) = upstream.requests
         assert (seen.path, seen.header("x-sidecar")) == ("/sidecar", "python")
+        # The config's stats_tags turn the filter's metric label into a Prometheus label.
+        _, text = envoy.admin_get("/stats/prometheus")
+        assert 'sidecar_responses_total{code="200"} 1' in text.splitlines()
+    tags = yaml.safe_load(config.read_text())["stats_config"]["stats_tags"]
+    assert all(tag in tags for tag in stats_tags(["code"]))  # what proxywasm build emits for this filter
 
 
 def test_hot_reload(

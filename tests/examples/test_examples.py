@@ -7,16 +7,21 @@ import json
 import re
 import socket
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
+import yaml  # type: ignore[import-untyped,unused-ignore]
 from examples_support import http, wait_until, wasm_messages
 
+from proxywasm_build.build import stats_config_path
 from proxywasm_build.envoy import Envoy
 from proxywasm_build.upstream import Response, UpstreamServer
 
 pytestmark = pytest.mark.usefixtures("envoy")
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def fnv1a_32(data: bytes) -> int:
@@ -414,3 +419,72 @@ class TestNetwork:
         assert "upstream cluster metadata location[cloud_provider]=aws\n" in logs
         assert "upstream cluster metadata location[az]=ap-northeast-1a\n" in logs
         assert envoy.stat("wasmcustom.proxy_wasm_python.connection_counter") == before + 1
+
+
+class TestHttpAuthAwait:
+    EXAMPLE = "http_auth_await"
+
+    @pytest.mark.parametrize(
+        ("path", "headers", "status", "user"),
+        [
+            ("/", {}, 401, None),
+            ("/", {"authorization": "Bearer alice-token"}, 200, "alice"),
+            ("/data", {"authorization": "Bearer bob-token"}, 200, "bob"),
+            ("/", {"authorization": "Bearer mallory"}, 403, None),
+            ("/public/page", {}, 200, ""),
+        ],
+    )
+    def test_auth_by_awaited_callout(
+        self, envoy: Envoy, upstream: UpstreamServer, path: str, headers: dict[str, str], status: int, user: str | None
+    ) -> None:
+        upstream.clear()
+        reply = http(envoy, path, headers=headers)
+        assert reply.status == status
+        if status == 200:
+            (seen,) = upstream.requests
+            assert seen.header("x-auth-user") == (user or None)
+        else:
+            assert upstream.requests == []
+        if status == 403:
+            assert reply.body == b"unknown token\n"
+
+    def test_concurrent_requests_wait_independently(self, envoy: Envoy, upstream: UpstreamServer) -> None:
+        tokens = ["alice-token", "bob-token", "mallory"] * 4
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            replies = list(pool.map(lambda t: http(envoy, "/", headers={"authorization": f"Bearer {t}"}), tokens))
+        assert [r.status for r in replies] == [200, 200, 403] * 4
+        errors = [m for _, m in wasm_messages(envoy) if "author mistake" in m or "Traceback" in m]
+        assert errors == []
+
+
+class TestLabelledMetrics:
+    EXAMPLE = "labelled_metrics"
+
+    def test_prometheus_labels(self, envoy: Envoy, example_wasm: Callable[[str], Path]) -> None:
+        # The series picked in on_configure read 0 before any request.
+        _, text = envoy.admin_get("/stats/prometheus")
+        assert 'http_responses_total{route="api",status_class="2xx"} 0' in text.splitlines()
+        assert 'http_requests_in_flight{route="other"} 0' in text.splitlines()
+        for path in ("/api/users", "/api/items?x=1", "/static/app.js", "/nope"):
+            assert http(envoy, path).status == 200
+        _, text = envoy.admin_get("/stats/prometheus")
+        lines = text.splitlines()
+        for line in (
+            'http_responses_total{route="api",status_class="2xx"} 2',
+            'http_responses_total{route="static",status_class="2xx"} 1',
+            'http_responses_total{route="other",status_class="2xx"} 1',
+            'http_responses_total{route="api",status_class="5xx"} 0',
+            'http_requests_in_flight{route="api"} 0',
+        ):
+            assert line in lines
+        assert envoy.stat("wasmcustom.http_responses_total;route=api;status_class=2xx") == 2
+        wait_until(
+            lambda: 'http_upstream_milliseconds_count{route="api"} 2' in envoy.admin_get("/stats/prometheus")[1],
+            timeout_s=20,
+            what="the histogram after Envoy's stats flush",
+        )
+
+    def test_envoy_yaml_carries_what_the_build_emits(self, example_wasm: Callable[[str], Path]) -> None:
+        emitted = yaml.safe_load(stats_config_path(example_wasm(self.EXAMPLE)).read_text())
+        configured = yaml.safe_load((EXAMPLES / self.EXAMPLE / "envoy.yaml").read_text())
+        assert configured["stats_config"] == emitted["stats_config"]

@@ -105,6 +105,8 @@ def test_request_over_the_buffer_limit_gets_413(load_probe: Callable[..., Probe]
     probe.ret("proxy_on_request_body", 1)  # StopIterationAndBuffer
     resp = probe.host.request("POST", "/", body=b"a" * 300)
     assert (resp.status, resp.body, resp.local_reply) == (413, b"Payload Too Large", True)
+    # The headers callback let the headers go, but the 413 came in the same event-loop turn: the
+    # upstream connection was not ready yet, so the upstream saw nothing (as in Envoy).
     assert resp.upstream_request is None and resp.details == "request_payload_too_large"
     assert probe.args("proxy_on_request_body")[2] == 0  # the filter never saw end_of_stream
 

@@ -247,19 +247,26 @@ def test_duplicate_cluster_names_are_refused(tmp_path: Path) -> None:
     runner.stop()
 
 
-class TaggedRunner(Runner):
-    """Stands in for a build that emits stats_tags (issue 10's labelled metrics) to test the plumbing."""
+LABELLED_FILTER = """
+import proxywasm
+from proxywasm import Counter, HttpContext
 
-    def stats_tags(self) -> list[dict[str, str]]:
-        return [{"tag_name": "route", "regex": "(_route=([a-z]+))"}]
+hits = Counter("hits", labels=("route",))
+
+
+@proxywasm.register
+class CountRoutes(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        hits.labels(route=headers.get("x-route") or "none").increment()
+"""
 
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_stats_tags_reach_envoys_stats_config(tmp_path: Path, enabled: bool) -> None:
     source = tmp_path / "count_routes.py"
-    source.write_text(COUNTER_FILTER)
+    source.write_text(LABELLED_FILTER)
     said: list[str] = []
-    runner = TaggedRunner(RunOptions(source, port=0, stats_tags=enabled, workdir=tmp_path / "w"), said.append)
+    runner = Runner(RunOptions(source, port=0, stats_tags=enabled, workdir=tmp_path / "w"), said.append)
     try:
         runner.start()
         assert runner.envoy is not None

@@ -26,7 +26,7 @@ class Collector:
         self.parts = []
 
     def on_initial_metadata(self, stream, metadata):
-        self.parts.append("meta:" + dict(metadata).get(b"x-server", b"?").decode())
+        self.parts.append("meta:" + metadata.get("x-server", "?"))
 
     def on_message(self, stream, data):
         self.parts.append(data.decode())

@@ -5,13 +5,17 @@ A path is its segments joined by NUL. The first segment names a top-level attrib
 ``plugin_root_id``, ``plugin_vm_id``, ...); unknown names fall back to filter state written by
 ``proxy_set_property`` (stored under ``wasm.<path>``, as Envoy's ``CelState``). Values are serialised
 as Envoy serialises CEL values: strings and bytes raw, integers 8-byte little-endian, booleans one
-byte, maps and lists in the header-map wire format.
+byte, maps and lists in the header-map wire format; a protobuf message (``xds.route_metadata``)
+whole as its binary form, while a longer path looks into its fields as CEL does.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from google.protobuf import struct_pb2
 
 from proxywasm.abi import Status, encode_map
 
@@ -24,7 +28,66 @@ NODE = {"id": "proxywasm-host", "cluster": "proxywasm-host"}
 FILTER_STATE_PREFIX = b"wasm."
 
 
+class Message:
+    """A protobuf message attribute: ``serialized`` is what Envoy serves for the message itself,
+    ``fields`` what CEL shows of it to a longer path (maps as maps, Struct numbers as doubles)."""
+
+    def __init__(self, serialized: bytes, fields: dict[str, Any]) -> None:
+        self.serialized = serialized
+        self.fields = fields
+
+
+class _Null:
+    """CEL's null (a Struct's null_value): present, but Envoy cannot serialise it (SERIALIZATION_FAILURE)."""
+
+
+NULL = _Null()
+
+
+def _as_cel(value: Any) -> Any:
+    """A google.protobuf.Value as CEL sees it: every number is a double, null is :data:`NULL`."""
+    if value is None:
+        return NULL
+    if isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {str(k): _as_cel(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_cel(v) for v in value]
+    raise TypeError(f"route metadata holds {value!r}: only JSON values fit a google.protobuf.Struct")
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (its tag, the payload's varint length, the payload)."""
+    out, size = bytearray([number << 3 | 2]), len(payload)
+    while size >= 0x80:
+        out.append(size & 0x7F | 0x80)
+        size >>= 7
+    out.append(size)
+    return bytes(out) + payload
+
+
+def metadata_message(filter_metadata: Mapping[str, Mapping[str, Any]]) -> Message:
+    """``envoy.config.core.v3.Metadata`` with ``filter_metadata`` (map<string, Struct>, field 1).
+    The Structs are protobuf's own encoding; only the map's entry wrapper (key 1, value 2) is
+    written here, to avoid depending on Envoy's generated protos for one map."""
+    entries = []
+    for name, fields in sorted(filter_metadata.items()):
+        struct_bytes = struct_pb2.Struct()
+        struct_bytes.update(dict(fields))
+        entry = _length_delimited(1, name.encode()) + _length_delimited(
+            2, struct_bytes.SerializeToString(deterministic=True)
+        )
+        entries.append(_length_delimited(1, entry))
+    cel = {name: _as_cel(dict(fields)) for name, fields in filter_metadata.items()}
+    return Message(b"".join(entries), {"filter_metadata": cel})
+
+
 def serialize(value: Any) -> bytes:
+    if isinstance(value, Message):
+        return value.serialized
     if isinstance(value, bool):
         return b"\x01" if value else b"\x00"
     if isinstance(value, int):
@@ -87,6 +150,8 @@ def lookup(vm: Vm, ctx: Context, raw_path: bytes) -> tuple[Status, bytes]:
         return Status.OK, state
     for seg in segments:
         key = seg.decode("utf-8", "replace")
+        if isinstance(node, Message):
+            node = node.fields
         if isinstance(node, dict) and key in node:
             node = node[key]
         elif isinstance(node, (list, tuple)) and key.isdigit() and int(key) < len(node):

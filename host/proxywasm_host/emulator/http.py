@@ -11,14 +11,15 @@ response side, and the two ways a test drives them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from proxywasm.abi import Action, StreamType
 
 from ..errors import StreamStalled
-from ..messages import Request, Response, pairs_of, to_response
+from ..messages import Request, Response, Route, pairs_of, to_response
 from . import http1
+from .attributes import metadata_message
 from .filter_manager import DEFAULT_BUFFER_LIMIT, FilterManager
 from .headers import HeaderInput, HeaderMap
 
@@ -50,11 +51,19 @@ class _Router:
         self.sent_body = bytearray()
         self.sent_trailers: HeaderMap | None = None
         self.complete = False
+        self.connected = False
 
     def headers(self, headers: HeaderMap, end_stream: bool) -> None:
         self.sent_headers = HeaderMap(headers)  # the router sends them at once: later edits do not count
         if end_stream:
             self._complete()
+        else:
+            # The upstream connection is ready one event-loop turn later at the earliest: a local
+            # reply or reset in the same turn ends the stream before the upstream saw anything.
+            self.stream._vm.envoy.posted.append(self._connected)
+
+    def _connected(self) -> None:
+        self.connected = True
 
     def data(self, data: bytes, end_stream: bool) -> None:
         self.sent_body += data
@@ -87,6 +96,7 @@ class _Router:
             body=body,
             trailers=self.sent_trailers.items() if self.sent_trailers is not None else [],
             cluster=UPSTREAM_CLUSTER,
+            complete=self.complete,
         )
 
 
@@ -133,8 +143,11 @@ class HttpStream:
         skip_filter: bool = False,
         pump: Callable[[], bool] | None = None,
         wait: Callable[[float], bool] | None = None,
+        routes: Sequence[Route] = (),
     ) -> None:
         self._vm = vm
+        self._routes = routes
+        self._route: Route | None = None
         self._pump = pump
         self._wait = wait
         self.source, self.destination = source, destination
@@ -354,6 +367,9 @@ class HttpStream:
         complete response went out)."""
         manager, client = self._manager, self._client
         upstream = self._upstream_request
+        router = self._router
+        if upstream is None and router.sent_headers is not None and router.connected:
+            upstream = router.request()  # the stream ended while the request was unfinished: what the upstream saw
         logs = list(self._vm.logs)
         if manager.reset and not self._complete_before_reset():
             return Response(0, upstream_request=upstream, details="reset", logs=logs)
@@ -430,11 +446,26 @@ class HttpStream:
             "source": {"address": self.source, "port": int(src_port or 0)},
             "destination": {"address": self.destination, "port": int(dst_port or 0)},
             "connection": {"id": 1, "mtls": False, "requested_server_name": ""},
-            "xds": {"route_name": "", "cluster_name": UPSTREAM_CLUSTER},
+            "xds": self._route_attributes(),
         }
         if self._router.sent_headers is not None:
             attrs["upstream"] = {"address": UPSTREAM_ADDRESS, "port": int(UPSTREAM_ADDRESS.rpartition(":")[2])}
         return attrs
+
+    def _route_attributes(self) -> dict[str, Any]:
+        """``xds.*`` of the route: Envoy picks it by the request's path when first asked, and keeps it."""
+        if self._route is None:
+            headers = self._manager.decoding.headers
+            if headers is None:
+                return {"route_name": "", "cluster_name": UPSTREAM_CLUSTER, "route_metadata": metadata_message({})}
+            path = headers.text(":path")
+            self._route = next((r for r in self._routes if path.startswith(r.prefix)), _CATCH_ALL)
+        route = self._route
+        return {"route_name": route.name, "cluster_name": UPSTREAM_CLUSTER,
+                "route_metadata": metadata_message(route.metadata)}  # fmt: skip
+
+
+_CATCH_ALL = Route("/")
 
 
 def _b(data: bytes | str) -> bytes:

@@ -14,9 +14,9 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from proxywasm.abi import LogLevel, MetricType
+from proxywasm.abi import AUTHOR_MISTAKE_PREFIX, LogLevel, MetricType
 
-from ..errors import WasmTrap
+from ..errors import AuthorMistake, WasmTrap
 from .contexts import Context, Plugin
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ class Vm:
         env: dict[str, str] | None = None,
         clusters: dict[str, Callable[..., Any] | None] | None = None,
         raise_on_trap: bool = True,
+        raise_on_mistake: bool = True,
     ) -> None:
         from .host_functions import HostFunctions
 
@@ -77,6 +78,8 @@ class Vm:
         self.env = dict(env or {})
         self.clusters: dict[str, Callable[..., Any] | None] = clusters if clusters is not None else {}
         self.raise_on_trap = raise_on_trap
+        self.raise_on_mistake = raise_on_mistake
+        self._mistakes: list[str] = []  # author-mistake lines logged during the running call
         self.guest: Guest | None = None
         self.host_functions = HostFunctions(self)
         self.logs: list[tuple[int, str]] = []
@@ -111,6 +114,8 @@ class Vm:
     def log(self, level: int, message: str, *, internal: bool = False) -> None:
         """A line the filter logged (or, ``internal``, one Envoy logged about the VM)."""
         (self.envoy_logs if internal else self.logs).append((level, message))
+        if not internal and self.raise_on_mistake and message.startswith(AUTHOR_MISTAKE_PREFIX):
+            self._mistakes.append(message)
 
     # -- calls into the guest -----------------------------------------------------------------------
     def has(self, name: str) -> bool:
@@ -125,19 +130,23 @@ class Vm:
         saved = (self.current, self.effective_id)
         self.current, self.effective_id = ctx, 0
         self._depth += 1
+        result: int | None = None
         try:
-            return func(*args)
+            result = func(*args)
         except GuestTrap as exc:
             self.fail(f"Function: {exc.function or name} failed: {exc}")
             if self.raise_on_trap:
                 raise WasmTrap(self.fail_reason, self.logs) from exc
-            return None
         finally:
             self._depth -= 1
             self.current, self.effective_id = saved
             if self._depth == 0:
                 self.last_call_stopped = self.stop_next_iteration
                 self.run_after_actions()
+        if self._depth == 0 and self._mistakes:
+            mistakes, self._mistakes = self._mistakes, []
+            raise AuthorMistake("\n".join(m.removeprefix(AUTHOR_MISTAKE_PREFIX) for m in mistakes), self.logs)
+        return result
 
     def after_call(self, action: Callable[[], None]) -> None:
         """Defer ``action`` until the running call returns (cpp-host ``addAfterVmCallAction``)."""

@@ -1,0 +1,631 @@
+"""Await-style callbacks: a small driver for the coroutines of ``async def`` callbacks.
+
+No asyncio (it would cost memory in every VM, and Envoy has its own event loop): a callback's
+coroutine runs until it awaits a :class:`Future` (a callout's answer, a whole body, a
+:func:`gather`); Envoy's delivery of that answer resumes it (``send`` / ``throw``), and the end of
+the stream closes it (``close``: its ``finally`` blocks run).
+
+For a stream callback the dispatcher applies these rules (see :class:`~proxywasm.HttpContext`):
+
+- the coroutine finishes without waiting: what it returns is the callback's result;
+- it waits: the callback answers Envoy ``PAUSE`` (the stream is held) and, when the coroutine
+  finishes, a local reply it sent stands; ``None`` / ``CONTINUE`` resumes the stream direction of
+  the callback; ``PAUSE`` keeps it paused (resume it yourself); an exception meets the plugin's
+  failure policy.
+
+Waiting for a body: ``await self.request_body()`` makes the SDK answer Envoy's body callbacks
+with PAUSE (Envoy buffers) until the end of the body. Envoy delivers no body callback while a
+headers callback holds the stream (it turns a headers PAUSE into StopAllIterationAndWatermark),
+unless the plugin's ``allow_on_headers_stop_iteration`` is true: so, by default, a coroutine that
+waits for the body lets the headers go on first (see :meth:`HttpContext.request_body`).
+"""
+
+from __future__ import annotations
+
+from . import hostcalls
+from ._dispatch import author_mistake as author_mistake
+from ._dispatch import dispatcher
+from .abi import Action, BufferType, StreamType
+from .errors import BodyTooLarge, UsageError
+
+TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine, Generator
+    from typing import Any, Generic, TypeVar
+
+    from .callouts import GrpcCallResponse, HttpCallResponse  # noqa: F401 - in base classes below
+    from .context import Context, HttpContext
+
+    T = TypeVar("T")
+
+    class _FutureBase(Generic[T]):
+        pass
+
+else:
+    T = None
+
+    class _FutureBase:
+        """Future is generic for type checkers only (typing costs memory in every VM)."""
+
+        __slots__ = ()
+
+        def __class_getitem__(cls, item: object) -> type:
+            return cls
+
+
+_PENDING, _DONE, _FAILED = 0, 1, 2
+_REQUEST, _RESPONSE = StreamType.REQUEST, StreamType.RESPONSE
+
+
+from ._dispatch import _COROUTINE as COROUTINE  # noqa: E402 - the type of what an ``async def`` returns
+
+_current: Task | None = None  # the task whose coroutine is running right now
+
+
+def current_task() -> Task | None:
+    return _current
+
+
+class Future(_FutureBase[T]):
+    """Something an ``async def`` callback can ``await``: a callout's answer, a whole body, a
+    :func:`gather`. Envoy's delivery of the result resumes the waiting coroutine."""
+
+    __slots__ = ("_claimed", "_state", "_value", "_waiters", "context")
+
+    def __init__(self, context: Context | None = None) -> None:
+        self._state = _PENDING
+        self._value: Any = None
+        self._waiters: list[Callable[[Future[Any]], None]] | None = None
+        self._claimed = True  # see unclaimed(): only callouts start unclaimed
+        self.context = context
+
+    def done(self) -> bool:
+        return self._state != _PENDING
+
+    def result(self) -> T:
+        """The result; raises the failure's exception, or :class:`UsageError` while pending."""
+        if self._state == _PENDING:
+            raise UsageError(f"{self!r} has no result yet: await it")
+        if self._state == _FAILED:
+            raise self._value
+        return self._value  # type: ignore[no-any-return]
+
+    def set_result(self, value: T) -> None:
+        if self._state == _PENDING:
+            self._state, self._value = _DONE, value
+            self._wake()
+
+    def set_exception(self, exc: BaseException) -> None:
+        if self._state == _PENDING:
+            self._state, self._value = _FAILED, exc
+            self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            waiter(self)
+
+    def add_done_callback(self, callback: Callable[[Future[Any]], None]) -> None:
+        """Call ``callback(future)`` once the future is done (now, if it already is)."""
+        if self._state != _PENDING:
+            callback(self)
+        elif self._waiters is None:
+            self._waiters = [callback]
+        else:
+            self._waiters.append(callback)
+
+    def unclaimed(self) -> None:
+        """Count this callout on its context until something awaits it: a stream callback that
+        returns CONTINUE with a callout nobody waits for is an author mistake (see _dispatch)."""
+        context = self.context
+        if context is not None:
+            self._claimed = False
+            context._unwaited += 1
+
+    def claim(self) -> None:
+        if not self._claimed:
+            self._claimed = True
+            context = self.context
+            if context is not None and context._unwaited > 0:
+                context._unwaited -= 1
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        self.claim()
+        if self._state == _PENDING:
+            return (yield self)  # type: ignore[no-any-return]  # resumed by Task._resume with send/throw
+        if self._state == _FAILED:
+            raise self._value
+        return self._value  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        state = ("pending", "done", "failed")[self._state]
+        return f"<{type(self).__name__} {state}>"
+
+
+class Task(Future["Any"]):
+    """Runs the coroutine of one callback (or one coroutine given to :func:`gather`); as a
+    Future it completes with the coroutine's return value or exception."""
+
+    __slots__ = ("closed", "coro", "direction", "parent", "replied_before", "waiting", "where")
+
+    def __init__(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        context: Context | None,
+        where: str,
+        direction: int | None = None,
+        parent: Task | None = None,
+    ) -> None:
+        super().__init__(context)
+        self.coro = coro
+        self.where = where  # e.g. "Auth.on_request_headers", for messages
+        self.direction = direction  # StreamType of a stream callback's coroutine, else None
+        self.parent = parent
+        self.waiting: Future[Any] | None = None
+        self.closed = False
+        # The stream already had a local reply when this coroutine started: that reply is passing
+        # through this (response) callback, and the coroutine's own result decides as usual.
+        self.replied_before = bool(getattr(context, "_local_reply_sent", False))
+
+    def step(self, value: Any = None, exc: BaseException | None = None) -> None:
+        """Run the coroutine until it waits or ends (``send(value)``, or ``throw(exc)``)."""
+        global _current
+        while True:
+            previous, _current = _current, self
+            try:
+                yielded = self.coro.send(value) if exc is None else self.coro.throw(exc)
+            except StopIteration as stop:
+                self.set_result(stop.value)
+                return
+            except BaseException as err:
+                self.set_exception(err)
+                return
+            finally:
+                _current = previous
+            if isinstance(yielded, Future):
+                self.waiting = yielded
+                yielded.add_done_callback(self._resume)
+                return
+            value, exc = (
+                None,
+                UsageError(
+                    f"{self.where} awaited {yielded!r}: a proxywasm callback can await only what the SDK returns "
+                    "(http_call/grpc_call without a callback, request_body, response_body, gather); asyncio and "
+                    "other event loops do not run inside Envoy"
+                ),
+            )
+
+    def _resume(self, future: Future[Any]) -> None:
+        if self.closed or self.waiting is not future:
+            return
+        self.waiting = None
+        context = self.context
+        running = hostcalls.effective_context()
+        switch = context is not None and context.context_id not in (0, running)
+        if switch:  # resumed from another context's callback (a callout answer goes to the root)
+            hostcalls.set_effective_context(context.context_id)  # type: ignore[union-attr]
+        try:
+            if future._state == _FAILED:
+                self.step(exc=future._value)
+            else:
+                self.step(future._value)
+        finally:
+            if switch:
+                hostcalls.set_effective_context(running)
+
+    def close(self) -> None:
+        """Close the coroutine (its ``finally`` blocks run); nothing happens to the stream."""
+        global _current
+        if self.closed or self._state != _PENDING:
+            return
+        self.closed = True
+        self.waiting = None
+        previous, _current = _current, self
+        try:
+            self.coro.close()
+        except BaseException as err:
+            _report(f"closing the coroutine of {self.where}", err)
+        finally:
+            _current = previous
+
+
+def _report(where: str, exc: BaseException) -> None:
+    dispatcher.report(where, exc)
+
+
+class _Gather(Future["list[Any]"]):
+    __slots__ = ("remaining", "results", "return_exceptions")
+
+    def __init__(self, children: list[Future[Any]], return_exceptions: bool, context: Context | None) -> None:
+        super().__init__(context)
+        self.results: list[Any] = [None] * len(children)
+        self.remaining = len(children)
+        self.return_exceptions = return_exceptions
+        if not children:
+            self.set_result([])
+        for i, child in enumerate(children):
+            child.claim()
+            child.add_done_callback(lambda done, i=i: self._child_done(i, done))  # type: ignore[misc]
+
+    def _child_done(self, index: int, child: Future[Any]) -> None:
+        if self._state != _PENDING:
+            if child._state == _FAILED and isinstance(child, Task):  # nobody will see it otherwise
+                _report(f"{child.where}, after gather() had already finished", child._value)
+            return
+        if child._state == _FAILED and not self.return_exceptions:
+            self.set_exception(child._value)
+            return
+        self.results[index] = child._value
+        self.remaining -= 1
+        if not self.remaining:
+            self.set_result(self.results)
+
+
+def gather(*awaitables: Awaitable[Any], return_exceptions: bool = False) -> Future[list[Any]]:
+    """Await several callouts (or coroutines) at once: ``a, b = await gather(call_a, call_b)``.
+
+    Callouts run in parallel anyway (each was sent when created); a coroutine given here starts
+    running right away. The result lists their results in argument order. The first exception
+    is raised as soon as it happens (the others keep running; their answers are dropped), unless
+    ``return_exceptions=True`` puts exceptions in the list instead.
+    """
+    parent = _current
+    children: list[Future[Any]] = []
+    for item in awaitables:
+        if isinstance(item, Future):
+            children.append(item)
+        elif type(item) is COROUTINE:
+            if parent is None:
+                item.close()
+                raise UsageError("gather() of coroutines works only inside an async def callback")
+            child = Task(item, parent.context, f"{parent.where} (gather)", parent.direction, parent)
+            stream = stream_state(parent.context) if parent.context is not None else None
+            if stream is not None:
+                stream.tasks.append(child)
+            child.step()
+            children.append(child)
+        else:
+            raise UsageError(f"gather() takes proxywasm awaitables or coroutines, not {item!r}")
+    return _Gather(children, return_exceptions, parent.context if parent else None)
+
+
+# ---- streams: what the SDK tracks for a stream whose callbacks await ----
+
+
+class StreamState:
+    """Per stream context (created when a stream callback's coroutine starts). Indexed by
+    direction (``StreamType.REQUEST`` / ``RESPONSE``)."""
+
+    __slots__ = ("author_paused", "bodies", "direct", "ended", "forwarded", "headers_held", "held", "in_callback",
+                 "suspended", "tasks")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.tasks: list[Task] = []  # live tasks of this stream (callbacks' and gather's)
+        self.suspended: list[Task | None] = [None, None]  # the callback coroutine waiting, per direction
+        self.held = [False, False]  # the SDK answered Envoy PAUSE and has not continued since
+        self.headers_held = [False, False]  # ... and that PAUSE came from the headers callback
+        self.author_paused = [False, False]  # a finished coroutine returned PAUSE: keep holding
+        self.ended = [False, False]  # Envoy delivered the end of this direction
+        self.forwarded = [False, False]  # some body of this direction already went on
+        self.bodies: list[BodyFuture | None] = [None, None]  # a coroutine waits for the whole body
+        self.in_callback: int | None = None  # the direction whose Envoy callback is running now
+        self.direct: int | None = None  # the action a coroutine finishing inside that callback chose
+
+
+def stream_state(context: Context) -> StreamState:
+    state: StreamState | None = context._streams
+    if state is None:
+        state = context._streams = StreamState()
+    return state
+
+
+class BodyFuture(Future[bytes]):
+    __slots__ = ("direction", "max_bytes")
+
+    def __init__(self, context: Context, direction: int, max_bytes: int) -> None:
+        super().__init__(context)
+        self.direction = direction
+        self.max_bytes = max_bytes
+
+
+_BODY: dict[int, BufferType] = {_REQUEST: BufferType.HTTP_REQUEST_BODY, _RESPONSE: BufferType.HTTP_RESPONSE_BODY}
+_SIDE: dict[int, str] = {_REQUEST: "request", _RESPONSE: "response"}
+
+
+def _buffered(context: Context, direction: int) -> bytes:
+    """The body Envoy has buffered for this filter so far."""
+    buffer = _BODY[direction]
+
+    def read() -> bytes:
+        size = hostcalls.get_buffer_size(buffer)
+        return hostcalls.get_buffer(buffer, 0, size) if size else b""
+
+    try:
+        return context._act(read)
+    except hostcalls.HostCallError:
+        return b""  # Envoy holds no body for this filter (none arrived)
+
+
+def wait_for_body(context: HttpContext, direction: int, max_bytes: int) -> Future[bytes]:
+    """What :meth:`HttpContext.request_body` / ``response_body`` return."""
+    side = _SIDE[direction]
+    task = _current
+    if task is None or task.context is not context:
+        raise UsageError(f"await self.{side}_body() inside an async def callback of this stream")
+    if task.direction != direction:
+        raise UsageError(
+            f"{task.where} awaits self.{side}_body(), but it is a coroutine of the "
+            f"{_SIDE[task.direction] if task.direction is not None else 'plugin'}: the {side} body can be awaited "
+            f"only from a {side} callback (on_{side}_headers, on_{side}_body, on_{side}_trailers)"
+        )
+    state = stream_state(context)
+    waiting = state.bodies[direction]
+    if waiting is not None:
+        return waiting
+    if state.forwarded[direction]:
+        raise UsageError(
+            f"{task.where} awaits self.{side}_body(), but part of the {side} body already went on (a body callback "
+            f"returned CONTINUE): await it from on_{side}_headers, before the body flows"
+        )
+    if state.ended[direction]:
+        data = _buffered(context, direction)
+        if len(data) > max_bytes:
+            _too_large(context, state, direction, len(data), max_bytes)
+            raise BodyTooLarge(side, len(data), max_bytes)
+        done: Future[bytes] = Future(context)
+        done.set_result(data)
+        return done
+    future = BodyFuture(context, direction, max_bytes)
+    state.bodies[direction] = future
+    if state.headers_held[direction] and not context.allow_on_headers_stop_iteration:
+        # Envoy delivers no body while the headers callback holds the stream: let the headers on.
+        context._act(hostcalls.continue_stream, direction)
+        state.headers_held[direction] = state.held[direction] = False
+    return future
+
+
+def _too_large(context: HttpContext, state: StreamState, direction: int, size: int, max_bytes: int) -> None:
+    if not context._local_reply_sent:
+        if direction == _REQUEST:
+            context._act(context._send_local_reply, 413, b"Payload Too Large\n", "request_body_too_large")
+        else:
+            context._act(context._send_local_reply, 500, b"Internal Server Error\n", "response_body_too_large")
+
+
+# ---- hooks the dispatcher calls for the contexts of classes with async callbacks ----
+
+
+def start(context: Context, coro: Coroutine[Any, Any, Any], where: str, direction: int, kind: int, eos: bool) -> int:
+    """Run a stream callback's coroutine; returns the action for Envoy. ``kind``: 0 headers,
+    1 body, 2 trailers; ``eos``: the callback's end_of_stream."""
+    state = stream_state(context)
+    if kind == 0:
+        state.ended[direction] = eos
+    elif eos or kind == 2:
+        state.ended[direction] = True
+    task = Task(coro, context, where, direction)
+    state.tasks.append(task)
+    outer, state.in_callback = state.in_callback, direction
+    try:
+        task.step()
+    finally:
+        state.in_callback = outer
+    if task._state != _PENDING:
+        return _first_result(context, task)
+    state.suspended[direction] = task
+    task.add_done_callback(_finished)
+    if kind == 0 and state.bodies[direction] is not None and not context.allow_on_headers_stop_iteration:  # type: ignore[attr-defined]
+        return Action.CONTINUE  # Envoy delivers the body only after the headers went on
+    state.held[direction] = True
+    state.headers_held[direction] = kind == 0
+    return Action.PAUSE
+
+
+def _end_descendants(state: StreamState, task: Task) -> None:
+    """``task`` is done: close the coroutines it started with gather() that still run (their
+    finally blocks run; their answers would find nobody waiting), and forget them."""
+    ending = {id(task)}
+    for other in list(state.tasks):  # parents come before the coroutines they start
+        if other is task or (other.parent is not None and id(other.parent) in ending):
+            ending.add(id(other))
+            other.close()
+            state.tasks.remove(other)
+
+
+def _first_result(context: Context, task: Task) -> int:
+    _end_descendants(stream_state(context), task)
+    if task._state == _FAILED:
+        exc = task._value
+        if isinstance(exc, BodyTooLarge) and getattr(context, "_local_reply_sent", False):
+            return Action.PAUSE
+        return dispatcher.stream_error(context, task.where, exc)
+    if getattr(context, "_local_reply_sent", False) and not task.replied_before:
+        return Action.PAUSE  # the coroutine's local reply stands: the stream goes no further
+    result = task._value
+    action = Action.CONTINUE if result is None else result
+    if context._unwaited:
+        dispatcher.check_unwaited(context, task.where, action)
+    return action
+
+
+def _finished(task: Future[Any]) -> None:
+    """A stream callback's coroutine that had waited is done: apply the completion rules."""
+    assert isinstance(task, Task)
+    context = task.context
+    assert context is not None and task.direction is not None
+    direction = task.direction
+    state = stream_state(context)
+    if state.suspended[direction] is task:
+        state.suspended[direction] = None
+    _end_descendants(state, task)
+    replied = getattr(context, "_local_reply_sent", False) and not task.replied_before
+    if task._state == _FAILED:
+        exc = task._value
+        if isinstance(exc, BodyTooLarge) and replied:
+            action: int = Action.PAUSE
+        else:
+            action = dispatcher.stream_error(context, task.where, exc)
+    elif replied:
+        action = Action.PAUSE
+    else:
+        action = Action.CONTINUE if task._value is None else int(task._value)
+        if context._unwaited:
+            dispatcher.check_unwaited(context, task.where, action)
+    if replied:
+        return
+    if state.in_callback == direction:  # inside an Envoy callback of this direction: answer through it
+        state.direct = action
+        return
+    if action == Action.CONTINUE:
+        if state.held[direction]:
+            context._act(hostcalls.continue_stream, direction)
+        state.held[direction] = state.headers_held[direction] = False
+    else:
+        state.author_paused[direction] = True
+
+
+def _answer(state: StreamState, direction: int, resolve: Callable[[], None]) -> int:
+    """Resolve something inside an Envoy callback of ``direction`` and answer that callback."""
+    outer, state.in_callback = state.in_callback, direction
+    state.direct = None
+    try:
+        resolve()
+    finally:
+        state.in_callback = outer
+    action = state.direct
+    state.direct = None
+    if action is None:  # still waiting: keep holding
+        state.held[direction] = True
+        return Action.PAUSE
+    if action == Action.CONTINUE:
+        state.held[direction] = state.headers_held[direction] = False
+    else:
+        state.held[direction] = True
+        state.author_paused[direction] = True
+    return action
+
+
+def body_event(context: HttpContext, direction: int, size: int, eos: bool) -> int | None:
+    """A body callback for a stream that may await: the action, or None to run the filter's own
+    body callback."""
+    state: StreamState | None = context._streams
+    if state is None:
+        return None
+    if eos:
+        state.ended[direction] = True
+    waiter = state.bodies[direction]
+    if waiter is not None:
+        if size > waiter.max_bytes:
+            state.bodies[direction] = None
+            _too_large(context, state, direction, size, waiter.max_bytes)
+            return _answer(state, direction, lambda: waiter.set_exception(BodyTooLarge(_SIDE[direction], size,
+                                                                                       waiter.max_bytes)))  # fmt: skip
+        if not eos:
+            state.held[direction] = True
+            return Action.PAUSE  # Envoy buffers; the next call sees all of it so far
+        data = hostcalls.get_buffer(_BODY[direction], 0, size) if size else b""
+        state.bodies[direction] = None
+        return _answer(state, direction, lambda: waiter.set_result(data))
+    if state.suspended[direction] is not None or state.author_paused[direction]:
+        state.held[direction] = True
+        return Action.PAUSE
+    return None
+
+
+def trailers_event(context: HttpContext, direction: int) -> int | None:
+    """Trailers end the body: a coroutine waiting for it gets what Envoy buffered."""
+    state: StreamState | None = context._streams
+    if state is None:
+        return None
+    state.ended[direction] = True
+    waiter = state.bodies[direction]
+    if waiter is not None:
+        state.bodies[direction] = None
+        data = _buffered(context, direction)
+        if len(data) > waiter.max_bytes:
+            _too_large(context, state, direction, len(data), waiter.max_bytes)
+            return _answer(state, direction, lambda: waiter.set_exception(BodyTooLarge(_SIDE[direction], len(data),
+                                                                                       waiter.max_bytes)))  # fmt: skip
+        return _answer(state, direction, lambda: waiter.set_result(data))
+    if state.suspended[direction] is not None or state.author_paused[direction]:
+        state.held[direction] = True
+        return Action.PAUSE
+    return None
+
+
+def body_forwarded(context: Context, direction: int, size: int, action: int | None) -> None:
+    """The filter's own body callback answered: remember body that went on."""
+    if size and not action:
+        stream_state(context).forwarded[direction] = True
+
+
+def resumed(context: Context, direction: int) -> None:
+    """The filter resumed the direction itself (resume_request / resume_response)."""
+    state: StreamState | None = context._streams
+    if state is not None:
+        state.held[direction] = state.headers_held[direction] = state.author_paused[direction] = False
+
+
+def close_all(context: Context) -> None:
+    """The stream ends: close every coroutine still waiting (their ``finally`` blocks run)."""
+    state: StreamState | None = context._streams
+    if state is None:
+        return
+    tasks, state.tasks = state.tasks, []
+    state.suspended = [None, None]
+    state.bodies = [None, None]
+    for task in tasks:
+        task.close()
+
+
+def start_plain(
+    context: Context, coro: Coroutine[Any, Any, Any], where: str, on_error: Callable[[BaseException], None]
+) -> None:
+    """Run the coroutine of a callback that has no stream to hold (a plugin's on_tick, a callout's
+    callback). Closed with the context's other tasks."""
+    task = Task(coro, context, where)
+    state = stream_state(context)
+    state.tasks.append(task)
+    task.step()
+    if task._state == _PENDING:
+
+        def done(finished: Future[Any]) -> None:
+            _end_descendants(state, task)
+            if finished._state == _FAILED:
+                on_error(finished._value)
+
+        task.add_done_callback(done)
+    else:
+        _end_descendants(state, task)
+        if task._state == _FAILED:
+            on_error(task._value)
+
+
+class HttpCallFuture(Future["HttpCallResponse"]):
+    """An HTTP callout in flight, for ``await``: its result is the
+    :class:`~proxywasm.callouts.HttpCallResponse` (raises :class:`~proxywasm.errors.CalloutFailed`
+    when Envoy delivered no response)."""
+
+    __slots__ = ("cluster", "token")
+
+    def __init__(self, context: Context, cluster: str) -> None:
+        super().__init__(context)
+        self.cluster = cluster
+        self.token = 0
+
+    def __repr__(self) -> str:
+        state = ("pending", "done", "failed")[self._state]
+        return f"<HttpCallFuture token={self.token} cluster={self.cluster!r} {state}>"
+
+
+class GrpcCallFuture(Future["GrpcCallResponse"]):
+    """A unary gRPC call in flight, for ``await``: its result is the
+    :class:`~proxywasm.callouts.GrpcCallResponse` whatever its status (check ``.ok``); it never
+    raises for a gRPC status."""
+
+    __slots__ = ("cluster", "token")
+
+    def __init__(self, context: Context, cluster: str) -> None:
+        super().__init__(context)
+        self.cluster = cluster
+        self.token = 0

@@ -1,0 +1,238 @@
+"""Author mistakes caught at run time, and the header/text fixes, in the local host and in real
+Envoy 1.40 (one filter, filters.MISTAKES)."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from filters import CONFIGURE_NONE, MISTAKES
+from wire import WireServer, respond
+
+from proxywasm.abi import AUTHOR_MISTAKE_PREFIX
+from proxywasm_build.envoy import Cluster, Envoy, EnvoyError, WasmPlugin, http_bootstrap
+from proxywasm_host import AuthorMistake, ConfigureError, Host, Request
+
+MISTAKE = AUTHOR_MISTAKE_PREFIX
+
+
+@pytest.fixture(scope="module")
+def wasm(build_filter: Callable[[str], Path]) -> Path:
+    return build_filter(MISTAKES)
+
+
+def svc(request: Request) -> tuple[int, list[tuple[str, str]], bytes]:
+    return 200, [("x-svc", "caf\xe9")], f"{request.method} {request.path}".encode()
+
+
+# ---- local host ----
+
+
+def test_host_forgotten_pause_is_logged(wasm: Path) -> None:
+    # By default the host fails the test where Envoy would only log the line.
+    with pytest.raises(AuthorMistake, match=r"^Stream.on_request_headers started a callout"):
+        Host.load(wasm, clusters={"svc": svc}).request("GET", "/forgot-pause")
+    host = Host.load(wasm, clusters={"svc": svc}, raise_on_mistake=False)
+    host.request("GET", "/forgot-pause")
+    (line,) = [m for m in host.log_messages() if m.startswith(MISTAKE)]
+    assert line == (
+        f"{MISTAKE}Stream.on_request_headers started a callout (http_call to cluster 'svc') and returned CONTINUE: "
+        "Envoy forwarded the request without waiting for the answer (resuming the stream from the callout's "
+        "callback then fails). Return Action.PAUSE and resume from the callback, or await the callout in an async "
+        "def callback; for a callout the stream should not wait for, pass detach=True"
+    )
+    host.clear_logs()
+    # Without a callback, http_call returns something to await; this filter has no async def.
+    assert host.request("GET", "/unawaited").status == 500
+    assert any(
+        m.startswith(MISTAKE + "exception in Stream.on_request_headers")
+        and "http_call to cluster 'svc' without a callback returns something to await" in m
+        for m in host.log_messages()
+    )
+    host.clear_logs()
+    assert host.request("GET", "/detached").status == 200
+    assert not [m for m in host.log_messages() if m.startswith(MISTAKE)]
+
+
+def test_host_unknown_cluster_is_named(wasm: Path) -> None:
+    host = Host.load(wasm, clusters={"svc": svc})
+    assert host.request("GET", "/no-cluster").status == 500  # the exception meets FAIL_CLOSED
+    assert "HostCallError: proxy_http_call failed: BAD_ARGUMENT: cluster 'nope': Envoy has no cluster" in "\n".join(
+        host.log_messages()
+    )
+
+
+def test_host_second_local_reply_is_refused(wasm: Path) -> None:
+    with pytest.raises(AuthorMistake, match="LocalReplyAlreadySent"):
+        Host.load(wasm).request("GET", "/two-replies-uncaught")
+    host = Host.load(wasm, raise_on_mistake=False)
+    response = host.request("GET", "/two-replies")
+    assert (response.status, response.body) == (403, b"first")
+    assert any(m.startswith("refused: Stream.send_response(500): this stream already has") for m in host.log_messages())
+    host.clear_logs()
+    response = host.request("GET", "/two-replies-uncaught")
+    assert (response.status, response.body) == (403, b"first")
+    assert any(m.startswith(MISTAKE + "exception in Stream.on_response_headers") and "LocalReplyAlreadySent" in m
+               for m in host.log_messages())  # fmt: skip
+
+
+def test_host_headers_read_after_they_went_on(wasm: Path) -> None:
+    host = Host.load(wasm)
+    host.request("POST", "/late-read", body=b"data")
+    (line,) = [m for m in host.log_messages() if m.startswith("unavailable")]
+    assert line.startswith(
+        "unavailable: proxy_get_header_map_value failed: BAD_ARGUMENT: the request headers are not available in "
+        "on_request_body: Envoy holds them only during on_request_headers"
+    )
+
+
+def test_host_len_counts_pairs(wasm: Path) -> None:
+    host = Host.load(wasm)
+    response = host.request("GET", "/count", headers=[("a", "1")])
+    assert response.upstream_request is not None
+    names = [k for k, _ in response.upstream_request.headers if k != "x-envoy-expected-rq-timeout-ms"]
+    assert response.upstream_request.header("x-count") == str(len(names) - 1)  # all but x-count itself
+
+
+def test_host_held_stream_headers_from_on_tick(wasm: Path) -> None:
+    host = Host.load(wasm)
+    stream = host.http_stream()
+    stream.request_headers([(":path", "/hold"), (":method", "GET")])
+    host.advance_time(150)
+    assert stream.request_headers_map.get("x-from-tick") == b"/hold"
+
+
+def test_host_callout_headers_and_explicit_pseudo_headers(wasm: Path) -> None:
+    seen: list[Request] = []
+    host = Host.load(wasm, clusters={"svc": lambda r: (seen.append(r), svc(r))[1]})
+    response = host.request("GET", "/pseudo")
+    assert (seen[0].method, seen[0].path) == ("PUT", "/explicit")
+    assert response.body == b"PUT /explicit"
+    assert response.header("x-svc-type") == "HeaderPairs"
+    assert response.header("x-svc-bytes") == "b'caf\\xc3\\xa9'"
+
+
+def test_host_on_configure_none(build_filter: Callable[[str], Path]) -> None:
+    wasm = build_filter(CONFIGURE_NONE)
+    with pytest.raises(AuthorMistake, match=r"on_configure returned None \(return True to accept\)"):
+        Host.load(wasm)
+    with pytest.raises(ConfigureError):  # what Envoy does: reject the configuration
+        Host.load(wasm, raise_on_mistake=False)
+
+
+# ---- real Envoy ----
+
+
+@pytest.fixture(scope="module")
+def envoy(wasm: Path) -> Iterator[tuple[Envoy, WireServer, WireServer]]:
+    def answer(seen):  # type: ignore[no-untyped-def]
+        return respond(200, f"{seen.head.split()[0].decode()} {seen.path}".encode(), (("x-svc", "caf\xe9"),))
+
+    with WireServer() as upstream, WireServer(answer) as service:
+        config = http_bootstrap(upstream_port=upstream.port, plugins=[WasmPlugin(wasm, name="mistakes")],
+                                clusters=[Cluster("svc", service.port)])  # fmt: skip
+        with Envoy(config) as running:
+            yield running, upstream, service
+
+
+def get(
+    envoy: Envoy, path: str, headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", envoy.port(), timeout=15)
+    try:
+        conn.request("POST" if body is not None else "GET", path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def wasm_lines(envoy: Envoy, offset: int) -> list[str]:
+    from proxywasm_build.envoy import parse_log
+
+    return [ln.message.split(": ", 1)[1] for ln in parse_log(envoy.log_since(offset)) if ln.logger == "wasm"]
+
+
+def test_envoy_forgotten_pause_is_logged(envoy: tuple[Envoy, WireServer, WireServer]) -> None:
+    proxy, _, _ = envoy
+    offset = len(proxy.logs())
+    assert get(proxy, "/forgot-pause")[0] == 200
+    proxy.wait_for_log("author mistake: Stream.on_request_headers started a callout")
+    assert get(proxy, "/detached")[0] == 200
+    assert get(proxy, "/sync-after")[0] == 200
+    lines = [m for m in wasm_lines(proxy, offset) if m.startswith(MISTAKE)]
+    assert len(lines) == 1 and "(http_call to cluster 'svc') and returned CONTINUE" in lines[0]
+
+
+def test_envoy_second_local_reply_is_refused(envoy: tuple[Envoy, WireServer, WireServer]) -> None:
+    proxy, _, _ = envoy
+    assert get(proxy, "/two-replies")[::2] == (403, b"first")
+    status, _, body = get(proxy, "/two-replies-uncaught")
+    assert (status, body) == (403, b"first")
+    proxy.wait_for_log("LocalReplyAlreadySent")
+    assert proxy.running  # a second reply would have crashed Envoy 1.40 (SIGSEGV)
+    assert get(proxy, "/after")[0] == 200
+
+
+def test_envoy_headers_read_after_they_went_on(envoy: tuple[Envoy, WireServer, WireServer]) -> None:
+    proxy, _, _ = envoy
+    assert get(proxy, "/late-read", body=b"data")[0] == 200
+    match = proxy.wait_for_log("unavailable: .*")
+    assert match.group(0).startswith(
+        "unavailable: proxy_get_header_map_value failed: BAD_ARGUMENT: the request headers are not available in "
+        "on_request_body: Envoy holds them only during on_request_headers"
+    )
+
+
+def test_envoy_len_counts_pairs(envoy: tuple[Envoy, WireServer, WireServer]) -> None:
+    proxy, upstream, _ = envoy
+    assert get(proxy, "/count", {"a": "1"})[0] == 200
+    seen = upstream.wait_for(lambda all: next((s for s in all if s.path == "/count"), None))
+    # What the filter saw: every header Envoy handed it (the router adds x-envoy-expected-rq-timeout-ms
+    # later), minus x-count itself, counted as pairs (x-twice twice).
+    names = [line.split(b":")[0] for line in seen.head.split(b"\r\n")[1:]]
+    assert names.count(b"x-twice") == 2
+    assert int(seen.header("x-count") or 0) == len(names) - 2 + 3  # + :authority :path :method, - host
+
+
+def test_envoy_non_utf8_header_round_trips(envoy: tuple[Envoy, WireServer, WireServer]) -> None:
+    proxy, upstream, _ = envoy
+    with socket.create_connection(("127.0.0.1", proxy.port()), timeout=10) as sock:
+        sock.sendall(b"GET /raw HTTP/1.1\r\nhost: x\r\nx-raw: caf\xe9 \xff\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 200")
+    seen = upstream.wait_for(lambda all: next((s for s in all if s.path == "/raw"), None))
+    line = next(ln for ln in seen.head.split(b"\r\n") if ln.startswith(b"x-copy:"))
+    assert line == b"x-copy: caf\xe9 \xff"
+    proxy.wait_for_log(r"raw value caf\\xe9 \\xff")  # logged with escapes, not an exception
+
+
+def test_envoy_held_stream_headers_from_on_tick(envoy: tuple[Envoy, WireServer, WireServer]) -> None:
+    proxy, upstream, _ = envoy
+    assert get(proxy, "/hold")[0] == 200
+    seen = upstream.wait_for(lambda all: next((s for s in all if s.path == "/hold"), None))
+    assert seen.header("x-from-tick") == "/hold"
+
+
+def test_envoy_callout_headers_and_explicit_pseudo_headers(envoy: tuple[Envoy, WireServer, WireServer]) -> None:
+    proxy, _, service = envoy
+    status, headers, body = get(proxy, "/pseudo")
+    assert (status, body) == (200, b"PUT /explicit")
+    assert headers["x-svc-type"] == "HeaderPairs"
+    assert headers["x-svc-bytes"] == "b'caf\\xc3\\xa9'"  # the service sent UTF-8
+
+
+def test_envoy_unknown_cluster_is_named(envoy: tuple[Envoy, WireServer, WireServer]) -> None:
+    proxy = envoy[0]
+    assert get(proxy, "/no-cluster")[0] == 500
+    proxy.wait_for_log(r"HostCallError: proxy_http_call failed: BAD_ARGUMENT: cluster 'nope': Envoy has no cluster")
+
+
+def test_envoy_on_configure_none(build_filter: Callable[[str], Path]) -> None:
+    with WireServer() as upstream:
+        config = http_bootstrap(upstream_port=upstream.port, plugins=[WasmPlugin(build_filter(CONFIGURE_NONE))])
+        with pytest.raises(EnvoyError) as info:
+            Envoy(config).start()
+    assert "author mistake: Forgetful.on_configure returned None (return True to accept)" in str(info.value)
