@@ -16,9 +16,10 @@ A filter is a module that registers a context class::
 
 from __future__ import annotations
 
-from . import log, properties, vm
+from . import budget, log, properties, vm
 from .abi import Action, GrpcStatus, LogLevel, PeerType
 from .body import Body
+from .budget import BudgetExceeded
 from .callouts import GrpcCallResponse, GrpcStream, HttpCallResponse
 from .context import Context, FailurePolicy, HttpContext, PluginContext, StreamContext
 from .headers import Headers
@@ -27,10 +28,10 @@ from .metrics import Counter, Gauge, Histogram
 from .shared import CasMismatch, SharedQueue, shared_data
 
 __all__ = [
-    "Action", "Body", "CasMismatch", "Context", "Counter", "FailurePolicy", "Gauge", "GrpcCallResponse",
-    "GrpcStatus", "GrpcStream", "Headers", "Histogram", "HostCallError", "HttpCallResponse", "HttpContext",
-    "LogLevel", "PeerType", "PluginContext", "SharedQueue", "StreamContext", "call_foreign_function", "log",
-    "now_ns", "properties", "register", "shared_data", "vm",
+    "Action", "Body", "BudgetExceeded", "CasMismatch", "Context", "Counter", "FailurePolicy", "Gauge",
+    "GrpcCallResponse", "GrpcStatus", "GrpcStream", "Headers", "Histogram", "HostCallError", "HttpCallResponse",
+    "HttpContext", "LogLevel", "PeerType", "PluginContext", "SharedQueue", "StreamContext", "budget",
+    "call_foreign_function", "log", "now_ns", "properties", "register", "shared_data", "vm",
 ]  # fmt: skip
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
