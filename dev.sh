@@ -3,6 +3,7 @@
 # (Debian packages, the virtualenv, the Python runtime), so each works on a fresh clone.
 #   ./dev.sh demo    build examples/http_headers and serve it through a real Envoy
 #   ./dev.sh test    run the whole test suite (what CI runs)
+#   ./dev.sh soak    the reliability suite's long version (a million-request soak; ~5 min)
 #   ./dev.sh setup   only the set-up
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -57,6 +58,9 @@ case "${1:-}" in
         "$VENV/bin/ruff" format --check .
         "$VENV/bin/mypy"
         exec "$VENV/bin/pytest" "${@:2}" ;;
+    soak)
+        setup
+        PROXYWASM_SOAK=1 exec "$VENV/bin/pytest" tests/reliability "${@:2}" ;;
     *)
-        sed -n '2,7p' "$0"; exit 2 ;;
+        sed -n '2,8p' "$0"; exit 2 ;;
 esac
