@@ -146,8 +146,6 @@ static enum frame_kind running_code(PyThreadState *tstate) {
     return FILTER_FRAME;
 }
 
-static int in_sdk(PyThreadState *tstate) { return running_code(tstate) == SDK_FRAME; }
-
 static int raise_exceeded(void) {
     long long ms = budget_ns / MS;
     PyErr_Format(budget_exception, "%s ran longer than its CPU budget of %lld ms", running_callback, ms);
@@ -158,7 +156,12 @@ static int raise_exceeded(void) {
 static int check(PyThreadState *tstate) {
     checks++;
     signal_breaker(); /* handle_signals() cleared it */
-    if (expired && !(spare_sdk && in_sdk(tstate))) return raise_exceeded();
+    if (expired) {
+        enum frame_kind code = running_code(tstate);
+        /* The runtime's own C (no Python frame: e.g. reporting an exception with PyObject_Str,
+         * which checks signals) is never interrupted; the SDK only after one more budget. */
+        if (code == FILTER_FRAME || (code == SDK_FRAME && !spare_sdk)) return raise_exceeded();
+    }
     if (--countdown > 0) return 0;
     int64_t now = monotonic_ns();
     clock_reads++;
@@ -174,10 +177,10 @@ static int check(PyThreadState *tstate) {
     countdown = interval;
     if (!expired && now >= deadline_ns) {
         expired = 1;
-        if (!in_sdk(tstate)) return raise_exceeded();
-    } else if (expired && now >= deadline_ns + budget_ns) {
+        if (running_code(tstate) == FILTER_FRAME) return raise_exceeded();
+    } else if (expired && spare_sdk && now >= deadline_ns + budget_ns) {
         spare_sdk = 0; /* the SDK's failure handling has had a whole budget: interrupt it too */
-        return raise_exceeded();
+        if (running_code(tstate) == SDK_FRAME) return raise_exceeded();
     }
     return 0;
 }

@@ -108,10 +108,14 @@ static void report_error(const char *where) {
     /* The dispatcher handles filter exceptions itself; this is the last line of defence. */
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    const char *name = type != NULL && PyType_Check(type) ? _PyType_Name((PyTypeObject *)type) : "unknown error";
     PyObject *text = value ? PyObject_Str(value) : NULL;
     const char *msg = text ? PyUnicode_AsUTF8(text) : NULL;
+    if (msg == NULL) PyErr_Clear(); /* no memory left even for that: the type's name will do */
     char line[512];
-    int n = snprintf(line, sizeof line, "proxywasm runtime: %s failed: %s", where, msg ? msg : "unknown error");
+    int n = snprintf(line, sizeof line, "proxywasm runtime: %s failed: %s%s%s", where, name,
+                     msg && *msg ? ": " : "", msg ? msg : "");
     proxy_log(4 /* error */, line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
     Py_XDECREF(text);
     Py_XDECREF(type);

@@ -20,6 +20,7 @@ from proxywasm_build.envoy import Envoy, EnvoyError, WasmPlugin, http_bootstrap,
 from proxywasm_build.upstream import UpstreamServer
 
 FILTER = """
+import itertools
 import json
 import re
 import time
@@ -65,6 +66,8 @@ class Filter(HttpContext):
         if path == "/callout":
             self.http_call("upstream", self.on_answer, path="/answer")
             return Action.PAUSE
+        if path == "/endless-headers":  # the SDK's own loop over them never ends
+            self.send_response(200, "never", itertools.repeat(("x-a", "b")))
         headers["x-filtered"] = "yes"
         return Action.CONTINUE
 
@@ -193,6 +196,20 @@ def test_a_catastrophic_regex_is_stopped_inside_the_regex_engine(envoy: Envoy) -
     assert seconds < 0.1 + MARGIN_S
     entry = budget_log(envoy, since, "on_request_headers", 100)
     assert "in match" in entry  # raised inside re.match: the engine checks every 4096 steps
+    assert get(envoy.url + "/fine")[0] == 200
+
+
+def test_sdk_code_that_runs_on_is_interrupted_after_a_second_budget(envoy: Envoy) -> None:
+    """The SDK's frames are spared once the budget runs out, so it can apply the failure policy;
+    if they run on for another budget, they are interrupted too, and the runtime fails the stream
+    closed itself."""
+    status, body, seconds = get(envoy.url + "/endless-headers")
+    assert (status, body) == (500, b"Internal Server Error\n")
+    assert seconds < 0.2 + MARGIN_S
+    envoy.wait_for_log(
+        "proxywasm runtime: on_request_headers failed: "
+        "BudgetExceeded: on_request_headers ran longer than its CPU budget of 100 ms"
+    )
     assert get(envoy.url + "/fine")[0] == 200
 
 
