@@ -81,10 +81,10 @@ static const char *running_callback;
 static uint64_t checks, clock_reads, refusals; /* for tests and measurement */
 
 /* Checks before the first clock read, which starts the budget: the shortest callbacks never read
- * the clock (the bench workloads' callbacks make 10-20 checks). Then reads come 16, 32, 64, ...
- * checks apart while they are close in time, and closer again when they are more than budget/16
- * apart. */
-#define FIRST_READ 8
+ * the clock (a read costs about as much as ten checks; the bench workloads make 10-20 checks per
+ * callback). Then reads come 16, 32, 64, ... checks apart while they are close in time, and
+ * closer again when they are more than budget/16 apart. */
+#define FIRST_READ 16
 #define SECOND_READ 16
 #define MAX_INTERVAL 4096
 
