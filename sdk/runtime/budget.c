@@ -10,17 +10,20 @@
  * bytecode boundary, and raises it again at every later check in the filter's code until the
  * callback returns, so `except BudgetExceeded: pass` in a loop cannot keep looping. The SDK's own
  * frames are spared for one more budget, so the dispatcher can log the traceback and apply the
- * failure policy; after that they are interrupted too. C code that runs long without returning
- * to the eval loop calls PyErr_CheckSignals() (the regex engine every 4096 steps, big-integer
- * arithmetic per row of digits): wrapped the same way. What no check reaches: one long C call
- * that never calls PyErr_CheckSignals (e.g. sum() over a list of 10^8 items).
+ * failure policy; after that they are interrupted too. The runtime's C (no Python frame) never is.
+ * C code that runs long without returning to the eval loop calls PyErr_CheckSignals() (the regex
+ * engine every 4096 steps, big-integer arithmetic per row of digits; also str() and repr()):
+ * wrapped the same way. What no check reaches: one long C call that never calls
+ * PyErr_CheckSignals (e.g. sum() over a list of 10^8 items).
  *
  * The budget is armed only while the outermost callback runs, never at build time (the
- * snapshotter runs no callback), and costs one function call per check while armed.
+ * snapshotter runs no callback). Measured in Envoy: a check costs ~8 ns, a clock read ~110 ns.
  *
  * Memory. dlmalloc grows the heap with sbrk(), wrapped (-Wl,--wrap=sbrk) to refuse growth past
  * the VM's limit: malloc() then returns NULL and Python raises MemoryError, long before Envoy's
- * own limit, so one filter cannot make each worker's Wasm memory (which never shrinks) huge.
+ * own limit (1 GiB), so one filter cannot make each worker's Wasm memory (which never shrinks)
+ * huge. The SDK and the runtime may go RESERVE beyond the limit to report the error and apply
+ * the failure policy. A VM that stays full after such a callback traps (check_recovery()).
  *
  * Configuration (names and defaults come from proxywasm/budget.py through set_budget()). */
 #define PY_SSIZE_T_CLEAN
