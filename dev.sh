@@ -3,7 +3,7 @@
 # (Debian packages, the virtualenv, the Python runtime), so each works on a fresh clone.
 #   ./dev.sh demo    build examples/http_headers and serve it through a real Envoy
 #   ./dev.sh test    run the whole test suite (what CI runs)
-#   ./dev.sh soak    the reliability suite's long version (a million-request soak; ~5 min)
+#   ./dev.sh soak    the reliability suite's long version (a million-request soak; ~3 min)
 #   ./dev.sh setup   only the set-up
 set -euo pipefail
 cd "$(dirname "$0")"
