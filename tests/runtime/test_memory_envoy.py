@@ -106,7 +106,7 @@ def test_the_default_limit_and_envoys_own(wasm: Path, upstream: UpstreamServer) 
     comes from there. (Each worker keeps the memory its VM grew to: linear memory never shrinks.)"""
     for env, limit_mib in (
         ({"PROXYWASM_CPU_BUDGET_MS": "10000"}, 128),
-        (dict(SMALL, PROXYWASM_MEMORY_LIMIT_MB="0"), 1024),
+        ({"PROXYWASM_MEMORY_LIMIT_MB": "0", "PROXYWASM_CPU_BUDGET_MS": "30000"}, 1024),
     ):
         with start(wasm, upstream, env) as envoy:
             assert status_of(envoy.url + "/bomb") == 500
