@@ -214,7 +214,7 @@ def test_sdk_code_that_runs_on_is_interrupted_after_a_second_budget(envoy: Envoy
 
 
 def test_work_within_the_budget_is_not_interrupted(envoy: Envoy) -> None:
-    assert get(envoy.url + "/spin/20")[0] == 200
+    assert get(envoy.url + "/spin/10")[0] == 200
 
 
 def test_a_looping_callout_response_fails_its_stream(envoy: Envoy) -> None:
