@@ -56,9 +56,11 @@ _Static_assert(offsetof(PyThreadState, async_exc) == 84, "PyThreadState layout")
 
 /* ---- configuration ---- */
 
+/* Set by proxywasm/budget.py (set_budget(), when the SDK is imported at build time); until then
+ * there is no budget and no memory limit. */
 static PyObject *budget_exception; /* proxywasm.BudgetExceeded */
-static int32_t default_ms = 100;
-static int32_t configure_factor = 10;
+static int32_t default_ms;
+static int32_t configure_factor = 1;
 static char config_key[64], env_budget[64], env_memory[64], sdk_prefix[64];
 static size_t sdk_prefix_len;
 static int32_t env_ms = -1; /* from the VM's environment; -1: not set */
@@ -66,7 +68,7 @@ static int env_read;
 
 /* Memory: the highest linear-memory address sbrk() may reach; 0: no limit (at build time). */
 static uintptr_t memory_limit;
-static int64_t default_memory_mb = 128;
+static int64_t default_memory_mb;
 static int memory_refused; /* the limit refused memory during the running callback */
 static int probing;
 static void check_recovery(void);
