@@ -3,6 +3,7 @@
 # (Debian packages, the virtualenv, the Python runtime), so each works on a fresh clone.
 #   ./dev.sh demo    build examples/http_headers and serve it through a real Envoy
 #   ./dev.sh test    lint, type-check, build the docs and run the whole test suite (what CI runs)
+#   ./dev.sh soak    the reliability suite's long version (a million-request soak; ~3 min)
 #   ./dev.sh setup   only the set-up
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -60,6 +61,9 @@ case "${1:-}" in
         "$VENV/bin/mypy"
         "$VENV/bin/mkdocs" build --strict --quiet   # the docs: any warning fails
         exec "$VENV/bin/pytest" "${@:2}" ;;
+    soak)
+        setup
+        PROXYWASM_SOAK=1 exec "$VENV/bin/pytest" tests/reliability "${@:2}" ;;
     *)
-        sed -n '2,7p' "$0"; exit 2 ;;
+        sed -n '2,8p' "$0"; exit 2 ;;
 esac

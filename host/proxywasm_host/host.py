@@ -90,6 +90,12 @@ class RawAccess:
             raise ValueError(f"context {context_id} no longer exists")
         return instance.vm.call(export, ctx, *args)
 
+    def cpu_ns(self, vm: int | None = None) -> int:
+        """Virtual CPU time VM ``vm`` (default: the serving VM) has used so far, in nanoseconds: the
+        Wasm fuel it burnt at a fixed rate (0 in native mode). The guest's clocks run this far ahead
+        of :attr:`Host.envoy`'s, so they advance while it computes, as Envoy's do."""
+        return self._instance(vm).vm.cpu_ns()
+
     @property
     def abi_version(self) -> str:
         """The proxy-wasm ABI the module exports (``"0_2_1"``, ``"0_2_0"`` or ``"0_1_0"``)."""

@@ -16,9 +16,10 @@ A filter is a module that registers a context class::
 
 from __future__ import annotations
 
-from . import log, properties, vm
+from . import budget, log, properties, vm
 from .abi import Action, GrpcStatus, LogLevel, PeerType
 from .body import Body
+from .budget import BudgetExceeded
 from .callouts import GrpcCallResponse, GrpcStream, HttpCallResponse
 from .context import Context, FailurePolicy, HttpContext, PluginContext, StreamContext
 from .errors import (
@@ -26,6 +27,7 @@ from .errors import (
     CallbackNameError,
     CalloutFailed,
     CasMismatch,
+    ConfigError,
     HeadersUnavailable,
     HostCallError,
     LocalReplyAlreadySent,
@@ -38,17 +40,19 @@ from .metrics import Counter, Gauge, Histogram
 from .shared import SharedQueue, shared_data
 
 __all__ = [
-    "Action", "Body", "BodyTooLarge", "CallbackNameError", "CalloutFailed", "CasMismatch", "Context", "Counter",
-    "FailurePolicy", "Future", "Gauge", "GrpcCallResponse", "GrpcStatus", "GrpcStream", "HeaderPairs", "Headers",
-    "HeadersUnavailable", "Histogram", "HostCallError", "HttpCallResponse", "HttpContext", "LocalReplyAlreadySent",
-    "LogLevel", "PeerType", "PluginContext", "ProxyWasmError", "SharedQueue", "StreamContext", "UsageError",
-    "call_foreign_function", "gather", "log", "now_ns", "properties", "register", "shared_data", "vm",
+    "Action", "Body", "BodyTooLarge", "BudgetExceeded", "CallbackNameError", "CalloutFailed", "CasMismatch",
+    "ConfigError", "Context", "Counter", "FailurePolicy", "Future", "Gauge", "GrpcCallResponse", "GrpcStatus",
+    "GrpcStream", "HeaderPairs", "Headers", "HeadersUnavailable", "Histogram", "HostCallError", "HttpCallResponse",
+    "HttpContext", "LocalReplyAlreadySent", "LogLevel", "PeerType", "PluginContext", "ProxyWasmError",
+    "SharedQueue", "StreamContext", "UsageError", "budget", "call_foreign_function", "config", "gather", "log",
+    "now_ns", "properties", "register", "shared_data", "vm",
 ]  # fmt: skip
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
 if TYPE_CHECKING:
     from typing import Any, TypeVar
 
+    from . import config
     from .tasks import Future, gather
 
     C = TypeVar("C", bound=Context)
@@ -60,6 +64,10 @@ def __getattr__(name: str) -> Any:
         from . import tasks
 
         return getattr(tasks, name)
+    if name == "config":  # imports json: only filters that read a JSON configuration pay for it
+        # (not "from . import config": that asks this function for "config" again)
+        __import__(f"{__name__}.config")
+        return globals()["config"]
     raise AttributeError(f"module 'proxywasm' has no attribute {name!r}")
 
 
@@ -93,6 +101,8 @@ def register(cls: Any = None, /, *, root_id: str | None = None) -> Any:
                 check_callback_names(cls)
                 if _awaits(cls):
                     from . import tasks  # noqa: F401 - loaded now, so it exists inside Envoy
+        if _reads_config(target):
+            __getattr__("config")  # loaded now (at build time), so it exists inside Envoy
         registry.add(plugin, root_id)
         return target
 
@@ -104,6 +114,31 @@ def _awaits(cls: type) -> bool:
     return any(
         getattr(getattr(f, "__code__", None), "co_flags", 0) & 0x80 for k in cls.__mro__ for f in vars(k).values()
     )
+
+
+def _reads_config(target: type) -> bool:
+    """Whether code of the module defining ``target`` names ``config`` (``proxywasm.config.parse``,
+    ``from proxywasm import config`` inside a function): the lazily loaded module must then be
+    loaded at build time. A false positive (``self.config``) only costs the module's memory."""
+    module = __import__("sys").modules.get(target.__module__)
+    seen: set[int] = set()
+    todo: list[Any] = [target, *(vars(module).values() if module is not None else ())]  # target: not bound yet
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, type) and item.__module__ == target.__module__:
+            todo.extend(vars(item).values())
+        elif isinstance(item, (staticmethod, classmethod, property)):
+            todo.extend(f for f in (getattr(item, "__func__", None), getattr(item, "fget", None)) if f is not None)
+        else:
+            code: Any = getattr(item, "__code__", None) if callable(item) else item
+            if type(code) is type(_reads_config.__code__):
+                if "config" in code.co_names:
+                    return True
+                todo.extend(c for c in code.co_consts if type(c) is type(code))
+    return False
 
 
 def now_ns() -> int:

@@ -8,7 +8,7 @@ from . import callouts, hostcalls, metrics, properties
 from .abi import AUTHOR_MISTAKE_PREFIX, Action, BufferType, LogLevel, PeerType, StreamType
 from .body import Body
 from .context import Context, FailurePolicy, HttpContext, PluginContext, StreamContext
-from .errors import UsageError
+from .errors import ConfigError, UsageError
 from .headers import request_headers, request_trailers, response_headers, response_trailers
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
@@ -339,6 +339,9 @@ class Dispatcher:
             ok: object = plugin.on_configure(
                 hostcalls.get_buffer(BufferType.PLUGIN_CONFIGURATION, 0, size) if size else b""
             )
+        except ConfigError as exc:  # the operator's mistake: the key and the problem, no traceback
+            hostcalls.log(LogLevel.ERROR, f"proxywasm: configuration rejected: {exc}")
+            return False
         except BaseException as exc:
             self.report(f"{type(plugin).__name__}.on_configure (the configuration is rejected)", exc)
             return False

@@ -10,6 +10,10 @@ def set_error_type(error_type: type) -> None:
     pass
 
 
+def set_budget(*args: object) -> None:
+    pass
+
+
 def __getattr__(name: str) -> Any:
     def unavailable(*args: object) -> NoReturn:
         raise RuntimeError(

@@ -5,7 +5,7 @@ connection. Override only the callbacks you need: the runtime never enters Pytho
 
 from __future__ import annotations
 
-from . import callouts, hostcalls, properties
+from . import budget, callouts, hostcalls, properties
 from .abi import Action, GrpcStatus, IntConstants, MapType, PeerType, StreamType
 from .body import Body
 from .errors import HostCallError, LocalReplyAlreadySent, UsageError
@@ -228,6 +228,11 @@ class PluginContext(Context):
     http_context: ClassVar[type[HttpContext] | None] = None
     stream_context: ClassVar[type[StreamContext] | None] = None
     failure_policy: ClassVar[FailurePolicy] = FailurePolicy.FAIL_CLOSED
+    cpu_budget_ms: ClassVar[int] = budget.DEFAULT_MS
+    """Milliseconds each callback of this plugin and its streams may run before
+    :class:`~proxywasm.BudgetExceeded` interrupts it; 0 disables. Read when Envoy creates the
+    plugin; the plugin configuration's ``"proxywasm_cpu_budget_ms"`` and the VM's
+    ``PROXYWASM_CPU_BUDGET_MS`` take precedence (see :mod:`proxywasm.budget`)."""
     root_id: str = ""
 
     def on_vm_start(self, vm_configuration: bytes) -> bool:

@@ -39,6 +39,18 @@ class HostCallError(ProxyWasmError):
         super().__init__(f"{call} failed: {name}" + (f": {detail}" if detail else ""))
 
 
+class ConfigError(ProxyWasmError):
+    """The plugin configuration is invalid (see :mod:`proxywasm.config`). ``path`` is the key's
+    path (``""`` for the whole configuration, ``"rules[2].prefix"`` for a nested one), ``problem``
+    what is wrong with it. Raised from ``on_configure`` it rejects the configuration and is
+    logged as one line, without a traceback."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path else problem)
+
+
 class HeadersUnavailable(HostCallError):
     """A header map was read or written when Envoy no longer holds it (Envoy answers
     BAD_ARGUMENT). Envoy drops its pointer to the request headers once ``on_request_headers``

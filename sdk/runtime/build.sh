@@ -58,12 +58,14 @@ mkdir -p "$work/libpython"
 # --stack-first puts the 1 MiB stack below the static data: an overflow traps instead of
 # overwriting CPython's objects, and the snapshotter can zero the dead stack below the final
 # stack pointer. --wrap=free/realloc: snapshot_hygiene.c. --wrap=_Py_Deepfreeze_Init: static_data.c.
+# --wrap=_PyErr_CheckSignalsTstate/PyErr_CheckSignals/sbrk: budget.c.
 mkdir -p "$cached.tmp"
 clang-14 --target=wasm32-wasi -mexec-model=reactor -fuse-ld=lld -O2 -o "$cached.tmp/python.wasm" "${objs[@]}" \
     "$work/libpython3.11.a" \
     -lwasi-emulated-signal -lwasi-emulated-getpid -lwasi-emulated-process-clocks -lm \
     -Wl,--export=malloc -Wl,--export=free -Wl,--export=proxywasm_snapshot_init \
     -Wl,--wrap=free -Wl,--wrap=realloc -Wl,--wrap=_Py_Deepfreeze_Init \
+    -Wl,--wrap=_PyErr_CheckSignalsTstate -Wl,--wrap=PyErr_CheckSignals -Wl,--wrap=sbrk \
     -Wl,-z,stack-size=1048576 -Wl,--stack-first -Wl,--strip-debug -Wl,--gc-sections -Wl,--Map="$work/link.map"
 "$python" "$here/data_layout.py" annotate "$work/link.map" "$cached.tmp/python.wasm"
 [ -z "${PROXYWASM_LINK_MAP:-}" ] || cp "$work/link.map" "$PROXYWASM_LINK_MAP"  # for memory analysis

@@ -39,6 +39,7 @@ static PyObject *contexts;
 typedef struct {
     uint32_t id; /* 0 = empty slot; Envoy never uses context id 0 */
     uint32_t mask;
+    int32_t budget_ms; /* CPU budget of each callback of this context (see budget.c) */
 } slot_t;
 
 static slot_t *slots;
@@ -48,13 +49,14 @@ static uint32_t slot_of(uint32_t id) { return (id * 2654435761u) & (capacity - 1
 
 static int mask_grow(void);
 
-static int mask_put(uint32_t id, uint32_t mask) {
+static int mask_put(uint32_t id, uint32_t mask, int32_t budget_ms) {
     if ((used + 1) * 2 > capacity && mask_grow() < 0) return -1;
     uint32_t i = slot_of(id);
     while (slots[i].id != 0 && slots[i].id != id) i = (i + 1) & (capacity - 1);
     if (slots[i].id == 0) used++;
     slots[i].id = id;
     slots[i].mask = mask;
+    slots[i].budget_ms = budget_ms;
     return 0;
 }
 
@@ -66,17 +68,18 @@ static int mask_grow(void) {
     if (slots == NULL) return -1;
     used = 0;
     for (uint32_t i = 0; i < old_capacity; i++)
-        if (old[i].id != 0) mask_put(old[i].id, old[i].mask);
+        if (old[i].id != 0) mask_put(old[i].id, old[i].mask, old[i].budget_ms);
     free(old);
     return 0;
 }
 
-static uint32_t mask_get(uint32_t id) {
-    if (capacity == 0) return 0;
+static slot_t *slot_find(uint32_t id) {
+    if (capacity == 0) return NULL;
     for (uint32_t i = slot_of(id); slots[i].id != 0; i = (i + 1) & (capacity - 1))
-        if (slots[i].id == id) return slots[i].mask;
-    return 0;
+        if (slots[i].id == id) return &slots[i];
+    return NULL;
 }
+
 
 /* Backward-shift deletion keeps probe chains intact without tombstones. */
 static void mask_remove(uint32_t id) {
@@ -105,10 +108,14 @@ static void report_error(const char *where) {
     /* The dispatcher handles filter exceptions itself; this is the last line of defence. */
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    const char *name = type != NULL && PyType_Check(type) ? _PyType_Name((PyTypeObject *)type) : "unknown error";
     PyObject *text = value ? PyObject_Str(value) : NULL;
     const char *msg = text ? PyUnicode_AsUTF8(text) : NULL;
+    if (msg == NULL) PyErr_Clear(); /* no memory left even for that: the type's name will do */
     char line[512];
-    int n = snprintf(line, sizeof line, "proxywasm runtime: %s failed: %s", where, msg ? msg : "unknown error");
+    int n = snprintf(line, sizeof line, "proxywasm runtime: %s failed: %s%s%s", where, name,
+                     msg && *msg ? ": " : "", msg ? msg : "");
     proxy_log(4 /* error */, line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
     Py_XDECREF(text);
     Py_XDECREF(type);
@@ -117,10 +124,44 @@ static void report_error(const char *where) {
     PyErr_Clear();
 }
 
+#define NAME(bit, name) #name,
+static const char *const names[CB_COUNT] = {CALLBACKS(NAME)};
+
+/* The SDK applies the failure policy when a filter raises. If the SDK itself fails (an exception
+ * escapes the dispatcher: memory exhausted even for the failure path, or a budget run out twice
+ * over), a stream callback must not let the stream continue as if nothing happened: fail closed. */
+static long fail_closed(enum callback cb, long fallback) {
+    static const char details[] = "wasm_python_runtime_failure";
+    static const char body[] = "Internal Server Error\n";
+    switch (cb) {
+    case CB_on_request_headers:
+    case CB_on_request_body:
+    case CB_on_request_trailers:
+    case CB_on_response_headers:
+    case CB_on_response_body:
+    case CB_on_response_trailers:
+        proxy_send_local_response(500, details, sizeof details - 1, body, sizeof body - 1, NULL, 0, -1);
+        return 1; /* PAUSE: Envoy sends the local reply */
+    case CB_on_new_connection:
+    case CB_on_downstream_data:
+    case CB_on_upstream_data:
+        proxy_close_stream(2 /* DOWNSTREAM */);
+        return 1;
+    default:
+        return fallback;
+    }
+}
+
+static int configuring(enum callback cb) {
+    return cb == CB_on_vm_start || cb == CB_on_configure || cb == CB_validate_configuration;
+}
+
 static long call(enum callback cb, uint32_t context_id, size_t nargs, const uint32_t *args, long fallback) {
-    if (!(mask_get(context_id) & (1u << cb)) || methods[cb] == NULL) return fallback;
+    slot_t *slot = slot_find(context_id);
+    if (slot == NULL || !(slot->mask & (1u << cb)) || methods[cb] == NULL) return fallback;
     effective_context = context_id;
     python_entries++;
+    budget_begin(slot->budget_ms, names[cb], configuring(cb));
     PyObject *argv[6];
     argv[0] = PyLong_FromUnsignedLong(context_id);
     for (size_t i = 0; i < nargs; i++) argv[i + 1] = PyLong_FromUnsignedLong(args[i]);
@@ -128,7 +169,8 @@ static long call(enum callback cb, uint32_t context_id, size_t nargs, const uint
     for (size_t i = 0; i <= nargs; i++) Py_XDECREF(argv[i]);
     long out = fallback;
     if (result == NULL) {
-        report_error("callback");
+        report_error(names[cb]);
+        out = fail_closed(cb, fallback);
     } else {
         if (result != Py_None) {
             out = PyLong_AsLong(result);
@@ -139,6 +181,7 @@ static long call(enum callback cb, uint32_t context_id, size_t nargs, const uint
         }
         Py_DECREF(result);
     }
+    budget_end();
     return out;
 }
 
@@ -165,10 +208,17 @@ EXPORT(proxy_on_context_create) void proxy_on_context_create(uint32_t context_id
     if (create_method == NULL) return;
     effective_context = context_id;
     python_entries++;
+    /* A stream context inherits its plugin's budget; a plugin's comes from its class (see budget.c). */
+    slot_t *parent = parent_id ? slot_find(parent_id) : NULL;
+    int32_t budget_ms = parent ? parent->budget_ms : budget_of_plugin(NULL);
+    budget_begin(budget_ms, "creating a context", 0);
     PyObject *argv[2] = {PyLong_FromUnsignedLong(context_id), PyLong_FromUnsignedLong(parent_id)};
     PyObject *result = PyObject_Vectorcall(create_method, argv, 2, NULL);
     Py_XDECREF(argv[0]);
+    if (result != NULL && parent_id == 0 && contexts != NULL)
+        budget_ms = budget_of_plugin(PyDict_GetItemWithError(contexts, argv[0]));
     Py_XDECREF(argv[1]);
+    budget_end();
     if (result == NULL) {
         report_error("on_context_create");
         return;
@@ -179,7 +229,7 @@ EXPORT(proxy_on_context_create) void proxy_on_context_create(uint32_t context_id
         report_error("on_context_create result");
         return;
     }
-    if (mask_put(context_id, (uint32_t)mask) < 0) proxy_log(5, "proxywasm runtime: out of memory", 32);
+    if (mask_put(context_id, (uint32_t)mask, budget_ms) < 0) proxy_log(5, "proxywasm runtime: out of memory", 32);
 }
 
 #define ARGS(...) (const uint32_t[]){__VA_ARGS__}
@@ -193,6 +243,18 @@ EXPORT(proxy_validate_configuration) uint32_t proxy_validate_configuration(uint3
     return CALL(CB_validate_configuration, root, 1, size);
 }
 EXPORT(proxy_on_configure) uint32_t proxy_on_configure(uint32_t root, uint32_t size) {
+    /* The budget key of the plugin configuration is read before the filter sees it. */
+    slot_t *slot = slot_find(root);
+    if (slot != NULL && contexts != NULL) {
+        PyObject *key = PyLong_FromUnsignedLong(root);
+        PyObject *plugin = key ? PyDict_GetItemWithError(contexts, key) : NULL;
+        Py_XDECREF(key);
+        PyErr_Clear();
+        int32_t budget_ms;
+        if (budget_configure(size, plugin, &budget_ms) < 0) return 0;
+        slot = slot_find(root); /* budget_configure may have run Python: the table may have moved */
+        if (slot != NULL) slot->budget_ms = budget_ms;
+    }
     return CALL(CB_on_configure, root, 1, size);
 }
 EXPORT(proxy_on_tick) void proxy_on_tick(uint32_t root) { call(CB_on_tick, root, 0, NULL, 0); }
@@ -239,13 +301,17 @@ EXPORT(proxy_on_done) uint32_t proxy_on_done(uint32_t ctx) { return call(CB_on_d
 EXPORT(proxy_on_log) void proxy_on_log(uint32_t ctx) { call(CB_on_log, ctx, 0, NULL, 0); }
 EXPORT(proxy_on_delete) void proxy_on_delete(uint32_t ctx) {
     effective_context = ctx;
-    if (mask_get(ctx) & (1u << CB_on_delete)) {
+    slot_t *slot = slot_find(ctx);
+    if (slot != NULL && (slot->mask & (1u << CB_on_delete))) {
         call(CB_on_delete, ctx, 0, NULL, 0);
     } else if (contexts != NULL) {
-        /* Nothing to run in Python: drop the context object here, saving a crossing. */
+        /* Nothing to run in Python: drop the context object here, saving a crossing (a __del__
+         * of the filter's may still run, under the context's budget). */
+        budget_begin(slot ? slot->budget_ms : 0, "deleting a context", 0);
         PyObject *key = PyLong_FromUnsignedLong(ctx);
         if (key != NULL && PyDict_DelItem(contexts, key) < 0) PyErr_Clear();
         Py_XDECREF(key);
+        budget_end();
     }
     mask_remove(ctx);
 }

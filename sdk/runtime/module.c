@@ -491,6 +491,8 @@ static PyMethodDef methods[] = {
     VARARGS(set_property),
     NOARGS(memory_size),
     NOARGS(python_entries),
+    {"set_budget", budget_set, METH_VARARGS, NULL},
+    {"budget_stats", budget_stats, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -18,4 +18,12 @@ void snapshot_hygiene_end(void);
 void static_data_before_init(void);
 int static_data_after_init(void);
 
+/* See budget.c: the CPU budget of a callback and the VM's memory limit. */
+void budget_begin(int32_t ms, const char *callback, int configuring);
+void budget_end(void);
+int32_t budget_of_plugin(PyObject *plugin);
+int budget_configure(uint32_t size, PyObject *plugin, int32_t *ms);
+PyObject *budget_set(PyObject *self, PyObject *args);
+PyObject *budget_stats(PyObject *self, PyObject *unused);
+
 #endif

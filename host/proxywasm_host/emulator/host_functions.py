@@ -46,7 +46,7 @@ class HostFunctions:
         return OK, self.vm.envoy.log_level
 
     def proxy_get_current_time_nanoseconds(self) -> tuple[int, int]:
-        return OK, self.vm.envoy.time_ns
+        return OK, self.vm.envoy.time_ns + self.vm.cpu_ns()
 
     def proxy_set_tick_period_milliseconds(self, period_ms: int) -> int:
         vm = self.vm

@@ -55,6 +55,14 @@ class Guest(Protocol):
         """Run the module's start code (``_initialize``/``main`` or ``_start``); raises :class:`GuestTrap`."""
         ...
 
+    def enter(self) -> None:
+        """An outermost call into the guest begins."""
+        ...
+
+    def cpu_ns(self) -> int:
+        """CPU time the guest has used, as its clocks count it (0: its clocks are Envoy's)."""
+        ...
+
 
 class Vm:
     """A VM's state as Envoy's ``WasmBase`` keeps it. ``guest`` is set by whoever loads the code."""
@@ -110,6 +118,10 @@ class Vm:
     def abi(self) -> str:
         return self.guest.abi if self.guest is not None else ""
 
+    def cpu_ns(self) -> int:
+        """How far the guest's clocks run ahead of Envoy's (see :meth:`Guest.cpu_ns`)."""
+        return self.guest.cpu_ns() if self.guest is not None else 0
+
     # -- logging ------------------------------------------------------------------------------------
     def log(self, level: int, message: str, *, internal: bool = False) -> None:
         """A line the filter logged (or, ``internal``, one Envoy logged about the VM)."""
@@ -129,6 +141,8 @@ class Vm:
             return None
         saved = (self.current, self.effective_id)
         self.current, self.effective_id = ctx, 0
+        if self._depth == 0:
+            self.guest.enter()  # type: ignore[union-attr]
         self._depth += 1
         result: int | None = None
         try:

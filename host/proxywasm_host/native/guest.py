@@ -23,14 +23,20 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
-from proxywasm.abi import CALLBACKS, LogLevel
+from proxywasm.abi import CALLBACKS, BufferType, LogLevel
 
-from ..emulator.vm import Vm
+from ..emulator.vm import GuestTrap, Vm
 from ..errors import LoadError
+from .budget import HANG_AFTER_S, NativeBudget
 from .imports import ImportRules
 from .proxywasm_module import ProxyWasmModule
 
 _PRIVATE = ("proxywasm", "_proxywasm")
+_CONFIGURING = frozenset({"on_vm_start", "on_configure", "validate_configuration"})  # CONFIGURE_FACTOR budgets
+_STREAM_CALLBACKS = frozenset(
+    method for _, method, _, _ in CALLBACKS if method.startswith(("on_request", "on_response", "on_new_connection",
+                                                                  "on_downstream_data", "on_upstream_data"))
+)  # fmt: skip
 
 
 def _private_sdk(name: str) -> bool:
@@ -104,7 +110,9 @@ class NativeGuest:
         self.base = source.parent
         self.entry = source.stem if source.is_file() else source.name
         self.vm = vm
-        self.api = ProxyWasmModule(vm.host_functions)
+        self.budget = NativeBudget(vm.env, vm.log)
+        self.api = ProxyWasmModule(vm.host_functions, self.budget)
+        self._budgets: dict[int, int] = {}  # context id -> its callbacks' CPU budget (ms), as callbacks.c keeps
         self.rules = ImportRules(self.base)
         self.modules: dict[str, ModuleType] = {"_proxywasm": self.api}
         self._masks: dict[int, int] = {}
@@ -125,6 +133,12 @@ class NativeGuest:
 
     def call(self, export: str, *args: int) -> int:
         return self._exports[export](*args)
+
+    def enter(self) -> None:
+        pass  # the budget is armed per callback (see .budget)
+
+    def cpu_ns(self) -> int:
+        return 0  # natively the filter sees Envoy's clock; its budget runs on wall time
 
     def start(self) -> None:
         """What ``proxywasm build`` does at build time: import the filter, check it, hand the
@@ -241,30 +255,57 @@ class NativeGuest:
             return 0
         api.effective = context_id
         api.entries += 1
-        with self.running():
+        # A stream context inherits its plugin's budget; a plugin's comes from its class.
+        ms = self._budgets[parent_id] if parent_id in self._budgets else self.budget.of_plugin(None)
+        with self.running(), self.budget.running(ms, "creating a context", configuring=False):
             try:
                 self._masks[context_id] = int(api.dispatcher.on_context_create(context_id, parent_id))
-            except Exception as exc:
+            except BaseException as exc:
                 self._report("on_context_create", exc)
+            if parent_id == 0 and api.contexts is not None:
+                ms = self.budget.of_plugin(api.contexts.get(context_id))
+        self._budgets[context_id] = ms
+        self._check_hang("creating a context")
         return 0
+
+    def _check_hang(self, callback: str) -> None:
+        if self.budget.hung is not None:
+            self.budget.hung = None
+            raise GuestTrap(
+                f"{callback} ran {HANG_AFTER_S:.0f} s without returning: in Envoy it would block its worker thread "
+                "for good (the CPU budget is 0, or C code never returned to Python)",
+                callback,
+            )
 
     def _callback(self, bit: int, method: str, nargs: int, fallback: int | None) -> Callable[..., int]:
         default = fallback or 0
         flag = 1 << bit
+        configuring = method in _CONFIGURING
+        stream = method in _STREAM_CALLBACKS
 
         def export(context_id: int, *args: int) -> int:
             api = self.api
             func = getattr(api.dispatcher, method, None) if api.dispatcher is not None else None
+            if method == "on_configure" and context_id in self._budgets and api.contexts is not None:
+                # The budget key of the plugin configuration is read before the filter sees it.
+                size = args[0] if args else 0
+                data = bytes(api.get_buffer_bytes(BufferType.PLUGIN_CONFIGURATION, 0, size)) if size else b""
+                ms = self.budget.configure(data, api.contexts.get(context_id))
+                if ms is None:
+                    return 0
+                self._budgets[context_id] = ms
             if func is None or not self._masks.get(context_id, 0) & flag:
                 return default
             api.effective = context_id
             api.entries += 1
-            with self.running():
+            result: Any = None
+            with self.running(), self.budget.running(self._budgets.get(context_id, 0), method, configuring):
                 try:
                     result = func(context_id, *(list(args[:nargs]) + [0] * (nargs - len(args))))
-                except Exception as exc:
+                except BaseException as exc:
                     self._report("callback", exc)
-                    return default
+                    result = self._fail_closed(method) if stream else default
+            self._check_hang(method)
             if result is None:
                 return default
             try:
@@ -275,6 +316,18 @@ class NativeGuest:
 
         return export
 
+    def _fail_closed(self, method: str) -> int:
+        """callbacks.c's fail_closed: an exception escaped the SDK's own handling in a stream
+        callback: the stream must not go on as if nothing happened."""
+        try:
+            if method.startswith(("on_request", "on_response")):
+                self.api.send_local_response(500, b"wasm_python_runtime_failure", b"Internal Server Error\n", b"", -1)
+            else:
+                self.api.close_stream(2)  # DOWNSTREAM
+        except Exception as exc:
+            self._report("failing the stream closed", exc)
+        return 1  # PAUSE
+
     def _on_delete(self, context_id: int, *_: int) -> int:
         api = self.api
         api.effective = context_id
@@ -284,13 +337,16 @@ class NativeGuest:
         elif api.contexts is not None:
             api.contexts.pop(context_id, None)  # nothing to run in Python: drop the context object
         self._masks.pop(context_id, None)
+        self._budgets.pop(context_id, None)
         return 0
 
     def _exports_delete(self, context_id: int) -> None:
         api = self.api
         api.entries += 1
-        with self.running():
+        with self.running(), self.budget.running(self._budgets.get(context_id, 0), "on_delete", configuring=False):
             try:
                 api.dispatcher.on_delete(context_id)
-            except Exception as exc:
+            except BaseException as exc:
                 self._report("callback", exc)
+        self._budgets.pop(context_id, None)
+        self._check_hang("on_delete")

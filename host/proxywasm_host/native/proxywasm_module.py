@@ -17,6 +17,7 @@ from proxywasm.abi import Status, decode_map, encode_map
 
 if TYPE_CHECKING:
     from ..emulator.host_functions import HostFunctions
+    from .budget import NativeBudget
 
 OK, NOT_FOUND, EMPTY = int(Status.OK), int(Status.NOT_FOUND), int(Status.EMPTY)
 
@@ -47,9 +48,10 @@ def _pairs(raw: bytes) -> list[tuple[bytes, bytes]]:
 class ProxyWasmModule(ModuleType):
     """One VM's ``_proxywasm``; installed as ``sys.modules["_proxywasm"]`` while its filter runs."""
 
-    def __init__(self, functions: HostFunctions) -> None:
+    def __init__(self, functions: HostFunctions, budget: NativeBudget) -> None:
         super().__init__("_proxywasm", "proxy-wasm ABI v0.2.1 host functions (native mode)")
         self._f = functions
+        self.budget = budget
         self._error_type: Callable[[str, int], BaseException] | None = None
         self.dispatcher: Any = None
         self.contexts: dict[int, Any] | None = None
@@ -73,6 +75,14 @@ class ProxyWasmModule(ModuleType):
         if not isinstance(contexts, dict):
             raise TypeError("set_dispatcher() argument 2 must be dict")
         self.dispatcher, self.contexts = dispatcher, contexts
+
+    def set_budget(self, *args: Any) -> None:
+        """The SDK's budget settings (``proxywasm/budget.py``); see :mod:`.budget`."""
+        self.budget.set_budget(*args)
+
+    def budget_stats(self) -> dict[str, int]:
+        """budget.c's counters; natively only ``armed`` means anything (no checks, no linear memory)."""
+        return {"checks": 0, "clock_reads": 0, "memory_refusals": 0, "armed": 0, "memory_limit": 0, "heap_top": 0}
 
     def memory_size(self) -> int:
         """Not meaningful natively (no linear memory): 0."""

@@ -34,6 +34,11 @@ _V8_TRAP_MESSAGES = {
     wasmtime.TrapCode.INTEGER_DIVISION_BY_ZERO: "divide by zero",
     wasmtime.TrapCode.BAD_CONVERSION_TO_INTEGER: "float unrepresentable in integer range",
     wasmtime.TrapCode.STACK_OVERFLOW: "Maximum call stack size exceeded",
+    # Not V8's (Envoy has no time limit on Wasm callbacks: the worker thread would be blocked for good).
+    wasmtime.TrapCode.OUT_OF_FUEL: (
+        "the callback ran for seconds of CPU time without returning: in Envoy it would block its worker "
+        "thread for good (with the Python SDK: the CPU budget is 0, or C code never returned to Python)"
+    ),
 }
 
 

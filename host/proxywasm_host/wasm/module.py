@@ -1,6 +1,9 @@
 """Compiled-module cache: ``Module.serialize()`` output keyed by sha256(bytes) and the wasmtime version.
 
 Cranelift takes seconds for a CPython-sized module; deserialising the cached artefact takes milliseconds.
+The engine counts fuel (one unit per Wasm operation, about): the guest's clocks advance with the work
+it does (see :mod:`.guest`). Code compiled with fuel differs from code without, hence ``-fuel`` in
+the artefact's name.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ def engine() -> wasmtime.Engine:
     """One engine per process: modules compiled by it can be shared by every store."""
     global _ENGINE
     if _ENGINE is None:
-        _ENGINE = wasmtime.Engine(wasmtime.Config())
+        config = wasmtime.Config()
+        config.consume_fuel = True
+        _ENGINE = wasmtime.Engine(config)
     return _ENGINE
 
 
@@ -46,7 +51,7 @@ _PATH_HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def _artefact(key: str) -> Path:
-    return cache_dir() / f"{key}-wasmtime{_wasmtime_version()}.cwasm"
+    return cache_dir() / f"{key}-wasmtime{_wasmtime_version()}-fuel.cwasm"
 
 
 def load_path(path: Path, *, use_cache: bool = True) -> wasmtime.Module:

@@ -270,9 +270,9 @@ def args_get(g: WasmGuest, argv: int, argv_buf: int) -> int:
 @host_function("clock_time_get", "iIi", module="wasi")
 def clock_time_get(g: WasmGuest, clock_id: int, precision: int, result_ptr: int) -> int:
     if clock_id == 0:
-        value = g.vm.envoy.time_ns
+        value = g.vm.envoy.time_ns + g.cpu_ns()
     elif clock_id == 1:
-        value = g.vm.envoy.monotonic_ns
+        value = g.vm.envoy.monotonic_ns + g.cpu_ns()
     else:
         return ENOTSUP
     return ESUCCESS if g.mem.write_u64(result_ptr, value) else EFAULT
