@@ -78,6 +78,9 @@ def register(cls: Any = None, /, *, root_id: str | None = None) -> Any:
     subclass (a plain plugin is made for it). ``root_id`` selects the plugin by the ``root_id`` of
     Envoy's plugin config; ``None`` serves any root id.
 
+    Outside a VM (a test or a tool importing the filter module) the class is checked but not
+    registered, so several filters can be imported into one process.
+
     Raises :class:`CallbackNameError` (so ``proxywasm build`` fails, naming ``file:line``) for a
     method named like a callback that is none (``on_request_header``: did you mean
     ``on_request_headers``?), a callback of another kind of context, or an ``async def`` callback
@@ -103,7 +106,10 @@ def register(cls: Any = None, /, *, root_id: str | None = None) -> Any:
                     from . import tasks  # noqa: F401 - loaded now, so it exists inside Envoy
         if _reads_config(target):
             __getattr__("config")  # loaded now (at build time), so it exists inside Envoy
-        registry.add(plugin, root_id)
+        from .hostcalls import OUTSIDE_VM
+
+        if not OUTSIDE_VM:  # a test or a tool importing filters side by side: nothing to serve
+            registry.add(plugin, root_id)
         return target
 
     return add if cls is None else add(cls)

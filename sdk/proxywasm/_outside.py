@@ -15,6 +15,9 @@ def set_budget(*args: object) -> None:
 
 
 def __getattr__(name: str) -> Any:
+    if name.startswith("__"):  # __all__, __path__...: asked by tools (pydoc), not host functions
+        raise AttributeError(name)
+
     def unavailable(*args: object) -> NoReturn:
         raise RuntimeError(
             f"proxywasm host function {name}() is only available inside a proxy-wasm VM: build the filter "

@@ -293,13 +293,17 @@ class _MapOfStream:
     def __init__(self, map_type: MapType) -> None:
         self.map_type = map_type
         self.name = ""
+        self.__doc__ = f"The stream's {map_type.name.lower().replace('http_', '').replace('_', ' ')} (a StreamHeaders)."
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
+    def __repr__(self) -> str:  # help() and pydoc show the class attribute: no host call
+        return f"<{self.name}: the stream's map, on an instance>"
+
     def __get__(self, context: HttpContext | None, owner: type | None = None) -> Headers:
         if context is None:
-            return Headers(self.map_type)
+            return self  # type: ignore[return-value]  # class access (help(), pydoc): the descriptor
         bound = StreamHeaders(self.map_type, context)
         context.__dict__[self.name] = bound
         return bound

@@ -281,8 +281,11 @@ class Headers(_MappingBase):
         except HostCallError as err:
             raise unavailable(self.map_type, err) from None
 
-    def __repr__(self) -> str:
-        return f"Headers({self.pairs()!r})"
+    def __repr__(self) -> str:  # never raises: help(), pydoc and debuggers call it anywhere
+        try:
+            return f"Headers({self.pairs()!r})"
+        except (HostCallError, RuntimeError):  # outside its callback, or outside a VM
+            return f"<Headers {self.map_type.name}: not readable here>"
 
 
 def _on_own_stream(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -12,8 +12,12 @@ from .errors import HostCallError as HostCallError  # defined in errors, importa
 
 try:
     import _proxywasm as raw
+
+    OUTSIDE_VM = False
 except ImportError:  # outside a VM: importable for tooling; host calls raise
     from . import _outside as raw
+
+    OUTSIDE_VM = True
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

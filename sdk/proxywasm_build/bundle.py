@@ -35,8 +35,18 @@ class Bundle:
     dependencies: list[str] = field(default_factory=list)
 
 
-def _copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*_SKIP_DIRS, "*.pyc"), dirs_exist_ok=True)
+#: A filter package's tests stay out of the module (they import pytest and never run in Envoy).
+TEST_FILES = ("test_*.py", "*_test.py", "conftest.py")
+
+
+def _copy_tree(src: Path, dst: Path, *, skip_tests: bool = False) -> None:
+    skip = (*_SKIP_DIRS, "*.pyc", *(TEST_FILES if skip_tests else ()))
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*skip), dirs_exist_ok=True)
+
+
+def is_test_file(path: Path) -> bool:
+    """Whether ``path`` is one of a filter package's test files (:data:`TEST_FILES`)."""
+    return any(path.match(pattern) for pattern in TEST_FILES)
 
 
 def _python_files(root: Path) -> list[Path]:
@@ -146,7 +156,7 @@ def make_bundle(source: Path, staging: Path, requirements: Path | None = None) -
         default_requirements = source.parent / "requirements.txt"
     elif (source / "__init__.py").exists():
         entry, entry_file = source.name, f"{source.name}/__init__.py"
-        _copy_tree(source, staging / source.name)
+        _copy_tree(source, staging / source.name, skip_tests=True)
         check_syntax(staging / source.name, source)
         default_requirements = source / "requirements.txt"
     else:

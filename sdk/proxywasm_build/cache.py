@@ -11,6 +11,7 @@ from pathlib import Path
 import proxywasm
 
 from .build import RUNTIME_DIR, build
+from .bundle import is_test_file
 
 _SKIP = {"__pycache__", ".git", ".venv", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 
@@ -24,7 +25,11 @@ def cache_dir() -> Path:
 def _files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
-    return sorted(p for p in root.rglob("*") if p.is_file() and not _SKIP.intersection(p.relative_to(root).parts))
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not _SKIP.intersection(p.relative_to(root).parts) and not is_test_file(p)
+    )
 
 
 def build_key(source: Path, requirements: Path | None = None) -> str:
