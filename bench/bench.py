@@ -2,7 +2,7 @@
 and its anchors, what users would pick instead (Envoy's Lua filter, the AssemblyScript proxy-wasm
 SDK, an ext_proc server in Python), and no filter at all.
 
-    .venv/bin/python bench/bench.py                    # full run (about 20 minutes)
+    .venv/bin/python bench/bench.py                    # full run (about 16 minutes)
     .venv/bin/python bench/bench.py --quick            # under two minutes, no memory scan
     .venv/bin/python bench/bench.py --anchors none     # only Python against no filter
     .venv/bin/python bench/bench.py --anchors lua,assemblyscript --workload headers
@@ -531,6 +531,7 @@ def time_cpu(
             v.starts.setdefault(1, []).append(v.start_seconds)
             check_same_work(v, workload, upstream_port)
             wrk(v.envoy.url, lua, 1.0)  # warm up
+            v.vm_memory += v.envoy.wasm_memory_rss()
         for r in range(args.rounds):
             order = variants[r % len(variants) :] + variants[: r % len(variants)]
             for v in order:
@@ -640,7 +641,9 @@ def summary_table(results: dict[str, list[Variant]], args: argparse.Namespace) -
             over = overheads(results[name])
             value = over.get(label)
             lua, assemblyscript = ratio(value, over.get("lua")), ratio(value, over.get("assemblyscript"))
-            cells.append("-" if value is None else f"{value:.1f} ({lua}, {assemblyscript})")
+            cell = "-" if value is None else f"{value:.1f} ({lua}, {assemblyscript})"
+            server = next((v.server_cpu_us for v in results[name] if v.label == label and v.server_cpu_us), None)
+            cells.append(cell + (f" + {statistics.median(server):.0f} in the server" if server else ""))
         first = results[anchored[0]]
         v = next((v for v in first if v.label == label), None)
         start = fmt(start_to_ready(v), ".2f") if v else "-"
@@ -667,7 +670,7 @@ def main() -> None:
         "--memory-rounds",
         type=int,
         default=None,
-        help="passes of the memory scan (RSS at each --concurrency; median taken); default 1, quick 0",
+        help="passes of the memory scan (RSS at each --concurrency; median taken); default 3, quick 0",
     )
     parser.add_argument(
         "--concurrency",
@@ -680,7 +683,7 @@ def main() -> None:
         args.anchors = tuple(a for a in args.anchors if a != "assemblyscript")
     args.rounds = args.rounds if args.rounds is not None else (3 if args.quick else 7)
     args.duration = args.duration or (1.0 if args.quick else 4.0)
-    args.memory_rounds = args.memory_rounds if args.memory_rounds is not None else (0 if args.quick else 1)
+    args.memory_rounds = args.memory_rounds if args.memory_rounds is not None else (0 if args.quick else 3)
     print(run(args))
 
 
