@@ -165,7 +165,10 @@ def initialize() -> None:
             f"{manifest['entry_file']} registers no filter: decorate an HttpContext, StreamContext or "
             "PluginContext subclass with @proxywasm.register"
         )
-    for encoding in ("utf-8", "latin-1"):  # inside Envoy, codecs.lookup() finds only codecs looked up by now
+    encodings = ["utf-8", "latin-1"]  # inside Envoy, codecs.lookup() finds only codecs looked up by now
+    if "json" in sys.modules:  # json.loads(bytes) picks these by the body's first bytes (RFC 8259 8.1, a BOM)
+        encodings += ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"]
+    for encoding in encodings:
         codecs.lookup(encoding)
     abcs = sys.modules.get("_collections_abc")
     if abcs is not None:  # the filter uses collections.abc: Headers is a MutableMapping for it too
