@@ -205,3 +205,44 @@ def test_a_loop_without_a_budget_traps_instead_of_hanging_the_test_run(
         info.value
     )
     assert "the CPU budget is 0" in str(info.value)
+
+
+DEBUGGED = """
+import proxywasm
+from proxywasm import HttpContext
+
+
+@proxywasm.register
+class Filter(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        breakpoint()
+        headers["x-after-breakpoint"] = "yes"
+"""
+
+
+def test_natively_the_budget_waits_while_a_debugger_has_the_callback_stopped(
+    proxywasm_host: HostFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone at the pdb prompt for longer than the budget: the callback is not interrupted."""
+    import bdb
+    import sys
+
+    class SlowReader(bdb.Bdb):
+        stops = 0
+
+        def user_line(self, frame: object) -> None:
+            SlowReader.stops += 1
+            time.sleep(0.4)  # four budgets of 100 ms "at the prompt"
+            self.set_continue()
+
+    def hook(*args: object, **kwargs: object) -> None:
+        SlowReader().set_trace(sys._getframe(1))
+
+    monkeypatch.setattr(sys, "breakpointhook", hook)
+    (tmp_path / "filter.py").write_text(DEBUGGED)
+    host = proxywasm_host(tmp_path / "filter.py", mode="native")
+    response = host.request("GET", "/")
+    assert SlowReader.stops >= 1
+    assert response.status == 200
+    assert response.upstream_request is not None and response.upstream_request.header("x-after-breakpoint") == "yes"
+    assert budget_entries(host, "on_request_headers", 100) == []
