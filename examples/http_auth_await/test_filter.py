@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxywasm_host import CUT_OFF, SLOW, Host, Request, Route
+from proxywasm_host import CUT_OFF, SLOW, ClusterHandler, Host, Request, Route
 
 USERS = {"Bearer alice-token": "alice", "Bearer bob-token": "bob"}
 PUBLIC = Route("/public", name="public", metadata={"http_auth_await": {"public": True}})
@@ -24,8 +24,8 @@ def auth_service(request: Request) -> tuple[int, list[tuple[str, str]], bytes]:
 
 
 @pytest.fixture
-def load(proxywasm_host: Callable[..., Host], proxywasm_mode: str) -> Callable[..., Host]:
-    def load(auth: Callable[[Request], object] = auth_service) -> Host:
+def load(proxywasm_host: Callable[..., Host], proxywasm_mode: str) -> Callable[[ClusterHandler], Host]:
+    def load(auth: ClusterHandler) -> Host:
         return proxywasm_host(Path(__file__).parent, mode=proxywasm_mode, plugin_name="http_auth_await",
                               clusters={"auth": auth}, routes=[PUBLIC])  # fmt: skip
 
@@ -33,14 +33,14 @@ def load(proxywasm_host: Callable[..., Host], proxywasm_mode: str) -> Callable[.
 
 
 @pytest.mark.parametrize(("token", "user"), [("alice-token", "alice"), ("bob-token", "bob")])
-def test_known_token_goes_through_with_its_user(load: Callable[..., Host], token: str, user: str) -> None:
-    response = load().request("GET", "/data", headers=[("authorization", f"Bearer {token}")])
+def test_known_token_goes_through_with_its_user(load: Callable[[ClusterHandler], Host], token: str, user: str) -> None:
+    response = load(auth_service).request("GET", "/data", headers=[("authorization", f"Bearer {token}")])
     assert response.status == 200
     assert response.upstream_request is not None
     assert response.upstream_request.header("x-auth-user") == user
 
 
-def test_the_callout_carries_the_token_and_path(load: Callable[..., Host]) -> None:
+def test_the_callout_carries_the_token_and_path(load: Callable[[ClusterHandler], Host]) -> None:
     seen: list[Request] = []
 
     def recording_auth(request: Request) -> object:
@@ -55,8 +55,8 @@ def test_the_callout_carries_the_token_and_path(load: Callable[..., Host]) -> No
     assert call.header("x-original-path") == "/data?x=1"
 
 
-def test_refusals(load: Callable[..., Host]) -> None:
-    host = load()
+def test_refusals(load: Callable[[ClusterHandler], Host]) -> None:
+    host = load(auth_service)
     missing = host.request("GET", "/")
     assert (missing.status, missing.body) == (401, b"missing credentials\n")
     assert missing.header("www-authenticate") == "Bearer"
@@ -65,7 +65,7 @@ def test_refusals(load: Callable[..., Host]) -> None:
     assert missing.upstream_request is None and unknown.upstream_request is None
 
 
-def test_public_route_needs_no_callout(load: Callable[..., Host]) -> None:
+def test_public_route_needs_no_callout(load: Callable[[ClusterHandler], Host]) -> None:
     host = load(lambda request: pytest.fail(f"unexpected callout {request}"))
     response = host.request("GET", "/public/page")
     assert response.status == 200
@@ -73,7 +73,7 @@ def test_public_route_needs_no_callout(load: Callable[..., Host]) -> None:
 
 
 @pytest.mark.parametrize("outcome", [SLOW, CUT_OFF])
-def test_auth_service_failures_answer_503(load: Callable[..., Host], outcome: object) -> None:
+def test_auth_service_failures_answer_503(load: Callable[[ClusterHandler], Host], outcome: object) -> None:
     # SLOW: past the call's 1 s timeout (Envoy's 504); CUT_OFF: no answer at all (CalloutFailed).
     host = load(lambda _: outcome)
     response = host.request("GET", "/", headers=[("authorization", "Bearer alice-token")])
