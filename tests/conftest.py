@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from proxywasm_build.build import RUNTIME_DIR, build
+from proxywasm_build.cache import build_key
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_DIR = ROOT / "tests" / "assemblyscript"
@@ -56,18 +57,15 @@ def build_filter() -> Callable[[str], Path]:
 
 @pytest.fixture(scope="session")
 def example_wasm() -> Callable[[str], Path]:
-    """``example_wasm(name)``: examples/<name> built with the ``proxywasm build`` command, once per content."""
-    base = _toolchain_key()
+    """``example_wasm(name)``: examples/<name> built with the ``proxywasm build`` command, once per content
+    (``build_key``: the example's own tests, test_filter.py, are not part of it, as they are not of the module)."""
     built: dict[str, Path] = {}
 
     def make(name: str) -> Path:
         if name in built:
             return built[name]
         source = EXAMPLES / name
-        digest = base.copy()
-        for path in sorted(source.rglob("*.py")):
-            digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes())
-        out = BUILDS / f"example-{name}-{digest.hexdigest()[:16]}.wasm"
+        out = BUILDS / f"example-{name}-{build_key(source)}.wasm"
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
             result = subprocess.run(
