@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Callable
 
 from guest import Act, probe_wasm
@@ -125,6 +126,19 @@ def test_foreign_functions(probe: Probe) -> None:
     assert probe.call("proxy_call_foreign_function", *probe.put("nope"), *probe.put(""), pp, sp) == Status.NOT_FOUND
     probe.host.register_foreign_function("bad", lambda data: (Status.BAD_ARGUMENT, b""))
     assert probe.call("proxy_call_foreign_function", *probe.put("bad"), *probe.put(""), pp, sp) == Status.BAD_ARGUMENT
+
+
+def test_envoy_s_own_foreign_functions_are_registered(probe: Probe) -> None:
+    """compress/uncompress as Envoy 1.40's foreign.cc (zlib; the foreign_call_on_tick example's
+    real-Envoy test checks compress's bytes)."""
+    pp, sp = probe.slot(), probe.slot()
+    assert probe.call("proxy_call_foreign_function", *probe.put("compress"), *probe.put("hello"), pp, sp) == Status.OK
+    packed = probe.bytes_at(pp, sp)
+    assert packed == zlib.compress(b"hello")
+    assert probe.call("proxy_call_foreign_function", *probe.put("uncompress"), *probe.put(packed), pp, sp) == Status.OK
+    assert probe.bytes_at(pp, sp) == b"hello"
+    status = probe.call("proxy_call_foreign_function", *probe.put("uncompress"), *probe.put("junk"), pp, sp)
+    assert status == Status.SERIALIZATION_FAILURE
 
 
 def test_effective_context(probe: Probe) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,23 @@ if TYPE_CHECKING:
 ForeignFunction = Callable[[bytes], "bytes | tuple[int, bytes]"]
 
 _I64_MASK = (1 << 64) - 1
+
+
+def _uncompress(data: bytes) -> bytes | tuple[int, bytes]:
+    try:
+        return zlib.decompress(data)
+    except zlib.error:
+        return Status.SERIALIZATION_FAILURE, b""
+
+
+#: The foreign functions Envoy 1.40 registers for every plugin (source/extensions/common/wasm/
+#: foreign.cc): zlib's compress() at the default level (the foreign_call_on_tick example's Envoy
+#: test checks the bytes), uncompress() (SERIALIZATION_FAILURE on bad input), clear_route_cache.
+_ENVOY_FOREIGN_FUNCTIONS: dict[str, ForeignFunction] = {
+    "compress": zlib.compress,
+    "uncompress": _uncompress,
+    "clear_route_cache": lambda _args: b"",
+}
 
 
 class Timer:
@@ -76,7 +94,7 @@ class Envoy:
         self.counters: dict[str, int] = {}
         self.gauges: dict[str, int] = {}
         self.histograms: dict[str, list[int]] = {}
-        self.foreign_functions: dict[str, ForeignFunction] = {"clear_route_cache": lambda _args: b""}
+        self.foreign_functions: dict[str, ForeignFunction] = dict(_ENVOY_FOREIGN_FUNCTIONS)
         self.vms: list[Vm] = []
 
     # -- clock and timers -----------------------------------------------------------------------------
