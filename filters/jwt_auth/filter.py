@@ -442,6 +442,7 @@ class RemoteJwks:
         self.fetched_ms = 0
         self.cas = 0  # of the shared record this VM's keys came from
         self.failed_ms = -(10**12)  # when this VM's last fetch failed
+        self.leased = False  # this VM holds the refresh lease (its fetch is in flight)
         self.inflight: Future[None] | None = None
 
     def adopt_shared(self) -> None:
@@ -804,6 +805,7 @@ class JwtAuthPlugin(PluginContext):
             remote.adopt_shared()
             stale = remote.keys is None or now_ms - remote.fetched_ms >= remote.cache_duration_ms
             if stale and (remote.inflight is None or remote.inflight.done()) and self.take_lease(remote, now_ms):
+                remote.leased = True
                 self.fetch_jwks(remote)
 
     def may_fetch_now(self, remote: RemoteJwks) -> bool:
@@ -813,7 +815,8 @@ class JwtAuthPlugin(PluginContext):
         return pending or proxywasm.now_ns() // 1_000_000 - remote.failed_ms >= self.FETCH_RETRY_MS
 
     def take_lease(self, remote: RemoteJwks, now_ms: int) -> bool:
-        """One VM refreshes a JWKS at a time: the lease (its deadline) is taken with CAS."""
+        """One VM refreshes a JWKS at a time: the lease (its deadline: the fetch's timeout and a
+        second) is taken with CAS, and given back when the answer is in."""
         found = shared_data.get(remote.lease_key)
         if found is not None and int(found[0] or 0) > now_ms:
             return False
@@ -845,6 +848,7 @@ class JwtAuthPlugin(PluginContext):
         except HostCallError as err:
             log.error(f"jwt_auth: provider {remote.provider!r}: cannot fetch the JWKS: {err}")
             remote.failed_ms = proxywasm.now_ns() // 1_000_000
+            remote.leased = False  # the lease runs out by itself
             jwks_fetches_total.labels(provider=remote.provider, result="failure").increment()
             done.set_result(None)
         return done
@@ -874,6 +878,11 @@ class JwtAuthPlugin(PluginContext):
             log.info(f"{where}: {len(keys)} keys")
             ok = True
         finally:
+            now_ms = proxywasm.now_ns() // 1_000_000
             if not ok:
-                remote.failed_ms = proxywasm.now_ns() // 1_000_000
+                remote.failed_ms = now_ms
+            if remote.leased:
+                remote.leased = False
+                # Given back; after a failure only a second later, so VMs do not hammer a failing IdP.
+                shared_data.set(remote.lease_key, b"0" if ok else str(now_ms + self.FETCH_RETRY_MS))
             done.set_result(None)
