@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 def filter_wasm(name: str) -> Path:
     """filters/<name>/filter.py built (cached by content, shared with the host tests' wasm mode)."""
-    return build_cached(FILTERS / name / "filter.py")
+    return Path(build_cached(FILTERS / name / "filter.py"))
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:
