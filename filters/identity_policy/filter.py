@@ -12,7 +12,7 @@ Configuration and behaviour: README.md beside this file.
 from __future__ import annotations
 
 import proxywasm
-from proxywasm import Counter, HttpContext, PluginContext, log, properties
+from proxywasm import Action, Counter, HttpContext, PluginContext, log, properties
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ class Policy:
 
 
 class IdentityPolicy(HttpContext):
-    def on_request_headers(self, headers: Headers, end_of_stream: bool) -> Any:
+    def on_request_headers(self, headers: Headers, end_of_stream: bool) -> Action | None:
         plugin: IdentityPolicyPlugin = self.plugin  # type: ignore[assignment]
         if plugin.identity_header:
             del headers[plugin.identity_header]  # only this filter may say who the peer is
@@ -159,7 +159,7 @@ class IdentityPolicy(HttpContext):
         if not allowed:
             log.debug(f"identity_policy: denied {method} {path} from {principal or 'no identity'} (rule {rule})")
             self.send_response(plugin.deny_status, DENY_BODY, [("content-type", "text/plain")])
-            return proxywasm.Action.PAUSE
+            return Action.PAUSE
         if plugin.identity_header and principal:
             headers[plugin.identity_header] = principal
         return None
