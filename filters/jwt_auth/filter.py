@@ -762,7 +762,7 @@ class JwtAuthPlugin(PluginContext):
         exp = jwt.number_claim("exp")
         if exp is None:
             if provider.require_expiration:
-                raise JwtError("expired", "Jwt is missing the exp claim")
+                raise JwtError("no_expiration", "Jwt has no exp claim")
         elif now > exp + skew:
             raise JwtError("expired", "Jwt is expired")
         nbf = jwt.number_claim("nbf")

@@ -284,6 +284,16 @@ def test_clock_skew_is_honoured(load: Load, keys: Keys) -> None:
     denied(get(host, "/api", mint(keys, exp=NOW - 1)), "Jwt is expired")
 
 
+def test_require_expiration(load: Load, keys: Keys) -> None:
+    host = load()
+    assert get(host, "/api", mint(keys, exp=None)).status == 200  # exp is optional by default (as in Envoy)
+    custom = config(keys)
+    custom["providers"]["local"]["require_expiration"] = True
+    host = load(custom)
+    denied(get(host, "/api", mint(keys, exp=None)), "Jwt has no exp claim")
+    assert host.metric("jwt_auth_denied_total;reason=no_expiration") == 1
+
+
 def test_a_token_expires_while_the_host_clock_moves(load: Load, keys: Keys) -> None:
     host = load()
     token = mint(keys, exp=NOW + 100)
