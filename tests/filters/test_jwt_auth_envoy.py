@@ -104,7 +104,9 @@ def bearer(value: str) -> dict[str, str]:
 
 
 def test_the_first_request_waits_for_the_remote_jwks(envoy: Envoy, idp: tuple[Idp, UpstreamServer]) -> None:
+    # The module's first test (pytest keeps file order): no VM has keys yet.
     state, _server = idp
+    assert not state.answered_at
     sent = time.monotonic()
     release = threading.Timer(1.0, state.release.set)  # the IdP answers only after the request left
     release.start()
@@ -121,6 +123,7 @@ def test_the_first_request_waits_for_the_remote_jwks(envoy: Envoy, idp: tuple[Id
 
 def test_tokens_of_each_algorithm_pass(envoy: Envoy, idp: tuple[Idp, UpstreamServer], backend: UpstreamServer) -> None:
     state, _server = idp
+    state.release.set()  # (when run alone)
     tokens = {
         "HS256": demo_token(sub="hs"),
         "RS256": token(state.rsa, "RS256", "r1", sub="rs"),
