@@ -3,7 +3,6 @@ filter accepts, and the Istio resources have the shape of their kind."""
 
 from __future__ import annotations
 
-import hmac  # noqa: F401 - see below
 import json
 import re
 from typing import Any
@@ -13,10 +12,6 @@ import yaml  # type: ignore[import-untyped,unused-ignore]
 from filters_support import FILTERS
 
 from proxywasm_host import Host
-
-# The native host refuses a filter whose stdlib imports try a module the runtime lacks, even when
-# the stdlib catches the ImportError (hmac tries _hashlib, then uses hashlib's built-in hashes, in
-# the VM too), unless the test process imported that stdlib module before: jwt_auth imports hmac.
 
 # istio/api extensions/v1alpha1: WasmPlugin.spec (wasm.proto) and TrafficExtension.spec
 # (traffic_extension.proto), whose `wasm` holds WasmConfig.

@@ -4,6 +4,9 @@ own copy of the SDK and of the filter."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -164,6 +167,35 @@ def test_stdlib_module_missing_from_the_runtime_fails_the_load(tmp_path: Path) -
     )
     with pytest.raises(LoadError, match="'asyncio' is not part of the proxywasm runtime"):
         Host.load(path)
+
+
+def test_a_guarded_import_of_a_module_the_runtime_lacks_takes_its_fallback(tmp_path: Path) -> None:
+    """hmac's `import _hashlib` fails in the runtime and hmac falls back to hashlib: natively too,
+    in a process that had not imported hmac yet (a fresh interpreter, so the test can fail)."""
+    path = _write(
+        tmp_path,
+        """\
+        import hashlib
+        import hmac
+        import proxywasm
+        from proxywasm import HttpContext
+
+        @proxywasm.register
+        class F(HttpContext):
+            def on_request_headers(self, headers, end_of_stream):
+                headers["x-mac"] = hmac.new(b"k", b"m", hashlib.sha256).hexdigest()
+        """,
+    )
+    script = (
+        "import sys\n"
+        "assert 'hmac' not in sys.modules\n"
+        "from proxywasm_host import Host\n"
+        f"response = Host.load({str(path)!r}).request('GET', '/')\n"
+        "print(response.upstream_request.header('x-mac'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == hmac.new(b"k", b"m", hashlib.sha256).hexdigest()
 
 
 def test_import_errors_point_at_the_filter_line(tmp_path: Path) -> None:

@@ -63,7 +63,10 @@ class ImportRules:
     @contextmanager
     def recording(self) -> Iterator[None]:
         """Record every absolute import made while the filter loads (even of modules loaded already)."""
+        from proxywasm._bootstrap import missing_from_runtime
+
         original = builtins.__import__
+        available = runtime_modules()
 
         def record(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
             if level == 0:
@@ -71,6 +74,13 @@ class ImportRules:
                 own = bool(file) and Path(file).resolve().is_relative_to(self.base)
                 top = name.partition(".")[0]
                 self.recorded[top] = self.recorded.get(top, False) or own
+                if available is not None and top in sys.stdlib_module_names:
+                    linked, pure = available
+                    if top not in linked and top not in pure:
+                        # As in the runtime: the import fails here, so code that guards it (hmac's
+                        # `import _hashlib`) takes its fallback, and an unguarded one fails the load.
+                        listing = ", ".join(sorted(n for n in linked if n not in ("builtins", "sys")))
+                        raise ModuleNotFoundError(missing_from_runtime(top, listing), name=name)
             return original(name, globals, locals, fromlist, level)
 
         builtins.__import__ = record
@@ -86,8 +96,9 @@ class ImportRules:
         available = runtime_modules()
         if available is not None:
             linked, pure = available
-            # The filter's own imports first: the message names what its code asked for.
-            for top in sorted(self.recorded, key=lambda name: (not self.recorded[name], name)):
+            # The filter's own imports (a refused import its code caught is no excuse): the message
+            # names what its code asked for.
+            for top in sorted(name for name, own in self.recorded.items() if own):
                 if top in sys.stdlib_module_names and top not in linked and top not in pure:
                     listing = ", ".join(sorted(n for n in linked if n not in ("builtins", "sys")))
                     raise LoadError(missing_from_runtime(top, listing))
