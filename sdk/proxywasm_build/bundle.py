@@ -53,6 +53,35 @@ def _python_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.py") if not _SKIP_DIRS.intersection(p.relative_to(root).parts))
 
 
+def _sibling(source: Path, name: str) -> Path | None:
+    """The module ``name`` beside a single-file filter (``name.py`` or a package ``name/``), which
+    the filter imports as its own; None for a package filter or when there is none."""
+    if not source.is_file():
+        return None
+    for candidate in (source.parent / f"{name}.py", source.parent / name):
+        if candidate.is_file() and not is_test_file(candidate):
+            return candidate
+        if candidate.is_dir() and (candidate / "__init__.py").exists():
+            return candidate
+    return None
+
+
+def siblings(source: Path) -> list[Path]:
+    """Every module a single-file filter may import from beside it (what :func:`_sibling` can bundle):
+    its directory's other ``.py`` files and packages, tests left out. For build keys."""
+    if not source.is_file():
+        return []
+    found: list[Path] = []
+    for path in sorted(source.parent.iterdir()):
+        if path == source or path.name in _SKIP_DIRS:
+            continue
+        if path.is_file() and path.suffix == ".py" and not is_test_file(path):
+            found.append(path)
+        elif path.is_dir() and (path / "__init__.py").exists():
+            found.extend(_python_files(path))
+    return [p for p in found if not is_test_file(p)]
+
+
 def check_syntax(root: Path, display_root: Path) -> None:
     for path in _python_files(root):
         try:
@@ -179,6 +208,17 @@ def make_bundle(source: Path, staging: Path, requirements: Path | None = None) -
                 continue
             seen.add(name)
             if (staging / name).exists() or (staging / f"{name}.py").exists():
+                continue
+            sibling = _sibling(source, name)
+            if sibling is not None:  # a module beside a single-file filter: part of the filter
+                if sibling.is_dir():
+                    _copy_tree(sibling, staging / name, skip_tests=True)
+                    check_syntax(staging / name, sibling)
+                    pending.extend(_python_files(staging / name))
+                else:
+                    shutil.copy2(sibling, staging / sibling.name)
+                    check_syntax(staging, source.parent)
+                    pending.append(staging / sibling.name)
                 continue
             if _copy_from_environment(name, staging):
                 dependencies.append(name)

@@ -11,7 +11,7 @@ from pathlib import Path
 import proxywasm
 
 from .build import RUNTIME_DIR, build
-from .bundle import is_test_file
+from .bundle import is_test_file, siblings
 
 _SKIP = {"__pycache__", ".git", ".venv", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 
@@ -42,6 +42,7 @@ def build_key(source: Path, requirements: Path | None = None) -> str:
     neighbour = (source.parent if source.is_file() else source) / "requirements.txt"
     for path in [
         *_files(source),
+        *siblings(source),  # modules beside a single-file filter that the build would bundle
         *([requirements] if requirements else []),
         *([neighbour] if neighbour.exists() else []),
     ]:
