@@ -156,7 +156,7 @@ class RateLimit(HttpContext):
         if limit is None:  # the route disables the filter
             return Action.CONTINUE
         value = limit.key_of(headers)
-        if value is None:
+        if not value:  # absent or empty: an empty header must not be a way around missing_key
             if limit.missing_key == "allow":
                 requests_total.labels(limit.descriptor, "skipped").increment()
                 return Action.CONTINUE

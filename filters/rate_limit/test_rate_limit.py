@@ -114,6 +114,7 @@ def test_requests_without_the_key(load: Any, policy: str, statuses: list[int]) -
         {"key": "header", "header": "x-user", "missing_key": policy, "token_bucket": {**BUCKET, "max_tokens": 1}}
     )
     assert [get(host).status for _ in range(3)] == statuses
+    assert get(host, x_user="").status == statuses[-1]  # an empty value is no key either
     assert get(host, x_user="alice").status == 200  # requests with the key have their own buckets
 
 

@@ -94,17 +94,22 @@ def test_a_request_without_the_api_key_is_denied(envoy: Envoy, upstream: Upstrea
 
 def test_the_health_route_is_never_limited_while_the_default_route_is(envoy: Envoy) -> None:
     # The default route limits per client address (all of these come from 127.0.0.1): 100 at once,
-    # 50 more per second. The flood empties that bucket; /health is exempt by its route metadata.
+    # 50 more per second. Batches of requests empty that bucket (on a loaded machine it may take a
+    # few); /health, exempt by its route metadata, is answered and not even counted meanwhile.
     before = stat(envoy, "per_client", "allowed") + stat(envoy, "per_client", "limited")
-    paths = ["/", "/", "/", "/health"] * 100
+    default: list[int] = []
+    health: list[int] = []
     with ThreadPoolExecutor(max_workers=8) as pool:
-        replies = list(pool.map(lambda path: (path, http(envoy, path).status), paths))
-    default = [status for path, status in replies if path == "/"]
-    health = [status for path, status in replies if path == "/health"]
-    assert 429 in default, "the flood did not empty the per-client bucket: the test proves nothing"
+        for _ in range(10):
+            batch = list(pool.map(lambda path: (path, http(envoy, path).status), ["/", "/", "/", "/health"] * 50))
+            default += [status for path, status in batch if path == "/"]
+            health += [status for path, status in batch if path == "/health"]
+            if 429 in default:
+                break
+    assert 429 in default, "the batches never emptied the per-client bucket: the test proves nothing"
     assert set(health) == {200}
     after = stat(envoy, "per_client", "allowed") + stat(envoy, "per_client", "limited")
-    assert after - before == len(default)  # /health requests were not even counted
+    assert after - before == len(default)  # /health requests were not counted
 
 
 def test_prometheus_shows_the_labelled_series(envoy: Envoy) -> None:
