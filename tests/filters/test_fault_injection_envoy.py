@@ -126,6 +126,17 @@ def test_several_delays_at_once_and_a_client_that_leaves_while_delayed(envoy: En
     assert wasm_errors(envoy) == []
 
 
+def test_a_delay_then_an_abort_sent_from_the_tick(envoy: Envoy, upstream: UpstreamServer) -> None:
+    upstream.clear()
+    headers = {"x-envoy-fault-delay-request": "200", "x-envoy-fault-abort-request": "502"}
+    started = time.monotonic()
+    reply = http(envoy, "/both", headers=headers, listener="service")
+    assert (reply.status, reply.body) == (502, b"fault filter abort")
+    assert time.monotonic() - started >= 0.2  # held first (a lower bound only)
+    assert upstream.requests == []
+    assert wasm_errors(envoy) == []
+
+
 def test_a_grpc_request_gets_a_grpc_status(envoy: Envoy) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{envoy.port('service')}") as channel:
         call = channel.unary_unary("/shop.Orders/Get", request_serializer=None, response_deserializer=None)
