@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
+from proxywasm_build.build import build
 from proxywasm_build.cache import build_cached
 from proxywasm_build.envoy import Envoy, free_port
 
@@ -25,6 +26,13 @@ T = TypeVar("T")
 def built(name: str) -> Path:
     """filters/<name>/filter.py built (once per content)."""
     return build_cached(FILTERS / name / "filter.py")
+
+
+def stats_tags_match_the_build(name: str) -> None:
+    """filters/<name>/envoy.yaml carries the stats_tags `proxywasm build` emits for the filter's labels."""
+    emitted = build(FILTERS / name / "filter.py").stats_tags
+    configured = yaml.safe_load((FILTERS / name / "envoy.yaml").read_text())["stats_config"]["stats_tags"]
+    assert configured == emitted
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:
