@@ -163,7 +163,8 @@ class RateLimit(HttpContext):
             if limit.missing_key == "deny":
                 requests_total.labels(limit.descriptor, "limited").increment()
                 self.limited = True
-                self.send_response(429, plugin.body, [("content-type", "text/plain")], details="rate_limit_missing_key")
+                reply = [("content-type", "text/plain")]
+                self.send_response(plugin.status, plugin.body, reply, details="rate_limit_missing_key")
                 return Action.PAUSE
             value = ""  # "shared": every request without the key shares one bucket
         decision = plugin.take(limit, bucket_key(limit.descriptor, value))
