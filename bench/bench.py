@@ -82,6 +82,36 @@ class Workload:
     lua: str | None = None  # its envoy.filters.http.lua twin, in bench/filters/lua/
     ext_proc: bool = False  # bench/ext_proc_server.py serves it
     added_header: str | None = None  # a response header every variant must add to the timed request
+    headers: tuple[tuple[str, str], ...] | None = None  # the timed request's headers, if not the default
+
+
+def filter_workloads() -> list[Workload]:
+    """jwt_auth verifying an RS256 token (2048-bit key, minted here with PyJWT) with its signature
+    cache and without, and rate_limit keyed by a header with a bucket no timed run empties."""
+    import jwt  # PyJWT and cryptography: dev dependencies, only the bench's process uses them
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="bench", alg="RS256", use="sig")
+    token = jwt.encode({"iss": "bench", "sub": "u", "exp": int(time.time()) + 86400}, key, "RS256",
+                       headers={"kid": "bench"})  # fmt: skip
+    provider = {"issuer": "bench", "local_jwks": {"keys": [jwk]}}
+    wrk = f'wrk.headers["authorization"] = "Bearer {token}"\n'
+    bearer = (("authorization", f"Bearer {token}"),)
+    jwt_auth = ROOT / "filters" / "jwt_auth" / "filter.py"
+    return [
+        Workload("jwt_rs256_cached", jwt_auth, None, wrk, Rejection("GET", b"", 401), headers=bearer,
+                 configuration=json.dumps({"providers": {"bench": provider}})),
+        Workload("jwt_rs256_uncached", jwt_auth, None, wrk, Rejection("GET", b"", 401), headers=bearer,
+                 configuration=json.dumps({"providers": {"bench": provider}, "signature_cache_size": 0})),
+        Workload("filter_rate_limit", ROOT / "filters" / "rate_limit" / "filter.py", None,
+                 'wrk.headers["x-client"] = "c1"\n', headers=(("x-client", "c1"),),
+                 added_header="x-ratelimit-remaining",
+                 configuration=json.dumps({"key": "header", "header": "x-client",
+                                           "token_bucket": {"max_tokens": 1_000_000_000,
+                                                            "tokens_per_fill": 1_000_000_000}})),
+    ]  # fmt: skip
 
 
 WORKLOADS = [
@@ -121,6 +151,8 @@ WORKLOADS = [
         Rejection("GET", b"", 403, path="/deny"),
         python_await=PYTHON_FILTERS / "callout_await.py",
     ),
+    # Production filters from filters/ (Python only): what a day-2 filter costs per request.
+    *filter_workloads(),
     # The examples issue 2 asks numbers for (Python only: no twins).
     Workload("helloworld", ROOT / "examples" / "helloworld", None, ""),
     Workload(
@@ -363,6 +395,8 @@ def timed_request(workload: Workload) -> tuple[str, bytes, list[tuple[str, str]]
     """The request wrk sends (method, body, headers), for host_request_us and the checks."""
     if workload.name == "json_body":
         return "POST", JSON_BODY.encode(), [("content-type", "application/json")]
+    if workload.headers is not None:
+        return "GET", b"", list(workload.headers)
     return "GET", b"", [("x-api-key", "k"), ("x-client", "c1")]
 
 

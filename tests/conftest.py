@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from proxywasm_build.build import RUNTIME_DIR, build
-from proxywasm_build.cache import build_key
+from proxywasm_build.bundle import BuildError
+from proxywasm_build.cache import build_cached
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_DIR = ROOT / "tests" / "assemblyscript"
@@ -57,28 +58,19 @@ def build_filter() -> Callable[[str], Path]:
 
 @pytest.fixture(scope="session")
 def example_wasm() -> Callable[[str], Path]:
-    """``example_wasm(name)``: examples/<name> built with the ``proxywasm build`` command, once per content
-    (``build_key``: the example's own tests, test_filter.py, are not part of it, as they are not of the module)."""
+    """``example_wasm(name)``: examples/<name> built once per content, in the build cache that
+    ``Host.load(..., mode="wasm")`` uses too (so the examples' own tests share the builds), with the
+    stats_config ``proxywasm build`` writes beside it. Its own tests (test_filter.py) are not part of
+    the module nor of its key."""
     built: dict[str, Path] = {}
 
     def make(name: str) -> Path:
-        if name in built:
-            return built[name]
-        source = EXAMPLES / name
-        out = BUILDS / f"example-{name}-{build_key(source)}.wasm"
-        if not out.exists():
-            out.parent.mkdir(parents=True, exist_ok=True)
-            result = subprocess.run(
-                [str(PROXYWASM), "build", str(source), "-o", str(out)],
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
-            if result.returncode != 0:
-                pytest.fail(f"proxywasm build examples/{name} failed:\n{result.stdout}\n{result.stderr}")
-        built[name] = out
-        return out
+        if name not in built:
+            try:
+                built[name] = build_cached(EXAMPLES / name)
+            except BuildError as err:
+                pytest.fail(f"proxywasm build examples/{name} failed:\n{err}")
+        return built[name]
 
     return make
 

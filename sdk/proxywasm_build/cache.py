@@ -10,7 +10,7 @@ from pathlib import Path
 
 import proxywasm
 
-from .build import RUNTIME_DIR, build
+from .build import RUNTIME_DIR, build, stats_config_path, stats_config_yaml
 from .bundle import is_test_file, siblings
 
 _SKIP = {"__pycache__", ".git", ".venv", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
@@ -54,14 +54,21 @@ def build_key(source: Path, requirements: Path | None = None) -> str:
 
 def build_cached(source: Path, requirements: Path | None = None) -> Path:
     """The module built from ``source`` (a ``.py`` file or a package directory), from the cache when
-    nothing it depends on changed. Raises ``BuildError`` as ``proxywasm build`` does."""
+    nothing it depends on changed, with its stats_config beside it when it declares labelled metrics
+    (``build.stats_config_path``). Raises ``BuildError`` as ``proxywasm build`` does."""
     out = cache_dir() / f"{Path(source).stem}-{build_key(Path(source), requirements)}.wasm"
     if out.exists():
         return out
     result = build(Path(source), requirements)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(result.module)
-    os.replace(tmp, out)  # atomic: concurrent test workers never see half a file
+    if result.labelled_metrics:  # beside the module, as `proxywasm build -o` writes it
+        _write_atomically(stats_config_path(out), stats_config_yaml(result, str(source)).encode())
+    _write_atomically(out, result.module)  # last: a module in the cache has its stats_config
     return out
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)  # concurrent test workers never see half a file
