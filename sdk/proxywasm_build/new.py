@@ -1,8 +1,8 @@
 """``proxywasm new NAME``: a directory with a working filter, its tests, an Envoy config and a README.
 
-The filter is ``NAME/filter.py`` (a plain directory, not a package: ``proxywasm build`` bundles the
-whole of a package directory, tests included). ``test_filter.py`` builds the filter from source
-once per test session and drives it through the local host, so ``pytest NAME`` passes as generated.
+The filter is ``NAME/filter.py`` (modules beside it that it imports are bundled with it; tests are
+not). ``test_filter.py`` runs each test natively and against the built module (the
+``proxywasm_mode`` fixture), so ``pytest NAME`` passes as generated.
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ It answers 403 to requests without the header named in the plugin configuration,
 Build: ``proxywasm build filter.py -o {name}.wasm``; try it: ``proxywasm run filter.py --watch``.
 """
 
-import json
-
 import proxywasm
-from proxywasm import Action, Counter, HttpContext, PluginContext, log
+from proxywasm import Action, Counter, HttpContext, PluginContext
 
 
 class RequestCheck(HttpContext):
@@ -52,47 +50,44 @@ class {cls}Plugin(PluginContext):
         return True
 
     def on_configure(self, configuration):
-        """The plugin configuration is JSON: {{"required_header": "...", "greeting": "..."}}."""
-        if not configuration:
-            return True
-        try:
-            config = json.loads(configuration)
-            self.required_header = str(config.get("required_header", "")).lower()
-            self.greeting = str(config.get("greeting", self.greeting))
-        except (ValueError, AttributeError) as err:
-            log.error(f"invalid configuration {{bytes(configuration)!r}}: {{err}}")
-            return False  # Envoy rejects this configuration and keeps the previous one
+        """The plugin configuration is JSON: {{"required_header": "...", "greeting": "..."}}.
+        A bad one (not JSON, a wrong type, a misspelt key) is rejected with one log line naming
+        the key, and Envoy keeps the previous configuration."""
+        config = proxywasm.config.parse(configuration)
+        self.required_header = config.string("required_header", default="").lower()
+        self.greeting = config.string("greeting", default="hello")
+        config.done()  # unknown keys are mistakes
         return True
 '''
 
-TEST = '''\
-"""Tests for {name}: the filter runs in proxywasm's local host (the same module Envoy would load)."""
+TEST = """\
+\"\"\"Tests for {name} in proxywasm's local host. Each test runs twice: natively (the filter's
+Python in this process: breakpoints and coverage work) and against the built module (what Envoy
+loads; built on first use and cached).\"\"\"
 
 from pathlib import Path
 
 import pytest
 
-from proxywasm_build.build import build
 from proxywasm_host import ConfigureError, Host
 
-HERE = Path(__file__).parent
+FILTER = Path(__file__).parent / "filter.py"
 
 
-@pytest.fixture(scope="session")
-def module() -> bytes:
-    """filter.py built once per test session (about a second)."""
-    return build(HERE / "filter.py").module
+@pytest.fixture
+def load(proxywasm_host, proxywasm_mode):
+    \"\"\"load(plugin_config) -> Host, in the mode of this run of the test.\"\"\"
+    return lambda plugin_config=None: proxywasm_host(FILTER, mode=proxywasm_mode, plugin_config=plugin_config)
 
 
-def test_adds_the_greeting(module: bytes) -> None:
-    host = Host.load(module, plugin_config={{"greeting": "hi"}})
-    response = host.request("GET", "/")
+def test_adds_the_greeting(load) -> None:
+    response = load({{"greeting": "hi"}}).request("GET", "/")
     assert response.status == 200
     assert response.header("x-{dashed}") == "hi"
 
 
-def test_refuses_requests_without_the_required_header(module: bytes) -> None:
-    host = Host.load(module, plugin_config={{"required_header": "x-api-key"}})
+def test_refuses_requests_without_the_required_header(load) -> None:
+    host: Host = load({{"required_header": "x-api-key"}})
     refused = host.request("GET", "/private")
     assert (refused.status, refused.body) == (403, b"missing header x-api-key\\n")
     assert refused.upstream_request is None  # a local reply: the upstream was never called
@@ -101,11 +96,18 @@ def test_refuses_requests_without_the_required_header(module: bytes) -> None:
     assert host.metric("{name}_refused") == 1
 
 
-def test_rejects_a_configuration_that_is_not_json(module: bytes) -> None:
+@pytest.mark.parametrize(
+    ("plugin_config", "line"),
+    [
+        (b"not json", "the configuration is not JSON at line 1 column 1"),
+        ({{"greting": "hi"}}, "greting: unknown key (did you mean 'greeting'?)"),
+    ],
+)
+def test_rejects_a_bad_configuration_naming_the_problem(load, plugin_config, line) -> None:
     with pytest.raises(ConfigureError) as rejected:  # Envoy would reject this plugin configuration
-        Host.load(module, plugin_config=b"not json")
-    assert "invalid configuration b'not json'" in str(rejected.value)  # the filter's log line
-'''
+        load(plugin_config)
+    assert f"proxywasm: configuration rejected: {{line}}" in str(rejected.value)
+"""
 
 ENVOY = """\
 # Envoy in front of an upstream on 127.0.0.1:8080, with {name} as its HTTP filter.
@@ -183,7 +185,7 @@ proxywasm package {name}.wasm --push REGISTRY/{dashed}:0.1.0   # OCI image + Ist
 ```
 
 - `filter.py`: the filter. Contexts, actions and what `PAUSE` means: see the proxywasm-python docs.
-- `test_filter.py`: builds `filter.py` and drives it with `proxywasm_host.Host`.
+- `test_filter.py`: drives `filter.py` with `proxywasm_host.Host`, natively and as the built module.
 - `envoy.yaml`: a static Envoy config in front of 127.0.0.1:8080 (`envoy -c envoy.yaml`).
 - `requirements.txt`: pure-Python dependencies, bundled into the module.
 """
