@@ -35,7 +35,7 @@ NOT_COPIED = frozenset((":status", "content-length", "transfer-encoding", "conne
 
 
 class ExtAuthz(HttpContext):
-    async def on_request_headers(self, headers: Headers, end_of_stream: bool) -> None:  # type: ignore[override]
+    async def on_request_headers(self, headers: Headers, end_of_stream: bool) -> None:
         plugin: ExtAuthzPlugin = self.plugin  # type: ignore[assignment]
         self.to_client: list[tuple[str, str]] = []
         if plugin.route_disabled(self.route_config):

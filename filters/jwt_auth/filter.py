@@ -577,7 +577,7 @@ def _requirement(config: Config, providers: dict[str, Provider]) -> Requirement 
 
 
 class JwtAuth(HttpContext):
-    async def on_request_headers(self, headers: Headers, end_of_stream: bool) -> None:  # type: ignore[override]
+    async def on_request_headers(self, headers: Headers, end_of_stream: bool) -> None:
         plugin: JwtAuthPlugin = self.plugin  # type: ignore[assignment]
         # Headers this filter vouches for must come from it, never from the client.
         for name in plugin.output_headers:

@@ -119,7 +119,9 @@ class Config:
         self._read.add(key)
         if key not in self.data:
             if default is REQUIRED:
-                raise self.error(key, f"missing: {_TYPE_NAMES[kind]} is required")
+                hint = _closest(key, [k for k in self.data if k not in self._read])
+                raise self.error(key, f"missing: {_TYPE_NAMES[kind]} is required"
+                                      + (f" (is {hint!r} a misspelling?)" if hint else ""))  # fmt: skip
             return default
         value = self.data[key]
         ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))

@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from typing import Any, ClassVar, Literal, TypeVar, overload
 
     T = TypeVar("T")
+    from collections.abc import Coroutine
+
+    # What a stream callback returns: an Action (None: CONTINUE), or, from an ``async def``
+    # callback, a coroutine whose result is one (the SDK pauses the stream while it waits).
+    Verdict = Action | None | Coroutine[Any, Any, Action | None]
 
     from . import tasks
     from .headers import HeaderValue
@@ -343,22 +348,22 @@ class HttpContext(Context):
 
     _local_reply_sent = False
 
-    def on_request_headers(self, headers: Headers, end_of_stream: bool) -> Action | None:
+    def on_request_headers(self, headers: Headers, end_of_stream: bool) -> Verdict:
         return Action.CONTINUE
 
-    def on_request_body(self, body: Body, end_of_stream: bool) -> Action | None:
+    def on_request_body(self, body: Body, end_of_stream: bool) -> Verdict:
         return Action.CONTINUE
 
-    def on_request_trailers(self, trailers: Headers) -> Action | None:
+    def on_request_trailers(self, trailers: Headers) -> Verdict:
         return Action.CONTINUE
 
-    def on_response_headers(self, headers: Headers, end_of_stream: bool) -> Action | None:
+    def on_response_headers(self, headers: Headers, end_of_stream: bool) -> Verdict:
         return Action.CONTINUE
 
-    def on_response_body(self, body: Body, end_of_stream: bool) -> Action | None:
+    def on_response_body(self, body: Body, end_of_stream: bool) -> Verdict:
         return Action.CONTINUE
 
-    def on_response_trailers(self, trailers: Headers) -> Action | None:
+    def on_response_trailers(self, trailers: Headers) -> Verdict:
         return Action.CONTINUE
 
     def on_log(self) -> None:
@@ -471,13 +476,13 @@ class HttpContext(Context):
 class StreamContext(Context):
     """One per L4 (TCP) connection of a network filter."""
 
-    def on_new_connection(self) -> Action | None:
+    def on_new_connection(self) -> Verdict:
         return Action.CONTINUE
 
-    def on_downstream_data(self, data: Body, end_of_stream: bool) -> Action | None:
+    def on_downstream_data(self, data: Body, end_of_stream: bool) -> Verdict:
         return Action.CONTINUE
 
-    def on_upstream_data(self, data: Body, end_of_stream: bool) -> Action | None:
+    def on_upstream_data(self, data: Body, end_of_stream: bool) -> Verdict:
         return Action.CONTINUE
 
     def on_downstream_close(self, peer: PeerType) -> None:

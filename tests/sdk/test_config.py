@@ -92,6 +92,14 @@ def test_errors_name_the_path_and_the_problem() -> None:
     assert problem(lambda: parsed({"s": ""}).string("s", non_empty=True)) == "s: must not be empty"
 
 
+def test_a_missing_required_key_points_at_a_misspelt_one() -> None:
+    config = parsed({"limt": 3, "other": 1})
+    assert (
+        problem(lambda: config.integer("limit")) == "limit: missing: an integer is required (is 'limt' a misspelling?)"
+    )
+    assert problem(lambda: parsed({}).integer("limit")) == "limit: missing: an integer is required"
+
+
 def test_done_refuses_an_unknown_key_and_suggests_a_misspelt_one() -> None:
     config = parsed({"hedaer": "x"})
     config.string("header", default="authorization")
