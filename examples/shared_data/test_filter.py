@@ -20,6 +20,8 @@ def host(proxywasm_host: Callable[..., Host], proxywasm_mode: str) -> Host:
 
 
 def test_every_worker_counts_in_the_same_value(host: Host) -> None:
+    # the key exists from VM start: no update has to create it (a create is not compare-and-swapped)
+    assert msgpack.unpackb(host.shared_data[b"shared_data_key"]) == 0
     for _ in range(4):
         assert host.request("GET", "/").status == 200
     assert [m for m in host.log_messages() if m.startswith("shared value: ")] == [

@@ -37,9 +37,27 @@ class SharedData:
     def set_value(self, key: str, value: Any, cas: int = 0) -> None:
         self.set(key, msgpack.packb(value), cas)
 
+    def setdefault(self, key: str, value: Any) -> Any:
+        """Write ``value`` (msgpack) under ``key`` unless the key exists; returns the value stored.
+
+        Call it from ``on_vm_start`` or ``on_configure`` for keys that :meth:`update` changes:
+        Envoy runs those first in the main thread's VM, before the workers start serving, so the
+        key exists before any worker updates it. (Envoy has no atomic create: a write to an absent
+        key ignores its CAS, so two VMs that both find a key absent and write it can lose one of
+        the two writes; proxy-wasm cpp-host ``SharedData::set``.)"""
+        found = self.get(key)
+        if found is not None:
+            return msgpack.unpackb(found[0])
+        self.set_value(key, value)
+        return value
+
     def update(self, key: str, change: Any, default: Any = None, attempts: int = 16) -> Any:
         """Apply ``change(old_value) -> new_value`` atomically (retrying on CAS conflicts);
-        returns the value written."""
+        returns the value written. Raises :class:`CasMismatch` after ``attempts`` conflicts.
+
+        Atomic once the key exists: create it first with :meth:`setdefault` in ``on_vm_start``
+        (when it is absent, ``default`` is changed and written without a CAS check, and two VMs
+        doing that at the same instant lose one update)."""
         for _ in range(attempts):
             old, cas = self.get_value(key, default)
             new = change(old)

@@ -40,7 +40,7 @@ def test_both_styles_answer_alike_in_envoy(variants: list[bench.Variant]) -> Non
         for variant in variants:
             variant.envoy, _ = bench.start_envoy(variant, upstream.port())
             try:
-                bench.check_same_work(variant, workload)  # /deny -> 403 through the callout
+                bench.check_same_work(variant, workload, upstream.port())  # /deny -> 403 through the callout
                 assert status_of(variant.envoy.url + "/", {"x-api-key": "k"}) == 200
                 lines = [m for m in variant.envoy.iter_wasm_messages() if m.level in ("error", "critical")]
                 assert lines == []
