@@ -404,8 +404,16 @@ class Host:
 
     def advance_time(self, ms: float) -> int:
         """Move the clock forward, running on the way every timer that falls due at its time: ticks,
-        callout timeouts. Returns how many timers ran."""
-        return self.envoy.advance(ms)
+        callout timeouts. After each, the event loop runs as it would before the clock moves on:
+        posted work, and the answers of clusters with a handler (so a callout a tick starts is
+        answered at once unless its handler answers ``SLOW``, and a slow one times out on the way).
+        Returns how many timers ran."""
+
+        def settle() -> None:
+            while self.pump():
+                pass
+
+        return self.envoy.advance(ms, settle)
 
     # -- the event loop -------------------------------------------------------------------------------------
     def pump(self) -> bool:

@@ -109,9 +109,10 @@ class Envoy:
             heapq.heappop(self._timers)
         return self._timers[0][0] if self._timers else None
 
-    def advance(self, ms: float) -> int:
+    def advance(self, ms: float, settle: Callable[[], None] | None = None) -> int:
         """Move both clocks forward by ``ms``, running each timer that falls due on the way at its
-        own time. Returns how many timers ran."""
+        own time, and ``settle`` (what the event loop runs without the clock moving: posted work,
+        callout answers) after each. Returns how many timers ran."""
         target = self.monotonic_ns + int(ms * 1_000_000)
         ran = 0
         while True:
@@ -122,6 +123,8 @@ class Envoy:
             self._move_to(max(due, self.monotonic_ns))
             timer.action()
             ran += 1
+            if settle is not None:
+                settle()
         self._move_to(target)
         return ran
 
