@@ -12,6 +12,7 @@ import wasmtime
 
 from proxywasm.abi import LogLevel
 
+from .emulator import http1
 from .emulator.attributes import normalize_path
 from .emulator.callouts import GrpcCallout, HttpCallout
 from .emulator.contexts import FAILURE_POLICIES, FailurePolicy, Plugin
@@ -510,7 +511,12 @@ class Host:
         sends the whole request at once, ``upstream`` answers what the router forwards (default: an
         echo), the event loop runs until the client has its response.
 
-        Raises :class:`StreamStalled` when the filter leaves the stream where Envoy would hang."""
+        Raises :class:`StreamStalled` when the filter leaves the stream where Envoy would hang.
+        A method Envoy's HTTP/1 codec does not accept (``BREW``, a lower-case ``get``) gets the
+        codec's 400 before any filter runs, as in Envoy."""
+        if method not in http1.METHODS:
+            headers = http1.codec_error_headers(self.envoy.time_ns)
+            return Response(400, headers, http1.CODEC_ERROR_BODY, details="http1.codec_error")
         stream = self.http_stream()
         data = body.encode() if isinstance(body, str) else body
         return stream.run(method, path, headers, data, trailers, upstream or echo_upstream, authority)

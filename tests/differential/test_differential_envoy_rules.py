@@ -188,6 +188,13 @@ def test_chunked_upload_hides_transfer_encoding(rules: Pair) -> None:
     check(rules, Call("POST", "/up", (("content-type", "text/plain"),), b"chunked body", chunked=True))
 
 
+def test_a_method_the_codec_does_not_know_is_refused_before_the_filter(rules: Pair) -> None:
+    # Envoy's HTTP/1 codec answers 400 itself (no stream, no filter callback, no upstream); the
+    # next request on a new connection goes through as usual. (Methods it knows beyond the usual ones,
+    # WebDAV's and MSEARCH, reach the filter: the harness's upstream serves only the usual ones.)
+    check(rules, Call("BREW"), Call("get"), Call("M-SEARCH"), Call("GET"))
+
+
 def test_chunked_upstream_answer(rules: Pair) -> None:
     # transfer-encoding is stripped from what the filter sees and written back after its headers.
     check(rules, Call("GET", "/", upstream=Reply(200, (("content-type", "text/plain"),), b"chunks", chunked=True)))
