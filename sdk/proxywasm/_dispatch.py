@@ -399,7 +399,7 @@ class Dispatcher:
 
     def on_done(self, context_id: int) -> bool:
         ctx = self.contexts.get(context_id)
-        if ctx is not None and ctx._streams is not None:
+        if ctx is not None and ctx._streams is not None and ctx._streams.tasks:
             tasks().close_all(ctx)  # the stream ends: waiting coroutines run their finally blocks
         try:
             return bool(getattr(ctx, "on_done")())  # noqa: B009 - every context kind defines it

@@ -156,7 +156,12 @@ class Task(Future["Any"]):
         direction: int | None = None,
         parent: Task | None = None,
     ) -> None:
-        super().__init__(context)
+        # Future.__init__'s fields, set here: one call less per callback coroutine
+        self._state = _PENDING
+        self._value = None
+        self._waiters = None
+        self._claimed = True
+        self.context = context
         self.coro = coro
         self.where = where  # e.g. "Auth.on_request_headers", for messages
         self.direction = direction  # StreamType of a stream callback's coroutine, else None
@@ -424,8 +429,12 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], where: str, directio
 def _end_descendants(state: StreamState, task: Task) -> None:
     """``task`` is done: close the coroutines it started with gather() that still run (their
     finally blocks run; their answers would find nobody waiting), and forget them."""
+    tasks = state.tasks
+    if len(tasks) == 1 and tasks[0] is task:  # the usual case: no gather() children
+        tasks.clear()
+        return
     ending = {id(task)}
-    for other in list(state.tasks):  # parents come before the coroutines they start
+    for other in list(tasks):  # parents come before the coroutines they start
         if other is task or (other.parent is not None and id(other.parent) in ending):
             ending.add(id(other))
             other.close()
