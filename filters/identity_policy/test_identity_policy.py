@@ -1,6 +1,7 @@
-"""identity_policy in the local host, natively and as the built module. The host serves no TLS
-connections: the connection attributes Envoy derives from the peer certificate are set as property
-overrides (``connection.mtls``, ``connection.uri_san_peer_certificate``); tests/filters has the
+"""identity_policy in the local host, natively and as the built module. Most tests set the two
+attributes the filter reads as property overrides (``connection.mtls``,
+``connection.uri_san_peer_certificate``); ``test_a_tls_connection_from_the_host`` uses the host's
+``Tls`` connections, whose attributes tests/filters checks against Envoy's. tests/filters has the
 real mTLS runs."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from proxywasm_host import ConfigureError, Host, Response, Route
+from proxywasm_host import ConfigureError, Host, Response, Route, Tls
 from proxywasm_host.pytest_plugin import HostFactory
 
 FILTER = Path(__file__).parent / "filter.py"
@@ -186,3 +187,13 @@ def test_pattern_matching() -> None:
     assert not match("spiffe://*/ns/x/sa/y", "spiffe://a/b/ns/x/sa/y")
     assert match("spiffe://td/ns/*a*/sa/b", "spiffe://td/ns/banana/sa/b")  # backtracking within a segment
     assert match("**/sa/admin", "spiffe://td/ns/x/sa/admin")
+
+
+def test_a_tls_connection_from_the_host(load: Load) -> None:
+    host = load()
+    frontend = Tls(peer_uri_sans=(FRONTEND,), peer_subject="CN=frontend")
+    allowed = host.request("GET", "/api/items", tls=frontend)
+    assert allowed.status == 200
+    assert allowed.upstream_request is not None and allowed.upstream_request.header("x-peer-identity") == FRONTEND
+    assert refused(host.request("GET", "/api/items", tls=Tls()))  # TLS without a client certificate
+    assert refused(host.request("GET", "/api/items"))  # plaintext

@@ -31,7 +31,7 @@ from .errors import (
     WasmTrap,
 )
 from .host import ClusterHandler, Host, RawAccess
-from .messages import CUT_OFF, RESET, SLOW, UNREACHABLE, GrpcReply, Request, Response, Route
+from .messages import CUT_OFF, RESET, SLOW, UNREACHABLE, GrpcReply, Request, Response, Route, Tls
 
 __all__ = [
     "CUT_OFF",
@@ -65,6 +65,7 @@ __all__ = [
     "Status",
     "StreamStalled",
     "StreamType",
+    "Tls",
     "VmFailed",
     "WasmTrap",
     "echo_upstream",

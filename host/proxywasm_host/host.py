@@ -23,7 +23,7 @@ from .emulator.network import Connection
 from .emulator.process import Envoy, ForeignFunction
 from .emulator.vm import Vm
 from .errors import ConfigureError, LoadError, WasmTrap
-from .messages import CUT_OFF, RESET, SLOW, UNREACHABLE, GrpcReply, Request, Response, Route, pairs_of, to_response
+from .messages import CUT_OFF, RESET, SLOW, UNREACHABLE, GrpcReply, Request, Response, Route, Tls, pairs_of, to_response
 from .native.guest import NativeGuest
 from .wasm.guest import WasmGuest
 from .wasm.memory import GuestMemory
@@ -479,14 +479,17 @@ class Host:
         return True
 
     # -- streams --------------------------------------------------------------------------------------------
-    def http_stream(self, *, source: str = "127.0.0.1:54321", destination: str = "127.0.0.1:10000") -> HttpStream:
-        """A new HTTP stream on the next worker, to drive step by step."""
+    def http_stream(
+        self, *, source: str = "127.0.0.1:54321", destination: str = "127.0.0.1:10000", tls: Tls | None = None
+    ) -> HttpStream:
+        """A new HTTP stream on the next worker, to drive step by step. ``tls``: the downstream
+        connection is TLS (mTLS with a client certificate), see :class:`Tls`."""
         instance = self._take_worker()
         vm = instance.vm
         skip = vm.failed and self.plugin.fail_open  # FAIL_OPEN: Envoy leaves the filter out
         return HttpStream(vm, vm.contexts[instance.root_id], source=source, destination=destination,
                           buffer_limit=self._buffer_limit, request_trailers=self._request_trailers, skip_filter=skip,
-                          pump=self.pump, wait=self.wait, routes=self._routes)  # fmt: skip
+                          pump=self.pump, wait=self.wait, routes=self._routes, tls=tls)  # fmt: skip
 
     def connection(self, *, source: str = "127.0.0.1:54321", destination: str = "127.0.0.1:10000") -> Connection:
         """A new L4 connection through the plugin's network filter."""
@@ -506,6 +509,7 @@ class Host:
         trailers: HeaderInput | None = None,
         upstream: UpstreamHandler | None = None,
         authority: str = "example.com",
+        tls: Tls | None = None,
     ) -> Response:
         """One HTTP/1 exchange through the filter, as Envoy's connection manager runs it: the client
         sends the whole request at once, ``upstream`` answers what the router forwards (default: an
@@ -517,7 +521,7 @@ class Host:
         if method not in http1.METHODS:
             headers = http1.codec_error_headers(self.envoy.time_ns)
             return Response(400, headers, http1.CODEC_ERROR_BODY, details="http1.codec_error")
-        stream = self.http_stream()
+        stream = self.http_stream(tls=tls)
         data = body.encode() if isinstance(body, str) else body
         return stream.run(method, path, headers, data, trailers, upstream or echo_upstream, authority)
 

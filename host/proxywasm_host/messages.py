@@ -56,6 +56,47 @@ class Route:
     metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Tls:
+    """The downstream connection is TLS, with a client certificate when ``peer_uri_sans``,
+    ``peer_dns_sans`` or ``peer_subject`` are given (mTLS). The filter sees Envoy 1.40's
+    ``connection.*`` attributes: ``mtls`` (true only with a client certificate),
+    ``uri_san_peer_certificate`` / ``dns_san_peer_certificate`` (the first SAN of that kind;
+    NOT_FOUND when the certificate has none), ``subject_peer_certificate`` (``CN=frontend``),
+    ``sha256_peer_certificate_digest`` (hex), ``tls_version`` and the listener certificate's
+    ``subject_local_certificate`` / ``dns_san_local_certificate`` (as read in Envoy by
+    tests/filters/test_identity_policy_envoy.py's TLS listener)."""
+
+    peer_uri_sans: tuple[str, ...] = ()
+    peer_dns_sans: tuple[str, ...] = ()
+    peer_subject: str = ""
+    peer_sha256_digest: str = ""
+    version: str = "TLSv1.3"
+    local_subject: str = "CN=localhost"
+    local_dns_sans: tuple[str, ...] = ("localhost",)
+
+    @property
+    def mtls(self) -> bool:
+        return bool(self.peer_uri_sans or self.peer_dns_sans or self.peer_subject)
+
+    def attributes(self) -> dict[str, Any]:
+        """``connection.*`` as Envoy serves them on this connection."""
+        out: dict[str, Any] = {"mtls": self.mtls, "tls_version": self.version, "requested_server_name": ""}
+        if self.local_subject:
+            out["subject_local_certificate"] = self.local_subject
+        if self.local_dns_sans:
+            out["dns_san_local_certificate"] = self.local_dns_sans[0]
+        out["subject_peer_certificate"] = self.peer_subject  # "" without a client certificate, as Envoy
+        if self.mtls:
+            if self.peer_uri_sans:
+                out["uri_san_peer_certificate"] = self.peer_uri_sans[0]
+            if self.peer_dns_sans:
+                out["dns_san_peer_certificate"] = self.peer_dns_sans[0]
+            if self.peer_sha256_digest:
+                out["sha256_peer_certificate_digest"] = self.peer_sha256_digest
+        return out
+
+
 @dataclass
 class Response:
     """A response from an upstream/callout handler, or the one the downstream client got."""

@@ -170,3 +170,74 @@ def test_metrics_and_no_errors(envoy: Envoy) -> None:
     assert series[("deny", "no_mtls")] >= 2
     assert series[("allow", "checkout")] >= 1
     assert not wasm_errors(envoy)
+
+
+TLS_ECHO = """
+import proxywasm
+from proxywasm import HttpContext, properties
+
+NAMES = ("mtls", "uri_san_peer_certificate", "dns_san_peer_certificate", "subject_peer_certificate",
+         "sha256_peer_certificate_digest", "tls_version", "subject_local_certificate",
+         "dns_san_local_certificate", "requested_server_name")
+
+
+@proxywasm.register
+class Echo(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        for name in NAMES:
+            value = properties.get("connection", name)
+            headers["x-" + name.replace("_", "-")] = "<none>" if value is None else value.hex()
+"""
+
+
+def test_the_host_serves_the_tls_attributes_envoy_serves(
+    certs: Path, backend: UpstreamServer, build_filter: Any
+) -> None:
+    """The same listeners with a filter that copies every connection.* attribute into request
+    headers: what Envoy serves over mTLS, TLS without a client certificate and plaintext equals
+    what the host serves for Tls(...) built from the same certificates, and for no Tls (and so do
+    the connection manager's x-forwarded-proto and the filter-added headers)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from proxywasm_host import Host, Tls
+
+    echo = build_filter(TLS_ECHO)
+
+    def use_echo(config: dict[str, Any]) -> None:
+        with_test_listeners(certs)(config)
+        for listener in config["static_resources"]["listeners"]:
+            for node in _walk_dicts(listener):
+                if node.get("name") == "envoy.filters.http.wasm":
+                    plugin = node["typed_config"]["config"]
+                    plugin["vm_config"]["code"]["local"]["filename"] = str(echo)
+                    plugin.pop("configuration", None)
+
+    def attributes(headers: Any) -> dict[str, str | None]:
+        return {k: v for k, v in headers if k.startswith("x-") and k != "x-request-id" and not k.startswith("x-env")}
+
+    config = envoy_config("identity_policy", clusters={"backend": backend.port}, change=use_echo)
+    cert = x509.load_pem_x509_certificate((certs / "frontend.pem").read_bytes())
+    host = Host.load(echo)
+    digest = cert.fingerprint(hashes.SHA256()).hex()
+    frontend = Tls(peer_uri_sans=("spiffe://cluster.local/ns/web/sa/frontend",),
+                   peer_subject=cert.subject.rfc4514_string(), peer_sha256_digest=digest)  # fmt: skip
+    cases = [("main", "frontend", frontend), ("tls_without_client_certificate", None, Tls()), ("plaintext", None, None)]
+    with Envoy(config) as proxy:
+        for listener, client, tls in cases:
+            backend.clear()
+            assert request(proxy, certs, client, "GET", "/", listener=listener)[0] == 200
+            in_envoy = attributes(backend.requests[-1].headers)
+            upstream = host.request("GET", "/", tls=tls).upstream_request
+            assert upstream is not None
+            assert attributes(upstream.headers) == in_envoy, listener
+
+
+def _walk_dicts(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk_dicts(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk_dicts(value)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from proxywasm.abi import Action, StreamType
 
 from ..errors import StreamStalled
-from ..messages import Request, Response, Route, pairs_of, to_response
+from ..messages import Request, Response, Route, Tls, pairs_of, to_response
 from . import http1
 from .attributes import metadata_message
 from .filter_manager import DEFAULT_BUFFER_LIMIT, FilterManager
@@ -144,9 +144,11 @@ class HttpStream:
         pump: Callable[[], bool] | None = None,
         wait: Callable[[float], bool] | None = None,
         routes: Sequence[Route] = (),
+        tls: Tls | None = None,
     ) -> None:
         self._vm = vm
         self._routes = routes
+        self._tls = tls
         self._route: Route | None = None
         self._pump = pump
         self._wait = wait
@@ -293,6 +295,7 @@ class HttpStream:
         message = http1.request_message(
             method, path, authority, HeaderMap(headers), data,
             HeaderMap(trailers) if trailers is not None else None, trailers_enabled=self._trailers_enabled,
+            scheme="https" if self._tls is not None else "http",
         )  # fmt: skip
         self._method = method
         manager = self._manager
@@ -445,7 +448,7 @@ class HttpStream:
             "response": response,
             "source": {"address": self.source, "port": int(src_port or 0)},
             "destination": {"address": self.destination, "port": int(dst_port or 0)},
-            "connection": {"id": 1, "mtls": False, "requested_server_name": ""},
+            "connection": {"id": 1, **(self._tls.attributes() if self._tls else _PLAINTEXT)},
             "xds": self._route_attributes(),
         }
         if self._router.sent_headers is not None:
@@ -466,6 +469,7 @@ class HttpStream:
 
 
 _CATCH_ALL = Route("/")
+_PLAINTEXT = {"mtls": False, "requested_server_name": ""}
 
 
 def _b(data: bytes | str) -> bytes:

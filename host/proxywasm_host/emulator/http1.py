@@ -85,10 +85,12 @@ def request_message(
     trailers: HeaderMap | None,
     *,
     trailers_enabled: bool = False,
+    scheme: str = "http",
 ) -> Message:
     """What the downstream codec and the connection manager hand to the first filter. ``headers``
-    are the client's own (a ``host`` header stands for ``:authority``)."""
-    req = HeaderMap([(":authority", authority), (":path", path), (":method", method), (":scheme", "http")])
+    are the client's own (a ``host`` header stands for ``:authority``); ``scheme`` is ``https`` on
+    a TLS connection (``:scheme`` and ``x-forwarded-proto``)."""
+    req = HeaderMap([(":authority", authority), (":path", path), (":method", method), (":scheme", scheme)])
     chunked = False
     for k, v in headers.pairs():
         if k == b"host":
@@ -105,7 +107,7 @@ def request_message(
         chunked = True  # only a chunked body can carry trailers
         req.remove(b"content-length")
     if req.get(b"x-forwarded-proto") is None:
-        req.add(b"x-forwarded-proto", b"http")
+        req.add(b"x-forwarded-proto", scheme)
     if req.get(b"x-request-id") is None:
         req.add(b"x-request-id", str(uuid.UUID(int=random.getrandbits(128), version=4)))
     delivered = trailers if (trailers is not None and trailers_enabled) else None
