@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from filters_support import FILTERS, envoy_config, prometheus, wasm_errors
 
+from proxywasm_build.cache import build_cached
 from proxywasm_build.envoy import Envoy
 from proxywasm_build.upstream import UpstreamServer
 
@@ -172,27 +173,10 @@ def test_metrics_and_no_errors(envoy: Envoy) -> None:
     assert not wasm_errors(envoy)
 
 
-TLS_ECHO = """
-import proxywasm
-from proxywasm import HttpContext, properties
-
-NAMES = ("mtls", "uri_san_peer_certificate", "dns_san_peer_certificate", "subject_peer_certificate",
-         "sha256_peer_certificate_digest", "tls_version", "subject_local_certificate",
-         "dns_san_local_certificate", "requested_server_name")
+TLS_ECHO = Path(__file__).parent / "tls_echo_filter.py"
 
 
-@proxywasm.register
-class Echo(HttpContext):
-    def on_request_headers(self, headers, end_of_stream):
-        for name in NAMES:
-            value = properties.get("connection", name)
-            headers["x-" + name.replace("_", "-")] = "<none>" if value is None else value.hex()
-"""
-
-
-def test_the_host_serves_the_tls_attributes_envoy_serves(
-    certs: Path, backend: UpstreamServer, build_filter: Any
-) -> None:
+def test_the_host_serves_the_tls_attributes_envoy_serves(certs: Path, backend: UpstreamServer) -> None:
     """The same listeners with a filter that copies every connection.* attribute into request
     headers: what Envoy serves over mTLS, TLS without a client certificate and plaintext equals
     what the host serves for Tls(...) built from the same certificates, and for no Tls (and so do
@@ -202,7 +186,7 @@ def test_the_host_serves_the_tls_attributes_envoy_serves(
 
     from proxywasm_host import Host, Tls
 
-    echo = build_filter(TLS_ECHO)
+    echo = build_cached(TLS_ECHO)
 
     def use_echo(config: dict[str, Any]) -> None:
         with_test_listeners(certs)(config)

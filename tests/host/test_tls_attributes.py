@@ -12,31 +12,15 @@ import pytest
 from proxywasm_host import Tls
 from proxywasm_host.pytest_plugin import HostFactory
 
-FILTER = """
-import proxywasm
-from proxywasm import HttpContext, properties
-
-NAMES = ("mtls", "uri_san_peer_certificate", "dns_san_peer_certificate", "subject_peer_certificate",
-         "sha256_peer_certificate_digest", "tls_version", "subject_local_certificate",
-         "dns_san_local_certificate", "requested_server_name")
-
-
-@proxywasm.register
-class Echo(HttpContext):
-    def on_request_headers(self, headers, end_of_stream):
-        for name in NAMES:
-            value = properties.get("connection", name)
-            headers["x-" + name.replace("_", "-")] = "<none>" if value is None else value.hex()
-"""
+FILTER = Path(__file__).resolve().parents[1] / "filters" / "tls_echo_filter.py"
 
 FRONTEND = Tls(peer_uri_sans=("spiffe://cluster.local/ns/web/sa/frontend",), peer_subject="CN=frontend",
                peer_sha256_digest="ab" * 32)  # fmt: skip
 
 
 @pytest.fixture
-def source(tmp_path: Path) -> Path:
-    (tmp_path / "filter.py").write_text(FILTER)
-    return tmp_path / "filter.py"
+def source() -> Path:
+    return FILTER
 
 
 def seen(response: object, name: str) -> bytes | None:
