@@ -49,22 +49,6 @@ ATTEMPT_HEADER = "x-envoy-attempt-count"  # set by the caller's router (include_
 NS_PER_MS = 1_000_000
 
 
-def parse_duration_ms(config: Config, key: str, default: Any) -> Any:
-    """A duration as Envoy writes it in JSON ("1s", "0.5s"), or in milliseconds ("250ms")."""
-    text = config.string(key, default)
-    if text is None:
-        return None
-    scale = 1 if text.endswith("ms") else 1000
-    number = text[:-2] if text.endswith("ms") else text[:-1] if text.endswith("s") else None
-    try:
-        value = float(number) if number is not None else -1.0
-    except ValueError:
-        value = -1.0
-    if value < 0 or value != value:  # negative, unparsable or NaN
-        raise config.error(key, f'must be a duration such as "1s" or "250ms", not {text!r}')
-    return int(value * scale)
-
-
 def draw(percentage: float) -> bool:
     """True for ``percentage`` % of calls (0-100, steps of 0.0001%), from Envoy's random source."""
     if percentage >= 100:
@@ -118,9 +102,9 @@ class Faults:
             self.delay_header = delay.boolean("header_delay", False)
             if self.delay_header and "fixed_delay" in delay:
                 raise ConfigError(delay.path, "give fixed_delay or header_delay, not both")
-            self.delay_ms = parse_duration_ms(delay, "fixed_delay", None)
+            self.delay_ms = delay.duration("fixed_delay", None)
             self.delay_percentage = delay.number("percentage", 100.0, minimum=0, maximum=100)
-            self.max_delay_ms = parse_duration_ms(delay, "max_delay", "60s")
+            self.max_delay_ms = delay.duration("max_delay", "60s")
             delay.done()  # first: a misspelt fixed_delay is reported as such, not as missing
             if self.delay_ms is None and not self.delay_header:
                 raise delay.error("fixed_delay", "missing: a duration is required (or header_delay: true)")
@@ -221,7 +205,7 @@ class FaultInjectionPlugin(PluginContext):
         config = proxywasm.config.parse(configuration)
         faults = Faults(config)
         self.max_active_faults: int = config.integer("max_active_faults", 1000, minimum=0)
-        self.tick_ms: int = max(parse_duration_ms(config, "tick_interval", "10ms"), 1)
+        self.tick_ms: int = max(config.duration("tick_interval", "10ms"), 1)
         config.done()
         self.faults = faults
         self.route_faults.clear()

@@ -44,20 +44,6 @@ MISSING = ("shared", "allow", "deny")
 NS_PER_S = 1_000_000_000
 
 
-def parse_duration_ns(config: Config, key: str, default: str) -> int:
-    """A duration as Envoy writes it in JSON ("1s", "0.5s"), or in milliseconds ("250ms")."""
-    text = config.string(key, default)
-    scale = 1_000_000 if text.endswith("ms") else NS_PER_S
-    number = text[:-2] if text.endswith("ms") else text[:-1] if text.endswith("s") else None
-    try:
-        value = float(number) if number is not None else -1.0
-    except ValueError:
-        value = -1.0
-    if value <= 0 or value != value:  # negative, zero, unparsable or NaN
-        raise config.error(key, f'must be a positive duration such as "1s" or "250ms", not {text!r}')
-    return int(value * scale)
-
-
 class Limit:
     """One descriptor's limit: what keys the bucket and how full it may get."""
 
@@ -74,7 +60,7 @@ class Limit:
             bucket = config.object("token_bucket")
             self.max_tokens: int = bucket.integer("max_tokens", minimum=1)
             self.tokens_per_fill: int = bucket.integer("tokens_per_fill", 1, minimum=1)
-            self.fill_interval_ns: int = parse_duration_ns(bucket, "fill_interval", "1s")
+            self.fill_interval_ns: int = bucket.duration("fill_interval", "1s", unit="ns", positive=True)
             bucket.done()
         else:
             self.max_tokens, self.tokens_per_fill = inherit.max_tokens, inherit.tokens_per_fill
@@ -204,7 +190,7 @@ class RateLimitPlugin(PluginContext):
         self.status: int = config.integer("status", 429, minimum=400, maximum=599)
         self.body: str = config.string("body", "rate limited\n")
         self.failure_mode_deny: bool = config.boolean("failure_mode_deny", False)
-        sweep_ns = parse_duration_ns(config, "sweep_interval", "10s")
+        sweep_ns = config.duration("sweep_interval", "10s", unit="ns", positive=True)
         config.done()
         self.limit = limit
         self.route_limits.clear()

@@ -172,6 +172,25 @@ class Config:
         if maximum is not None and value > maximum:
             raise self.error(key, f"must be at most {maximum}, not {value}")
 
+    def duration(self, key: str, default: Any = REQUIRED, *, unit: str = "ms", positive: bool = False) -> Any:
+        """A duration as Envoy writes one in JSON (``"1s"``, ``"0.5s"``) or in milliseconds
+        (``"250ms"``), as an int of ``unit`` (``"ms"`` or ``"ns"``, rounded down); ``default`` is
+        such a string (or None, returned as is). ``positive`` refuses zero too."""
+        text = self.string(key, default)
+        if text is None:
+            return None
+        millis = text.endswith("ms")
+        scale = (1 if millis else 1000) if unit == "ms" else (1_000_000 if millis else 1_000_000_000)
+        number = text[:-2] if millis else text[:-1] if text.endswith("s") else None
+        try:
+            value = float(number) if number is not None else -1.0
+        except ValueError:
+            value = -1.0
+        if value < 0 or (positive and value == 0) or value != value:  # negative, (zero), unparsable or NaN
+            kind = "a positive duration" if positive else "a duration"
+            raise self.error(key, f'must be {kind} such as "1s" or "250ms", not {text!r}')
+        return int(value * scale)
+
     def boolean(self, key: str, default: Any = REQUIRED) -> Any:
         """``true`` or ``false``."""
         return self._get(key, bool, default)

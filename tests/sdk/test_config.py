@@ -100,6 +100,19 @@ def test_a_missing_required_key_points_at_a_misspelt_one() -> None:
     assert problem(lambda: parsed({}).integer("limit")) == "limit: missing: an integer is required"
 
 
+def test_durations_as_envoy_writes_them() -> None:
+    config = parsed({"a": "1.5s", "b": "250ms", "c": "0s", "d": "soon", "e": "-1s"})
+    assert config.duration("a") == 1500 and config.duration("b") == 250
+    assert config.duration("a", unit="ns") == 1_500_000_000 and config.duration("b", unit="ns") == 250_000_000
+    assert config.duration("c") == 0 and config.duration("absent", None) is None
+    assert config.duration("absent", "10ms") == 10
+    assert problem(lambda: config.duration("d")) == """d: must be a duration such as "1s" or "250ms", not 'soon'"""
+    assert problem(lambda: config.duration("e")) == """e: must be a duration such as "1s" or "250ms", not '-1s'"""
+    assert problem(lambda: config.duration("c", positive=True)) == (
+        """c: must be a positive duration such as "1s" or "250ms", not '0s'"""
+    )
+
+
 def test_done_refuses_an_unknown_key_and_suggests_a_misspelt_one() -> None:
     config = parsed({"hedaer": "x"})
     config.string("header", default="authorization")
