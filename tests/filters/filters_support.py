@@ -1,5 +1,6 @@
 """Helpers for the real-Envoy tests of filters/: each filter's own envoy.yaml, made runnable beside
-other tests, and plain HTTP requests on fresh connections."""
+other tests (``envoy_config``; ``filter_config`` for configs whose clusters lead back into the same
+Envoy), plain HTTP requests on fresh connections, Prometheus series, the filter's error lines."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
 from proxywasm_build.cache import build_cached
-from proxywasm_build.envoy import Envoy
+from proxywasm_build.envoy import Envoy, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FILTERS = ROOT / "filters"
@@ -84,6 +85,38 @@ def envoy_config(
     return config
 
 
+def filter_config(name: str, upstreams: Mapping[str, int]) -> dict[str, Any]:
+    """filters/<name>/envoy.yaml made runnable here: the admin and the listeners clients use bind
+    port 0; a listener a cluster targets (a second hop inside the same Envoy) gets a free port and
+    the cluster follows it; every other cluster is pointed at ``upstreams[cluster name]`` (or
+    ``upstreams["*"]``); ``filter.wasm`` becomes the built module."""
+    config: dict[str, Any] = yaml.safe_load((FILTERS / name / "envoy.yaml").read_text())
+    config["admin"] = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}}
+    resources = config["static_resources"]
+    listeners = {item["address"]["socket_address"]["port_value"]: item for item in resources["listeners"]}
+    moved: dict[int, int] = {}
+    for cluster in resources.get("clusters", []):
+        for node in _walk(cluster.get("load_assignment", {})):
+            address = node.get("socket_address")
+            if not isinstance(address, dict):
+                continue
+            if address["port_value"] in listeners:
+                port = moved.setdefault(address["port_value"], free_port())
+            else:
+                port = upstreams.get(cluster["name"], upstreams.get("*", 0))
+                if not port:
+                    raise KeyError(f"no upstream given for cluster {cluster['name']!r}")
+            address.update(address="127.0.0.1", port_value=port)
+    for port, listener in listeners.items():
+        listener["address"]["socket_address"].update(address="127.0.0.1", port_value=moved.get(port, 0))
+    wasm = filter_wasm(name)
+    for node in _walk(config):
+        local = node.get("local")
+        if isinstance(local, dict) and str(local.get("filename", "")).endswith(".wasm"):
+            local["filename"] = str(wasm)
+    return config
+
+
 @dataclass
 class Reply:
     status: int
@@ -114,7 +147,7 @@ def http(
         conn.close()
 
 
-def wait_until(check: Callable[[], T | None], timeout_s: float, what: str) -> T:
+def wait_until(check: Callable[[], T | None], timeout_s: float = 10.0, what: str = "condition") -> T:
     """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from filters_envoy_support import Reply, filter_config, http, stats_tags_match_the_build, wasm_errors
+from filters_support import Reply, filter_config, http, wasm_errors
 
 from proxywasm_build.envoy import Envoy
 from proxywasm_build.upstream import UpstreamServer
@@ -123,7 +123,3 @@ def test_prometheus_counts_by_variant_and_reason(envoy: Envoy) -> None:
     assert counts['canary_requests_total{variant="canary",reason="header"}'] >= 2
     assert counts['canary_requests_total{variant="canary",reason="node"}'] >= 1
     assert counts['canary_requests_total{variant="stable",reason="default"}'] >= 1000 - split
-
-
-def test_envoy_yaml_carries_the_stats_tags_the_build_emits() -> None:
-    stats_tags_match_the_build("canary")

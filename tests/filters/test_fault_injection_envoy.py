@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from filters_envoy_support import filter_config, http, stats_tags_match_the_build, wait_until, wasm_errors
+from filters_support import filter_config, http, wait_until, wasm_errors
 
 from proxywasm_build.envoy import Envoy
 from proxywasm_build.upstream import UpstreamServer
@@ -167,7 +167,3 @@ def test_prometheus_shows_the_labelled_series(envoy: Envoy) -> None:
         "fault_injection_active_delays{}",  # Envoy writes the braces for a stat without tags
     ):
         assert name in names, sorted(names)
-
-
-def test_envoy_yaml_carries_the_stats_tags_the_build_emits() -> None:
-    stats_tags_match_the_build("fault_injection")

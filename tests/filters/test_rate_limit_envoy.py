@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from filters_envoy_support import Reply, filter_config, http, stats_tags_match_the_build, wait_until, wasm_errors
+from filters_support import Reply, filter_config, http, wait_until, wasm_errors
 
 from proxywasm_build.envoy import Envoy
 from proxywasm_build.upstream import UpstreamServer
@@ -127,7 +127,3 @@ def test_prometheus_shows_the_labelled_series(envoy: Envoy) -> None:
         'rate_limit_contention_total{descriptor="api_key"}',
     ):
         assert name in series, sorted(series)
-
-
-def test_envoy_yaml_carries_the_stats_tags_the_build_emits() -> None:
-    stats_tags_match_the_build("rate_limit")

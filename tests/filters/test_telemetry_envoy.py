@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from filters_envoy_support import filter_config, http, stats_tags_match_the_build, wait_until, wasm_errors
+from filters_support import filter_config, http, wait_until, wasm_errors
 
 from proxywasm_build.envoy import Envoy
 from proxywasm_build.upstream import Response, UpstreamServer
@@ -109,7 +109,3 @@ def test_the_access_log_line_carries_envoys_request_id(envoy: Envoy, upstream: U
     envoy.wait_for_log(r"telemetry: GET /teapot 418 ")
     assert "telemetry: GET /health" not in envoy.logs()  # log off by its route metadata
     assert wasm_errors(envoy) == []
-
-
-def test_envoy_yaml_carries_the_stats_tags_the_build_emits() -> None:
-    stats_tags_match_the_build("telemetry")
