@@ -27,19 +27,20 @@ def filter_wasm(name: str) -> Path:
     return Path(build_cached(FILTERS / name / "filter.py"))
 
 
-def _walk(node: Any) -> Iterator[dict[str, Any]]:
+def walk(node: Any) -> Iterator[dict[str, Any]]:
+    """Every dict in a parsed YAML/JSON tree, parents first."""
     if isinstance(node, dict):
         yield node
         for value in node.values():
-            yield from _walk(value)
+            yield from walk(value)
     elif isinstance(node, list):
         for value in node:
-            yield from _walk(value)
+            yield from walk(value)
 
 
 def wasm_config(config: dict[str, Any]) -> dict[str, Any]:
     """The PluginConfig (``config`` of the envoy.filters.http.wasm filter) of a bootstrap."""
-    found = [node["typed_config"]["config"] for node in _walk(config) if node.get("name") == "envoy.filters.http.wasm"]
+    found = [node["typed_config"]["config"] for node in walk(config) if node.get("name") == "envoy.filters.http.wasm"]
     assert len(found) == 1, f"expected one Wasm HTTP filter, found {len(found)}"
     plugin: dict[str, Any] = found[0]
     return plugin
@@ -69,7 +70,7 @@ def envoy_config(
         listener["address"]["socket_address"].update(address="127.0.0.1", port_value=0)
     for cluster in resources["clusters"]:
         assert cluster["name"] in clusters, f"{name}/envoy.yaml: no port given for cluster {cluster['name']!r}"
-        for node in _walk(cluster["load_assignment"]):
+        for node in walk(cluster["load_assignment"]):
             if isinstance(node.get("socket_address"), dict):
                 node["socket_address"].update(address="127.0.0.1", port_value=clusters[cluster["name"]])
     wasm = filter_wasm(name)
@@ -96,7 +97,7 @@ def filter_config(name: str, upstreams: Mapping[str, int]) -> dict[str, Any]:
     listeners = {item["address"]["socket_address"]["port_value"]: item for item in resources["listeners"]}
     moved: dict[int, int] = {}
     for cluster in resources.get("clusters", []):
-        for node in _walk(cluster.get("load_assignment", {})):
+        for node in walk(cluster.get("load_assignment", {})):
             address = node.get("socket_address")
             if not isinstance(address, dict):
                 continue
@@ -110,7 +111,7 @@ def filter_config(name: str, upstreams: Mapping[str, int]) -> dict[str, Any]:
     for port, listener in listeners.items():
         listener["address"]["socket_address"].update(address="127.0.0.1", port_value=moved.get(port, 0))
     wasm = filter_wasm(name)
-    for node in _walk(config):
+    for node in walk(config):
         local = node.get("local")
         if isinstance(local, dict) and str(local.get("filename", "")).endswith(".wasm"):
             local["filename"] = str(wasm)

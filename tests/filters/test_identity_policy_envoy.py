@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from filters_support import FILTERS, envoy_config, prometheus, wasm_errors
+from filters_support import FILTERS, envoy_config, prometheus, walk, wasm_errors
 
 from proxywasm_build.cache import build_cached
 from proxywasm_build.envoy import Envoy
@@ -59,14 +59,7 @@ def with_test_listeners(certs: Path) -> Any:
 
 
 def _filenames(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        if isinstance(node.get("filename"), str) and "/certs/" in node["filename"]:
-            yield node
-        for value in node.values():
-            yield from _filenames(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _filenames(value)
+    return (n for n in walk(node) if isinstance(n.get("filename"), str) and "/certs/" in n["filename"])
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +184,7 @@ def test_the_host_serves_the_tls_attributes_envoy_serves(certs: Path, backend: U
     def use_echo(config: dict[str, Any]) -> None:
         with_test_listeners(certs)(config)
         for listener in config["static_resources"]["listeners"]:
-            for node in _walk_dicts(listener):
+            for node in walk(listener):
                 if node.get("name") == "envoy.filters.http.wasm":
                     plugin = node["typed_config"]["config"]
                     plugin["vm_config"]["code"]["local"]["filename"] = str(echo)
@@ -215,13 +208,3 @@ def test_the_host_serves_the_tls_attributes_envoy_serves(certs: Path, backend: U
             upstream = host.request("GET", "/", tls=tls).upstream_request
             assert upstream is not None
             assert attributes(upstream.headers) == in_envoy, listener
-
-
-def _walk_dicts(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk_dicts(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk_dicts(value)
