@@ -11,115 +11,16 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from proxywasm_build.cache import build_cached
 from proxywasm_build.envoy import Envoy, EnvoyError, WasmPlugin, http_bootstrap, tcp_bootstrap
 from proxywasm_build.upstream import UpstreamServer
 
-FILTER = """
-import itertools
-import json
-import re
-import time
-
-import proxywasm
-from proxywasm import Action, BudgetExceeded, FailurePolicy, HttpContext, PluginContext, StreamContext
-
-
-def spin(ms):
-    end = time.monotonic_ns() + ms * 1_000_000
-    while time.monotonic_ns() < end:
-        pass
-
-
-class Filter(HttpContext):
-    def on_request_headers(self, headers, end_of_stream):
-        path = headers[":path"]
-        if path.startswith("/in/"):  # /in/<root id>/<what>: only that plugin does it
-            _, _, root, path = path.split("/", 3)
-            if root != self.plugin.root_id:
-                return Action.CONTINUE
-            path = "/" + path
-        if path == "/loop":
-            while True:
-                pass
-        if path == "/catch":
-            while True:
-                try:
-                    while True:
-                        pass
-                except BudgetExceeded:
-                    pass
-        if path == "/bare":
-            while True:
-                try:
-                    continue
-                except:  # noqa: E722
-                    continue
-        if path == "/regex":
-            re.match(r"(a+)+$", "a" * 40 + "!")
-        if path.startswith("/spin/"):
-            spin(int(path[6:]))
-        if path == "/callout":
-            self.http_call("upstream", self.on_answer, path="/answer")
-            return Action.PAUSE
-        if path == "/endless-headers":  # the SDK's own loop over them never ends
-            self.send_response(200, "never", itertools.repeat(("x-a", "b")))
-        headers["x-filtered"] = "yes"
-        return Action.CONTINUE
-
-    def on_answer(self, response):
-        while True:
-            pass
-
-
-class Plugin(PluginContext):
-    http_context = Filter
-
-    def on_configure(self, configuration):
-        config = json.loads(configuration or b"{}")
-        if config.get("policy") == "open":
-            self.failure_policy = FailurePolicy.FAIL_OPEN
-        if config.get("loop_in_configure"):
-            while True:
-                pass
-        if config.get("tick_ms"):
-            self.set_tick_period(config["tick_ms"])
-        return True
-
-    def on_tick(self):
-        while True:
-            pass
-
-
-proxywasm.register(Plugin)
-
-
-@proxywasm.register(root_id="attr")
-class ThirtyMilliseconds(Plugin):
-    cpu_budget_ms = 30
-
-
-@proxywasm.register(root_id="off")
-class NoBudget(Plugin):
-    cpu_budget_ms = 0
-
-
-class Connection(StreamContext):
-    def on_downstream_data(self, data, end_of_stream):
-        if data.read().startswith(b"LOOP"):
-            while True:
-                pass
-        return Action.CONTINUE
-
-
-@proxywasm.register(root_id="l4")
-class L4(PluginContext):
-    stream_context = Connection
-"""
+FILTER = Path(__file__).parent / "budget_filter.py"
 
 MARGIN_S = 3.0  # generous: a shared 2-core machine; the point is "not hung", not a timing
 
@@ -135,8 +36,8 @@ def get(url: str) -> tuple[int, bytes, float]:
 
 
 @pytest.fixture(scope="module")
-def wasm(build_filter: Callable[[str], Path]) -> Path:
-    return build_filter(FILTER)
+def wasm() -> Path:
+    return build_cached(FILTER)
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +83,7 @@ def test_a_looping_request_is_answered_by_the_failure_policy(envoy: Envoy, upstr
     assert upstream.requests == []
     entry = budget_log(envoy, since, "on_request_headers", 100)
     assert "proxywasm: exception in Filter.on_request_headers" in entry
-    assert re.search(r'File "filter.py", line \d+, in on_request_headers\n', entry)
+    assert re.search(r'File "budget_filter.py", line \d+, in on_request_headers\n', entry)
     # The same VM goes on serving.
     status, _, _ = get(envoy.url + "/fine")
     assert status == 200
