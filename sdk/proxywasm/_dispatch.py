@@ -25,26 +25,25 @@ def author_mistake(message: str) -> None:
         pass
 
 
+_tasks_module: Any = None  # tasks.py once loaded: an import statement per call costs an import-machinery lookup
+
+
 def tasks() -> Any:
     """The coroutine driver (tasks.py). It is loaded at build time only for filters that await
     (register() sees an async def, or the filter imports gather/Future): inside Envoy a module not
     loaded at build time does not exist, and sync filters keep the memory."""
-    module = _tasks_module
-    if module is not None:
-        return module  # (an import statement per call costs a lookup in the import machinery)
-    try:
-        from . import tasks as module
-    except ImportError:
-        raise UsageError(
-            "this filter awaits, but proxywasm build saw no async def in its registered classes: define the "
-            "async callbacks on the classes given to @proxywasm.register (or import proxywasm.gather at module "
-            "level)"
-        ) from None
-    globals()["_tasks_module"] = module
-    return module
-
-
-_tasks_module: Any = None
+    global _tasks_module
+    if _tasks_module is None:
+        try:
+            from . import tasks as module
+        except ImportError:
+            raise UsageError(
+                "this filter awaits, but proxywasm build saw no async def in its registered classes: define the "
+                "async callbacks on the classes given to @proxywasm.register (or import proxywasm.gather at "
+                "module level)"
+            ) from None
+        _tasks_module = module
+    return _tasks_module
 
 
 # The runtime's callbacks in mask-bit order, from the one table (abi.CALLBACKS; runtime/callbacks.c
