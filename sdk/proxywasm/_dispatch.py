@@ -106,10 +106,11 @@ _ASYNC_OK = {
     StreamContext: (),
 }
 # A class with async request (response) callbacks also receives that direction's body and
-# trailers, which the SDK handles while a coroutine waits; and on_done, to close its coroutines.
+# trailers, which the SDK handles while a coroutine waits. on_done, which closes coroutines still
+# waiting when the stream ends, is added to a context's mask only while one waits (tasks.py).
 _AWAIT_BITS = {
-    StreamType.REQUEST: BIT["on_request_body"] | BIT["on_request_trailers"] | BIT["on_done"],
-    StreamType.RESPONSE: BIT["on_response_body"] | BIT["on_response_trailers"] | BIT["on_done"],
+    StreamType.REQUEST: BIT["on_request_body"] | BIT["on_request_trailers"],
+    StreamType.RESPONSE: BIT["on_response_body"] | BIT["on_response_trailers"],
 }
 _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x80, 0x200
 _masks: dict[type, int] = {}
@@ -135,6 +136,7 @@ def mask_of(cls: type[Context]) -> int:
                     mask |= _AWAIT_BITS[StreamType.RESPONSE if "response" in method else StreamType.REQUEST]
                     awaits = True
         cls._awaits = awaits
+        cls._own_on_done = bool(mask & BIT["on_done"])  # tasks.py adds on_done while coroutines wait
         _masks[cls] = mask
     return mask
 
@@ -421,7 +423,8 @@ class Dispatcher:
     def _result(self, ctx: Any, result: Any, where: str, direction: int, kind: int, eos: int) -> Any:
         """What a stream callback returned, for Envoy: a coroutine runs; unwaited callouts are checked."""
         if type(result) is _COROUTINE:
-            return tasks().start(ctx, result, f"{type(ctx).__name__}.{where}", direction, kind, bool(eos))
+            driver = _tasks_module or tasks()
+            return driver.start(ctx, result, f"{type(ctx).__name__}.{where}", direction, kind, bool(eos))
         if ctx._unwaited:
             self.check_unwaited(ctx, f"{type(ctx).__name__}.{where}", result)
         return result

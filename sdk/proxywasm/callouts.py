@@ -135,7 +135,8 @@ def _track(context: Context, callback: Any, detach: bool, what: str, future: Any
         return
     context._unwaited_what = what
     if future is not None:
-        future.unclaimed()
+        future._claimed = False  # future.unclaimed(), inlined: once per callout
+        context._unwaited += 1
     elif callback is not None:
         context._unwaited += 1
 
@@ -236,12 +237,19 @@ def grpc_stream(
     return stream
 
 
+_driver: Any = None  # tasks.py once looked up: an import statement per callout costs an import-machinery lookup
+
+
 def _awaitable(context: Context, cluster: str, call: str) -> Any:
     """The coroutine driver, to return an awaitable: loaded only for filters that await."""
+    global _driver
+    if _driver is not None:
+        return _driver
     from ._dispatch import tasks
 
     try:
-        return tasks()
+        _driver = tasks()
+        return _driver
     except UsageError:
         raise UsageError(
             f"{call} to cluster {cluster!r} without a callback returns something to await, but "

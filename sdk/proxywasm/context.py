@@ -60,6 +60,7 @@ class Context:
     _unwaited_what: str = ""
     _streams: tasks.StreamState | None = None  # created when a callback of this context awaits
     _awaits = False  # the class has async def stream callbacks (set by _dispatch.mask_of)
+    _own_on_done = False  # the class defines on_done (set by _dispatch.mask_of; see tasks._arm)
 
     def _act(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a host call on this context, also from another context's callback (e.g. resuming a

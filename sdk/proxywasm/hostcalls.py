@@ -21,7 +21,7 @@ except ImportError:  # outside a VM: importable for tooling; host calls raise
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     Pairs = Sequence[tuple[bytes, bytes]]
 
@@ -89,6 +89,13 @@ def memory_bytes() -> int:
 def python_entries() -> int:
     """Not a host call: how many of Envoy's callbacks have entered Python in this VM."""
     return int(raw.python_entries())
+
+
+# Not a host call: ``update_callbacks(context_id, add, remove)`` adds and removes bits of a live
+# context's callback mask (the runtime routes a callback to Python only when its bit is set; bits
+# as in ``_dispatch.BIT``); returns False if Envoy has deleted the context already. The builtin
+# itself, not a wrapper: tasks.py calls it twice per await-style stream.
+update_callbacks: Callable[[int, int, int], bool] = raw.update_callbacks
 
 
 def call_foreign_function(name: str, argument: bytes) -> bytes:

@@ -23,8 +23,8 @@ waits for the body lets the headers go on first (see :meth:`HttpContext.request_
 from __future__ import annotations
 
 from . import hostcalls
+from ._dispatch import BIT, dispatcher
 from ._dispatch import author_mistake as author_mistake
-from ._dispatch import dispatcher
 from .abi import Action, BufferType, StreamType
 from .errors import BodyTooLarge, UsageError
 
@@ -93,17 +93,16 @@ class Future(_FutureBase[T]):
     def set_result(self, value: T) -> None:
         if self._state == _PENDING:
             self._state, self._value = _DONE, value
-            self._wake()
+            waiters, self._waiters = self._waiters, None  # waking inlined: once per await
+            for waiter in waiters or ():
+                waiter(self)
 
     def set_exception(self, exc: BaseException) -> None:
         if self._state == _PENDING:
             self._state, self._value = _FAILED, exc
-            self._wake()
-
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, None
-        for waiter in waiters or ():
-            waiter(self)
+            waiters, self._waiters = self._waiters, None
+            for waiter in waiters or ():
+                waiter(self)
 
     def add_done_callback(self, callback: Callable[[Future[Any]], None]) -> None:
         """Call ``callback(future)`` once the future is done (now, if it already is)."""
@@ -130,7 +129,11 @@ class Future(_FutureBase[T]):
                 context._unwaited -= 1
 
     def __await__(self) -> Generator[Any, Any, T]:
-        self.claim()
+        if not self._claimed:  # claim(), inlined: once per await
+            self._claimed = True
+            context = self.context
+            if context is not None and context._unwaited > 0:
+                context._unwaited -= 1
         if self._state == _PENDING:
             return (yield self)  # type: ignore[no-any-return]  # resumed by Task._resume with send/throw
         if self._state == _FAILED:
@@ -189,7 +192,10 @@ class Task(Future["Any"]):
                 _current = previous
             if isinstance(yielded, Future):
                 self.waiting = yielded
-                yielded.add_done_callback(self._resume)
+                if yielded._state == _PENDING and yielded._waiters is None:  # add_done_callback, inlined
+                    yielded._waiters = [self._resume]
+                else:
+                    yielded.add_done_callback(self._resume)
                 return
             value, exc = (
                 None,
@@ -301,8 +307,8 @@ class StreamState:
     """Per stream context (created when a stream callback's coroutine starts). Indexed by
     direction (``StreamType.REQUEST`` / ``RESPONSE``)."""
 
-    __slots__ = ("author_paused", "bodies", "direct", "ended", "forwarded", "headers_held", "held", "in_callback",
-                 "suspended", "tasks")  # fmt: skip
+    __slots__ = ("armed", "author_paused", "bodies", "direct", "ended", "forwarded", "headers_held", "held",
+                 "in_callback", "suspended", "tasks")  # fmt: skip
 
     def __init__(self) -> None:
         self.tasks: list[Task] = []  # live tasks of this stream (callbacks' and gather's)
@@ -315,6 +321,30 @@ class StreamState:
         self.bodies: list[BodyFuture | None] = [None, None]  # a coroutine waits for the whole body
         self.in_callback: int | None = None  # the direction whose Envoy callback is running now
         self.direct: int | None = None  # the action a coroutine finishing inside that callback chose
+        self.armed = False  # on_done is routed to the SDK because coroutines wait (see _arm)
+
+
+_ON_DONE = BIT["on_done"]
+
+
+_update_callbacks = hostcalls.update_callbacks
+
+
+def _arm(context: Context, state: StreamState) -> None:
+    """A coroutine of this context waits: have Envoy's on_done reach the SDK, which closes it if
+    the stream ends first. Only while something waits: a finished stream saves the crossing."""
+    if not state.armed:
+        state.armed = True
+        if not context._own_on_done:  # an on_done of the class's own keeps its bit
+            _update_callbacks(context.context_id, _ON_DONE, 0)
+
+
+def _disarm(context: Context, state: StreamState) -> None:
+    """Nothing of this context waits any more."""
+    if state.armed:
+        state.armed = False
+        if not context._own_on_done:
+            _update_callbacks(context.context_id, 0, _ON_DONE)
 
 
 def stream_state(context: Context) -> StreamState:
@@ -403,7 +433,9 @@ def _too_large(context: HttpContext, state: StreamState, direction: int, size: i
 def start(context: Context, coro: Coroutine[Any, Any, Any], where: str, direction: int, kind: int, eos: bool) -> int:
     """Run a stream callback's coroutine; returns the action for Envoy. ``kind``: 0 headers,
     1 body, 2 trailers; ``eos``: the callback's end_of_stream."""
-    state = stream_state(context)
+    state = context._streams
+    if state is None:
+        state = context._streams = StreamState()
     if kind == 0:
         state.ended[direction] = eos
     elif eos or kind == 2:
@@ -418,7 +450,11 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], where: str, directio
     if task._state != _PENDING:
         return _first_result(context, task)
     state.suspended[direction] = task
-    task.add_done_callback(_finished)
+    task._waiters = [_finished]  # what add_done_callback does for a pending task nobody else waits for
+    if not state.armed:  # _arm, inlined: once per stream
+        state.armed = True
+        if not context._own_on_done:
+            _update_callbacks(context.context_id, _ON_DONE, 0)
     if kind == 0 and state.bodies[direction] is not None and not context.allow_on_headers_stop_iteration:  # type: ignore[attr-defined]
         return Action.CONTINUE  # Envoy delivers the body only after the headers went on
     state.held[direction] = True
@@ -426,12 +462,16 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], where: str, directio
     return Action.PAUSE
 
 
-def _end_descendants(state: StreamState, task: Task) -> None:
+def _end_descendants(context: Context, state: StreamState, task: Task) -> None:
     """``task`` is done: close the coroutines it started with gather() that still run (their
     finally blocks run; their answers would find nobody waiting), and forget them."""
     tasks = state.tasks
     if len(tasks) == 1 and tasks[0] is task:  # the usual case: no gather() children
         tasks.clear()
+        if state.armed:  # _disarm, inlined: once per stream
+            state.armed = False
+            if not context._own_on_done:
+                _update_callbacks(context.context_id, 0, _ON_DONE)
         return
     ending = {id(task)}
     for other in list(tasks):  # parents come before the coroutines they start
@@ -439,10 +479,12 @@ def _end_descendants(state: StreamState, task: Task) -> None:
             ending.add(id(other))
             other.close()
             state.tasks.remove(other)
+    if not tasks and state.armed:
+        _disarm(context, state)
 
 
 def _first_result(context: Context, task: Task) -> int:
-    _end_descendants(stream_state(context), task)
+    _end_descendants(context, stream_state(context), task)
     if task._state == _FAILED:
         exc = task._value
         if isinstance(exc, BodyTooLarge) and getattr(context, "_local_reply_sent", False):
@@ -463,10 +505,10 @@ def _finished(task: Future[Any]) -> None:
     context = task.context
     assert context is not None and task.direction is not None
     direction = task.direction
-    state = stream_state(context)
+    state: StreamState = context._streams  # type: ignore[assignment]  # start() created it
     if state.suspended[direction] is task:
         state.suspended[direction] = None
-    _end_descendants(state, task)
+    _end_descendants(context, state, task)
     replied = getattr(context, "_local_reply_sent", False) and not task.replied_before
     if task._state == _FAILED:
         exc = task._value
@@ -583,6 +625,7 @@ def close_all(context: Context) -> None:
     tasks, state.tasks = state.tasks, []
     state.suspended = [None, None]
     state.bodies = [None, None]
+    _disarm(context, state)
     for task in tasks:
         task.close()
 
@@ -599,13 +642,14 @@ def start_plain(
     if task._state == _PENDING:
 
         def done(finished: Future[Any]) -> None:
-            _end_descendants(state, task)
+            _end_descendants(context, state, task)
             if finished._state == _FAILED:
                 on_error(finished._value)
 
         task.add_done_callback(done)
+        _arm(context, state)
     else:
-        _end_descendants(state, task)
+        _end_descendants(context, state, task)
         if task._state == _FAILED:
             on_error(task._value)
 
@@ -618,7 +662,12 @@ class HttpCallFuture(Future["HttpCallResponse"]):
     __slots__ = ("cluster", "token")
 
     def __init__(self, context: Context, cluster: str) -> None:
-        super().__init__(context)
+        # Future.__init__'s fields, set here: one call less per awaited callout
+        self._state = _PENDING
+        self._value = None
+        self._waiters = None
+        self._claimed = True
+        self.context = context
         self.cluster = cluster
         self.token = 0
 

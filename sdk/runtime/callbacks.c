@@ -185,6 +185,15 @@ static long call(enum callback cb, uint32_t context_id, size_t nargs, const uint
     return out;
 }
 
+/* The SDK changes a live context's mask: a class with async callbacks receives on_done only
+ * while one of its coroutines waits, so a stream whose coroutines finished costs no crossing. */
+int runtime_update_mask(uint32_t context_id, uint32_t add, uint32_t remove) {
+    slot_t *slot = slot_find(context_id);
+    if (slot == NULL) return -1;
+    slot->mask = (slot->mask | add) & ~remove;
+    return 0;
+}
+
 int runtime_set_dispatcher(PyObject *dispatcher, PyObject *context_dict) {
     PyObject *create = PyObject_GetAttrString(dispatcher, "on_context_create");
     if (create == NULL) return -1;

@@ -435,6 +435,14 @@ static PyObject *pw_python_entries(PyObject *self, PyObject *unused) {
     return PyLong_FromUnsignedLongLong(python_entries);
 }
 
+/* Not a host call: add and remove callback bits of a live context (see runtime_update_mask);
+ * False if Envoy has deleted the context already. */
+static PyObject *pw_update_callbacks(PyObject *self, PyObject *args) {
+    unsigned int context_id, add, remove;
+    if (!PyArg_ParseTuple(args, "III", &context_id, &add, &remove)) return NULL;
+    return PyBool_FromLong(runtime_update_mask(context_id, add, remove) == 0);
+}
+
 static PyObject *pw_set_dispatcher(PyObject *self, PyObject *args) {
     PyObject *dispatcher, *contexts;
     if (!PyArg_ParseTuple(args, "OO!", &dispatcher, &PyDict_Type, &contexts)) return NULL;
@@ -449,6 +457,7 @@ static PyObject *pw_set_dispatcher(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     ONEARG(set_error_type),
     VARARGS(set_dispatcher),
+    VARARGS(update_callbacks),
     VARARGS(log),
     NOARGS(get_log_level),
     NOARGS(get_current_time_nanoseconds),

@@ -5,6 +5,7 @@
 
 /* Installs the Python dispatcher that receives guest callbacks (see callbacks.c). */
 int runtime_set_dispatcher(PyObject *dispatcher, PyObject *contexts);
+int runtime_update_mask(uint32_t context_id, uint32_t add, uint32_t remove);
 PyObject *PyInit__proxywasm(void);
 void snapshot_hygiene_begin(void);
 

@@ -1,6 +1,8 @@
 """Callbacks a filter does not define must not enter Python: in real Envoy and in the local host,
 a filter with only on_request_headers costs exactly two Python entries per request (creating its
-context, and the callback itself)."""
+context, and the callback itself). An await-style filter receives on_done only while a coroutine
+waits (to close it if the stream ends first): a stream whose coroutine finished costs three
+(context, headers callback, the callout's answer), not four."""
 
 from __future__ import annotations
 
@@ -21,6 +23,18 @@ from proxywasm import HttpContext
 @proxywasm.register
 class Counting(HttpContext):
     def on_request_headers(self, headers, end_of_stream):
+        headers["x-python-entries"] = str(proxywasm.vm.python_entries())
+"""
+
+AWAITS_A_CALLOUT = """
+import proxywasm
+from proxywasm import HttpContext
+
+
+@proxywasm.register
+class CountingAwait(HttpContext):
+    async def on_request_headers(self, headers, end_of_stream):
+        await self.http_call("upstream", path="/auth")
         headers["x-python-entries"] = str(proxywasm.vm.python_entries())
 """
 
@@ -65,3 +79,34 @@ def test_undefined_callbacks_stay_out_of_python_in_the_host(build_filter: Callab
     host = Host.load(build_filter(ONLY_REQUEST_HEADERS))
     seen = [int(dict(host.request("GET", "/").upstream_request.headers)["x-python-entries"]) for _ in range(4)]
     assert steps(seen) == {2}
+
+
+def test_a_finished_coroutine_leaves_on_done_out_of_python_in_envoy(build_filter: Callable[[str], Path]) -> None:
+    with UpstreamServer() as upstream:
+        plugins = [WasmPlugin(build_filter(AWAITS_A_CALLOUT), name="masks")]
+        with Envoy(http_bootstrap(upstream_port=upstream.port, plugins=plugins)) as envoy:
+            for _ in range(4):
+                with urllib.request.urlopen(envoy.url + "/", timeout=10) as response:
+                    assert response.status == 200
+        assert steps([n for n in entries_seen(upstream) if n != -1]) == {3}
+
+
+def test_a_finished_coroutine_leaves_on_done_out_of_python_in_the_host(build_filter: Callable[[str], Path]) -> None:
+    host = Host.load(build_filter(AWAITS_A_CALLOUT), clusters={"upstream": lambda request: 200})
+    seen = [int(dict(host.request("GET", "/").upstream_request.headers)["x-python-entries"]) for _ in range(4)]
+    assert steps(seen) == {3}
+
+
+def test_a_waiting_coroutine_still_gets_on_done(build_filter: Callable[[str], Path]) -> None:
+    # The stream ends while its coroutine waits: on_done reaches Python and closes it.
+    source = AWAITS_A_CALLOUT.replace(
+        '        await self.http_call("upstream", path="/auth")',
+        '        try:\n            await self.http_call("upstream", path="/auth")\n'
+        '        finally:\n            proxywasm.log.info("closed")',
+    )
+    host = Host.load(build_filter(source))
+    host.add_cluster("upstream")
+    stream = host.http_stream()
+    stream.request_headers([(":path", "/"), (":method", "GET")])
+    stream.complete()
+    assert "closed" in host.log_messages()

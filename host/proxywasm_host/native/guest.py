@@ -115,7 +115,7 @@ class NativeGuest:
         self._budgets: dict[int, int] = {}  # context id -> its callbacks' CPU budget (ms), as callbacks.c keeps
         self.rules = ImportRules(self.base)
         self.modules: dict[str, ModuleType] = {"_proxywasm": self.api}
-        self._masks: dict[int, int] = {}
+        self._masks = self.api.masks  # context id -> callback mask, which the SDK may change
         self._exports: dict[str, Callable[..., int]] = {"proxy_on_context_create": self._on_context_create}
         for bit, (export, method, nargs, fallback) in enumerate(CALLBACKS):
             if export == "proxy_on_delete":

@@ -57,6 +57,7 @@ class ProxyWasmModule(ModuleType):
         self.contexts: dict[int, Any] | None = None
         self.effective = 0  # the context Envoy's host calls act on (module.c's effective_context)
         self.entries = 0  # callbacks that entered Python (module.c's python_entries)
+        self.masks: dict[int, int] = {}  # context id -> callback mask (callbacks.c's table)
 
     def _raise(self, call: str, status: int) -> None:
         if self._error_type is None:
@@ -87,6 +88,14 @@ class ProxyWasmModule(ModuleType):
     def memory_size(self) -> int:
         """Not meaningful natively (no linear memory): 0."""
         return 0
+
+    def update_callbacks(self, context_id: int, add: int, remove: int) -> bool:
+        """callbacks.c's runtime_update_mask: add and remove callback bits of a live context;
+        False if it was deleted already."""
+        if context_id not in self.masks:
+            return False
+        self.masks[context_id] = (self.masks[context_id] | add) & ~remove
+        return True
 
     def python_entries(self) -> int:
         return self.entries
