@@ -307,17 +307,12 @@ class StreamState:
     """Per stream context (created when a stream callback's coroutine starts). Indexed by
     direction (``StreamType.REQUEST`` / ``RESPONSE``)."""
 
-    __slots__ = ("armed", "author_paused", "bodies", "direct", "ended", "forwarded", "headers_held", "held",
-                 "in_callback", "suspended", "tasks")  # fmt: skip
+    __slots__ = ("armed", "bodies", "direct", "flags", "in_callback", "suspended", "tasks")
 
     def __init__(self) -> None:
         self.tasks: list[Task] = []  # live tasks of this stream (callbacks' and gather's)
         self.suspended: list[Task | None] = [None, None]  # the callback coroutine waiting, per direction
-        self.held = [False, False]  # the SDK answered Envoy PAUSE and has not continued since
-        self.headers_held = [False, False]  # ... and that PAUSE came from the headers callback
-        self.author_paused = [False, False]  # a finished coroutine returned PAUSE: keep holding
-        self.ended = [False, False]  # Envoy delivered the end of this direction
-        self.forwarded = [False, False]  # some body of this direction already went on
+        self.flags = [0, 0]  # _HELD | _HEADERS_HELD | _AUTHOR_PAUSED | _ENDED | _FORWARDED, per direction
         self.bodies: list[BodyFuture | None] = [None, None]  # a coroutine waits for the whole body
         self.in_callback: int | None = None  # the direction whose Envoy callback is running now
         self.direct: int | None = None  # the action a coroutine finishing inside that callback chose
@@ -345,6 +340,15 @@ def _disarm(context: Context, state: StreamState) -> None:
         state.armed = False
         if not context._own_on_done:
             _update_callbacks(context.context_id, 0, _ON_DONE)
+
+
+# StreamState.flags bits (one int per direction, not a list per flag: a stream's state is built
+# per request):
+_HELD = 1  # the SDK answered Envoy PAUSE and has not continued since
+_HEADERS_HELD = 2  # ... and that PAUSE came from the headers callback
+_AUTHOR_PAUSED = 4  # a finished coroutine returned PAUSE: keep holding
+_ENDED = 8  # Envoy delivered the end of this direction
+_FORWARDED = 16  # some body of this direction already went on
 
 
 def stream_state(context: Context) -> StreamState:
@@ -397,12 +401,12 @@ def wait_for_body(context: HttpContext, direction: int, max_bytes: int) -> Futur
     waiting = state.bodies[direction]
     if waiting is not None:
         return waiting
-    if state.forwarded[direction]:
+    if state.flags[direction] & _FORWARDED:
         raise UsageError(
             f"{task.where} awaits self.{side}_body(), but part of the {side} body already went on (a body callback "
             f"returned CONTINUE): await it from on_{side}_headers, before the body flows"
         )
-    if state.ended[direction]:
+    if state.flags[direction] & _ENDED:
         data = _buffered(context, direction)
         if len(data) > max_bytes:
             _too_large(context, state, direction, len(data), max_bytes)
@@ -412,10 +416,10 @@ def wait_for_body(context: HttpContext, direction: int, max_bytes: int) -> Futur
         return done
     future = BodyFuture(context, direction, max_bytes)
     state.bodies[direction] = future
-    if state.headers_held[direction] and not context.allow_on_headers_stop_iteration:
+    if state.flags[direction] & _HEADERS_HELD and not context.allow_on_headers_stop_iteration:
         # Envoy delivers no body while the headers callback holds the stream: let the headers on.
         context._act(hostcalls.continue_stream, direction)
-        state.headers_held[direction] = state.held[direction] = False
+        state.flags[direction] &= ~(_HELD | _HEADERS_HELD)
     return future
 
 
@@ -436,10 +440,10 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], where: str, directio
     state = context._streams
     if state is None:
         state = context._streams = StreamState()
-    if kind == 0:
-        state.ended[direction] = eos
-    elif eos or kind == 2:
-        state.ended[direction] = True
+    if eos or kind == 2:
+        state.flags[direction] |= _ENDED
+    elif kind == 0:
+        state.flags[direction] &= ~_ENDED
     task = Task(coro, context, where, direction)
     state.tasks.append(task)
     outer, state.in_callback = state.in_callback, direction
@@ -457,8 +461,8 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], where: str, directio
             _update_callbacks(context.context_id, _ON_DONE, 0)
     if kind == 0 and state.bodies[direction] is not None and not context.allow_on_headers_stop_iteration:  # type: ignore[attr-defined]
         return Action.CONTINUE  # Envoy delivers the body only after the headers went on
-    state.held[direction] = True
-    state.headers_held[direction] = kind == 0
+    held = state.flags[direction] | _HELD
+    state.flags[direction] = (held | _HEADERS_HELD) if kind == 0 else (held & ~_HEADERS_HELD)
     return Action.PAUSE
 
 
@@ -528,11 +532,11 @@ def _finished(task: Future[Any]) -> None:
         state.direct = action
         return
     if action == Action.CONTINUE:
-        if state.held[direction]:
+        if state.flags[direction] & _HELD:
             context._act(hostcalls.continue_stream, direction)
-        state.held[direction] = state.headers_held[direction] = False
+        state.flags[direction] &= ~(_HELD | _HEADERS_HELD)
     else:
-        state.author_paused[direction] = True
+        state.flags[direction] |= _AUTHOR_PAUSED
 
 
 def _answer(state: StreamState, direction: int, resolve: Callable[[], None]) -> int:
@@ -546,13 +550,12 @@ def _answer(state: StreamState, direction: int, resolve: Callable[[], None]) -> 
     action = state.direct
     state.direct = None
     if action is None:  # still waiting: keep holding
-        state.held[direction] = True
+        state.flags[direction] |= _HELD
         return Action.PAUSE
     if action == Action.CONTINUE:
-        state.held[direction] = state.headers_held[direction] = False
+        state.flags[direction] &= ~(_HELD | _HEADERS_HELD)
     else:
-        state.held[direction] = True
-        state.author_paused[direction] = True
+        state.flags[direction] |= _HELD | _AUTHOR_PAUSED
     return action
 
 
@@ -563,7 +566,7 @@ def body_event(context: HttpContext, direction: int, size: int, eos: bool) -> in
     if state is None:
         return None
     if eos:
-        state.ended[direction] = True
+        state.flags[direction] |= _ENDED
     waiter = state.bodies[direction]
     if waiter is not None:
         if size > waiter.max_bytes:
@@ -572,13 +575,13 @@ def body_event(context: HttpContext, direction: int, size: int, eos: bool) -> in
             return _answer(state, direction, lambda: waiter.set_exception(BodyTooLarge(_SIDE[direction], size,
                                                                                        waiter.max_bytes)))  # fmt: skip
         if not eos:
-            state.held[direction] = True
+            state.flags[direction] |= _HELD
             return Action.PAUSE  # Envoy buffers; the next call sees all of it so far
         data = hostcalls.get_buffer(_BODY[direction], 0, size) if size else b""
         state.bodies[direction] = None
         return _answer(state, direction, lambda: waiter.set_result(data))
-    if state.suspended[direction] is not None or state.author_paused[direction]:
-        state.held[direction] = True
+    if state.suspended[direction] is not None or state.flags[direction] & _AUTHOR_PAUSED:
+        state.flags[direction] |= _HELD
         return Action.PAUSE
     return None
 
@@ -588,7 +591,7 @@ def trailers_event(context: HttpContext, direction: int) -> int | None:
     state: StreamState | None = context._streams
     if state is None:
         return None
-    state.ended[direction] = True
+    state.flags[direction] |= _ENDED
     waiter = state.bodies[direction]
     if waiter is not None:
         state.bodies[direction] = None
@@ -598,8 +601,8 @@ def trailers_event(context: HttpContext, direction: int) -> int | None:
             return _answer(state, direction, lambda: waiter.set_exception(BodyTooLarge(_SIDE[direction], len(data),
                                                                                        waiter.max_bytes)))  # fmt: skip
         return _answer(state, direction, lambda: waiter.set_result(data))
-    if state.suspended[direction] is not None or state.author_paused[direction]:
-        state.held[direction] = True
+    if state.suspended[direction] is not None or state.flags[direction] & _AUTHOR_PAUSED:
+        state.flags[direction] |= _HELD
         return Action.PAUSE
     return None
 
@@ -607,14 +610,14 @@ def trailers_event(context: HttpContext, direction: int) -> int | None:
 def body_forwarded(context: Context, direction: int, size: int, action: int | None) -> None:
     """The filter's own body callback answered: remember body that went on."""
     if size and not action:
-        stream_state(context).forwarded[direction] = True
+        stream_state(context).flags[direction] |= _FORWARDED
 
 
 def resumed(context: Context, direction: int) -> None:
     """The filter resumed the direction itself (resume_request / resume_response)."""
     state: StreamState | None = context._streams
     if state is not None:
-        state.held[direction] = state.headers_held[direction] = state.author_paused[direction] = False
+        state.flags[direction] &= ~(_HELD | _HEADERS_HELD | _AUTHOR_PAUSED)
 
 
 def close_all(context: Context) -> None:
