@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -225,6 +227,7 @@ class Variant:
     starts: dict[int, list[float]] = field(default_factory=dict)  # --concurrency -> start-to-ready seconds
     rss: dict[int, list[int]] = field(default_factory=dict)  # --concurrency -> Envoy RSS bytes
     vm_memory: list[int] = field(default_factory=list)  # resident linear memory of each Wasm VM seen
+    wasm_us: list[float] = field(default_factory=list)  # Envoy CPU per request in Wasm code (perf)
 
     @property
     def filtered(self) -> bool:
@@ -604,11 +607,56 @@ def time_cpu(
                     v.server_cpu_us.append((cpu_seconds(server) - server_before) / requests * 1e6)
                 v.rps.append(rps)
             say(f"   round {r + 1}/{args.rounds} done")
+        time_wasm_code(variants, lua, args)
     finally:
         for v in variants:
             if v.envoy is not None:
                 v.envoy.stop()
                 v.envoy = None
+
+
+def wasm_code_share(pid: int, run: Callable[[], object]) -> float | None:
+    """The share of ``pid``'s CPU samples in JIT-compiled code (V8's Wasm code: Envoy runs no
+    JavaScript) while ``run()`` runs, from ``perf record``; None without a working perf."""
+    if shutil.which("perf") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "perf.data"
+        recorder = subprocess.Popen(
+            ["perf", "record", "-q", "-F", "1999", "-o", str(data), "-p", str(pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.3)  # perf attaches
+        try:
+            run()
+        finally:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait(timeout=30)
+        report = subprocess.run(
+            ["perf", "report", "-i", str(data), "--sort", "dso", "--stdio", "-q"],
+            capture_output=True,
+            text=True,
+        ).stdout
+    rows = [line.split() for line in report.splitlines()]
+    shares = [(float(row[0].rstrip("%")), row[1]) for row in rows if len(row) > 1 and row[0].endswith("%")]
+    return sum(share for share, dso in shares if dso == "[JIT]") / 100 if shares else None
+
+
+def time_wasm_code(variants: list[Variant], lua: Path, args: argparse.Namespace) -> None:
+    """Envoy CPU per request spent in Wasm code (the filter's own, as V8 runs it), by perf: its
+    share of Envoy's samples times Envoy CPU per request in the same run. Interleaved rounds."""
+    for r in range(args.perf_rounds):
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]
+        for v in order:
+            if v.wasm is None or v.envoy is None:
+                continue
+            envoy, done = v.envoy, []
+            before = cpu_seconds(envoy.pid)
+            share = wasm_code_share(envoy.pid, lambda e=envoy, d=done: d.append(wrk(e.url, lua, args.duration)[0]))
+            if share is None or not done:
+                return
+            v.wasm_us.append(share * (cpu_seconds(envoy.pid) - before) / done[0] * 1e6)
 
 
 def grpc_version() -> str:
@@ -640,8 +688,9 @@ def cpu_table(workload: Workload, variants: list[Variant], args: argparse.Namesp
         f"### {workload.name} ({args.rounds} rounds x {args.duration}s, wrk -c4, Envoy --concurrency 1)",
         "",
         "| variant | overhead us/req | vs Lua | vs AS | RSS MB/extra worker | start-to-ready s | CPU us/req "
-        "| req/s | ext_proc server us/req | Wasm memory MB/VM | module MB | build s | host us/req |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| req/s | ext_proc server us/req | Wasm code us/req (perf) | Wasm memory MB/VM | module MB | build s "
+        "| host us/req |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in variants:
         overhead = over.get(v.label)
@@ -655,10 +704,18 @@ def cpu_table(workload: Workload, variants: list[Variant], args: argparse.Namesp
             f"| {fmt(start_to_ready(v), '.2f')} | {fmt(statistics.median(v.cpu_us) if v.cpu_us else None, '.1f')} "
             f"| {fmt(statistics.median(v.rps) if v.rps else None, '.0f')} "
             f"| {fmt(statistics.median(v.server_cpu_us) if v.server_cpu_us else None, '.1f')} "
+            f"| {fmt(statistics.median(v.wasm_us) if v.wasm_us else None, '.1f')} "
             f"| {fmt(vm_mb, '.2f')} | {fmt(module_mb, '.2f')} | {fmt(v.build_seconds, '.2f')} | {fmt(host_us, '.0f')} |"
         )
     if over.get("python-await") is not None and over.get("python"):
         lines += ["", f"await-style overhead / callback-style overhead: {over['python-await'] / over['python']:.3f}"]
+        by_label = {v.label: statistics.median(v.wasm_us) for v in variants if v.wasm_us}
+        if "python" in by_label and "python-await" in by_label:
+            callback, awaiting = by_label["python"], by_label["python-await"]
+            lines.append(
+                f"in Wasm code (perf): callback style {callback:.1f} us, await style {awaiting:.1f} us per request "
+                f"(+{awaiting - callback:.1f} us)"
+            )
     return "\n".join(lines)
 
 
@@ -739,12 +796,20 @@ def main() -> None:
         default=CONCURRENCY,
         help="the memory scan's Envoy --concurrency values (default 1,2,4,8,16)",
     )
+    parser.add_argument(
+        "--perf-rounds",
+        type=int,
+        default=None,
+        help="interleaved passes under `perf record` that split Envoy's CPU per request into its Wasm code "
+        "(the filter as V8 runs it) and the rest; default 3, quick 0; needs perf",
+    )
     args = parser.parse_args()
     if args.no_assemblyscript:
         args.anchors = tuple(a for a in args.anchors if a != "assemblyscript")
     args.rounds = args.rounds if args.rounds is not None else (3 if args.quick else 7)
     args.duration = args.duration or (1.0 if args.quick else 4.0)
     args.memory_rounds = args.memory_rounds if args.memory_rounds is not None else (0 if args.quick else 3)
+    args.perf_rounds = args.perf_rounds if args.perf_rounds is not None else (0 if args.quick else 3)
     print(run(args))
 
 
