@@ -84,3 +84,25 @@ def test_compiled_code_runs_and_run_time_compilation_raises_with_the_line(module
         line = next(i for i, text in enumerate(lines, 1) if call in text and "elif" not in text)
         assert any(f"{MESSAGE} (filter.py:{line})" in message for _, message in host.logs), (path, host.logs)
     assert host.request("GET", "/bytecode").status == 200  # the VM goes on serving
+
+
+def test_only_the_parser_takes_the_address_of_code_it_leaves_out() -> None:
+    """build_only_code.py assumes the code behind the compiler's entry points keeps no function
+    pointer beyond the compilation. The parser hands its rules to its lookahead helpers and the
+    tokenizer its reader to its own state: that must stay all (checked again on every runtime)."""
+    runtime = (RUNTIME_DIR / "python.wasm").read_bytes()
+    sections = wasm.parse_sections(runtime)
+    listed = served_code.BuildOnlyCode.parse(wasm.custom_body(_sections(runtime)[served_code.SECTION]))
+    bodies, positions = _bodies(runtime)
+    name_at = {position: name for name, position in positions.items()}
+    imported = wasm.imported_count(next(s for s in sections if s.id == wasm.IMPORT).payload, wasm.FUNC_KIND)
+    slots = build_only_code.table_slots(next(s for s in sections if s.id == wasm.ELEMENT).payload)
+    taken = set()
+    for i, body in enumerate(bodies):
+        for slot in build_only_code.scan(body, range(min(slots), max(slots) + 1))[1]:
+            if slots[slot] - imported in listed.functions:
+                taken.add((name_at[i], name_at[slots[slot] - imported]))
+    assert taken  # the scan finds the parser's lookaheads
+    for taker, target in taken:
+        assert taker.endswith("_rule") or taker == "_PyTokenizer_FromString", (taker, target)
+        assert target.endswith("_rule") or target.startswith("_PyPegen_") or target == "buf_setreadl", (taker, target)
