@@ -14,12 +14,13 @@ from pathlib import Path
 
 import wasmtime
 
-from . import frozen_objects, wasm
+from . import frozen_objects, served_code, wasm
 from .buildfs import BuildFilesystem
 
 INIT_EXPORT = "proxywasm_snapshot_init"
 LAYOUT_EXPORT = "proxywasm_frozen_layout"
-_REMOVED_EXPORTS = {"_initialize", INIT_EXPORT, LAYOUT_EXPORT}
+#: Exports the served module drops: they only serve initialisation.
+REMOVED_EXPORTS = {"_initialize", INIT_EXPORT, LAYOUT_EXPORT}
 _GLOBAL_EXPORT_PREFIX = "__proxywasm_snapshot_global_"
 _ZERO_GAP = re.compile(rb"\0{32,}")
 _LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "critical")
@@ -71,9 +72,11 @@ def snapshot(runtime: bytes, mounts: dict[str, Path]) -> SnapshotResult:
             g.init = wasm.const_expr(g.valtype, values[i])
     pages = len(memory) // 65536
     memories = [(pages, maximum) for _, maximum in wasm.parse_memories(by_id[wasm.MEMORY].payload)]
-    kept_exports = [e for e in exports if e.name not in _REMOVED_EXPORTS]
+    kept_exports = [e for e in exports if e.name not in REMOVED_EXPORTS]
 
     segments = _segments(bytes(memory))
+    listed = [wasm.custom_body(s) for s in sections if wasm.custom_name(s) == served_code.SECTION]
+    build_only = served_code.BuildOnlyCode.parse(listed[0]) if listed else None
     out: list[wasm.Section] = []
     for s in sections:
         if s.id == wasm.GLOBAL:
@@ -84,7 +87,9 @@ def snapshot(runtime: bytes, mounts: dict[str, Path]) -> SnapshotResult:
             out.append(wasm.Section(s.id, wasm.encode_exports(kept_exports)))
         elif s.id == wasm.DATA:
             out.append(wasm.Section(s.id, wasm.encode_data(segments)))
-        elif wasm.custom_name(s) == frozen_objects.SECTION:
+        elif s.id == wasm.CODE and build_only is not None:
+            out.append(served_code.strip(s, build_only))
+        elif wasm.custom_name(s) in (frozen_objects.SECTION, served_code.SECTION):
             continue
         elif wasm.custom_name(s) == "name":
             out.append(wasm.without_name_subsection(s, wasm.NAME_DATA_SEGMENTS))  # they name the old segments

@@ -68,6 +68,9 @@ clang-14 --target=wasm32-wasi -mexec-model=reactor -fuse-ld=lld -O2 -o "$cached.
     -Wl,--wrap=_PyErr_CheckSignalsTstate -Wl,--wrap=PyErr_CheckSignals -Wl,--wrap=sbrk \
     -Wl,-z,stack-size=1048576 -Wl,--stack-first -Wl,--strip-debug -Wl,--gc-sections -Wl,--Map="$work/link.map"
 "$python" "$here/data_layout.py" annotate "$work/link.map" "$cached.tmp/python.wasm"
+# The functions the served module leaves out: the compiler and what only initialisation runs
+# (build_only_code.py, served_code.c).
+"$python" "$here/build_only_code.py" "$cached.tmp/python.wasm"
 [ -z "${PROXYWASM_LINK_MAP:-}" ] || cp "$work/link.map" "$PROXYWASM_LINK_MAP"  # for memory analysis
 
 # The stdlib the snapshotter maps in at build time; only what a filter imports ends up in the module.

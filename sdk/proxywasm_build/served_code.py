@@ -1,0 +1,79 @@
+"""The code the served module leaves out: functions only the build-time snapshot runs.
+
+Envoy's V8 compiles every function of a module with TurboFan before the first request (Liftoff
+is off), at a cost roughly proportional to the code's size. CPython's parser, AST and compiler,
+and its configuration reading, run while the snapshot is taken but never again in Envoy, where
+filters run bytecode. The runtime's build (sdk/runtime/build_only_code.py) finds them from the
+module's call graph and lists them in a custom section; the snapshotter replaces their bodies:
+
+- ``UNREACHABLE``: functions nothing in the served module can call any more; the body traps.
+- ``UNAVAILABLE``: the compiler's entry points (``_PyParser_ASTFromString``, ``_PyAST_Compile``,
+  ...), reachable from ``exec``/``eval``/``compile``/``ast.parse``; the body calls the runtime's
+  ``proxywasm_source_compilation_unavailable``, which sets a RuntimeError naming the filter's
+  line and returns 0, the failure value those functions' callers check.
+- ``NOTHING``: finalisation-only functions that free memory when the interpreter is torn down,
+  which Envoy never does; the body returns at once.
+
+Function indices, the table and the data stay as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import wasm
+
+SECTION = "proxywasm.build-only-code"
+UNREACHABLE, UNAVAILABLE, NOTHING = range(3)
+_UNREACHABLE_BODY = b"\x00\x00\x0b"  # no locals; unreachable; end
+_NOTHING_BODY = b"\x00\x0b"  # no locals; end
+_CALL = 0x10
+
+
+@dataclass
+class BuildOnlyCode:
+    unavailable: int  # function index of proxywasm_source_compilation_unavailable
+    functions: dict[int, int]  # position in the code section -> UNREACHABLE / UNAVAILABLE / NOTHING
+
+    def encode(self) -> bytes:
+        items = sorted(self.functions.items())
+        return wasm.uleb(self.unavailable) + wasm.vec([wasm.uleb(i) + bytes([kind]) for i, kind in items])
+
+    @classmethod
+    def parse(cls, body: bytes) -> BuildOnlyCode:
+        r = wasm.Reader(body)
+        unavailable = r.uleb()
+        functions = {}
+        for _ in range(r.uleb()):
+            index = r.uleb()
+            functions[index] = r.byte()
+        return cls(unavailable, functions)
+
+    def stub(self, kind: int) -> bytes:
+        if kind == UNREACHABLE:
+            return _UNREACHABLE_BODY
+        if kind == UNAVAILABLE:
+            return b"\x00" + bytes([_CALL]) + wasm.uleb(self.unavailable) + bytes([wasm.END])
+        if kind == NOTHING:
+            return _NOTHING_BODY
+        raise wasm.WasmFormatError(f"{SECTION}: unknown stub kind {kind}")
+
+
+def code_bodies(payload: bytes) -> list[bytes]:
+    """The function bodies of a code section, in order (each: locals and expression)."""
+    r = wasm.Reader(payload)
+    return [r.take(r.uleb()) for _ in range(r.uleb())]
+
+
+def encode_code(bodies: list[bytes]) -> bytes:
+    return wasm.vec([wasm.uleb(len(body)) + body for body in bodies])
+
+
+def strip(code: wasm.Section, build_only: BuildOnlyCode) -> wasm.Section:
+    """The code section with the build-only functions' bodies replaced by their stubs."""
+    bodies = code_bodies(code.payload)
+    for index, kind in build_only.functions.items():
+        if index >= len(bodies):
+            raise wasm.WasmFormatError(f"{SECTION}: function {index} is not in the code section")
+        bodies[index] = build_only.stub(kind)
+    return wasm.Section(wasm.CODE, encode_code(bodies))
