@@ -17,8 +17,8 @@ import sys
 
 import _proxywasm
 
-from . import _dispatch, headers, log, metrics
-from .abi import BUILD_FACT_PREFIX
+from . import _dispatch, headers, log, metrics, vm
+from .abi import BUILD_FACT_PREFIX, KEEP_COMPILER_FACT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -176,6 +176,8 @@ def initialize() -> None:
         abcs.Mapping.register(headers.HeaderPairs)
     for name, labels in metrics.labelled():  # proxywasm build emits their stats_tags
         _proxywasm.log(2, f"{BUILD_FACT_PREFIX}metric-labels {','.join(labels)}\t{name}")
+    if vm._keep_compiler:  # the snapshotter keeps the compiler's code (proxywasm_build/served_code.py)
+        _proxywasm.log(2, KEEP_COMPILER_FACT)
     # Build-time only: register()'s callback-name check; freed here, it costs Envoy's VMs nothing.
     sys.modules.pop("proxywasm._names", None)
     package = sys.modules["proxywasm"]

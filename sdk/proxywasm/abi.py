@@ -12,6 +12,7 @@ __all__ = [
     "AUTHOR_MISTAKE_PREFIX",
     "BUILD_FACT_PREFIX",
     "CALLBACKS",
+    "KEEP_COMPILER_FACT",
     "Action",
     "BufferType",
     "GrpcStatus",
@@ -35,6 +36,9 @@ AUTHOR_MISTAKE_PREFIX = "proxywasm: author mistake: "
 #: Starts the log lines in which the build-time bootstrap hands facts about the filter (e.g. the
 #: labels of its metrics) to ``proxywasm build``, which removes them from the build's logs.
 BUILD_FACT_PREFIX = "proxywasm-build: "
+#: The build fact of a filter that called proxywasm.vm.keep_compiler(): the snapshotter keeps
+#: CPython's compiler in the module (proxywasm_build/served_code.py).
+KEEP_COMPILER_FACT = BUILD_FACT_PREFIX + "keep-compiler"
 
 TYPE_CHECKING = False  # collections.abc and enum stay out of the VM: see IntConstants
 if TYPE_CHECKING:

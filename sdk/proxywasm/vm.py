@@ -4,6 +4,25 @@ from __future__ import annotations
 
 from . import hostcalls
 
+_keep_compiler = False  # set by keep_compiler(); read by the build (a build fact) and by native mode
+
+
+def keep_compiler() -> None:
+    """Keep CPython's parser and compiler in the module Envoy loads. Call it at module level.
+
+    The module Envoy loads normally leaves them out: filters run bytecode compiled at build time,
+    and V8 compiles every function of a module before the first request, so the compiler would
+    cost start-up time (about a fifth more code) in every Envoy for code that never runs. Without
+    it, compiling Python source inside a callback (``on_configure`` included) raises
+    ``RuntimeError: compiling Python source at run time is not available in the served module``:
+    ``eval``/``exec``/``compile`` of a string, ``ast.parse``, ``ast.literal_eval``, creating a
+    ``namedtuple`` or a dataclass, ``typing.get_type_hints`` on string annotations, a template
+    engine compiling a template from the configuration. A filter that must do that calls this
+    and pays the longer start.
+    """
+    global _keep_compiler
+    _keep_compiler = True
+
 
 def memory_bytes() -> int:
     """Size of this VM's linear memory. It only grows: watch it to find a leak."""

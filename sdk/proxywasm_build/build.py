@@ -30,6 +30,7 @@ class BuildResult:
     logs: list[str]
     #: (metric name, label names) of the metrics the filter declares with labels at module level
     labelled_metrics: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    compiler_kept: bool = False  # the filter called proxywasm.vm.keep_compiler()
 
     @property
     def stats_tags(self) -> list[dict[str, str]]:
@@ -55,7 +56,9 @@ def build(source: Path, requirements: Path | None = None) -> BuildResult:
             raise BuildError(_explain(err.output, Path(source))) from None
     seconds = time.perf_counter() - started
     logs, labelled = _build_facts(result.logs)
-    return BuildResult(result.module, bundle, result.memory_bytes, result.resident_bytes, seconds, logs, labelled)
+    return BuildResult(
+        result.module, bundle, result.memory_bytes, result.resident_bytes, seconds, logs, labelled, result.compiler_kept
+    )
 
 
 def _build_facts(logs: list[str]) -> tuple[list[str], list[tuple[str, tuple[str, ...]]]]:

@@ -22,6 +22,7 @@ def _build(args: argparse.Namespace) -> int:
     result = build(source, Path(args.requirements) if args.requirements else None)
     out.write_bytes(result.module)
     deps = f", bundled {', '.join(result.bundle.dependencies)}" if result.bundle.dependencies else ""
+    deps += ", compiler kept (proxywasm.vm.keep_compiler())" if result.compiler_kept else ""
     print(
         f"built {out} ({len(result.module) / 1e6:.1f} MB; each VM in Envoy: "
         f"{result.resident_bytes / 1e6:.2f} MB resident memory{deps}) "

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import wasmtime
 
+from proxywasm.abi import KEEP_COMPILER_FACT
+
 from . import frozen_objects, served_code, wasm
 from .buildfs import BuildFilesystem
 
@@ -40,6 +42,7 @@ class SnapshotResult:
     memory_bytes: int  # the linear memory's initial size
     resident_bytes: int  # the 4 KiB pages its data fills: what each VM in Envoy makes resident
     logs: list[str] = field(default_factory=list)
+    compiler_kept: bool = False  # the filter called proxywasm.vm.keep_compiler()
 
 
 def snapshot(runtime: bytes, mounts: dict[str, Path]) -> SnapshotResult:
@@ -75,8 +78,10 @@ def snapshot(runtime: bytes, mounts: dict[str, Path]) -> SnapshotResult:
     kept_exports = [e for e in exports if e.name not in REMOVED_EXPORTS]
 
     segments = _segments(bytes(memory))
+    compiler_kept = any(line.endswith(KEEP_COMPILER_FACT) for line in logs)  # "[info] proxywasm-build: ..."
+    logs = [line for line in logs if not line.endswith(KEEP_COMPILER_FACT)]
     listed = [wasm.custom_body(s) for s in sections if wasm.custom_name(s) == served_code.SECTION]
-    build_only = served_code.BuildOnlyCode.parse(listed[0]) if listed else None
+    build_only = served_code.BuildOnlyCode.parse(listed[0]) if listed and not compiler_kept else None
     out: list[wasm.Section] = []
     for s in sections:
         if s.id == wasm.GLOBAL:
@@ -95,7 +100,7 @@ def snapshot(runtime: bytes, mounts: dict[str, Path]) -> SnapshotResult:
             out.append(wasm.without_name_subsection(s, wasm.NAME_DATA_SEGMENTS))  # they name the old segments
         else:
             out.append(s)
-    return SnapshotResult(wasm.build_module(out), len(memory), resident_bytes(segments), logs)
+    return SnapshotResult(wasm.build_module(out), len(memory), resident_bytes(segments), logs, compiler_kept)
 
 
 def resident_bytes(segments: list[tuple[int, bytes]], page: int = 4096) -> int:

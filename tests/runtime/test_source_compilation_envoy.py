@@ -41,3 +41,13 @@ def test_run_time_compilation_fails_closed_with_the_filter_line(build_filter: Ca
                 line = next(i for i, text in enumerate(lines, 1) if call in text)
                 envoy.wait_for_log(f"{MESSAGE} \\(filter\\.py:{line}\\)")
             assert status_of(envoy.url + "/bytecode") == 200
+
+
+def test_a_filter_that_keeps_the_compiler_compiles_at_run_time(build_filter: Callable[[str], Path]) -> None:
+    source = FILTER.read_text().replace("import proxywasm\n", "import proxywasm\n\nproxywasm.vm.keep_compiler()\n", 1)
+    with UpstreamServer() as upstream:
+        plugin = WasmPlugin(build_filter(source), name="compiling")
+        with Envoy(http_bootstrap(upstream_port=upstream.port, plugins=[plugin])) as envoy:
+            for path in ("/eval", "/namedtuple", "/ast"):
+                assert status_of(envoy.url + path) == 200
+            assert upstream.requests[0].header("x-answer") == "2"

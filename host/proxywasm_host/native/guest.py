@@ -23,11 +23,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
+import proxywasm
 from proxywasm.abi import CALLBACKS, BufferType, LogLevel
 
 from ..emulator.vm import GuestTrap, Vm
 from ..errors import LoadError
 from .budget import HANG_AFTER_S, NativeBudget
+from .compiler import CompilerGuard
 from .imports import ImportRules
 from .proxywasm_module import ProxyWasmModule
 
@@ -114,6 +116,7 @@ class NativeGuest:
         self.api = ProxyWasmModule(vm.host_functions, self.budget)
         self._budgets: dict[int, int] = {}  # context id -> its callbacks' CPU budget (ms), as callbacks.c keeps
         self.rules = ImportRules(self.base)
+        self.compiler = CompilerGuard(Path(proxywasm.__file__).parent, self.base)
         self.modules: dict[str, ModuleType] = {"_proxywasm": self.api}
         self._masks = self.api.masks  # context id -> callback mask, which the SDK may change
         self._exports: dict[str, Callable[..., int]] = {"proxy_on_context_create": self._on_context_create}
@@ -212,10 +215,15 @@ class NativeGuest:
         root.setLevel(logging.DEBUG)
         if not loading:
             builtins.__import__ = self.rules.guarded_import(builtins.__import__)
+            vm = self.modules.get("proxywasm.vm")
+            if not getattr(vm, "_keep_compiler", False):  # the served module has no compiler
+                saved["compiler"] = self.compiler.install()
         return saved
 
     def _leave(self, saved: dict[str, Any]) -> None:
         builtins.__import__ = saved["import"]
+        if "compiler" in saved:
+            CompilerGuard.uninstall(saved["compiler"])
         for stream in (sys.stdout, sys.stderr):
             if isinstance(stream, _Tee):
                 stream.flush()
