@@ -5,6 +5,8 @@ from __future__ import annotations
 from . import hostcalls
 from .abi import BufferType
 
+_raw = hostcalls.raw  # read() calls the host directly (see hostcalls.raw)
+
 
 class Body:
     """The part of a body (or connection data) Envoy has handed to the current callback.
@@ -26,7 +28,8 @@ class Body:
     def read(self, start: int = 0, size: int | None = None) -> bytes:
         if self.size == 0:
             return b""
-        return hostcalls.get_buffer(self.buffer_type, start, self.size - start if size is None else size)
+        data: bytes = _raw.get_buffer_bytes(self.buffer_type, start, self.size - start if size is None else size)
+        return data
 
     def __bytes__(self) -> bytes:
         return self.read()
