@@ -230,16 +230,15 @@ _U32 = struct.Struct("<I")
 def encode_map(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
     """Serialise header pairs: u32 count, count x (u32 key_len, u32 value_len), then
     ``key\\0value\\0`` for each pair. All integers little-endian."""
-    items = list(pairs)
-    sizes = bytearray(_U32.pack(len(items)))
-    data = bytearray()
+    # Few operations per pair: inside the VM each costs tens of nanoseconds.
+    items = pairs if type(pairs) is list else list(pairs)
+    count = len(items)
+    if not count:
+        return b"\0\0\0\0"
+    sizes = [count]
     for key, value in items:
-        sizes += struct.pack("<II", len(key), len(value))
-        data += key
-        data += b"\0"
-        data += value
-        data += b"\0"
-    return bytes(sizes + data)
+        sizes += (len(key), len(value))
+    return struct.pack("<%dI" % (2 * count + 1), *sizes) + b"\0".join(map(b"\0".join, items)) + b"\0"
 
 
 def decode_map(data: bytes | bytearray | memoryview) -> list[tuple[bytes, bytes]]:
@@ -247,26 +246,31 @@ def decode_map(data: bytes | bytearray | memoryview) -> list[tuple[bytes, bytes]
 
     Raises ``ValueError`` when the sizes do not fit the data.
     """
-    view = memoryview(data)
-    if len(view) < 4:
-        if len(view) == 0:
+    if type(data) is not bytes:
+        data = bytes(data)
+    if len(data) < 4:
+        if len(data) == 0:
             return []
         raise ValueError("header map shorter than its count field")
-    (count,) = _U32.unpack_from(view, 0)
+    (count,) = _U32.unpack_from(data, 0)
     header_end = 4 + 8 * count
-    if header_end > len(view):
-        raise ValueError(f"header map claims {count} pairs but has {len(view)} bytes")
-    sizes = struct.unpack_from(f"<{2 * count}I", view, 4)
+    if header_end > len(data):
+        raise ValueError(f"header map claims {count} pairs but has {len(data)} bytes")
+    sizes = struct.unpack_from("<%dI" % (2 * count), data, 4)
+    # Split at the NULs that end every key and value; when the parts have exactly the sizes the
+    # map declares (always, from Envoy) they are the pairs. Otherwise (a NUL inside a name or
+    # value, bytes after the last pair, a malformed map) walk the sizes one pair at a time.
+    parts = data[header_end:].split(b"\0")
+    if parts.pop() == b"" and tuple(map(len, parts)) == sizes:
+        return list(zip(parts[::2], parts[1::2]))
     pos = header_end
     out: list[tuple[bytes, bytes]] = []
     for i in range(count):
         klen, vlen = sizes[2 * i], sizes[2 * i + 1]
         end = pos + klen + 1 + vlen + 1
-        if end > len(view):
+        if end > len(data):
             raise ValueError(f"header map pair {i} runs past the end of the data")
-        key = bytes(view[pos : pos + klen])
-        value = bytes(view[pos + klen + 1 : pos + klen + 1 + vlen])
-        out.append((key, value))
+        out.append((data[pos : pos + klen], data[pos + klen + 1 : pos + klen + 1 + vlen]))
         pos = end
     return out
 
