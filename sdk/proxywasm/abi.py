@@ -238,7 +238,7 @@ def encode_map(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
     sizes = [count]
     for key, value in items:
         sizes += (len(key), len(value))
-    return struct.pack("<%dI" % (2 * count + 1), *sizes) + b"\0".join(map(b"\0".join, items)) + b"\0"
+    return struct.pack(f"<{2 * count + 1}I", *sizes) + b"\0".join(map(b"\0".join, items)) + b"\0"
 
 
 def decode_map(data: bytes | bytearray | memoryview) -> list[tuple[bytes, bytes]]:
@@ -256,13 +256,13 @@ def decode_map(data: bytes | bytearray | memoryview) -> list[tuple[bytes, bytes]
     header_end = 4 + 8 * count
     if header_end > len(data):
         raise ValueError(f"header map claims {count} pairs but has {len(data)} bytes")
-    sizes = struct.unpack_from("<%dI" % (2 * count), data, 4)
+    sizes = struct.unpack_from(f"<{2 * count}I", data, 4)
     # Split at the NULs that end every key and value; when the parts have exactly the sizes the
     # map declares (always, from Envoy) they are the pairs. Otherwise (a NUL inside a name or
     # value, bytes after the last pair, a malformed map) walk the sizes one pair at a time.
     parts = data[header_end:].split(b"\0")
     if parts.pop() == b"" and tuple(map(len, parts)) == sizes:
-        return list(zip(parts[::2], parts[1::2]))
+        return list(zip(parts[::2], parts[1::2], strict=True))
     pos = header_end
     out: list[tuple[bytes, bytes]] = []
     for i in range(count):

@@ -9,6 +9,7 @@ import random
 import struct
 
 import pytest
+
 from proxywasm import abi, headers, msgpack
 
 
