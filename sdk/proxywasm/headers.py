@@ -161,7 +161,10 @@ class Headers(_MappingBase):
             raise unavailable(self.map_type, err) from None
         if value is None:
             raise KeyError(name)
-        return value.decode("utf-8", "surrogateescape")
+        try:
+            return value.decode()  # as _text(), a third cheaper: no error handler to look up
+        except UnicodeDecodeError:
+            return value.decode("utf-8", "surrogateescape")
 
     def get_bytes(self, name: HeaderValue) -> bytes | None:
         """The first value of ``name`` as bytes, or ``None``."""
@@ -184,7 +187,13 @@ class Headers(_MappingBase):
             key = _KEYS[name]
         except (KeyError, TypeError):
             key = _key(name)
-        raw_value = value.encode("utf-8", "surrogateescape") if type(value) is str else _value(value)
+        if type(value) is str:
+            try:
+                raw_value = value.encode()  # as _value(), a third cheaper: no error handler to look up
+            except UnicodeEncodeError:
+                raw_value = value.encode("utf-8", "surrogateescape")
+        else:
+            raw_value = _value(value)
         try:
             _raw.replace_header_map_value(self.map_type, key, raw_value)
         except HostCallError as err:
@@ -196,7 +205,13 @@ class Headers(_MappingBase):
             key = _KEYS[name]
         except (KeyError, TypeError):
             key = _key(name)
-        raw_value = value.encode("utf-8", "surrogateescape") if type(value) is str else _value(value)
+        if type(value) is str:
+            try:
+                raw_value = value.encode()  # as _value(), a third cheaper: no error handler to look up
+            except UnicodeEncodeError:
+                raw_value = value.encode("utf-8", "surrogateescape")
+        else:
+            raw_value = _value(value)
         try:
             _raw.add_header_map_value(self.map_type, key, raw_value)
         except HostCallError as err:
@@ -254,7 +269,12 @@ class Headers(_MappingBase):
             value: bytes | None = _raw.get_header_map_value(self.map_type, key)
         except HostCallError as err:
             raise unavailable(self.map_type, err) from None
-        return default if value is None else value.decode("utf-8", "surrogateescape")
+        if value is None:
+            return default
+        try:
+            return value.decode()  # as in __getitem__
+        except UnicodeDecodeError:
+            return value.decode("utf-8", "surrogateescape")
 
     def keys(self) -> KeysView[str]:
         """The names, each once, in order (a snapshot taken by one host call)."""

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import random
 import struct
+from typing import Any
 
 import pytest
 
 from proxywasm import abi, headers, msgpack
+from proxywasm_host import Host
 
 
 def reference_encode(pairs: list[tuple[bytes, bytes]]) -> bytes:
@@ -106,3 +108,31 @@ def test_msgpack_round_trips(value: object) -> None:
     expected = list(value) if isinstance(value, tuple) else value
     assert msgpack.unpackb(packed) == expected
     assert type(msgpack.unpackb(packed)) is type(expected)
+
+
+COPY_FILTER = """
+import proxywasm
+from proxywasm import HttpContext
+
+
+@proxywasm.register
+class Copy(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        value = headers["X-Raw"]  # text with surrogates when the bytes are not UTF-8
+        headers["x-copy"] = value
+        headers.add("x-added", value)
+        headers["x-get"] = headers.get("x-raw", "")
+        headers["x-bytes"] = headers.get_bytes(b"x-raw")
+        headers["x-present"] = str("x-raw" in headers and b"X-RAW" in headers and 5 not in headers)
+"""
+
+
+@pytest.mark.parametrize("raw", [b"plain", "caf\u00e9".encode(), b"caf\xe9 \xff"], ids=["ascii", "utf-8", "not-utf-8"])
+def test_header_values_keep_their_bytes_through_the_fast_paths(build_filter: Any, raw: bytes) -> None:
+    host = Host.load(build_filter(COPY_FILTER))
+    sent = host.request("GET", "/", headers=[("x-raw", raw)]).upstream_request
+    assert sent is not None
+    received = sent.header("x-raw")  # the host's text form of the bytes
+    assert received is not None
+    assert sent.header("x-copy") == sent.header("x-added") == sent.header("x-get") == sent.header("x-bytes") == received
+    assert sent.header("x-present") == "True"
