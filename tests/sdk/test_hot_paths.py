@@ -102,6 +102,23 @@ MSGPACK_VALUES = [
 ]  # fmt: skip
 
 
+# The encodings the MessagePack specification gives these values (the smallest form that fits).
+MSGPACK_WIRE = [
+    (0, b"\x00"), (127, b"\x7f"), (128, b"\xcc\x80"), (255, b"\xcc\xff"), (256, b"\xcd\x01\x00"),
+    (65536, b"\xce\x00\x01\x00\x00"), (2**32, b"\xcf\x00\x00\x00\x01\x00\x00\x00\x00"), (-1, b"\xff"),
+    (-32, b"\xe0"), (-33, b"\xd0\xdf"), (-129, b"\xd1\xff\x7f"), ("", b"\xa0"), ("ab", b"\xa2ab"),
+    ("\u00e9", b"\xa2\xc3\xa9"), ("x" * 31, b"\xbf" + b"x" * 31), ("x" * 32, b"\xd9\x20" + b"x" * 32),
+    ("\u00e9" * 16, b"\xd9\x20" + "\u00e9".encode() * 16), (None, b"\xc0"), (True, b"\xc3"), (False, b"\xc2"),
+    ([], b"\x90"), ({}, b"\x80"), (b"", b"\xc4\x00"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("value", "wire"), MSGPACK_WIRE, ids=repr)
+def test_msgpack_writes_the_specified_encoding(value: object, wire: bytes) -> None:
+    assert msgpack.packb(value) == wire
+    assert msgpack.unpackb(wire) == value
+
+
 @pytest.mark.parametrize("value", MSGPACK_VALUES, ids=repr)
 def test_msgpack_round_trips(value: object) -> None:
     packed = msgpack.packb(value)
