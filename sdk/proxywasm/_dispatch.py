@@ -219,6 +219,7 @@ _probe_coroutine.close()
 del _probe_coroutine
 _REQUEST, _RESPONSE = StreamType.REQUEST, StreamType.RESPONSE
 _REQUEST_BODY, _RESPONSE_BODY = BufferType.HTTP_REQUEST_BODY, BufferType.HTTP_RESPONSE_BODY
+_new_body = object.__new__
 _HEADERS, _BODY, _TRAILERS = 0, 1, 2
 _FORWARDED = {_REQUEST: "forwarded the request", _RESPONSE: "forwarded the response"}
 
@@ -479,8 +480,11 @@ class Dispatcher:
         ctx: Any = self.contexts[context_id]
         if ctx._awaits:
             return self._body(ctx, _REQUEST, _REQUEST_BODY, size, end_of_stream, "on_request_body")
+        body = _new_body(Body)  # Body(_REQUEST_BODY, size) without its __init__ frame (100 ns in the VM)
+        body.buffer_type = _REQUEST_BODY
+        body.size = size
         try:  # _body() without coroutines, inline: Envoy calls it for every chunk of every body
-            result = ctx.on_request_body(Body(_REQUEST_BODY, size), end_of_stream != 0)
+            result = ctx.on_request_body(body, end_of_stream != 0)
         except BaseException as exc:
             return self._stream_error(ctx, "on_request_body", exc)
         if type(result) is _COROUTINE or ctx._unwaited:
@@ -518,8 +522,11 @@ class Dispatcher:
         ctx: Any = self.contexts[context_id]
         if ctx._awaits:
             return self._body(ctx, _RESPONSE, _RESPONSE_BODY, size, end_of_stream, "on_response_body")
-        try:  # as on_request_body
-            result = ctx.on_response_body(Body(_RESPONSE_BODY, size), end_of_stream != 0)
+        body = _new_body(Body)  # as on_request_body
+        body.buffer_type = _RESPONSE_BODY
+        body.size = size
+        try:
+            result = ctx.on_response_body(body, end_of_stream != 0)
         except BaseException as exc:
             return self._stream_error(ctx, "on_response_body", exc)
         if type(result) is _COROUTINE or ctx._unwaited:

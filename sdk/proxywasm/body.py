@@ -19,6 +19,8 @@ class Body:
     __slots__ = ("buffer_type", "size")
 
     def __init__(self, buffer_type: BufferType, size: int) -> None:
+        # The dispatcher's body callbacks set these two slots without calling __init__ (a frame
+        # less per chunk): a new field must be set there too.
         self.buffer_type = buffer_type
         self.size = size
 
