@@ -448,7 +448,10 @@ class Dispatcher:
         if type(result) is _COROUTINE:
             return tasks().start(ctx, result, f"{type(ctx).__name__}.{where}", direction, kind, bool(eos))
         if ctx._unwaited:
-            self.check_unwaited(ctx, f"{type(ctx).__name__}.{where}", result)
+            if result is None or result == Action.CONTINUE:  # the mistake check_unwaited reports
+                self.check_unwaited(ctx, f"{type(ctx).__name__}.{where}", result)
+            else:  # the stream waits (PAUSE): what check_unwaited does then, without naming the callback
+                ctx._unwaited = 0
         return result
 
     def on_request_headers(self, context_id: int, num_headers: int, end_of_stream: int) -> int | None:

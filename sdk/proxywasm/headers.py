@@ -396,7 +396,10 @@ class HeaderPairs(_ReadMappingBase):
         self._pairs = list(pairs)
 
     def get_bytes(self, name: HeaderValue) -> bytes | None:
-        key = _key(name)
+        try:
+            key = _KEYS[name]
+        except (KeyError, TypeError):
+            key = _key(name)
         for k, v in self._pairs:
             if k == key:
                 return v
