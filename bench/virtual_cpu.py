@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT / "host"))
 
 from proxywasm_host import Host  # noqa: E402
 from proxywasm_host.emulator import host_functions, vm  # noqa: E402
+from proxywasm_host.wasm import imports  # noqa: E402
 
 PYTHON_FILTERS = ROOT / "bench" / "filters" / "python"
 AS_OUT = ROOT / ".cache" / "as"
@@ -66,7 +68,9 @@ WORKLOADS = (
 
 class HostCallCounter:
     """Counts the proxy_* host functions the guest calls (wraps the emulator's HostFunctions) and
-    the virtual CPU each outermost call into the guest (export) used (wraps the emulator's Vm.call)."""
+    the WASI ones (``wasi:clock_time_get``: the runtime's CPU budget reads the clock in longer
+    callbacks), and the virtual CPU each outermost call into the guest (export) used (wraps the
+    emulator's Vm.call). Install it before loading modules: WASI functions are bound at load."""
 
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
@@ -78,6 +82,10 @@ class HostCallCounter:
         originals = {n: getattr(cls, n) for n in dir(cls) if n.startswith("proxy_")}
         for name, function in originals.items():
             setattr(cls, name, self._wrap(name, function))
+        registry = imports._registry()  # loads the WASI functions into imports.REGISTRY
+        wasi = {key: found for key, found in registry.items() if key[0] in imports.WASI_MODULES}
+        for key, found in wasi.items():
+            imports.REGISTRY[key] = dataclasses.replace(found, impl=self._wrap(f"wasi:{key[1]}", found.impl))
         call = vm.Vm.call
         export_ns = self.export_ns
 
@@ -96,6 +104,7 @@ class HostCallCounter:
         finally:
             for name, function in originals.items():
                 setattr(cls, name, function)
+            imports.REGISTRY.update(wasi)
             vm.Vm.call = call  # type: ignore[method-assign]
 
     def _wrap(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
