@@ -129,13 +129,14 @@ def test_msgpack_round_trips(value: object) -> None:
 
 COPY_FILTER = """
 import proxywasm
-from proxywasm import HttpContext
+from proxywasm import HttpContext, log
 
 
 @proxywasm.register
 class Copy(HttpContext):
     def on_request_headers(self, headers, end_of_stream):
         value = headers["X-Raw"]  # text with surrogates when the bytes are not UTF-8
+        log.info(f"raw {value}")  # logged with escapes, not an exception
         headers["x-copy"] = value
         headers.add("x-added", value)
         headers["x-get"] = headers.get("x-raw", "")
@@ -153,3 +154,7 @@ def test_header_values_keep_their_bytes_through_the_fast_paths(build_filter: Any
     assert received is not None
     assert sent.header("x-copy") == sent.header("x-added") == sent.header("x-get") == sent.header("x-bytes") == received
     assert sent.header("x-present") == "True"
+    logged = (
+        raw.decode("utf-8", "surrogateescape").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    )
+    assert (2, f"raw {logged}") in host.logs
