@@ -248,30 +248,28 @@ def decode_map(data: bytes | bytearray | memoryview) -> list[tuple[bytes, bytes]
     """
     if type(data) is not bytes:
         data = bytes(data)
-    if len(data) < 4:
-        if len(data) == 0:
+    size = len(data)
+    if size < 4:
+        if size == 0:
             return []
         raise ValueError("header map shorter than its count field")
     (count,) = _U32.unpack_from(data, 0)
     header_end = 4 + 8 * count
-    if header_end > len(data):
-        raise ValueError(f"header map claims {count} pairs but has {len(data)} bytes")
+    if header_end > size:
+        raise ValueError(f"header map claims {count} pairs but has {size} bytes")
     sizes = struct.unpack_from(f"<{2 * count}I", data, 4)
-    # Split at the NULs that end every key and value; when the parts have exactly the sizes the
-    # map declares (always, from Envoy) they are the pairs. Otherwise (a NUL inside a name or
-    # value, bytes after the last pair, a malformed map) walk the sizes one pair at a time.
-    parts = data[header_end:].split(b"\0")
-    if parts.pop() == b"" and tuple(map(len, parts)) == sizes:
-        return list(zip(parts[::2], parts[1::2], strict=True))
-    pos = header_end
+    # Slices of the bytes themselves, no view: inside the VM each step costs tens of nanoseconds.
+    # (Splitting a copy of the data at its NULs is no faster, and the copy, as large as the map,
+    # raised the VM's memory high-water mark under load.)
     out: list[tuple[bytes, bytes]] = []
-    for i in range(count):
-        klen, vlen = sizes[2 * i], sizes[2 * i + 1]
-        end = pos + klen + 1 + vlen + 1
-        if end > len(data):
-            raise ValueError(f"header map pair {i} runs past the end of the data")
-        out.append((data[pos : pos + klen], data[pos + klen + 1 : pos + klen + 1 + vlen]))
-        pos = end
+    pos = header_end
+    for i in range(0, 2 * count, 2):
+        key_end = pos + sizes[i]
+        value_end = key_end + 1 + sizes[i + 1]
+        if value_end >= size:  # the value's NUL must fit too
+            raise ValueError(f"header map pair {i // 2} runs past the end of the data")
+        out.append((data[pos:key_end], data[key_end + 1 : value_end]))
+        pos = value_end + 1
     return out
 
 
