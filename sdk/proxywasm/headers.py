@@ -50,7 +50,7 @@ _raw = hostcalls.raw  # the methods below call the host directly (see hostcalls.
 # same few headers on every request, and a dict lookup is cheaper than encode() and lower().
 # Bounded, so a filter naming headers it read from requests cannot grow it without end.
 _KEYS: dict[object, bytes] = {}
-_KEYS_MAX = 512
+_KEYS_MAX = 128  # about 16 KiB at most per VM; filters name far fewer headers
 
 
 def _key(name: HeaderValue) -> bytes:
