@@ -1,7 +1,7 @@
 """The SDK's fast paths (issue 14) give what the plain code they replace gave: the header-map wire
-codec against a pair-by-pair reference, the header-name cache, and the msgpack fast paths.
-Runs outside a VM (pure Python); the filters that use these paths run in the host and in Envoy in
-their own tests."""
+codec against a pair-by-pair reference, the header-name cache and the msgpack fast paths (outside a
+VM), and header values that are not UTF-8 through the header map's fast paths (in the local host's
+Wasm VM; tests/sdk/test_mistakes_and_fixes.py runs such values through real Envoy)."""
 
 from __future__ import annotations
 
