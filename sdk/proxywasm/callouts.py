@@ -167,22 +167,26 @@ def http_call(
 ) -> int | HttpCallFuture:
     # The call's own body decides its framing: headers copied from a request (content-length of
     # a body that is not sent along) would make the target wait for bytes that never come.
+    # Explicit method=/path=/authority= win over pseudo headers copied in headers= (the last copy
+    # of each); those win over the defaults (GET, /, the cluster's name). One pass over headers.
     data = hostcalls.to_bytes(body)
-    given = [(k, v) for k, v in _pairs(headers) if k not in _FRAMING]
+    copied: dict[bytes, bytes] = {}
+    rest: list[tuple[bytes, bytes]] = []
+    for k, v in _pairs(headers):
+        if k in _PSEUDO:
+            copied[k] = v
+        elif k not in _FRAMING:
+            rest.append((k, v))
     if data:
-        given.append((b"content-length", str(len(data)).encode()))
-    # Explicit method=/path=/authority= win over pseudo headers copied in headers=; those win over
-    # the defaults (GET, /, the cluster's name).
-    copied = {k: v for k, v in given if k in _PSEUDO}
+        rest.append((b"content-length", str(len(data)).encode()))
     pseudo = [
         (b":method", hostcalls.to_bytes(method) if method is not None else copied.get(b":method", b"GET")),
         (b":path", hostcalls.to_bytes(path) if path is not None else copied.get(b":path", b"/")),
         (b":authority", hostcalls.to_bytes(authority) if authority is not None else copied.get(b":authority")
          or hostcalls.to_bytes(cluster)),
     ]  # fmt: skip
-    rest = [(k, v) for k, v in given if k not in _PSEUDO]
     try:
-        token = hostcalls.http_call(cluster, pseudo + rest, data, _pairs(trailers), timeout_ms)
+        token = hostcalls.http_call(cluster, pseudo + rest, data, _pairs(trailers) if trailers else (), timeout_ms)
     except HostCallError as err:
         raise _refused(err, cluster) from None
     future = (
@@ -276,13 +280,13 @@ def deliver_http_response(token: int, num_headers: int, body_size: int, num_trai
     context, target, cluster, awaited = entry
     if target is None:
         return None  # detached without a callback: the answer is not wanted
-    response = HttpCallResponse(token, cluster=cluster)
-    if num_headers:
-        response.headers = HeaderPairs(hostcalls.get_map(MapType.HTTP_CALL_RESPONSE_HEADERS))
-    if body_size:
-        response.body = hostcalls.get_buffer(BufferType.HTTP_CALL_RESPONSE_BODY, 0, body_size)
-    if num_trailers:
-        response.trailers = HeaderPairs(hostcalls.get_map(MapType.HTTP_CALL_RESPONSE_TRAILERS))
+    response = HttpCallResponse(
+        token,
+        HeaderPairs(hostcalls.get_map(MapType.HTTP_CALL_RESPONSE_HEADERS)) if num_headers else None,
+        hostcalls.get_buffer(BufferType.HTTP_CALL_RESPONSE_BODY, 0, body_size) if body_size else b"",
+        HeaderPairs(hostcalls.get_map(MapType.HTTP_CALL_RESPONSE_TRAILERS)) if num_trailers else None,
+        cluster,
+    )
     if awaited:
         if num_headers:
             target.set_result(response)

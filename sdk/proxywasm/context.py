@@ -31,6 +31,9 @@ else:
         return function  # the implementation defined after the overloads replaces them
 
 
+_raw = hostcalls.raw  # _act asks the runtime for the current context directly (not a host call)
+
+
 def _tasks() -> Any:
     from ._dispatch import tasks  # late: _dispatch imports this module
 
@@ -65,7 +68,7 @@ class Context:
     def _act(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a host call on this context, also from another context's callback (e.g. resuming a
         held stream from the plugin's on_tick), then give the running callback its context back."""
-        running = hostcalls.effective_context()
+        running = _raw.effective_context()
         if not self.context_id or self.context_id == running:
             return call(*args, **kwargs)
         try:

@@ -13,29 +13,52 @@ TYPE_CHECKING = False  # typing is not imported at run time: it would cost memor
 if TYPE_CHECKING:
     from typing import Any
 
+_raw = hostcalls.raw
+_TRACE, _DEBUG, _INFO, _WARN, _ERROR, _CRITICAL = (
+    LogLevel.TRACE, LogLevel.DEBUG, LogLevel.INFO, LogLevel.WARN, LogLevel.ERROR, LogLevel.CRITICAL,
+)  # fmt: skip
+
 
 def trace(message: str) -> None:
-    hostcalls.log(LogLevel.TRACE, message)
+    try:
+        _raw.log(_TRACE, message)  # the host directly (see hostcalls.raw); log() handles surrogates
+    except UnicodeEncodeError:
+        hostcalls.log(LogLevel.TRACE, message)
 
 
 def debug(message: str) -> None:
-    hostcalls.log(LogLevel.DEBUG, message)
+    try:
+        _raw.log(_DEBUG, message)  # the host directly (see hostcalls.raw); log() handles surrogates
+    except UnicodeEncodeError:
+        hostcalls.log(LogLevel.DEBUG, message)
 
 
 def info(message: str) -> None:
-    hostcalls.log(LogLevel.INFO, message)
+    try:
+        _raw.log(_INFO, message)  # the host directly (see hostcalls.raw); log() handles surrogates
+    except UnicodeEncodeError:
+        hostcalls.log(LogLevel.INFO, message)
 
 
 def warn(message: str) -> None:
-    hostcalls.log(LogLevel.WARN, message)
+    try:
+        _raw.log(_WARN, message)  # the host directly (see hostcalls.raw); log() handles surrogates
+    except UnicodeEncodeError:
+        hostcalls.log(LogLevel.WARN, message)
 
 
 def error(message: str) -> None:
-    hostcalls.log(LogLevel.ERROR, message)
+    try:
+        _raw.log(_ERROR, message)  # the host directly (see hostcalls.raw); log() handles surrogates
+    except UnicodeEncodeError:
+        hostcalls.log(LogLevel.ERROR, message)
 
 
 def critical(message: str) -> None:
-    hostcalls.log(LogLevel.CRITICAL, message)
+    try:
+        _raw.log(_CRITICAL, message)  # the host directly (see hostcalls.raw); log() handles surrogates
+    except UnicodeEncodeError:
+        hostcalls.log(LogLevel.CRITICAL, message)
 
 
 def level() -> LogLevel:

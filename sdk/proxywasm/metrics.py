@@ -32,6 +32,8 @@ from . import hostcalls
 from .abi import MetricType
 from .errors import UsageError
 
+_raw = hostcalls.raw
+
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -109,6 +111,16 @@ class _Metric:
     def labels(self: M, *values: object, **named: object) -> M:
         """The series for these label values (positional in declaration order, or by name); made
         (and defined with Envoy) on first use, then reused."""
+        if not named:
+            # Text values already clean (the usual case) are their own key: found without
+            # sanitising each value. A value that is not text, or needs sanitising, never equals a
+            # key (keys are text without ';' and control characters) and takes the long way.
+            try:
+                found = self._children.get(values)  # type: ignore[arg-type]
+            except TypeError:  # an unhashable value: the long way gives the error
+                found = None
+            if found is not None:
+                return found  # type: ignore[no-any-return]
         if named:
             if values:
                 raise TypeError("labels(): give the values either by position or by name")
@@ -145,7 +157,8 @@ class Counter(_Metric):
 
     def increment(self, by: int = 1) -> None:
         if by > 0:
-            hostcalls.increment_metric(self.metric_id, by)
+            metric_id = self._id  # defined: the host is called directly (see hostcalls.raw)
+            _raw.increment_metric(self.metric_id if metric_id is None else metric_id, by)
         elif by == 0:
             self.metric_id  # noqa: B018 - Envoy refuses a 0 step; defining is all it would do
         else:
@@ -165,10 +178,12 @@ class Gauge(_Metric):
         super().__init__(name, labels)
 
     def set(self, value: int) -> None:
-        hostcalls.record_metric(self.metric_id, value)
+        metric_id = self._id
+        _raw.record_metric(self.metric_id if metric_id is None else metric_id, value)
 
     def add(self, delta: int) -> None:
-        hostcalls.increment_metric(self.metric_id, delta)
+        metric_id = self._id
+        _raw.increment_metric(self.metric_id if metric_id is None else metric_id, delta)
 
     @property
     def value(self) -> int:
@@ -185,7 +200,8 @@ class Histogram(_Metric):
         super().__init__(name, labels)
 
     def record(self, value: int) -> None:
-        hostcalls.record_metric(self.metric_id, value)
+        metric_id = self._id
+        _raw.record_metric(self.metric_id if metric_id is None else metric_id, value)
 
 
 def labelled() -> list[tuple[str, tuple[str, ...]]]:

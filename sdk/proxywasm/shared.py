@@ -6,6 +6,9 @@ from __future__ import annotations
 from . import hostcalls, msgpack
 from .abi import Status
 from .errors import CasMismatch as CasMismatch  # defined in errors, importable from here as before
+from .errors import HostCallError
+
+_raw = hostcalls.raw
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
 if TYPE_CHECKING:
@@ -17,13 +20,15 @@ class SharedData:
     it if nobody has written since the read that returned ``cas`` (0 writes unconditionally).
     ``get_value`` / ``set_value`` do the same for msgpack-encoded Python values."""
 
+    # get and set call the host directly (see hostcalls.raw): a rate limiter makes both per request.
     def get(self, key: str) -> tuple[bytes, int] | None:
-        return hostcalls.get_shared_data(key)
+        found: tuple[bytes, int] | None = _raw.get_shared_data(key)
+        return found
 
     def set(self, key: str, value: bytes | str, cas: int = 0) -> None:
         try:
-            hostcalls.set_shared_data(key, hostcalls.to_bytes(value), cas)
-        except hostcalls.HostCallError as err:
+            _raw.set_shared_data(key, value if type(value) is bytes else hostcalls.to_bytes(value), cas)
+        except HostCallError as err:
             if err.status == Status.CAS_MISMATCH:
                 raise CasMismatch(key) from None
             raise
