@@ -235,7 +235,6 @@ class Dispatcher:
         # Plugin classes that make their HTTP contexts from ``http_context`` (new_http_context not
         # overridden): on_context_create instantiates it without the method call.
         self._plain_plugins: set[type] = set()
-        self._masks: dict[type, int] = {}  # mask_of() per context class, without the call
 
     # ---- errors and author mistakes ----
 
@@ -329,10 +328,8 @@ class Dispatcher:
         ctx.context_id = context_id
         self.contexts[context_id] = ctx
         cls = type(ctx)
-        mask = self._masks.get(cls)
-        if mask is None:
-            mask = self._masks[cls] = mask_of(cls)
-        return mask
+        mask = _masks.get(cls)  # mask_of()'s cache, read without the call (this runs once per request)
+        return mask if mask is not None else mask_of(cls)
 
     def _new_plugin(self, root_id: str) -> PluginContext:
         cls = registry.lookup(root_id)
