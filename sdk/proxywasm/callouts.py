@@ -190,7 +190,7 @@ def http_call(
     except HostCallError as err:
         raise _refused(err, cluster) from None
     future = (
-        _awaitable(context, cluster, "http_call").HttpCallFuture(context, cluster)
+        (_driver or _awaitable(context, cluster, "http_call")).HttpCallFuture(context, cluster)
         if callback is None and not detach
         else None
     )

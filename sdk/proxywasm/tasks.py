@@ -183,7 +183,11 @@ class Task(Future["Any"]):
             try:
                 yielded = self.coro.send(value) if exc is None else self.coro.throw(exc)
             except StopIteration as stop:
-                self.set_result(stop.value)
+                # set_result(stop.value), inlined: once per coroutine
+                self._state, self._value = _DONE, stop.value
+                waiters, self._waiters = self._waiters, None
+                for waiter in waiters or ():
+                    waiter(self)
                 return
             except BaseException as err:
                 self.set_exception(err)
@@ -211,7 +215,7 @@ class Task(Future["Any"]):
             return
         self.waiting = None
         context = self.context
-        running = hostcalls.effective_context()
+        running = _effective_context()
         switch = context is not None and context.context_id not in (0, running)
         if switch:  # resumed from another context's callback (a callout answer goes to the root)
             hostcalls.set_effective_context(context.context_id)  # type: ignore[union-attr]
@@ -323,6 +327,7 @@ _ON_DONE = BIT["on_done"]
 
 
 _update_callbacks = hostcalls.update_callbacks
+_effective_context = hostcalls.raw.effective_context  # the builtin: _resume asks once per await
 
 
 def _arm(context: Context, state: StreamState) -> None:
