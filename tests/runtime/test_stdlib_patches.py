@@ -1,0 +1,88 @@
+"""The runtime's stdlib patches (sdk/runtime/stdlib_patches.py) give the same results as CPython's
+own code: json.loads of bytes and str, with and without surrounding whitespace, BOMs, UTF-16/32,
+extra data and invalid documents (the same value, or the same exception and message, which
+carries the position). Run in the VM (the local host on the built module) against the test
+process's unpatched json."""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from proxywasm_build.build import RUNTIME_DIR
+from proxywasm_host import Host
+
+FILTER = """
+import json
+
+import proxywasm
+from proxywasm import HttpContext
+
+
+@proxywasm.register
+class Decode(HttpContext):
+    async def on_request_headers(self, headers, end_of_stream):
+        as_str = headers.get("x-as-str") == "1"
+        body = await self.request_body(max_bytes=65536)
+        data = body.decode("latin-1") if as_str else body
+        try:
+            answer = repr(json.loads(data))
+        except Exception as exc:
+            answer = f"{type(exc).__name__}: {exc}"
+        self.send_response(200, answer)
+"""
+
+DOCUMENTS = [
+    b'{"a": 1}',
+    b'{"a":[1,2,{"b":null}],"c":"\\u00e9"}',
+    b'  {"a": 1}  ',
+    b"\n[1, 2]\t",
+    b"[]",
+    b"7",
+    b"12",
+    b'"x"',
+    b"{",
+    b"",
+    b" ",
+    b'{"a": 1} x',
+    b'{"a": 1}  x',
+    b'{"a": 1}\n\n',
+    b"[1] [2]",
+    b"nul",
+    b'{"a": 1}\x00',
+    codecs.BOM_UTF8 + b'{"a": 1}',
+    '{"a": "é"}'.encode("utf-16"),
+    '{"a": "é"}'.encode("utf-16-le"),
+    '{"a": "é"}'.encode("utf-16-be"),
+    '{"a": "é"}'.encode("utf-32"),
+    '{"a": "é"}'.encode("utf-32-le"),
+    "[1]".encode("utf-32-be"),
+    b"1\x00",
+    b"\x00\x00\x00",
+    b'{"\xff": 1}',
+    b'["\xed\xa0\x80"]',
+]
+
+
+def expected(data: bytes | str) -> str:
+    try:
+        return repr(json.loads(data))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_the_runtime_stdlib_is_patched() -> None:
+    assert "proxywasm:" in (RUNTIME_DIR / "stdlib" / "json" / "decoder.py").read_text()
+
+
+@pytest.mark.parametrize("as_str", [False, True], ids=["bytes", "str"])
+def test_json_loads_answers_as_cpython_does(build_filter: Callable[[str], Path], as_str: bool) -> None:
+    host = Host.load(build_filter(FILTER))
+    for document in DOCUMENTS:
+        data: bytes | str = document.decode("latin-1") if as_str else document
+        response = host.request("POST", "/", headers=[("x-as-str", "1" if as_str else "0")], body=document)
+        assert response.body.decode() == expected(data), document
