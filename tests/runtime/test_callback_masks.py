@@ -50,51 +50,46 @@ EVERYTHING = (
 )
 
 
-def entries_seen(upstream: UpstreamServer) -> list[int]:
-    return [int(r.header("x-python-entries") or -1) for r in upstream.requests]
-
-
 def steps(values: list[int]) -> set[int]:
     return {b - a for a, b in itertools.pairwise(values)}
 
 
-def test_undefined_callbacks_stay_out_of_python_in_envoy(build_filter: Callable[[str], Path]) -> None:
+def steps_in_envoy(wasm: Path) -> set[int]:
+    """Python entries between consecutive requests, as the filter saw them in real Envoy (the
+    requests a callout sends to the same upstream carry no count)."""
     with UpstreamServer() as upstream:
-        plugins = [WasmPlugin(build_filter(ONLY_REQUEST_HEADERS), name="masks")]
-        with Envoy(http_bootstrap(upstream_port=upstream.port, plugins=plugins)) as envoy:
+        with Envoy(http_bootstrap(upstream_port=upstream.port, plugins=[WasmPlugin(wasm, name="masks")])) as envoy:
             for _ in range(4):
                 with urllib.request.urlopen(envoy.url + "/", timeout=10) as response:
                     assert response.status == 200
-        assert steps(entries_seen(upstream)) == {2}
+        seen = [int(r.header("x-python-entries") or -1) for r in upstream.requests]
+    return steps([n for n in seen if n != -1])
+
+
+def steps_in_the_host(host: Host) -> set[int]:
+    return steps([int(dict(host.request("GET", "/").upstream_request.headers)["x-python-entries"]) for _ in range(4)])
+
+
+def test_undefined_callbacks_stay_out_of_python_in_envoy(build_filter: Callable[[str], Path]) -> None:
+    assert steps_in_envoy(build_filter(ONLY_REQUEST_HEADERS)) == {2}
 
 
 def test_the_count_does_see_defined_callbacks(build_filter: Callable[[str], Path]) -> None:
     # The same measurement with two more callbacks defined: four entries per request.
-    host = Host.load(build_filter(EVERYTHING))
-    seen = [int(dict(host.request("GET", "/").upstream_request.headers)["x-python-entries"]) for _ in range(4)]
-    assert steps(seen) == {4}
+    assert steps_in_the_host(Host.load(build_filter(EVERYTHING))) == {4}
 
 
 def test_undefined_callbacks_stay_out_of_python_in_the_host(build_filter: Callable[[str], Path]) -> None:
-    host = Host.load(build_filter(ONLY_REQUEST_HEADERS))
-    seen = [int(dict(host.request("GET", "/").upstream_request.headers)["x-python-entries"]) for _ in range(4)]
-    assert steps(seen) == {2}
+    assert steps_in_the_host(Host.load(build_filter(ONLY_REQUEST_HEADERS))) == {2}
 
 
 def test_a_finished_coroutine_leaves_on_done_out_of_python_in_envoy(build_filter: Callable[[str], Path]) -> None:
-    with UpstreamServer() as upstream:
-        plugins = [WasmPlugin(build_filter(AWAITS_A_CALLOUT), name="masks")]
-        with Envoy(http_bootstrap(upstream_port=upstream.port, plugins=plugins)) as envoy:
-            for _ in range(4):
-                with urllib.request.urlopen(envoy.url + "/", timeout=10) as response:
-                    assert response.status == 200
-        assert steps([n for n in entries_seen(upstream) if n != -1]) == {3}
+    assert steps_in_envoy(build_filter(AWAITS_A_CALLOUT)) == {3}
 
 
 def test_a_finished_coroutine_leaves_on_done_out_of_python_in_the_host(build_filter: Callable[[str], Path]) -> None:
     host = Host.load(build_filter(AWAITS_A_CALLOUT), clusters={"upstream": lambda request: 200})
-    seen = [int(dict(host.request("GET", "/").upstream_request.headers)["x-python-entries"]) for _ in range(4)]
-    assert steps(seen) == {3}
+    assert steps_in_the_host(host) == {3}
 
 
 def test_a_waiting_coroutine_still_gets_on_done(build_filter: Callable[[str], Path]) -> None:

@@ -6,12 +6,11 @@ VM). Also what Envoy 1.40 itself allows a V8 VM: 1 GiB."""
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from runtime_support import status_of
 
 from proxywasm_build.envoy import Envoy, WasmPlugin, http_bootstrap
 from proxywasm_build.upstream import UpstreamServer
@@ -49,14 +48,6 @@ MiB = 1 << 20
 SMALL = {"PROXYWASM_MEMORY_LIMIT_MB": "32", "PROXYWASM_CPU_BUDGET_MS": "5000"}
 
 
-def status_of(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as err:
-        return err.code
-
-
 @pytest.fixture(scope="module")
 def wasm(build_filter: Callable[[str], Path]) -> Path:
     return build_filter(FILTER)
@@ -78,9 +69,9 @@ def test_allocating_without_bound_meets_memory_error_and_the_vm_keeps_serving(
 ) -> None:
     with start(wasm, upstream, SMALL) as envoy:
         for path in ("/bomb", "/small-bomb", "/bomb"):
-            assert status_of(envoy.url + path) == 500
+            assert status_of(envoy.url + path, timeout=30) == 500
             upstream.clear()
-            assert status_of(envoy.url + "/fine") == 200
+            assert status_of(envoy.url + "/fine", timeout=30) == 200
             memory = int(upstream.requests[-1].header("x-memory") or 0)
             # Up to the limit (less what a last 1 MiB block needed), plus at most the SDK's 2 MiB reserve.
             assert 30 * MiB <= memory <= 35 * MiB
@@ -92,11 +83,11 @@ def test_allocating_without_bound_meets_memory_error_and_the_vm_keeps_serving(
 
 def test_a_vm_whose_memory_stays_full_fails_into_the_failure_policy(wasm: Path, upstream: UpstreamServer) -> None:
     with start(wasm, upstream, SMALL, policy="FAIL_RELOAD") as envoy:
-        assert status_of(envoy.url + "/fine") == 200
-        assert status_of(envoy.url + "/leak") == 503  # the VM trapped: Envoy answers for it
+        assert status_of(envoy.url + "/fine", timeout=30) == 200
+        assert status_of(envoy.url + "/leak", timeout=30) == 503  # the VM trapped: Envoy answers for it
         envoy.wait_for_log(r"the VM's memory stays exhausted after a MemoryError \(limit 32 MiB")
         deadline = time.monotonic() + 30
-        while status_of(envoy.url + "/fine") != 200:  # FAIL_RELOAD: a new VM after a back-off
+        while status_of(envoy.url + "/fine", timeout=30) != 200:  # FAIL_RELOAD: a new VM after a back-off
             assert time.monotonic() < deadline, "the VM was not reloaded"
             time.sleep(0.2)
 
@@ -109,7 +100,7 @@ def test_the_default_limit_and_envoys_own(wasm: Path, upstream: UpstreamServer) 
         ({"PROXYWASM_MEMORY_LIMIT_MB": "0", "PROXYWASM_CPU_BUDGET_MS": "30000"}, 1024),
     ):
         with start(wasm, upstream, env) as envoy:
-            assert status_of(envoy.url + "/bomb") == 500
+            assert status_of(envoy.url + "/bomb", timeout=30) == 500
             match = envoy.wait_for_log(r"bomb: (\d+) MiB allocated, linear memory (\d+) MiB")
             assert limit_mib - 8 <= int(match[2]) <= limit_mib + 2, match[0]
-            assert status_of(envoy.url + "/fine") == 200
+            assert status_of(envoy.url + "/fine", timeout=30) == 200

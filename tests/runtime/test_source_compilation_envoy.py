@@ -4,10 +4,10 @@ the filter's line; the failure policy applies and the VM goes on serving."""
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+from runtime_support import status_of
 
 from proxywasm_build.envoy import Envoy, WasmPlugin, http_bootstrap
 from proxywasm_build.upstream import UpstreamServer
@@ -16,14 +16,6 @@ FILTER = Path(__file__).with_name("compile_filter.py")
 MESSAGE = (
     "RuntimeError: compiling Python source at run time is not available in the served module: do it at import time"
 )
-
-
-def status_of(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as err:
-        return err.code
 
 
 def test_run_time_compilation_fails_closed_with_the_filter_line(build_filter: Callable[[str], Path]) -> None:

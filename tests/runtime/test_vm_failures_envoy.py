@@ -4,12 +4,11 @@ corrupting memory."""
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from runtime_support import status_of
 
 from proxywasm_build.envoy import Envoy, WasmPlugin, http_bootstrap
 from proxywasm_build.upstream import UpstreamServer
@@ -35,14 +34,6 @@ class Fragile(HttpContext):
                 value = [value]
             json.dumps(value)
 """
-
-
-def status_of(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as err:
-        return err.code
 
 
 @pytest.fixture(scope="module")
