@@ -273,10 +273,14 @@ class Dispatcher:
     def _stream_error(self, ctx: Context, where: str, exc: BaseException) -> int:
         return self.stream_error(ctx, f"{type(ctx).__name__}.{where}", exc)
 
-    def check_unwaited(self, ctx: Context, where: str, action: Any) -> None:
+    def check_unwaited(self, ctx: Context, where: str, action: Any, *, qualify: bool = False) -> None:
         """A stream callback returned: if it started callouts nothing waits for and let the stream
-        go on (CONTINUE), the answers will find the stream gone: an author mistake."""
+        go on (CONTINUE), the answers will find the stream gone: an author mistake. ``where`` names
+        the callback; ``qualify`` prefixes the context's class (only when there is a mistake to
+        report: the usual PAUSE costs no string)."""
         if action is None or action == Action.CONTINUE:
+            if qualify:
+                where = f"{type(ctx).__name__}.{where}"
             side = "let the connection's data through" if isinstance(ctx, StreamContext) else (
                 _FORWARDED[_RESPONSE] if "response" in where else _FORWARDED[_REQUEST])  # fmt: skip
             author_mistake(
@@ -305,26 +309,24 @@ class Dispatcher:
         # A plugin that makes its HTTP contexts from http_context (the usual case): what
         # new_http_context() would do, without the call (this runs once per request).
         http_context = parent.http_context if type(parent) in self._plain_plugins else None  # type: ignore[union-attr]
-        if http_context is not None:
-            try:
+        is_l4 = (
+            http_context is None
+            and isinstance(parent, PluginContext)
+            and parent.stream_context is not None
+            and parent.http_context is None
+        )
+        try:
+            if http_context is not None:
                 ctx = http_context()
-            except BaseException as exc:
-                self.report(f"creating the context for stream {context_id}", exc)
-                ctx = _UnavailableHttp()
-            ctx.plugin = parent  # type: ignore[assignment]
-        else:
-            is_l4 = (
-                isinstance(parent, PluginContext) and parent.stream_context is not None and parent.http_context is None
-            )
-            try:
-                if not isinstance(parent, PluginContext):
-                    raise RuntimeError(f"stream context {context_id} has no plugin context {parent_id}")
+            elif not isinstance(parent, PluginContext):
+                raise RuntimeError(f"stream context {context_id} has no plugin context {parent_id}")
+            else:
                 ctx = parent.new_stream_context() if is_l4 else parent.new_http_context()
-            except BaseException as exc:
-                self.report(f"creating the context for stream {context_id}", exc)
-                ctx = _UnavailableStream() if is_l4 else _UnavailableHttp()
-            if isinstance(parent, PluginContext):
-                ctx.plugin = parent
+        except BaseException as exc:
+            self.report(f"creating the context for stream {context_id}", exc)
+            ctx = _UnavailableStream() if is_l4 else _UnavailableHttp()
+        if isinstance(parent, PluginContext):
+            ctx.plugin = parent
         ctx.context_id = context_id
         self.contexts[context_id] = ctx
         cls = type(ctx)
@@ -448,10 +450,7 @@ class Dispatcher:
             driver = _tasks_module or tasks()
             return driver.start(ctx, result, f"{type(ctx).__name__}.{where}", direction, kind, bool(eos))
         if ctx._unwaited:
-            if result is None or result == Action.CONTINUE:  # the mistake check_unwaited reports
-                self.check_unwaited(ctx, f"{type(ctx).__name__}.{where}", result)
-            else:  # the stream waits (PAUSE): what check_unwaited does then, without naming the callback
-                ctx._unwaited = 0
+            self.check_unwaited(ctx, where, result, qualify=True)
         return result
 
     def on_request_headers(self, context_id: int, num_headers: int, end_of_stream: int) -> int | None:
@@ -547,7 +546,7 @@ class Dispatcher:
             result.close()
             return self._stream_error(ctx, where, UsageError(f"{where} is async def: L4 callbacks cannot await"))
         if ctx._unwaited:
-            self.check_unwaited(ctx, f"{type(ctx).__name__}.{where}", result)
+            self.check_unwaited(ctx, where, result, qualify=True)
         return result
 
     def on_new_connection(self, context_id: int) -> int | None:

@@ -135,9 +135,8 @@ def _track(context: Context, callback: Any, detach: bool, what: str, future: Any
         return
     context._unwaited_what = what
     if future is not None:
-        future._claimed = False  # future.unclaimed(), inlined: once per callout
-        context._unwaited += 1
-    elif callback is not None:
+        future._claimed = False  # counted until awaited (Future.claim), not a mistake then
+    if future is not None or callback is not None:
         context._unwaited += 1
 
 

@@ -103,7 +103,7 @@ _SIZED = {0xD9: (">B", "str"), 0xDA: (">H", "str"), 0xDB: (">I", "str"),
 
 
 def unpackb(data: bytes) -> Any:
-    if len(data) == 1:  # a small int, nil, a bool, or an empty text, list or map: no view, no walk
+    if len(data) == 1:  # a positive or negative fixint (a small counter): no view, no walk
         code = data[0]
         if code <= 0x7F:
             return code

@@ -76,7 +76,7 @@ class Future(_FutureBase[T]):
         self._state = _PENDING
         self._value: Any = None
         self._waiters: list[Callable[[Future[Any]], None]] | None = None
-        self._claimed = True  # see unclaimed(): only callouts start unclaimed
+        self._claimed = True  # only callouts start unclaimed (callouts._track counts them until awaited)
         self.context = context
 
     def done(self) -> bool:
@@ -112,14 +112,6 @@ class Future(_FutureBase[T]):
             self._waiters = [callback]
         else:
             self._waiters.append(callback)
-
-    def unclaimed(self) -> None:
-        """Count this callout on its context until something awaits it: a stream callback that
-        returns CONTINUE with a callout nobody waits for is an author mistake (see _dispatch)."""
-        context = self.context
-        if context is not None:
-            self._claimed = False
-            context._unwaited += 1
 
     def claim(self) -> None:
         if not self._claimed:
