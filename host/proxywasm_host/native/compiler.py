@@ -33,6 +33,17 @@ class CompilerGuard:
     def __init__(self, sdk_dir: Path, base: Path) -> None:
         self.skip = (*_STDLIB, str(sdk_dir.resolve()), _HERE)
         self.base = base.resolve()
+        self._guards = tuple(self._guard(real) for real in (builtins.compile, builtins.exec, builtins.eval))
+
+    def _guard(self, real: Any) -> Any:
+        """``real`` (compile, exec or eval), refusing source and ASTs as the served module does."""
+
+        def refuse_source(source: Any, *args: Any, **kwargs: Any) -> Any:
+            if _is_source(source):
+                raise RuntimeError(f"{MESSAGE} ({self._where()})")
+            return real(source, *args, **kwargs)
+
+        return refuse_source
 
     def _where(self) -> str:
         """The innermost frame outside the stdlib, the SDK and the host: the filter's line."""
@@ -49,24 +60,7 @@ class CompilerGuard:
     def install(self) -> tuple[Any, Any, Any]:
         """Guard the builtins (for one callback); returns what :meth:`uninstall` restores."""
         saved = builtins.compile, builtins.exec, builtins.eval
-        real_compile, real_exec, real_eval = saved
-
-        def guarded_compile(source: Any, *args: Any, **kwargs: Any) -> Any:
-            if _is_source(source):
-                raise RuntimeError(f"{MESSAGE} ({self._where()})")
-            return real_compile(source, *args, **kwargs)
-
-        def guarded_exec(source: Any, *args: Any, **kwargs: Any) -> Any:
-            if _is_source(source):
-                raise RuntimeError(f"{MESSAGE} ({self._where()})")
-            return real_exec(source, *args, **kwargs)
-
-        def guarded_eval(source: Any, *args: Any, **kwargs: Any) -> Any:
-            if _is_source(source):
-                raise RuntimeError(f"{MESSAGE} ({self._where()})")
-            return real_eval(source, *args, **kwargs)
-
-        builtins.compile, builtins.exec, builtins.eval = guarded_compile, guarded_exec, guarded_eval
+        builtins.compile, builtins.exec, builtins.eval = self._guards
         return saved
 
     @staticmethod
