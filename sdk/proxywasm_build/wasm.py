@@ -17,7 +17,7 @@ I32, I64, F32, F64 = 0x7F, 0x7E, 0x7D, 0x7C
 _CONST_OPCODE = {I32: 0x41, I64: 0x42, F32: 0x43, F64: 0x44}
 END = 0x0B
 # Subsections of the "name" custom section
-NAME_GLOBALS, NAME_DATA_SEGMENTS = 7, 9
+NAME_FUNCTIONS, NAME_GLOBALS, NAME_DATA_SEGMENTS = 1, 7, 9
 
 
 class WasmFormatError(ValueError):
@@ -278,7 +278,8 @@ def without_name_subsection(section: Section, kind: int) -> Section:
     return custom_section("name", encode_subsections(kept))
 
 
-def _names(sections: list[Section], kind: int) -> dict[str, int]:
+def _name_map(sections: list[Section], kind: int) -> dict[int, str]:
+    """Index -> name, from the name section's subsection ``kind`` (empty without one)."""
     section = next((s for s in sections if custom_name(s) == "name"), None)
     for k, body in subsections(custom_body(section)) if section else []:
         if k == kind:
@@ -286,9 +287,18 @@ def _names(sections: list[Section], kind: int) -> dict[str, int]:
             names = {}
             for _ in range(r.uleb()):
                 index = r.uleb()
-                names[r.name()] = index
+                names[index] = r.name()
             return names
     return {}
+
+
+def _names(sections: list[Section], kind: int) -> dict[str, int]:
+    return {name: index for index, name in _name_map(sections, kind).items()}
+
+
+def function_names(sections: list[Section]) -> dict[int, str]:
+    """Function name by function index (imports included; static functions may share a name)."""
+    return _name_map(sections, NAME_FUNCTIONS)
 
 
 def global_names(sections: list[Section]) -> dict[str, int]:

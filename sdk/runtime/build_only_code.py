@@ -111,16 +111,10 @@ def scan(body: bytes, slots: range) -> tuple[list[int], list[int]]:
 
 
 def function_names(sections: list[wasm.Section]) -> dict[int, str]:
-    section = next((s for s in sections if wasm.custom_name(s) == "name"), None)
-    for kind, body in wasm.subsections(wasm.custom_body(section)) if section else []:
-        if kind == 1:
-            r = wasm.Reader(body)
-            names = {}
-            for _ in range(r.uleb()):
-                index = r.uleb()
-                names[index] = r.name()
-            return names
-    raise SystemExit("build_only_code: the runtime has no function names")
+    names = wasm.function_names(sections)
+    if not names:
+        raise SystemExit("build_only_code: the runtime has no function names")
+    return names
 
 
 def result_types(sections: list[wasm.Section], imported: int) -> dict[int, bytes]:
