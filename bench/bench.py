@@ -488,15 +488,23 @@ def lua_variant(workload: Workload) -> Variant | None:
     return Variant("lua", None, len(source.encode()), lua=source)
 
 
+def host_options(workload: Workload) -> dict[str, Any]:
+    """``Host.load`` options that give the local host what Envoy has for this workload: the plugin
+    configuration and, for the callout workload, the authorisation service it calls."""
+    options: dict[str, Any] = {"root_id": "bench"}
+    if workload.configuration:
+        options["plugin_config"] = workload.configuration
+    if workload.name == "callout":
+        options["clusters"] = {"upstream": lambda request: (403 if "deny" in request.path else 200, [], b"ok\n")}
+    return options
+
+
 def host_request_us(wasm: Path, workload: Workload, rounds: int) -> float | None:
     try:
         from proxywasm_host import Host
     except ImportError:
         return None
-    options: dict[str, Any] = {"plugin_config": workload.configuration} if workload.configuration else {}
-    if workload.name == "callout":  # the authorisation service the filter calls
-        options["clusters"] = {"upstream": lambda request: (403 if "deny" in request.path else 200, [], b"ok\n")}
-    host = Host.load(wasm, root_id="bench", **options)
+    host = Host.load(wasm, **host_options(workload))
     method, body, headers = timed_request(workload)
     for _ in range(50):
         host.request(method, "/", headers=headers, body=body)

@@ -24,46 +24,18 @@ import dataclasses
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "sdk"))
 sys.path.insert(0, str(ROOT / "host"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from bench import AS_OUT, WORKLOADS, Workload, host_options, timed_request  # noqa: E402
 from proxywasm_host import Host  # noqa: E402
 from proxywasm_host.emulator import host_functions, vm  # noqa: E402
 from proxywasm_host.wasm import imports  # noqa: E402
-
-PYTHON_FILTERS = ROOT / "bench" / "filters" / "python"
-AS_OUT = ROOT / ".cache" / "as"
-JSON_BODY = '{"user": "alice", "items": [1, 2, 3], "note": "benchmark"}'  # bench.py's timed body
-
-
-@dataclass(frozen=True)
-class Workload:
-    """One of bench/bench.py's workloads: its filters and the timed request it sends."""
-
-    name: str
-    python: tuple[Path, ...]
-    assemblyscript: str | None
-    method: str = "GET"
-    path: str = "/"
-    headers: tuple[tuple[str, str], ...] = ()
-    body: str | None = None
-    clusters: dict[str, Any] = field(default_factory=dict)
-    expect_status: int = 200
-
-
-WORKLOADS = (
-    Workload("headers", (PYTHON_FILTERS / "headers.py",), "bench_headers", headers=(("x-api-key", "k"),)),
-    Workload("json_body", (PYTHON_FILTERS / "json_body.py",), "bench_json_body", method="POST",
-             headers=(("content-type", "application/json"),), body=JSON_BODY),
-    Workload("rate_limit", (PYTHON_FILTERS / "rate_limit.py",), "bench_rate_limit", headers=(("x-client", "c1"),)),
-    Workload("callout", (PYTHON_FILTERS / "callout.py", PYTHON_FILTERS / "callout_await.py"), None,
-             headers=(("x-api-key", "k"),), clusters={"upstream": lambda request: 200}),
-)  # fmt: skip
 
 
 class HostCallCounter:
@@ -129,14 +101,15 @@ class Result:
         return sum(self.calls.values())
 
 
-def measure(module: Path, workload: Workload, counter: HostCallCounter, requests: int, warmup: int,
+def measure(variant: str, module: Path, workload: Workload, counter: HostCallCounter, requests: int, warmup: int,
             env: dict[str, str]) -> Result:  # fmt: skip
-    host = Host.load(module, mode="wasm", root_id="bench", clusters=dict(workload.clusters), env=env)  # as bench.py
+    host = Host.load(module, mode="wasm", env=env, **host_options(workload))  # as bench.py's host column
+    method, body, headers = timed_request(workload)
 
     def send() -> None:
-        response = host.request(workload.method, workload.path, headers=workload.headers, body=workload.body)
-        if response.status != workload.expect_status:
-            raise SystemExit(f"{module.name}: {workload.name} answered {response.status}, not {workload.expect_status}")
+        response = host.request(method, "/", headers=headers, body=body)
+        if response.status != 200:
+            raise SystemExit(f"{module.name}: {workload.name} answered {response.status} to the timed request, not 200")
 
     for _ in range(warmup):
         send()
@@ -148,7 +121,6 @@ def measure(module: Path, workload: Workload, counter: HostCallCounter, requests
     cpu_us = (host.raw.cpu_ns() - start) / requests / 1000
     calls = {name: n / requests for name, n in counter.counts.most_common()}
     exports = {name: ns / requests / 1000 for name, ns in counter.export_ns.most_common()}
-    variant = "assemblyscript" if module.suffix == ".wasm" else f"python:{module.stem}"
     return Result(variant, cpu_us, calls, exports)
 
 
@@ -159,11 +131,12 @@ def run(workloads: list[Workload], requests: int, warmup: int, anchors: bool,
     with counter.installed():
         for workload in workloads:
             results = []
-            for source in workload.python:
-                results.append(measure(source, workload, counter, requests, warmup, env))
+            for variant, source in (("python", workload.python), ("python-await", workload.python_await)):
+                if source is not None:  # bench.py's variant labels
+                    results.append(measure(variant, source, workload, counter, requests, warmup, env))
             twin = AS_OUT / f"{workload.assemblyscript}.wasm" if workload.assemblyscript else None
             if anchors and twin is not None and twin.exists():
-                results.append(measure(twin, workload, counter, requests, warmup, env))
+                results.append(measure("assemblyscript", twin, workload, counter, requests, warmup, env))
             out.append((workload, results))
     return out
 
@@ -181,11 +154,11 @@ def main() -> None:
                         help="an environment variable of the VM (e.g. PROXYWASM_CPU_BUDGET_MS=0)")  # fmt: skip
     args = parser.parse_args()
     chosen = [w for w in WORKLOADS if not args.workload or w.name in args.workload]
-    print(f"{'workload':<12} {'variant':<24} {'virtual us/req':>14} {'host calls/req':>14}")
+    print(f"{'workload':<20} {'variant':<16} {'virtual us/req':>14} {'host calls/req':>14}")
     env = dict(item.split("=", 1) for item in args.env)
     for workload, results in run(chosen, args.requests, args.warmup, not args.no_anchors, env):
         for result in results:
-            print(f"{workload.name:<12} {result.variant:<24} {result.cpu_us:>14.2f} {result.total_calls:>14.1f}")
+            print(f"{workload.name:<20} {result.variant:<16} {result.cpu_us:>14.2f} {result.total_calls:>14.1f}")
             if args.exports:
                 for name, us in result.exports.items():
                     print(f"{'':<38}{us:>6.2f} us  {name}")
