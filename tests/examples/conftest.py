@@ -14,56 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped,unused-ignore]
+from envoy_yaml import runnable_config
 
-from proxywasm_build.envoy import Envoy, free_port
+from proxywasm_build.envoy import Envoy
 from proxywasm_build.upstream import UpstreamServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 
-def _walk(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
-
-
 def example_config(name: str, wasm: Path, upstream_port: int) -> dict[str, Any]:
-    """examples/<name>/envoy.yaml made runnable side by side with other tests: the admin and the
-    listeners clients use bind port 0; a listener that a cluster targets (a stand-in service
-    inside the same Envoy) gets a free port and the cluster follows it; every other cluster is
-    pointed at the test's upstream server; ``filter.wasm`` becomes the built module."""
-    config: dict[str, Any] = yaml.safe_load((EXAMPLES / name / "envoy.yaml").read_text())
-    config["admin"] = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}}
-    resources = config.get("static_resources", {})
-    listener_ports = {
-        listener["address"]["socket_address"]["port_value"]: listener for listener in resources.get("listeners", [])
-    }
-    moved: dict[int, int] = {}
-    for cluster in resources.get("clusters", []):
-        for node in _walk(cluster.get("load_assignment", {})):
-            address = node.get("socket_address")
-            if not isinstance(address, dict):
-                continue
-            port = address["port_value"]
-            if port in listener_ports:
-                moved.setdefault(port, free_port())
-                address.update(address="127.0.0.1", port_value=moved[port])
-            else:
-                address.update(address="127.0.0.1", port_value=upstream_port)
-                cluster["type"] = "STATIC"
-    for port, listener in listener_ports.items():
-        listener["address"]["socket_address"].update(address="127.0.0.1", port_value=moved.get(port, 0))
-    for node in _walk(config):
-        local = node.get("local")
-        if isinstance(local, dict) and str(local.get("filename", "")).endswith(".wasm"):
-            local["filename"] = str(wasm)
-    return config
+    """examples/<name>/envoy.yaml made runnable side by side with other tests, every cluster that
+    does not lead back into the same Envoy pointed at the test's upstream server, ``filter.wasm``
+    the built module (envoy_yaml.runnable_config)."""
+    return runnable_config(EXAMPLES / name / "envoy.yaml", wasm, {"*": upstream_port})
 
 
 @pytest.fixture(scope="class")

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml  # type: ignore[import-untyped,unused-ignore]
+from envoy_yaml import runnable_config
+from envoy_yaml import walk as walk
 
 from proxywasm_build.cache import build_cached
-from proxywasm_build.envoy import Envoy, free_port
+from proxywasm_build.envoy import Envoy
 
 ROOT = Path(__file__).resolve().parents[2]
 FILTERS = ROOT / "filters"
@@ -25,17 +27,6 @@ T = TypeVar("T")
 def filter_wasm(name: str) -> Path:
     """filters/<name>/filter.py built (cached by content, shared with the host tests' wasm mode)."""
     return Path(build_cached(FILTERS / name / "filter.py"))
-
-
-def walk(node: Any) -> Iterator[dict[str, Any]]:
-    """Every dict in a parsed YAML/JSON tree, parents first."""
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from walk(value)
 
 
 def wasm_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -87,35 +78,9 @@ def envoy_config(
 
 
 def filter_config(name: str, upstreams: Mapping[str, int]) -> dict[str, Any]:
-    """filters/<name>/envoy.yaml made runnable here: the admin and the listeners clients use bind
-    port 0; a listener a cluster targets (a second hop inside the same Envoy) gets a free port and
-    the cluster follows it; every other cluster is pointed at ``upstreams[cluster name]`` (or
-    ``upstreams["*"]``); ``filter.wasm`` becomes the built module."""
-    config: dict[str, Any] = yaml.safe_load((FILTERS / name / "envoy.yaml").read_text())
-    config["admin"] = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}}
-    resources = config["static_resources"]
-    listeners = {item["address"]["socket_address"]["port_value"]: item for item in resources["listeners"]}
-    moved: dict[int, int] = {}
-    for cluster in resources.get("clusters", []):
-        for node in walk(cluster.get("load_assignment", {})):
-            address = node.get("socket_address")
-            if not isinstance(address, dict):
-                continue
-            if address["port_value"] in listeners:
-                port = moved.setdefault(address["port_value"], free_port())
-            else:
-                port = upstreams.get(cluster["name"], upstreams.get("*", 0))
-                if not port:
-                    raise KeyError(f"no upstream given for cluster {cluster['name']!r}")
-            address.update(address="127.0.0.1", port_value=port)
-    for port, listener in listeners.items():
-        listener["address"]["socket_address"].update(address="127.0.0.1", port_value=moved.get(port, 0))
-    wasm = filter_wasm(name)
-    for node in walk(config):
-        local = node.get("local")
-        if isinstance(local, dict) and str(local.get("filename", "")).endswith(".wasm"):
-            local["filename"] = str(wasm)
-    return config
+    """filters/<name>/envoy.yaml made runnable here, its clusters leading back into the same Envoy
+    kept there (envoy_yaml.runnable_config); the built module instead of ``filter.wasm``."""
+    return runnable_config(FILTERS / name / "envoy.yaml", filter_wasm(name), upstreams)
 
 
 @dataclass
