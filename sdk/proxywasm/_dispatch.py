@@ -448,7 +448,7 @@ class Dispatcher:
         """What a stream callback returned, for Envoy: a coroutine runs; unwaited callouts are checked."""
         if type(result) is _COROUTINE:
             driver = _tasks_module or tasks()
-            return driver.start(ctx, result, f"{type(ctx).__name__}.{where}", direction, kind, bool(eos))
+            return driver.start(ctx, result, where, direction, kind, bool(eos))
         if ctx._unwaited:
             self.check_unwaited(ctx, where, result, qualify=True)
         return result
@@ -459,7 +459,10 @@ class Dispatcher:
             result = ctx.on_request_headers(request_headers, end_of_stream != 0)
         except BaseException as exc:
             return self._stream_error(ctx, "on_request_headers", exc)
-        if type(result) is _COROUTINE or ctx._unwaited:
+        if type(result) is _COROUTINE:  # _result(), inlined: an await-style filter's usual start
+            return (_tasks_module or tasks()).start(ctx, result, "on_request_headers", _REQUEST, _HEADERS,  # type: ignore[no-any-return]
+                                                    end_of_stream != 0)  # fmt: skip
+        if ctx._unwaited:
             return self._result(ctx, result, "on_request_headers", _REQUEST, _HEADERS, end_of_stream)  # type: ignore[no-any-return]
         return result  # type: ignore[no-any-return]
 

@@ -188,16 +188,26 @@ def http_call(
         token = hostcalls.http_call(cluster, pseudo + rest, data, _pairs(trailers) if trailers else (), timeout_ms)
     except HostCallError as err:
         raise _refused(err, cluster) from None
-    future = (
-        (_driver or _awaitable(context, cluster, "http_call")).HttpCallFuture(context, cluster)
-        if callback is None and not detach
-        else None
-    )
-    if future is not None:
-        future.token = token
-    _pending[token] = (context, callback if future is None else future, cluster, future is not None)
-    _track(context, callback, detach, f"http_call to cluster {cluster!r}", future)
-    return token if future is None else future
+    if callback is not None or detach:
+        _pending[token] = (context, callback, cluster, False)
+        _track(context, callback, detach, f"http_call to cluster {cluster!r}", None)
+        return token
+    # An awaited call: HttpCallFuture(context, cluster) and _track(), inlined without their frames
+    # (once per awaited callout).
+    future: HttpCallFuture = _new((_driver or _awaitable(context, cluster, "http_call")).HttpCallFuture)
+    future._state = 0  # pending
+    future._value = future._waiters = None
+    future._claimed = False  # counted until awaited (Future.claim), not a mistake then
+    future.context = context
+    future.cluster = cluster
+    future.token = token
+    _pending[token] = (context, future, cluster, True)
+    context._unwaited_what = f"http_call to cluster {cluster!r}"
+    context._unwaited += 1
+    return future
+
+
+_new = object.__new__
 
 
 def grpc_call(
@@ -288,7 +298,11 @@ def deliver_http_response(token: int, num_headers: int, body_size: int, num_trai
     )
     if awaited:
         if num_headers:
-            target.set_result(response)
+            if target._state == 0:  # target.set_result(response), inlined: once per awaited callout
+                target._state, target._value = 1, response
+                waiters, target._waiters = target._waiters, None
+                for waiter in waiters or ():
+                    waiter(target)
         else:
             code, message = hostcalls.get_status()
             detail = message.decode("utf-8", "replace") or "no response"

@@ -141,7 +141,7 @@ class Task(Future["Any"]):
     """Runs the coroutine of one callback (or one coroutine given to :func:`gather`); as a
     Future it completes with the coroutine's return value or exception."""
 
-    __slots__ = ("closed", "coro", "direction", "parent", "replied_before", "waiting", "where")
+    __slots__ = ("_where", "closed", "coro", "direction", "parent", "replied_before", "waiting")
 
     def __init__(
         self,
@@ -158,7 +158,7 @@ class Task(Future["Any"]):
         self._claimed = True
         self.context = context
         self.coro = coro
-        self.where = where  # e.g. "Auth.on_request_headers", for messages
+        self._where = where  # e.g. "Auth.on_request_headers", for messages (see where)
         self.direction = direction  # StreamType of a stream callback's coroutine, else None
         self.parent = parent
         self.waiting: Future[Any] | None = None
@@ -166,6 +166,16 @@ class Task(Future["Any"]):
         # The stream already had a local reply when this coroutine started: that reply is passing
         # through this (response) callback, and the coroutine's own result decides as usual.
         self.replied_before = bool(getattr(context, "_local_reply_sent", False))
+
+    @property
+    def where(self) -> str:
+        """The callback whose coroutine this is, e.g. "Auth.on_request_headers", for messages.
+        start() stores only the method's name: the class is prefixed when a message needs it
+        (formatting it per request costs more than the messages ever need)."""
+        where = self._where
+        if self.direction is not None and self.parent is None and "." not in where:
+            where = self._where = f"{type(self.context).__name__}.{where}"
+        return where
 
     def step(self, value: Any = None, exc: BaseException | None = None) -> None:
         """Run the coroutine until it waits or ends (``send(value)``, or ``throw(exc)``)."""
@@ -193,16 +203,26 @@ class Task(Future["Any"]):
                 else:
                     yielded.add_done_callback(self._resume)
                 return
-            value, exc = (
-                None,
-                UsageError(
-                    f"{self.where} awaited {yielded!r}: a proxywasm callback can await only what the SDK returns "
-                    "(http_call/grpc_call without a callback, request_body, response_body, gather); asyncio and "
-                    "other event loops do not run inside Envoy"
-                ),
-            )
+            value, exc = None, self._bad_await(yielded)
+
+    def _yielded(self, yielded: Any) -> None:
+        """The rest of step() after the coroutine yielded ``yielded`` (for the callers that inline
+        step's first turn): wait for a Future, refuse anything else."""
+        if isinstance(yielded, Future):
+            self.waiting = yielded
+            yielded.add_done_callback(self._resume)
+        else:
+            self.step(exc=self._bad_await(yielded))
+
+    def _bad_await(self, yielded: Any) -> UsageError:
+        return UsageError(
+            f"{self.where} awaited {yielded!r}: a proxywasm callback can await only what the SDK returns "
+            "(http_call/grpc_call without a callback, request_body, response_body, gather); asyncio and "
+            "other event loops do not run inside Envoy"
+        )
 
     def _resume(self, future: Future[Any]) -> None:
+        global _current
         if self.closed or self.waiting is not future:
             return
         self.waiting = None
@@ -212,10 +232,29 @@ class Task(Future["Any"]):
         if switch:  # resumed from another context's callback (a callout answer goes to the root)
             hostcalls.set_effective_context(context.context_id)  # type: ignore[union-attr]
         try:
-            if future._state == _FAILED:
-                self.step(exc=future._value)
-            else:
-                self.step(future._value)
+            # step(), its first turn inlined: once per await
+            previous, _current = _current, self
+            try:
+                if future._state == _FAILED:
+                    yielded = self.coro.throw(future._value)
+                else:
+                    yielded = self.coro.send(future._value)
+            except StopIteration as stop:
+                self._state, self._value = _DONE, stop.value
+                waiters, self._waiters = self._waiters, None
+                for waiter in waiters or ():
+                    waiter(self)
+                return
+            except BaseException as err:
+                self.set_exception(err)
+                return
+            finally:
+                _current = previous
+            if type(yielded) is not HttpCallFuture or yielded._state != _PENDING or yielded._waiters is not None:
+                self._yielded(yielded)
+            else:  # awaits another callout
+                self.waiting = yielded
+                yielded._waiters = [self._resume]
         finally:
             if switch:
                 hostcalls.set_effective_context(running)
@@ -431,21 +470,56 @@ def _too_large(context: HttpContext, state: StreamState, direction: int, size: i
 # ---- hooks the dispatcher calls for the contexts of classes with async callbacks ----
 
 
-def start(context: Context, coro: Coroutine[Any, Any, Any], where: str, direction: int, kind: int, eos: bool) -> int:
-    """Run a stream callback's coroutine; returns the action for Envoy. ``kind``: 0 headers,
-    1 body, 2 trailers; ``eos``: the callback's end_of_stream."""
+def start(context: Context, coro: Coroutine[Any, Any, Any], name: str, direction: int, kind: int, eos: bool) -> int:
+    """Run a stream callback's coroutine; returns the action for Envoy. ``name``: the callback's
+    (e.g. "on_request_headers"); ``kind``: 0 headers, 1 body, 2 trailers; ``eos``: the callback's
+    end_of_stream.
+
+    Once per awaiting request: the StreamState, the Task and the coroutine's first turn
+    (Task.step) are made inline here, without their frames."""
+    global _current
     state = context._streams
     if state is None:
-        state = context._streams = StreamState()
+        state = context._streams = _new(StreamState)
+        state.tasks = []
+        state.suspended = [None, None]
+        state.flags = [0, 0]
+        state.bodies = [None, None]
+        state.in_callback = state.direct = None
+        state.armed = False
     if eos or kind == 2:
         state.flags[direction] |= _ENDED
     elif kind == 0:
         state.flags[direction] &= ~_ENDED
-    task = Task(coro, context, where, direction)
+    task = _new(Task)  # Task(coro, context, name, direction)
+    task._state = _PENDING
+    task._value = task._waiters = task.parent = task.waiting = None
+    task._claimed = True
+    task.closed = False
+    task.context = context
+    task.coro = coro
+    task._where = name
+    task.direction = direction
+    task.replied_before = bool(getattr(context, "_local_reply_sent", False))
     state.tasks.append(task)
     outer, state.in_callback = state.in_callback, direction
+    previous, _current = _current, task
     try:
-        task.step()
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            task._state, task._value = _DONE, stop.value  # nothing can wait for it yet: no waking
+        except BaseException as err:
+            task.set_exception(err)
+        else:
+            _current = previous
+            if type(yielded) is HttpCallFuture and yielded._state == _PENDING and yielded._waiters is None:
+                task.waiting = yielded
+                yielded._waiters = [task._resume]
+            else:
+                task._yielded(yielded)
+        finally:
+            _current = previous
     finally:
         state.in_callback = outer
     if task._state != _PENDING:
@@ -461,6 +535,9 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], where: str, directio
     held = state.flags[direction] | _HELD
     state.flags[direction] = (held | _HEADERS_HELD) if kind == 0 else (held & ~_HEADERS_HELD)
     return Action.PAUSE
+
+
+_new = object.__new__  # makes a Task / StreamState without its __init__ frame (see start)
 
 
 def _end_descendants(context: Context, state: StreamState, task: Task) -> None:
@@ -509,7 +586,15 @@ def _finished(task: Future[Any]) -> None:
     state: StreamState = context._streams  # type: ignore[assignment]  # start() created it
     if state.suspended[direction] is task:
         state.suspended[direction] = None
-    _end_descendants(context, state, task)
+    tasks = state.tasks
+    if len(tasks) == 1 and tasks[0] is task:  # _end_descendants's usual case, inlined: once per stream
+        tasks.clear()
+        if state.armed:
+            state.armed = False
+            if not context._own_on_done:
+                _update_callbacks(context.context_id, 0, _ON_DONE)
+    else:
+        _end_descendants(context, state, task)
     replied = getattr(context, "_local_reply_sent", False) and not task.replied_before
     if task._state == _FAILED:
         exc = task._value
