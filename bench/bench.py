@@ -683,6 +683,15 @@ def overheads(variants: list[Variant]) -> dict[str, float]:
     return {v.label: statistics.median(v.cpu_us) - base for v in variants if v.filtered and v.cpu_us}
 
 
+def paired_ratios(variants: list[Variant], label: str, anchor: str) -> list[float]:
+    """Per round, ``label``'s overhead over ``anchor``'s, each over that round's no filter."""
+    by_label = {v.label: v.cpu_us for v in variants}
+    base, top, bottom = by_label.get("no filter"), by_label.get(label), by_label.get(anchor)
+    if not base or not top or not bottom:
+        return []
+    return [(t - b) / (a - b) for b, t, a in zip(base, top, bottom, strict=True) if a - b > 0.5]
+
+
 def ratio(value: float | None, anchor: float | None) -> str:
     # An anchor's overhead can be within the noise of zero: a ratio to it then means nothing.
     if value is None or anchor is None or anchor <= 0.5:
@@ -717,6 +726,14 @@ def cpu_table(workload: Workload, variants: list[Variant], args: argparse.Namesp
         )
     if over.get("python-await") is not None and over.get("python"):
         lines += ["", f"await-style overhead / callback-style overhead: {over['python-await'] / over['python']:.3f}"]
+        paired = paired_ratios(variants, "python-await", "python")
+        if paired:
+            quartiles = statistics.quantiles(paired, n=4) if len(paired) > 1 else [paired[0]] * 3
+            lines.append(
+                f"the same ratio per round (the three variants of a round ran back to back, so the machine's "
+                f"drift cancels): median {statistics.median(paired):.3f}, quartiles {quartiles[0]:.3f}-"
+                f"{quartiles[2]:.3f}, {len(paired)} rounds"
+            )
         by_label = {v.label: statistics.median(v.wasm_us) for v in variants if v.wasm_us}
         if "python" in by_label and "python-await" in by_label:
             callback, awaiting = by_label["python"], by_label["python-await"]

@@ -219,7 +219,9 @@ _probe_coroutine = _probe()
 _COROUTINE = type(_probe_coroutine)  # the type of what calling an ``async def`` returns
 _probe_coroutine.close()
 del _probe_coroutine
-_REQUEST, _RESPONSE = StreamType.REQUEST, StreamType.RESPONSE
+# Plain ints, not the IntEnum members: tasks.py indexes lists with them, which CPython specialises
+# only for exact ints.
+_REQUEST, _RESPONSE = int(StreamType.REQUEST), int(StreamType.RESPONSE)
 _REQUEST_BODY, _RESPONSE_BODY = BufferType.HTTP_REQUEST_BODY, BufferType.HTTP_RESPONSE_BODY
 _new_body = object.__new__
 _HEADERS, _BODY, _TRAILERS = 0, 1, 2

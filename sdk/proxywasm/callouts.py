@@ -194,7 +194,8 @@ def http_call(
         return token
     # An awaited call: HttpCallFuture(context, cluster) and _track(), inlined without their frames
     # (once per awaited callout).
-    future: HttpCallFuture = _new((_driver or _awaitable(context, cluster, "http_call")).HttpCallFuture)
+    driver = _driver or _awaitable(context, cluster, "http_call")
+    future: HttpCallFuture = driver.new_future(driver.HttpCallFuture)
     future._state = 0  # pending
     future._value = future._waiters = None
     future._claimed = False  # counted until awaited (Future.claim), not a mistake then
@@ -206,8 +207,6 @@ def http_call(
     context._unwaited += 1
     return future
 
-
-_new = object.__new__
 
 
 def grpc_call(

@@ -44,7 +44,29 @@ if TYPE_CHECKING:
 else:
     T = None
 
-    class _FutureBase:
+    class _FutureAwait:
+        """The await protocol of Future where the runtime's C twin (sdk/runtime/futures.c,
+        ``_proxywasm.FutureCore``) is absent: natively and outside a VM. The same rules: awaiting
+        claims the future; a pending one is yielded to the driver, which resumes the coroutine
+        with ``send(None)`` once it is done; then the result is returned or the exception raised."""
+
+        __slots__ = ()
+
+        def __await__(self):  # type: ignore[no-untyped-def]
+            if not self._claimed:  # Future.claim(), inlined
+                self._claimed = True
+                context = self.context
+                if context is not None and context._unwaited > 0:
+                    context._unwaited -= 1
+            while self._state == _PENDING:
+                yield self
+            if self._state == _FAILED:
+                raise self._value
+            return self._value
+
+    _core = getattr(hostcalls.raw, "FutureCore", None)  # the builtin; outside a VM, _outside answers a function
+
+    class _FutureBase(_core if isinstance(_core, type) else _FutureAwait):  # type: ignore[misc]
         """Future is generic for type checkers only (typing costs memory in every VM)."""
 
         __slots__ = ()
@@ -54,7 +76,7 @@ else:
 
 
 _PENDING, _DONE, _FAILED = 0, 1, 2
-_REQUEST, _RESPONSE = StreamType.REQUEST, StreamType.RESPONSE
+_REQUEST, _RESPONSE = int(StreamType.REQUEST), int(StreamType.RESPONSE)  # exact ints: see _dispatch.py
 
 
 from ._dispatch import _COROUTINE as COROUTINE  # noqa: E402 - the type of what an ``async def`` returns
@@ -120,17 +142,9 @@ class Future(_FutureBase[T]):
             if context is not None and context._unwaited > 0:
                 context._unwaited -= 1
 
-    def __await__(self) -> Generator[Any, Any, T]:
-        if not self._claimed:  # claim(), inlined: once per await
-            self._claimed = True
-            context = self.context
-            if context is not None and context._unwaited > 0:
-                context._unwaited -= 1
-        if self._state == _PENDING:
-            return (yield self)  # type: ignore[no-any-return]  # resumed by Task._resume with send/throw
-        if self._state == _FAILED:
-            raise self._value
-        return self._value  # type: ignore[no-any-return]
+    if TYPE_CHECKING:  # at run time from _FutureBase: the runtime's C, or _FutureAwait
+
+        def __await__(self) -> Generator[Any, None, T]: ...
 
     def __repr__(self) -> str:
         state = ("pending", "done", "failed")[self._state]
@@ -177,13 +191,14 @@ class Task(Future["Any"]):
             where = self._where = f"{type(self.context).__name__}.{where}"
         return where
 
-    def step(self, value: Any = None, exc: BaseException | None = None) -> None:
-        """Run the coroutine until it waits or ends (``send(value)``, or ``throw(exc)``)."""
+    def step(self, exc: BaseException | None = None) -> None:
+        """Run the coroutine until it waits or ends (``send(None)``: an awaited future's __next__
+        gives the await its result; or ``throw(exc)``)."""
         global _current
         while True:
             previous, _current = _current, self
             try:
-                yielded = self.coro.send(value) if exc is None else self.coro.throw(exc)
+                yielded = self.coro.send(None) if exc is None else self.coro.throw(exc)
             except StopIteration as stop:
                 # set_result(stop.value), inlined: once per coroutine
                 self._state, self._value = _DONE, stop.value
@@ -203,7 +218,7 @@ class Task(Future["Any"]):
                 else:
                     yielded.add_done_callback(self._resume)
                 return
-            value, exc = None, self._bad_await(yielded)
+            exc = self._bad_await(yielded)
 
     def _yielded(self, yielded: Any) -> None:
         """The rest of step() after the coroutine yielded ``yielded`` (for the callers that inline
@@ -235,10 +250,7 @@ class Task(Future["Any"]):
             # step(), its first turn inlined: once per await
             previous, _current = _current, self
             try:
-                if future._state == _FAILED:
-                    yielded = self.coro.throw(future._value)
-                else:
-                    yielded = self.coro.send(future._value)
+                yielded = self.coro.send(None)  # the awaited future's __next__ returns its result or raises
             except StopIteration as stop:
                 self._state, self._value = _DONE, stop.value
                 waiters, self._waiters = self._waiters, None
@@ -491,7 +503,7 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], name: str, direction
         state.flags[direction] |= _ENDED
     elif kind == 0:
         state.flags[direction] &= ~_ENDED
-    task = _new(Task)  # Task(coro, context, name, direction)
+    task = new_future(Task)  # Task(coro, context, name, direction)
     task._state = _PENDING
     task._value = task._waiters = task.parent = task.waiting = None
     task._claimed = True
@@ -537,7 +549,9 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], name: str, direction
     return Action.PAUSE
 
 
-_new = object.__new__  # makes a Task / StreamState without its __init__ frame (see start)
+_new = object.__new__  # makes a StreamState without its __init__ frame (see start)
+# ... and a Task or an HttpCallFuture (object.__new__ refuses a subclass of the C FutureCore)
+new_future = _FutureBase.__new__
 
 
 def _end_descendants(context: Context, state: StreamState, task: Task) -> None:

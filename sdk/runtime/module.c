@@ -509,4 +509,8 @@ static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "_proxywasm", "proxy-wasm ABI v0.2.1 host functions (raw).", -1, methods,
 };
 
-PyObject *PyInit__proxywasm(void) { return PyModule_Create(&module_def); }
+PyObject *PyInit__proxywasm(void) {
+    PyObject *module = PyModule_Create(&module_def);
+    if (module != NULL && runtime_add_future_core(module) < 0) Py_CLEAR(module);
+    return module;
+}

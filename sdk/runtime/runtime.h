@@ -27,4 +27,7 @@ int budget_configure(uint32_t size, PyObject *plugin, int32_t *ms);
 PyObject *budget_set(PyObject *self, PyObject *args);
 PyObject *budget_stats(PyObject *self, PyObject *unused);
 
+/* See futures.c: _proxywasm.FutureCore, the await protocol of proxywasm's Future. */
+int runtime_add_future_core(PyObject *module);
+
 #endif
