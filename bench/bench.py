@@ -594,15 +594,27 @@ def time_cpu(
     say: Callable[[str], None],
 ) -> None:
     """Start every variant's Envoy (one worker), check it does the work, then time them in
-    interleaved rounds (each round starts with the next variant)."""
-    try:
+    interleaved rounds (each round starts with the next variant). With ``--restart-every N``
+    every variant gets a fresh Envoy after each N rounds: a process keeps its memory layout (where
+    V8 put the code, the heap), which can favour one variant by a few per cent for its whole
+    life; fresh processes average that out."""
+
+    def start_all() -> None:
         for v in variants:
             v.envoy, v.start_seconds = start_envoy(v, upstream_port)
             v.starts.setdefault(1, []).append(v.start_seconds)
             check_same_work(v, workload, upstream_port)
             wrk(v.envoy.url, lua, 1.0)  # warm up
             v.vm_memory += v.envoy.wasm_memory_rss()
+
+    try:
+        start_all()
         for r in range(args.rounds):
+            if args.restart_every and r and r % args.restart_every == 0:
+                for v in variants:
+                    assert v.envoy is not None
+                    v.envoy.stop()
+                start_all()
             order = variants[r % len(variants) :] + variants[: r % len(variants)]
             for v in order:
                 assert v.envoy is not None
@@ -820,6 +832,13 @@ def main() -> None:
         type=lambda text: tuple(int(n) for n in text.split(",")),
         default=CONCURRENCY,
         help="the memory scan's Envoy --concurrency values (default 1,2,4,8,16)",
+    )
+    parser.add_argument(
+        "--restart-every",
+        type=int,
+        default=0,
+        help="start every variant's Envoy afresh after this many CPU rounds (0: one Envoy per variant for "
+        "the whole run); averages out what one process's memory layout favours",
     )
     parser.add_argument(
         "--perf-rounds",
