@@ -208,7 +208,6 @@ def http_call(
     return future
 
 
-
 def grpc_call(
     context: Context,
     cluster: str,
