@@ -220,15 +220,6 @@ class Task(Future["Any"]):
                 return
             exc = self._bad_await(yielded)
 
-    def _yielded(self, yielded: Any) -> None:
-        """The rest of step() after the coroutine yielded ``yielded`` (for the callers that inline
-        step's first turn): wait for a Future, refuse anything else."""
-        if isinstance(yielded, Future):
-            self.waiting = yielded
-            yielded.add_done_callback(self._resume)
-        else:
-            self.step(exc=self._bad_await(yielded))
-
     def _bad_await(self, yielded: Any) -> UsageError:
         return UsageError(
             f"{self.where} awaited {yielded!r}: a proxywasm callback can await only what the SDK returns "
@@ -237,7 +228,6 @@ class Task(Future["Any"]):
         )
 
     def _resume(self, future: Future[Any]) -> None:
-        global _current
         if self.closed or self.waiting is not future:
             return
         self.waiting = None
@@ -247,26 +237,7 @@ class Task(Future["Any"]):
         if switch:  # resumed from another context's callback (a callout answer goes to the root)
             hostcalls.set_effective_context(context.context_id)  # type: ignore[union-attr]
         try:
-            # step(), its first turn inlined: once per await
-            previous, _current = _current, self
-            try:
-                yielded = self.coro.send(None)  # the awaited future's __next__ returns its result or raises
-            except StopIteration as stop:
-                self._state, self._value = _DONE, stop.value
-                waiters, self._waiters = self._waiters, None
-                for waiter in waiters or ():
-                    waiter(self)
-                return
-            except BaseException as err:
-                self.set_exception(err)
-                return
-            finally:
-                _current = previous
-            if type(yielded) is not HttpCallFuture or yielded._state != _PENDING or yielded._waiters is not None:
-                self._yielded(yielded)
-            else:  # awaits another callout
-                self.waiting = yielded
-                yielded._waiters = [self._resume]
+            self.step()  # the awaited future's __next__ gives the await its result or raises
         finally:
             if switch:
                 hostcalls.set_effective_context(running)
@@ -487,9 +458,8 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], name: str, direction
     (e.g. "on_request_headers"); ``kind``: 0 headers, 1 body, 2 trailers; ``eos``: the callback's
     end_of_stream.
 
-    Once per awaiting request: the StreamState, the Task and the coroutine's first turn
-    (Task.step) are made inline here, without their frames."""
-    global _current
+    Once per awaiting request: the StreamState and the Task are made inline here, without their
+    __init__ frames."""
     state = context._streams
     if state is None:
         state = context._streams = _new(StreamState)
@@ -515,23 +485,8 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], name: str, direction
     task.replied_before = bool(getattr(context, "_local_reply_sent", False))
     state.tasks.append(task)
     outer, state.in_callback = state.in_callback, direction
-    previous, _current = _current, task
     try:
-        try:
-            yielded = coro.send(None)
-        except StopIteration as stop:
-            task._state, task._value = _DONE, stop.value  # nothing can wait for it yet: no waking
-        except BaseException as err:
-            task.set_exception(err)
-        else:
-            _current = previous
-            if type(yielded) is HttpCallFuture and yielded._state == _PENDING and yielded._waiters is None:
-                task.waiting = yielded
-                yielded._waiters = [task._resume]
-            else:
-                task._yielded(yielded)
-        finally:
-            _current = previous
+        task.step()
     finally:
         state.in_callback = outer
     if task._state != _PENDING:
