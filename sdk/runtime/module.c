@@ -176,15 +176,15 @@ static PyObject *pw_get_header_map_value(PyObject *self, PyObject *const *args, 
     return take_bytes(value, value_len);
 }
 
-#define HEADER_WRITE(pyname, hostcall)                                                       \
-    static PyObject *pyname(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {                                \
-        unsigned type;                                                                       \
-        const char *key, *value;                                                             \
-        Py_ssize_t key_len, value_len;                                                       \
-        if (!_PyArg_ParseStack(args, nargs, "Iy#y#", &type, &key, &key_len, &value, &value_len))     \
-            return NULL;                                                                     \
-        CHECK(hostcall, hostcall(type, key, (size_t)key_len, value, (size_t)value_len));     \
-        Py_RETURN_NONE;                                                                      \
+#define HEADER_WRITE(pyname, hostcall)                                                                   \
+    static PyObject *pyname(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {                   \
+        unsigned type;                                                                                   \
+        const char *key, *value;                                                                         \
+        Py_ssize_t key_len, value_len;                                                                   \
+        if (!_PyArg_ParseStack(args, nargs, "Iy#y#", &type, &key, &key_len, &value, &value_len))         \
+            return NULL;                                                                                 \
+        CHECK(hostcall, hostcall(type, key, (size_t)key_len, value, (size_t)value_len));                 \
+        Py_RETURN_NONE;                                                                                  \
     }
 HEADER_WRITE(pw_add_header_map_value, proxy_add_header_map_value)
 HEADER_WRITE(pw_replace_header_map_value, proxy_replace_header_map_value)
@@ -220,7 +220,7 @@ static PyObject *pw_send_local_response(PyObject *self, PyObject *const *args, P
     const char *details, *body, *headers;
     Py_ssize_t details_len, body_len, headers_len;
     if (!_PyArg_ParseStack(args, nargs, "Is#y#y#i", &status, &details, &details_len, &body, &body_len, &headers,
-                          &headers_len, &grpc_status))
+                                   &headers_len, &grpc_status))
         return NULL;
     CHECK(proxy_send_local_response, proxy_send_local_response(status, details, details_len, body, body_len,
                                                                headers, headers_len, grpc_status));
@@ -244,7 +244,7 @@ static PyObject *pw_http_call(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_ssize_t upstream_len, headers_len, body_len, trailers_len;
     unsigned timeout;
     if (!_PyArg_ParseStack(args, nargs, "s#y#y#y#I", &upstream, &upstream_len, &headers, &headers_len, &body, &body_len,
-                          &trailers, &trailers_len, &timeout))
+                                   &trailers, &trailers_len, &timeout))
         return NULL;
     uint32_t token = 0;
     CHECK(proxy_http_call, proxy_http_call(upstream, upstream_len, headers, headers_len, body, body_len, trailers,
@@ -257,7 +257,7 @@ static PyObject *pw_grpc_call(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_ssize_t service_len, service_name_len, method_len, metadata_len, message_len;
     unsigned timeout;
     if (!_PyArg_ParseStack(args, nargs, "y#s#s#y#y#I", &service, &service_len, &service_name, &service_name_len, &method,
-                          &method_len, &metadata, &metadata_len, &message, &message_len, &timeout))
+                                   &method_len, &metadata, &metadata_len, &message, &message_len, &timeout))
         return NULL;
     uint32_t token = 0;
     CHECK(proxy_grpc_call, proxy_grpc_call(service, service_len, service_name, service_name_len, method, method_len,
@@ -269,7 +269,7 @@ static PyObject *pw_grpc_stream(PyObject *self, PyObject *const *args, Py_ssize_
     const char *service, *service_name, *method, *metadata;
     Py_ssize_t service_len, service_name_len, method_len, metadata_len;
     if (!_PyArg_ParseStack(args, nargs, "y#s#s#y#", &service, &service_len, &service_name, &service_name_len, &method,
-                          &method_len, &metadata, &metadata_len))
+                                   &method_len, &metadata, &metadata_len))
         return NULL;
     uint32_t token = 0;
     CHECK(proxy_grpc_stream, proxy_grpc_stream(service, service_len, service_name, service_name_len, method,
@@ -451,54 +451,54 @@ static PyObject *pw_set_dispatcher(PyObject *self, PyObject *const *args, Py_ssi
 }
 
 /* METH_FASTCALL: no argument tuple made per call (the hot paths call these per request). */
-#define VARARGS(name) {#name, (PyCFunction)(void (*)(void))pw_##name, METH_FASTCALL, NULL}
+#define FASTCALL(name) {#name, (PyCFunction)(void (*)(void))pw_##name, METH_FASTCALL, NULL}
 #define ONEARG(name) {#name, pw_##name, METH_O, NULL}
 #define NOARGS(name) {#name, pw_##name, METH_NOARGS, NULL}
 
 static PyMethodDef methods[] = {
     ONEARG(set_error_type),
-    VARARGS(set_dispatcher),
-    VARARGS(update_callbacks),
-    VARARGS(log),
+    FASTCALL(set_dispatcher),
+    FASTCALL(update_callbacks),
+    FASTCALL(log),
     NOARGS(get_log_level),
     NOARGS(get_current_time_nanoseconds),
     ONEARG(set_tick_period_milliseconds),
     ONEARG(set_effective_context),
     NOARGS(effective_context),
     NOARGS(done),
-    VARARGS(call_foreign_function),
-    VARARGS(get_buffer_bytes),
+    FASTCALL(call_foreign_function),
+    FASTCALL(get_buffer_bytes),
     ONEARG(get_buffer_status),
-    VARARGS(set_buffer_bytes),
+    FASTCALL(set_buffer_bytes),
     ONEARG(get_header_map_pairs),
-    VARARGS(set_header_map_pairs),
+    FASTCALL(set_header_map_pairs),
     ONEARG(get_header_map_size),
-    VARARGS(get_header_map_value),
-    VARARGS(add_header_map_value),
-    VARARGS(replace_header_map_value),
-    VARARGS(remove_header_map_value),
+    FASTCALL(get_header_map_value),
+    FASTCALL(add_header_map_value),
+    FASTCALL(replace_header_map_value),
+    FASTCALL(remove_header_map_value),
     ONEARG(continue_stream),
     ONEARG(close_stream),
-    VARARGS(send_local_response),
+    FASTCALL(send_local_response),
     NOARGS(get_status),
-    VARARGS(http_call),
-    VARARGS(grpc_call),
-    VARARGS(grpc_stream),
-    VARARGS(grpc_send),
+    FASTCALL(http_call),
+    FASTCALL(grpc_call),
+    FASTCALL(grpc_stream),
+    FASTCALL(grpc_send),
     ONEARG(grpc_cancel),
     ONEARG(grpc_close),
-    VARARGS(get_shared_data),
-    VARARGS(set_shared_data),
-    VARARGS(register_shared_queue),
-    VARARGS(resolve_shared_queue),
-    VARARGS(enqueue_shared_queue),
+    FASTCALL(get_shared_data),
+    FASTCALL(set_shared_data),
+    FASTCALL(register_shared_queue),
+    FASTCALL(resolve_shared_queue),
+    FASTCALL(enqueue_shared_queue),
     ONEARG(dequeue_shared_queue),
-    VARARGS(define_metric),
-    VARARGS(increment_metric),
-    VARARGS(record_metric),
+    FASTCALL(define_metric),
+    FASTCALL(increment_metric),
+    FASTCALL(record_metric),
     ONEARG(get_metric),
-    VARARGS(get_property),
-    VARARGS(set_property),
+    FASTCALL(get_property),
+    FASTCALL(set_property),
     NOARGS(memory_size),
     NOARGS(python_entries),
     {"set_budget", budget_set, METH_VARARGS, NULL},
