@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     class _FutureBase(Generic[T]):
         pass
 
+    def _send(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
+        """``coro.send(None)`` as (False, what it yielded) or (True, what it returned)."""
+
 else:
     T = None
 
@@ -61,6 +64,16 @@ else:
             return self._value
 
     _core = getattr(hostcalls.raw, "FutureCore", None)  # the builtin; outside a VM, _outside answers a function
+
+    if isinstance(_core, type):
+        _send = _core.send  # (done, value) without a StopIteration: see futures.c
+    else:
+
+        def _send(coro):  # type: ignore[no-untyped-def]
+            try:
+                return False, coro.send(None)
+            except StopIteration as stop:
+                return True, stop.value
 
     class _FutureBase(_core if isinstance(_core, type) else _FutureAwait):  # type: ignore[misc]
         """Future is generic for type checkers only (typing costs memory in every VM)."""
@@ -194,19 +207,24 @@ class Task(Future["Any"]):
         while True:
             previous, _current = _current, self
             try:
-                yielded = self.coro.send(None) if exc is None else self.coro.throw(exc)
-            except StopIteration as stop:
-                # set_result(stop.value), inlined: once per coroutine
-                self._state, self._value = _DONE, stop.value
-                waiters, self._waiters = self._waiters, None
-                for waiter in waiters or ():
-                    waiter(self)
-                return
+                if exc is None:
+                    done, yielded = _send(self.coro)
+                else:
+                    try:
+                        done, yielded = False, self.coro.throw(exc)
+                    except StopIteration as stop:
+                        done, yielded = True, stop.value
             except BaseException as err:
                 self.set_exception(err)
                 return
             finally:
                 _current = previous
+            if done:  # set_result(yielded: what the coroutine returned), inlined: once per coroutine
+                self._state, self._value = _DONE, yielded
+                waiters, self._waiters = self._waiters, None
+                for waiter in waiters or ():
+                    waiter(self)
+                return
             if isinstance(yielded, Future):
                 self.waiting = yielded
                 if yielded._state == _PENDING and yielded._waiters is None:  # add_done_callback, inlined

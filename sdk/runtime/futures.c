@@ -8,12 +8,14 @@
  *
  * Here the Future is its own awaitable iterator, as the protocol allows (`__await__` returns an
  * object with `__next__`): awaiting it marks it claimed (as Future.claim does) and returns the
- * Future itself; each `__next__` yields the Future while it is pending (the driver, Task, waits
- * for it and resumes the coroutine with `send(None)`), and once it is done ends the await with
- * its result (StopIteration(value)) or raises its exception. The fields read are the Python
- * subclass's slots: `_state` (0 pending, 1 done, 2 failed), `_value`, `_claimed`, `context`,
- * and the context's `_unwaited` count. tasks.py keeps a Python twin (a generator) used where
- * this builtin is absent: native mode and outside a VM. */
+ * Future itself; each step of the await (am_send, what CPython's SEND calls; or `__next__`) yields
+ * the Future while it is pending (the driver, Task, waits for it and resumes the coroutine with
+ * `send(None)`), and once it is done ends the await with its result or raises its exception.
+ * `FutureCore.send(coro)` is the driver's `coro.send(None)` answering a (done, value) pair: with
+ * am_send, neither an await's end nor a coroutine's makes and catches a StopIteration. The
+ * fields read are the Python subclass's slots: `_state` (0 pending, 1 done, 2 failed), `_value`,
+ * `_claimed`, `context`, and the context's `_unwaited` count. tasks.py keeps a Python twin (a
+ * generator) used where this builtin is absent: native mode and outside a VM. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -52,25 +54,67 @@ static PyObject *future_await(PyObject *future) {
     return Py_NewRef(future);
 }
 
-static PyObject *future_next(PyObject *future) {
+/* How an await of `future` goes on: PYGEN_NEXT with the future itself while it is pending (the
+ * driver waits for it); else PYGEN_RETURN with its result, or PYGEN_ERROR with its exception set. */
+static PySendResult future_step(PyObject *future, PyObject **result) {
+    *result = NULL;
     PyObject *state = PyObject_GetAttr(future, str_state);
-    if (state == NULL) return NULL;
+    if (state == NULL) return PYGEN_ERROR;
     long s = PyLong_AsLong(state);
     Py_DECREF(state);
-    if (s == -1 && PyErr_Occurred()) return NULL;
-    if (s == 0) return Py_NewRef(future); /* pending: the driver waits for it */
+    if (s == -1 && PyErr_Occurred()) return PYGEN_ERROR;
+    if (s == 0) {
+        *result = Py_NewRef(future);
+        return PYGEN_NEXT;
+    }
     PyObject *value = PyObject_GetAttr(future, str_value);
-    if (value == NULL) return NULL;
+    if (value == NULL) return PYGEN_ERROR;
     if (s == 2 && PyExceptionInstance_Check(value)) {
         PyErr_SetObject((PyObject *)Py_TYPE(value), value); /* keeps its traceback, chains like raise */
-    } else {
-        _PyGen_SetStopIterationValue(value); /* the await's result */
+        Py_DECREF(value);
+        return PYGEN_ERROR;
     }
-    Py_DECREF(value);
-    return NULL;
+    *result = value;
+    return PYGEN_RETURN;
 }
 
-static PyAsyncMethods future_async = {.am_await = future_await};
+/* am_send: what CPython's SEND (the loop of `await`) calls through PyIter_Send. Ending the await
+ * with PYGEN_RETURN hands its result over without making and catching a StopIteration. */
+static PySendResult future_send(PyObject *future, PyObject *arg, PyObject **result) {
+    (void)arg; /* the driver resumes with send(None) */
+    return future_step(future, result);
+}
+
+/* __next__, for anything that iterates the awaitable itself instead of sending into it. */
+static PyObject *future_next(PyObject *future) {
+    PyObject *result;
+    PySendResult status = future_step(future, &result);
+    if (status == PYGEN_RETURN) {
+        _PyGen_SetStopIterationValue(result);
+        Py_CLEAR(result);
+    }
+    return result;
+}
+
+/* FutureCore.send(coro): the driver's `coro.send(None)` without StopIteration: (False, what the
+ * coroutine yielded) when it waits, (True, what it returned) when it ends; its exception, raised. */
+static PyObject *future_core_send(PyObject *unused, PyObject *coro) {
+    (void)unused;
+    PyObject *result;
+    PySendResult status = PyIter_Send(coro, Py_None, &result);
+    if (status == PYGEN_ERROR) return NULL;
+    PyObject *pair = PyTuple_Pack(2, status == PYGEN_RETURN ? Py_True : Py_False, result);
+    Py_DECREF(result);
+    return pair;
+}
+
+static PyMethodDef future_methods[] = {
+    {"send", future_core_send, METH_O | METH_STATIC,
+     "send(coro) -> (done, value): coro.send(None) as a pair instead of StopIteration."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyAsyncMethods future_async = {.am_await = future_await, .am_send = future_send};
 
 static PyTypeObject FutureCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_proxywasm.FutureCore",
@@ -79,6 +123,7 @@ static PyTypeObject FutureCoreType = {
     .tp_doc = "The await protocol of proxywasm.tasks.Future (the subclass defines the fields).",
     .tp_as_async = &future_async,
     .tp_iternext = future_next,
+    .tp_methods = future_methods,
     .tp_new = PyType_GenericNew,
 };
 

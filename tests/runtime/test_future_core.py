@@ -15,8 +15,8 @@ from proxywasm_host import Host, Request
 
 FILTER = """
 import proxywasm
-from proxywasm import HttpContext
-from proxywasm.errors import CalloutFailed
+from proxywasm import Action, HttpContext
+from proxywasm.errors import CalloutFailed, UsageError
 from proxywasm import tasks
 
 
@@ -48,6 +48,26 @@ class Await(HttpContext):
             first = await call
             second = await call  # a done future answers again at once
             headers["x-same"] = str(first is second)
+        elif path == "/iterated":
+            call = self.http_call("auth", path="/ok")
+            steps = call.__await__()
+            pending = next(steps) is call  # iterated by hand: yields the future while it is pending
+            answer = await call
+            try:
+                next(steps)
+            except StopIteration as stop:  # then ends with the result, as an await does
+                headers["x-iterated"] = f"{pending} {stop.value is answer}"
+        elif path == "/caught":
+            try:
+                await Foreign()
+            except UsageError:  # thrown into the coroutine by the driver; it goes on and returns
+                headers["x-caught"] = "UsageError"
+            return Action.CONTINUE
+
+
+class Foreign:
+    def __await__(self):
+        yield "not a proxywasm future"
 """
 
 
@@ -100,3 +120,16 @@ def test_a_done_callout_awaited_twice_answers_the_same(host: Host) -> None:
     response = host.request("GET", "/twice")
     assert response.upstream_request is not None
     assert response.upstream_request.header("x-same") == "True"
+
+
+def test_the_awaitable_iterated_by_hand_yields_then_stops_with_the_result(host: Host) -> None:
+    response = host.request("GET", "/iterated")
+    assert response.upstream_request is not None
+    assert response.upstream_request.header("x-iterated") == "True True"
+
+
+def test_a_coroutine_that_catches_what_the_driver_throws_returns_its_action(host: Host) -> None:
+    response = host.request("GET", "/caught")
+    assert response.status == 200
+    assert response.upstream_request is not None
+    assert response.upstream_request.header("x-caught") == "UsageError"
