@@ -42,6 +42,42 @@ static PyObject *take_bytes(char *data, size_t size) {
     return out;
 }
 
+/* Arguments of the per-request functions, read without _PyArg_ParseStack (which parses its format
+ * string anew on every call). Same conversions as its "I" (an int, masked to 32 bits) and "y#"
+ * (bytes). Each returns 0 with TypeError set on a wrong count or type. */
+static int arg_count(const char *name, Py_ssize_t nargs, Py_ssize_t want) {
+    if (nargs == want) return 1;
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, want, nargs);
+    return 0;
+}
+
+static int arg_u32(PyObject *arg, unsigned int *out) {
+    if (!PyLong_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "an int is required, not %.50s", Py_TYPE(arg)->tp_name);
+        return 0;
+    }
+    unsigned long value = PyLong_AsUnsignedLongMask(arg);
+    if (value == (unsigned long)-1 && PyErr_Occurred()) return 0;
+    *out = (unsigned int)value;
+    return 1;
+}
+
+static int arg_bytes(PyObject *arg, const char **data, Py_ssize_t *len) {
+    if (!PyBytes_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "a bytes object is required, not %.50s", Py_TYPE(arg)->tp_name);
+        return 0;
+    }
+    *data = PyBytes_AS_STRING(arg);
+    *len = PyBytes_GET_SIZE(arg);
+    return 1;
+}
+
+/* "s#": a str, as UTF-8 (or bytes as they are). */
+static int arg_text(PyObject *arg, const char **data, Py_ssize_t *len) {
+    if (PyUnicode_Check(arg)) return (*data = PyUnicode_AsUTF8AndSize(arg, len)) != NULL;
+    return arg_bytes(arg, data, len);
+}
+
 static PyObject *pw_set_error_type(PyObject *self, PyObject *arg) {
     Py_XSETREF(error_type, Py_NewRef(arg));
     Py_RETURN_NONE;
@@ -108,7 +144,9 @@ static PyObject *pw_call_foreign_function(PyObject *self, PyObject *const *args,
 
 static PyObject *pw_get_buffer_bytes(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     unsigned type, start, size;
-    if (!_PyArg_ParseStack(args, nargs, "III", &type, &start, &size)) return NULL;
+    if (!arg_count("get_buffer_bytes", nargs, 3) || !arg_u32(args[0], &type) || !arg_u32(args[1], &start) ||
+        !arg_u32(args[2], &size))
+        return NULL;
     char *data = NULL;
     size_t len = 0;
     status_t st = proxy_get_buffer_bytes(type, start, size, &data, &len);
@@ -130,7 +168,9 @@ static PyObject *pw_set_buffer_bytes(PyObject *self, PyObject *const *args, Py_s
     unsigned type, start, size;
     const char *data;
     Py_ssize_t len;
-    if (!_PyArg_ParseStack(args, nargs, "IIIy#", &type, &start, &size, &data, &len)) return NULL;
+    if (!arg_count("set_buffer_bytes", nargs, 4) || !arg_u32(args[0], &type) || !arg_u32(args[1], &start) ||
+        !arg_u32(args[2], &size) || !arg_bytes(args[3], &data, &len))
+        return NULL;
     CHECK(proxy_set_buffer_bytes, proxy_set_buffer_bytes(type, start, size, data, (size_t)len));
     Py_RETURN_NONE;
 }
@@ -150,7 +190,8 @@ static PyObject *pw_set_header_map_pairs(PyObject *self, PyObject *const *args, 
     unsigned type;
     const char *data;
     Py_ssize_t len;
-    if (!_PyArg_ParseStack(args, nargs, "Iy#", &type, &data, &len)) return NULL;
+    if (!arg_count("set_header_map_pairs", nargs, 2) || !arg_u32(args[0], &type) || !arg_bytes(args[1], &data, &len))
+        return NULL;
     CHECK(proxy_set_header_map_pairs, proxy_set_header_map_pairs(type, data, (size_t)len));
     Py_RETURN_NONE;
 }
@@ -167,7 +208,9 @@ static PyObject *pw_get_header_map_value(PyObject *self, PyObject *const *args, 
     unsigned type;
     const char *key;
     Py_ssize_t key_len;
-    if (!_PyArg_ParseStack(args, nargs, "Iy#", &type, &key, &key_len)) return NULL;
+    if (!arg_count("get_header_map_value", nargs, 2) || !arg_u32(args[0], &type) ||
+        !arg_bytes(args[1], &key, &key_len))
+        return NULL;
     char *value = NULL;
     size_t value_len = 0;
     status_t st = proxy_get_header_map_value(type, key, (size_t)key_len, &value, &value_len);
@@ -181,7 +224,8 @@ static PyObject *pw_get_header_map_value(PyObject *self, PyObject *const *args, 
         unsigned type;                                                                                   \
         const char *key, *value;                                                                         \
         Py_ssize_t key_len, value_len;                                                                   \
-        if (!_PyArg_ParseStack(args, nargs, "Iy#y#", &type, &key, &key_len, &value, &value_len))         \
+        if (!arg_count(#hostcall, nargs, 3) || !arg_u32(args[0], &type) ||                              \
+            !arg_bytes(args[1], &key, &key_len) || !arg_bytes(args[2], &value, &value_len))              \
             return NULL;                                                                                 \
         CHECK(hostcall, hostcall(type, key, (size_t)key_len, value, (size_t)value_len));                 \
         Py_RETURN_NONE;                                                                                  \
@@ -193,7 +237,9 @@ static PyObject *pw_remove_header_map_value(PyObject *self, PyObject *const *arg
     unsigned type;
     const char *key;
     Py_ssize_t key_len;
-    if (!_PyArg_ParseStack(args, nargs, "Iy#", &type, &key, &key_len)) return NULL;
+    if (!arg_count("remove_header_map_value", nargs, 2) || !arg_u32(args[0], &type) ||
+        !arg_bytes(args[1], &key, &key_len))
+        return NULL;
     CHECK(proxy_remove_header_map_value, proxy_remove_header_map_value(type, key, (size_t)key_len));
     Py_RETURN_NONE;
 }
@@ -243,8 +289,9 @@ static PyObject *pw_http_call(PyObject *self, PyObject *const *args, Py_ssize_t 
     const char *upstream, *headers, *body, *trailers;
     Py_ssize_t upstream_len, headers_len, body_len, trailers_len;
     unsigned timeout;
-    if (!_PyArg_ParseStack(args, nargs, "s#y#y#y#I", &upstream, &upstream_len, &headers, &headers_len, &body, &body_len,
-                                   &trailers, &trailers_len, &timeout))
+    if (!arg_count("http_call", nargs, 5) || !arg_text(args[0], &upstream, &upstream_len) ||
+        !arg_bytes(args[1], &headers, &headers_len) || !arg_bytes(args[2], &body, &body_len) ||
+        !arg_bytes(args[3], &trailers, &trailers_len) || !arg_u32(args[4], &timeout))
         return NULL;
     uint32_t token = 0;
     CHECK(proxy_http_call, proxy_http_call(upstream, upstream_len, headers, headers_len, body, body_len, trailers,
@@ -439,7 +486,9 @@ static PyObject *pw_python_entries(PyObject *self, PyObject *unused) {
  * False if Envoy has deleted the context already. */
 static PyObject *pw_update_callbacks(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     unsigned int context_id, add, remove;
-    if (!_PyArg_ParseStack(args, nargs, "III", &context_id, &add, &remove)) return NULL;
+    if (!arg_count("update_callbacks", nargs, 3) || !arg_u32(args[0], &context_id) || !arg_u32(args[1], &add) ||
+        !arg_u32(args[2], &remove))
+        return NULL;
     return PyBool_FromLong(runtime_update_mask(context_id, add, remove) == 0);
 }
 
