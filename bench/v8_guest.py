@@ -79,7 +79,7 @@ def run(workload: Workload, args: argparse.Namespace) -> dict[str, object]:
     return result
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     names = [w.name for w in WORKLOADS]
     parser.add_argument("--workload", action="append", choices=names, help="repeatable; default: callout")
@@ -98,7 +98,11 @@ def main() -> None:
         "--module", action="append", metavar="PATH", help="time these .wasm files instead of the workload's builds"
     )
     parser.add_argument("--no-anchors", dest="anchors", action="store_false", help="leave the AssemblyScript twins out")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = arguments().parse_args()
     if shutil.which("node") is None:
         raise SystemExit("node is not installed: ./dev.sh setup installs it")
     print("| workload | variant | us/req (V8, node --no-liftoff) | per-round ratio to the first |")

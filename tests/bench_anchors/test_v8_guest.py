@@ -4,7 +4,6 @@ the header filters add their response header, the JSON filter refuses a body wit
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -23,8 +22,8 @@ WORKLOADS = {w.name: w for w in bench.WORKLOADS}
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is installed by ./dev.sh setup")
 
 
-def run(name: str) -> dict[str, object]:
-    args = argparse.Namespace(anchors=True, rounds=1, requests=8, concurrent=4)
+def run(name: str, *options: str) -> dict[str, object]:
+    args = v8_guest.arguments().parse_args(["--rounds", "1", "--requests", "8", *options])
     return v8_guest.run(WORKLOADS[name], args)
 
 
@@ -37,6 +36,16 @@ def test_callout_variants_apply_the_answer() -> None:
     rows = result["results"]
     assert [row["label"] for row in rows] == ["python", "python-await"]  # type: ignore[index]
     assert all(row["us"] > 0 for row in rows)  # type: ignore[index]
+
+
+def test_evicting_counts_only_the_callbacks_time_of_the_given_modules() -> None:
+    callback = next(v for v in bench.python_variants(WORKLOADS["callout"]) if v.label == "python")
+    result = run("callout", "--evict", "100000", "--module", str(callback.wasm), "--no-anchors")
+    checks: dict[str, dict[str, list[list[str]]]] = result["checks"]  # type: ignore[assignment]
+    assert list(checks) == [str(callback.wasm)]
+    assert ["x-auth", "ok"] in checks[str(callback.wasm)]["request"]
+    (row,) = result["results"]  # type: ignore[misc]
+    assert row["us"] > 0
 
 
 def test_header_filters_add_their_response_header() -> None:
