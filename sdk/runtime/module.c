@@ -43,8 +43,9 @@ static PyObject *take_bytes(char *data, size_t size) {
 }
 
 /* Arguments of the per-request functions, read without _PyArg_ParseStack (which parses its format
- * string anew on every call). Same conversions as its "I" (an int, masked to 32 bits) and "y#"
- * (bytes). Each returns 0 with TypeError set on a wrong count or type. */
+ * string anew on every call: ~30 ns of guest virtual CPU per call). Same conversions as its "I" (an
+ * int, masked to 32 bits), "y#" (bytes) and "s#" (str as UTF-8). Each returns 0 with TypeError
+ * set on a wrong count or type. */
 static int arg_count(const char *name, Py_ssize_t nargs, Py_ssize_t want) {
     if (nargs == want) return 1;
     PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, want, nargs);
@@ -87,7 +88,7 @@ static PyObject *pw_log(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     unsigned level;
     const char *msg;
     Py_ssize_t len;
-    if (!_PyArg_ParseStack(args, nargs, "Is#", &level, &msg, &len)) return NULL;
+    if (!arg_count("log", nargs, 2) || !arg_u32(args[0], &level) || !arg_text(args[1], &msg, &len)) return NULL;
     CHECK(proxy_log, proxy_log(level, msg, (size_t)len));
     Py_RETURN_NONE;
 }
@@ -353,7 +354,7 @@ static PyObject *pw_grpc_close(PyObject *self, PyObject *arg) {
 static PyObject *pw_get_shared_data(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     const char *key;
     Py_ssize_t key_len;
-    if (!_PyArg_ParseStack(args, nargs, "s#", &key, &key_len)) return NULL;
+    if (!arg_count("get_shared_data", nargs, 1) || !arg_text(args[0], &key, &key_len)) return NULL;
     char *value = NULL;
     size_t value_len = 0;
     uint32_t cas = 0;
@@ -369,7 +370,9 @@ static PyObject *pw_set_shared_data(PyObject *self, PyObject *const *args, Py_ss
     const char *key, *value;
     Py_ssize_t key_len, value_len;
     unsigned cas;
-    if (!_PyArg_ParseStack(args, nargs, "s#y#I", &key, &key_len, &value, &value_len, &cas)) return NULL;
+    if (!arg_count("set_shared_data", nargs, 3) || !arg_text(args[0], &key, &key_len) ||
+        !arg_bytes(args[1], &value, &value_len) || !arg_u32(args[2], &cas))
+        return NULL;
     CHECK(proxy_set_shared_data, proxy_set_shared_data(key, key_len, value, value_len, cas));
     Py_RETURN_NONE;
 }
@@ -398,7 +401,8 @@ static PyObject *pw_enqueue_shared_queue(PyObject *self, PyObject *const *args, 
     unsigned id;
     const char *data;
     Py_ssize_t len;
-    if (!_PyArg_ParseStack(args, nargs, "Iy#", &id, &data, &len)) return NULL;
+    if (!arg_count("enqueue_shared_queue", nargs, 2) || !arg_u32(args[0], &id) || !arg_bytes(args[1], &data, &len))
+        return NULL;
     CHECK(proxy_enqueue_shared_queue, proxy_enqueue_shared_queue(id, data, len));
     Py_RETURN_NONE;
 }
@@ -429,7 +433,9 @@ static PyObject *pw_define_metric(PyObject *self, PyObject *const *args, Py_ssiz
 static PyObject *pw_increment_metric(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     unsigned id;
     long long offset;
-    if (!_PyArg_ParseStack(args, nargs, "IL", &id, &offset)) return NULL;
+    if (!arg_count("increment_metric", nargs, 2) || !arg_u32(args[0], &id)) return NULL;
+    offset = PyLong_AsLongLong(args[1]); /* "L": OverflowError beyond 64 bits */
+    if (offset == -1 && PyErr_Occurred()) return NULL;
     CHECK(proxy_increment_metric, proxy_increment_metric(id, offset));
     Py_RETURN_NONE;
 }
@@ -437,7 +443,11 @@ static PyObject *pw_increment_metric(PyObject *self, PyObject *const *args, Py_s
 static PyObject *pw_record_metric(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     unsigned id;
     unsigned long long value;
-    if (!_PyArg_ParseStack(args, nargs, "IK", &id, &value)) return NULL;
+    if (!arg_count("record_metric", nargs, 2) || !arg_u32(args[0], &id)) return NULL;
+    if (!PyLong_Check(args[1])) return PyErr_Format(PyExc_TypeError, "an int is required, not %.50s",
+                                                    Py_TYPE(args[1])->tp_name);
+    value = PyLong_AsUnsignedLongLongMask(args[1]); /* "K" */
+    if (value == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
     CHECK(proxy_record_metric, proxy_record_metric(id, value));
     Py_RETURN_NONE;
 }
@@ -455,7 +465,7 @@ static PyObject *pw_get_metric(PyObject *self, PyObject *arg) {
 static PyObject *pw_get_property(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     const char *path;
     Py_ssize_t path_len;
-    if (!_PyArg_ParseStack(args, nargs, "y#", &path, &path_len)) return NULL;
+    if (!arg_count("get_property", nargs, 1) || !arg_bytes(args[0], &path, &path_len)) return NULL;
     char *value = NULL;
     size_t value_len = 0;
     status_t st = proxy_get_property(path, path_len, &value, &value_len);
@@ -467,7 +477,9 @@ static PyObject *pw_get_property(PyObject *self, PyObject *const *args, Py_ssize
 static PyObject *pw_set_property(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     const char *path, *value;
     Py_ssize_t path_len, value_len;
-    if (!_PyArg_ParseStack(args, nargs, "y#y#", &path, &path_len, &value, &value_len)) return NULL;
+    if (!arg_count("set_property", nargs, 2) || !arg_bytes(args[0], &path, &path_len) ||
+        !arg_bytes(args[1], &value, &value_len))
+        return NULL;
     CHECK(proxy_set_property, proxy_set_property(path, path_len, value, value_len));
     Py_RETURN_NONE;
 }
