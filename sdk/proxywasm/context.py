@@ -64,6 +64,7 @@ class Context:
     _streams: tasks.StreamState | None = None  # created when a callback of this context awaits
     _awaits = False  # the class has async def stream callbacks (set by _dispatch.mask_of)
     _own_on_done = False  # the class defines on_done (set by _dispatch.mask_of; see tasks._arm)
+    _local_reply_sent = False  # an HTTP stream sent a local reply (here too: tasks.py reads it directly)
 
     def _act(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a host call on this context, also from another context's callback (e.g. resuming a
@@ -349,8 +350,6 @@ class HttpContext(Context):
     #: too. It must match Envoy's setting: declared True without it, such a request hangs (Envoy
     #: delivers no body while the headers are held).
     allow_on_headers_stop_iteration: ClassVar[bool] = False
-
-    _local_reply_sent = False
 
     def on_request_headers(self, headers: Headers, end_of_stream: bool) -> Verdict:
         return Action.CONTINUE

@@ -496,7 +496,7 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], name: str, direction
     task.coro = coro
     task._where = name
     task.direction = direction
-    task.replied_before = bool(getattr(context, "_local_reply_sent", False))
+    task.replied_before = context._local_reply_sent
     state.tasks.append(task)
     outer, state.in_callback = state.in_callback, direction
     try:
@@ -548,10 +548,10 @@ def _first_result(context: Context, task: Task) -> int:
     _end_descendants(context, stream_state(context), task)
     if task._state == _FAILED:
         exc = task._value
-        if isinstance(exc, BodyTooLarge) and getattr(context, "_local_reply_sent", False):
+        if isinstance(exc, BodyTooLarge) and context._local_reply_sent:
             return Action.PAUSE
         return dispatcher.stream_error(context, task.where, exc)
-    if getattr(context, "_local_reply_sent", False) and not task.replied_before:
+    if context._local_reply_sent and not task.replied_before:
         return Action.PAUSE  # the coroutine's local reply stands: the stream goes no further
     result = task._value
     action = Action.CONTINUE if result is None else result
@@ -578,7 +578,7 @@ def _finished(task: Future[Any]) -> None:
                 _update_callbacks(context.context_id, 0, _ON_DONE)
     else:
         _end_descendants(context, state, task)
-    replied = getattr(context, "_local_reply_sent", False) and not task.replied_before
+    replied = context._local_reply_sent and not task.replied_before
     if task._state == _FAILED:
         exc = task._value
         if isinstance(exc, BodyTooLarge) and replied:
