@@ -188,7 +188,7 @@ class Task(Future["Any"]):
         self.closed = False
         # The stream already had a local reply when this coroutine started: that reply is passing
         # through this (response) callback, and the coroutine's own result decides as usual.
-        self.replied_before = bool(getattr(context, "_local_reply_sent", False))
+        self.replied_before = context is not None and context._local_reply_sent
 
     @property
     def where(self) -> str:
