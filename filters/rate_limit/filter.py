@@ -9,7 +9,8 @@ local_ratelimit with ``enable_x_ratelimit_headers``). The configuration follows 
 Buckets live in a fixed table of ``max_buckets`` shared-data slots (proxy-wasm has no way to
 delete shared data, so a key per client would grow without bound): a bucket key hashes to a slot
 and probes ``PROBES`` slots from there. Every update is a compare-and-swap, retried a bounded
-number of times.
+number of times. A slot is created (its first write, which shared data cannot make conditional)
+only under the table's create lock, so two workers never both create one.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ _RECORD = struct.Struct("<qqq")  # tokens, last fill (ns), full at (ns); then th
 KEY_KINDS = ("client_address", "header", "path")
 MISSING = ("shared", "allow", "deny")
 NS_PER_S = 1_000_000_000
+# A create lock held this long is taken over: its holder died (a trap) or stalled. Long enough that
+# a live worker is not overtaken (cgroup CPU throttling pauses threads for up to 100 ms periods),
+# short enough that new clients are not failed open for long after a VM died holding it.
+LOCK_STALE_NS = NS_PER_S
 
 
 class Limit:
@@ -195,6 +200,11 @@ class RateLimitPlugin(PluginContext):
         self.limit = limit
         self.route_limits.clear()
         self.prefix = f"rate_limit/{self.plugin_name}/"
+        # Envoy configures the main thread's VM before any worker's, so the lock exists before any
+        # request; a VM configured later (another worker, a reload) finds it and leaves it alone.
+        self.lock = f"rate_limit/{self.plugin_name}.lock"
+        if shared_data.get(self.lock) is None:
+            shared_data.set(self.lock, b"")
         # Each VM starts its sweep elsewhere, so the VMs do not all check the same slots.
         self.sweep_cursor = int.from_bytes(os.urandom(4), "little") % self.max_buckets
         self.set_tick_period(max(sweep_ns // 1_000_000, 1))
@@ -258,7 +268,7 @@ class RateLimitPlugin(PluginContext):
                 entry = shared_data.get(name)
                 if entry is None or len(entry[0]) < _RECORD.size:
                     if claim is None:
-                        claim = (name, entry[1] if entry else 0)
+                        claim = (name, entry[1] if entry else 0)  # CAS 0: the slot does not exist yet
                     continue
                 raw, cas = entry
                 tokens, last_ns, full_ns = _RECORD.unpack_from(raw)
@@ -286,10 +296,14 @@ class RateLimitPlugin(PluginContext):
             elif found is not None and (tokens, last_ns) == (found[2], found[3]):
                 return Decision(False, limit.max_tokens, 0, -(-(last_ns + limit.fill_interval_ns - now) // NS_PER_S))
             record = _RECORD.pack(tokens, last_ns, limit.full_at(tokens, last_ns)) + key
-            try:
-                shared_data.set(name, record, cas)
-            except CasMismatch:
-                continue  # another worker wrote this slot since we read it: read again
+            if cas == 0:
+                if not self.create(name, record, now):
+                    continue  # another worker holds the create lock or made the slot: read again
+            else:
+                try:
+                    shared_data.set(name, record, cas)
+                except CasMismatch:
+                    continue  # another worker wrote this slot since we read it: read again
             if found is None and claim is None:
                 evictions_total.labels("overflow").increment()
             reset_ns = 0 if tokens >= limit.max_tokens else last_ns + limit.fill_interval_ns - now
@@ -299,6 +313,39 @@ class RateLimitPlugin(PluginContext):
         if self.failure_mode_deny:
             return Decision(False, limit.max_tokens, 0, 1)
         return Decision(True, limit.max_tokens, 0, 1)
+
+    def create(self, name: str, record: bytes, now: int) -> bool:
+        """Write ``record`` as the first value of slot ``name``, under the create lock.
+
+        Shared data has no "create if absent": a write with CAS 0 replaces whatever is there, so two
+        workers that both saw the slot missing would each write a fresh bucket, and the second would
+        erase the tokens taken from the first. Under the lock (a key every VM updates by CAS), the
+        slot is read again and written only if it is still missing. False when the lock is busy or
+        the slot appeared: the caller reads its slots again."""
+        entry = shared_data.get(self.lock)
+        if entry is None:  # on_configure makes it before any request: not expected, but never stuck on it
+            shared_data.set(self.lock, b"")
+            return False
+        held, cas = entry
+        if len(held) >= 8 and 0 <= now - int.from_bytes(held[:8], "little") < LOCK_STALE_NS:
+            return False
+        mine = now.to_bytes(8, "little") + os.urandom(4)
+        try:
+            shared_data.set(self.lock, mine, cas)
+        except CasMismatch:
+            return False
+        try:
+            if shared_data.get(name) is not None:
+                return False
+            shared_data.set(name, record)
+            return True
+        finally:
+            entry = shared_data.get(self.lock)
+            if entry is not None and entry[0] == mine:  # not taken over meanwhile
+                try:
+                    shared_data.set(self.lock, b"", entry[1])
+                except CasMismatch:
+                    pass  # taken over between the two calls: the new holder releases it
 
     def on_tick(self) -> None:
         """Sweep: empty the slots of buckets that are full again (idle), a batch per tick, so the

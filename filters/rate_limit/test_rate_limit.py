@@ -195,6 +195,57 @@ def test_a_write_lost_to_another_worker_is_retried(load: Any, monkeypatch: Any) 
     assert host.metric("rate_limit_contention_total;descriptor=default") == 0
 
 
+def test_a_slot_two_workers_saw_missing_is_created_once(load: Any, monkeypatch: Any) -> None:
+    # Shared data has no "create if absent": the first write of a slot replaces whatever is there.
+    # Worker B reads alice's slot as missing (before worker A's first write reached it), then writes:
+    # it must not replace A's bucket, or the token A took is lost (Envoy would allow one extra).
+    host = load({"key": "header", "header": "x-user", "token_bucket": {**BUCKET, "max_tokens": 5}}, workers=2)
+    assert ratelimit_headers(get(host, x_user="alice"))[1] == "4"  # worker A created the bucket
+    (slot,) = slots(host)
+    original = host.envoy.get_shared
+    stale = [True]
+
+    def read_before_a_wrote(vm_id: str, key: bytes) -> tuple[bytes, int] | None:
+        if key == slot and stale[0]:
+            stale[0] = False
+            return None
+        entry: tuple[bytes, int] | None = original(vm_id, key)
+        return entry
+
+    monkeypatch.setattr(host.envoy, "get_shared", read_before_a_wrote)
+    assert ratelimit_headers(get(host, x_user="alice"))[1] == "3"  # worker B: A's token is still taken
+    assert not stale[0]
+    assert [get(host, x_user="alice").status for _ in range(4)] == [200, 200, 200, 429]
+
+
+LOCK = f"rate_limit/{NAME}.lock"
+
+
+def test_a_busy_create_lock_fails_open_counted_and_a_stale_one_is_taken_over(load: Any) -> None:
+    host = load({"key": "header", "header": "x-user", "token_bucket": BUCKET})
+    assert host.shared_data[LOCK.encode()] == b""  # made at configure, free
+    held_since = host.envoy.time_ns
+    host.set_shared_data(LOCK, held_since.to_bytes(8, "little") + b"pid1")  # a worker is creating a slot
+    assert get(host, x_user="alice").status == 200  # could not create alice's slot: the contention policy
+    assert host.metric("rate_limit_contention_total;descriptor=default") == 1
+    assert slots(host) == {}
+    host.advance_time(999)
+    assert get(host, x_user="alice").status == 200
+    assert host.metric("rate_limit_contention_total;descriptor=default") == 2
+    host.advance_time(1)  # held for a second: its holder died or stalled; taken over
+    assert ratelimit_headers(get(host, x_user="alice"))[1] == "2"
+    assert host.metric("rate_limit_contention_total;descriptor=default") == 2
+    assert len(slots(host)) == 1 and host.shared_data[LOCK.encode()] == b""  # released
+
+
+def test_a_create_lock_from_a_clock_that_stepped_back_is_taken_over(load: Any) -> None:
+    host = load({"key": "header", "header": "x-user", "token_bucket": BUCKET})
+    future = host.envoy.time_ns + 3600 * 10**9  # written before the wall clock stepped back an hour
+    host.set_shared_data(LOCK, future.to_bytes(8, "little") + b"pid1")
+    assert ratelimit_headers(get(host, x_user="alice"))[1] == "2"
+    assert host.metric("rate_limit_contention_total;descriptor=default") == 0
+
+
 ROUTES = [
     Route("/health", "health", {NAME: {"disabled": True}}),
     Route("/api", "api", {NAME: {"descriptor": "api", "token_bucket": {"max_tokens": 1, "fill_interval": "1s"}}}),
