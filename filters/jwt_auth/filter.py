@@ -443,6 +443,7 @@ class RemoteJwks:
         self.cas = 0  # of the shared record this VM's keys came from
         self.failed_ms = -(10**12)  # when this VM's last fetch failed
         self.leased = False  # this VM holds the refresh lease (its fetch is in flight)
+        self.lease = b""  # the lease's value this VM wrote: it gives the lease back only if still its own
         self.inflight: Future[None] | None = None
 
     def adopt_shared(self) -> None:
@@ -803,7 +804,10 @@ class JwtAuthPlugin(PluginContext):
         now_ms = proxywasm.now_ns() // 1_000_000
         for remote in self.remotes:
             remote.adopt_shared()
-            stale = remote.keys is None or now_ms - remote.fetched_ms >= remote.cache_duration_ms
+            # A wall clock that stepped back a second or more (fetched "in the future") makes the keys
+            # stale too, or they would not be refreshed until it caught up.
+            age_ms = now_ms - remote.fetched_ms
+            stale = remote.keys is None or not -1000 < age_ms < remote.cache_duration_ms
             if stale and (remote.inflight is None or remote.inflight.done()) and self.take_lease(remote, now_ms):
                 remote.leased = True
                 self.fetch_jwks(remote)
@@ -816,14 +820,18 @@ class JwtAuthPlugin(PluginContext):
 
     def take_lease(self, remote: RemoteJwks, now_ms: int) -> bool:
         """One VM refreshes a JWKS at a time: the lease (its deadline: the fetch's timeout and a
-        second) is taken with CAS, and given back when the answer is in."""
+        second) is taken with CAS, and given back when the answer is in. A deadline further ahead
+        than any lease runs (the wall clock stepped back) is taken over."""
         found = shared_data.get(remote.lease_key)
-        if found is not None and int(found[0] or 0) > now_ms:
+        longest = max(remote.timeout_ms + 1000, self.FETCH_RETRY_MS)
+        if found is not None and now_ms < int(found[0] or 0) <= now_ms + longest:
             return False
+        lease = str(now_ms + remote.timeout_ms + 1000).encode()
         try:
-            shared_data.set(remote.lease_key, str(now_ms + remote.timeout_ms + 1000), found[1] if found else 0)
+            shared_data.set(remote.lease_key, lease, found[1] if found else 0)
         except CasMismatch:
             return False
+        remote.lease = lease
         return True
 
     def fetch_jwks(self, remote: RemoteJwks) -> Future[None]:
@@ -871,9 +879,11 @@ class JwtAuthPlugin(PluginContext):
             for note in skipped:
                 log.warn(f"{where}: {note}: left out")
             now_ms = proxywasm.now_ns() // 1_000_000
-            shared_data.set(remote.record_key, str(now_ms).encode() + b" " + response.body)
+            record = str(now_ms).encode() + b" " + response.body
+            shared_data.set(remote.record_key, record)
             found = shared_data.get(remote.record_key)
-            remote.install(keys, now_ms, found[1] if found else 0)
+            # Another VM's record may have replaced ours already: then CAS 0, so the next tick adopts it.
+            remote.install(keys, now_ms, found[1] if found is not None and found[0] == record else 0)
             jwks_fetches_total.labels(provider=remote.provider, result="success").increment()
             log.info(f"{where}: {len(keys)} keys")
             ok = True
@@ -884,5 +894,11 @@ class JwtAuthPlugin(PluginContext):
             if remote.leased:
                 remote.leased = False
                 # Given back; after a failure only a second later, so VMs do not hammer a failing IdP.
-                shared_data.set(remote.lease_key, b"0" if ok else str(now_ms + self.FETCH_RETRY_MS))
+                # Not if another VM took it over meanwhile (this answer came after the deadline).
+                found = shared_data.get(remote.lease_key)
+                if found is not None and found[0] == remote.lease:
+                    try:
+                        shared_data.set(remote.lease_key, b"0" if ok else str(now_ms + self.FETCH_RETRY_MS), found[1])
+                    except CasMismatch:
+                        pass  # taken over between the two calls
             done.set_result(None)

@@ -456,6 +456,74 @@ def test_workers_share_the_jwks(load: Load, keys: Keys) -> None:
     assert idp.fetches == 2
 
 
+LEASE = "jwt_auth/jwt_auth/idp/jwks/lease"  # jwt_auth/<plugin>/<cluster><path>/lease: one VM refreshes at a time
+RECORD = "jwt_auth/jwt_auth/idp/jwks/jwks"  # ... and the JWKS it stored, stamped with its fetch time
+
+
+def now_ms(host: Host) -> int:
+    """The serving VM's wall clock, in ms (Envoy's, plus the virtual CPU the VM has used)."""
+    return (host.envoy.time_ns + host.raw.cpu_ns()) // 1_000_000
+
+
+def test_a_refresh_answered_after_its_lease_was_taken_over_leaves_the_new_holders(load: Load, keys: Keys) -> None:
+    idp = Idp({"keys": [public_jwk(keys.rsa, "k1")]})
+    host = load(idp=idp)
+    assert get(host, "/remote", remote_token(keys.rsa, "k1")).status == 200
+    host.add_cluster("idp", None)  # the refresh waits for the test's answer
+    advance(host, 59_000)
+    while not host.pending_http_calls:  # once stale (60 s), a tick takes the lease and fetches
+        host.advance_time(1000)
+    (call,) = host.pending_http_calls
+    assert host.shared_data[LEASE.encode()] != b"0"
+    # Its answer comes late: meanwhile another VM found the lease past its deadline and took it.
+    theirs = str(now_ms(host) + 1700).encode()
+    host.set_shared_data(LEASE, theirs)
+    call.respond(200, [("content-type", "application/json")], json.dumps(idp.jwks))
+    while host.pump():
+        pass
+    assert host.shared_data[LEASE.encode()] == theirs  # not given back on the other VM's behalf
+
+
+def test_a_lease_dated_beyond_any_fetch_is_taken_over(load: Load, keys: Keys) -> None:
+    idp = Idp({"keys": [public_jwk(keys.rsa, "k1")]})
+    host = load(idp=idp)
+    assert get(host, "/remote", remote_token(keys.rsa, "k1")).status == 200
+    # A VM took the lease just before the wall clock stepped back an hour: its deadline is an hour
+    # ahead, far beyond any fetch's. The refresh does not wait for the clock to catch up.
+    host.set_shared_data(LEASE, str(now_ms(host) + 3_600_000).encode())
+    advance(host, 61_000)
+    assert idp.fetches == 2
+
+
+def test_keys_fetched_before_the_wall_clock_stepped_back_are_refreshed(load: Load, keys: Keys) -> None:
+    idp = Idp({"keys": [public_jwk(keys.rsa, "k1")]})
+    host = load(idp=idp)
+    assert get(host, "/remote", remote_token(keys.rsa, "k1")).status == 200
+    host.envoy.time_ns -= 3600 * 10**9  # the wall clock steps back an hour: the keys look fetched later
+    advance(host, 2000)
+    assert idp.fetches == 2
+
+
+def test_a_jwks_another_vm_stored_right_after_this_ones_is_adopted(load: Load, keys: Keys, monkeypatch: Any) -> None:
+    idp = Idp({"keys": [public_jwk(keys.rsa, "k1")]})
+    host = load(idp=idp)
+    theirs = json.dumps({"keys": [public_jwk(keys.rsa_other, "k2")]}).encode()  # the IdP rotated in between
+    original = host.envoy.set_shared
+
+    def and_then_another_vm(vm_id: str, key: bytes, value: bytes, cas: int = 0) -> Any:
+        status = original(vm_id, key, value, cas)
+        if key == RECORD.encode() and value != theirs and theirs not in value:
+            original(vm_id, key, str(now_ms(host)).encode() + b" " + theirs)  # its fetch, stored right after
+        return status
+
+    monkeypatch.setattr(host.envoy, "set_shared", and_then_another_vm)
+    assert get(host, "/remote", remote_token(keys.rsa, "k1")).status == 200  # with the keys it fetched itself
+    monkeypatch.undo()
+    advance(host, 1000)  # a tick adopts the newer record
+    assert get(host, "/remote", remote_token(keys.rsa_other, "k2")).status == 200
+    assert idp.fetches == 1
+
+
 def test_either_provider_may_vouch(load: Load, keys: Keys) -> None:
     idp = Idp({"keys": [public_jwk(keys.rsa_other, "k1")]})
     host = load(idp=idp)

@@ -9,8 +9,8 @@ local_ratelimit with ``enable_x_ratelimit_headers``). The configuration follows 
 Buckets live in a fixed table of ``max_buckets`` shared-data slots (proxy-wasm has no way to
 delete shared data, so a key per client would grow without bound): a bucket key hashes to a slot
 and probes ``PROBES`` slots from there. Every update is a compare-and-swap, retried a bounded
-number of times. A slot is created (its first write, which shared data cannot make conditional)
-only under the table's create lock, so two workers never both create one.
+number of times. A key without a bucket is placed under the table's lock (see
+``RateLimitPlugin.place``), so two workers never give one key two buckets or create one slot twice.
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ _RECORD = struct.Struct("<qqq")  # tokens, last fill (ns), full at (ns); then th
 KEY_KINDS = ("client_address", "header", "path")
 MISSING = ("shared", "allow", "deny")
 NS_PER_S = 1_000_000_000
-# A create lock held this long is taken over: its holder died (a trap) or stalled. Long enough that
+# The table's lock, held this long, is taken over: its holder died (a trap) or stalled. Long enough that
 # a live worker is not overtaken (cgroup CPU throttling pauses threads for up to 100 ms periods),
 # short enough that new clients are not failed open for long after a VM died holding it.
 LOCK_STALE_NS = NS_PER_S
+LOCK_SPINS = 32  # reads of a busy lock before a round counts as lost (a holder needs ~8 host calls)
 
 
 class Limit:
@@ -259,93 +260,122 @@ class RateLimitPlugin(PluginContext):
         """Take one token from ``key``'s bucket (made full on first use)."""
         home = stable_hash(key) % self.max_buckets
         for _ in range(CAS_ATTEMPTS):
-            now = proxywasm.now_ns()
-            claim: tuple[str, int] | None = None  # (slot, cas) of the first free slot
-            victim: tuple[str, int, int] | None = None  # (slot, cas, full at) of the fullest-soonest bucket
-            found: tuple[str, int, int, int] | None = None  # (slot, cas, tokens, last fill)
+            found: tuple[str, bytes, int] | None = None  # (slot, record, cas)
             for probe in range(PROBES):
                 name = self.slot((home + probe) % self.max_buckets)
                 entry = shared_data.get(name)
-                if entry is None or len(entry[0]) < _RECORD.size:
-                    if claim is None:
-                        claim = (name, entry[1] if entry else 0)  # CAS 0: the slot does not exist yet
-                    continue
-                raw, cas = entry
-                tokens, last_ns, full_ns = _RECORD.unpack_from(raw)
-                if raw[_RECORD.size :] == key:
-                    found = (name, cas, tokens, last_ns)
+                if entry is not None and entry[0][_RECORD.size :] == key and len(entry[0]) > _RECORD.size:
+                    found = (name, *entry)
                     break
-                if now >= full_ns and claim is None:
-                    claim = (name, cas)  # an idle bucket is as good as a fresh one
-                if victim is None or full_ns < victim[2]:
-                    victim = (name, cas, full_ns)
-            if found is not None:
-                name, cas, tokens, last_ns = found
-                tokens, last_ns = limit.refill(min(tokens, limit.max_tokens), last_ns, now)
-            elif claim is not None:
-                (name, cas), tokens, last_ns = claim, limit.max_tokens, now
-            else:
-                # Every probed slot holds a bucket that is still refilling: evict the one closest to full
-                # (the least lost). That key starts over with a full bucket.
-                assert victim is not None
-                name, cas, _ = victim
-                tokens, last_ns = limit.max_tokens, now
+            if found is None:
+                placed = self.place(limit, key, home)
+                if placed is None:
+                    continue  # the lock stayed busy, or a write lost a race: read again
+                return placed
+            name, raw, cas = found
+            now = proxywasm.now_ns()
+            stored_tokens, stored_ns, _ = _RECORD.unpack_from(raw)
+            tokens, last_ns = limit.refill(min(stored_tokens, limit.max_tokens), stored_ns, now)
             allowed = tokens >= 1
             if allowed:
                 tokens -= 1
-            elif found is not None and (tokens, last_ns) == (found[2], found[3]):
+            elif (tokens, last_ns) == (stored_tokens, stored_ns):  # empty, and nothing to write
                 return Decision(False, limit.max_tokens, 0, -(-(last_ns + limit.fill_interval_ns - now) // NS_PER_S))
-            record = _RECORD.pack(tokens, last_ns, limit.full_at(tokens, last_ns)) + key
-            if cas == 0:
-                if not self.create(name, record, now):
-                    continue  # another worker holds the create lock or made the slot: read again
-            else:
-                try:
-                    shared_data.set(name, record, cas)
-                except CasMismatch:
-                    continue  # another worker wrote this slot since we read it: read again
-            if found is None and claim is None:
-                evictions_total.labels("overflow").increment()
+            try:
+                shared_data.set(name, _RECORD.pack(tokens, last_ns, limit.full_at(tokens, last_ns)) + key, cas)
+            except CasMismatch:
+                continue  # another worker wrote this slot since we read it: read again
             reset_ns = 0 if tokens >= limit.max_tokens else last_ns + limit.fill_interval_ns - now
             return Decision(allowed, limit.max_tokens, tokens, -(-reset_ns // NS_PER_S))
-        # Persistent contention: CAS_ATTEMPTS rounds all lost to other workers writing the same slots.
+        # Persistent contention: CAS_ATTEMPTS rounds all lost to other workers writing the same slots
+        # (or holding the table's lock).
         contention_total.labels(limit.descriptor).increment()
         if self.failure_mode_deny:
             return Decision(False, limit.max_tokens, 0, 1)
         return Decision(True, limit.max_tokens, 0, 1)
 
-    def create(self, name: str, record: bytes, now: int) -> bool:
-        """Write ``record`` as the first value of slot ``name``, under the create lock.
+    def place(self, limit: Limit, key: bytes, home: int) -> Decision | None:
+        """Give ``key``, which has no bucket, a full one minus this request's token, under the
+        table's lock; None when the lock stayed busy, the key got a bucket meanwhile, or a write
+        lost a race (the caller reads again).
 
-        Shared data has no "create if absent": a write with CAS 0 replaces whatever is there, so two
-        workers that both saw the slot missing would each write a fresh bucket, and the second would
-        erase the tokens taken from the first. Under the lock (a key every VM updates by CAS), the
-        slot is read again and written only if it is still missing. False when the lock is busy or
-        the slot appeared: the caller reads its slots again."""
-        entry = shared_data.get(self.lock)
-        if entry is None:  # on_configure makes it before any request: not expected, but never stuck on it
-            shared_data.set(self.lock, b"")
-            return False
-        held, cas = entry
-        if len(held) >= 8 and 0 <= now - int.from_bytes(held[:8], "little") < LOCK_STALE_NS:
-            return False
-        mine = now.to_bytes(8, "little") + os.urandom(4)
+        Under the lock because the choice spans four slots and shared data makes no step over
+        several keys atomic: two workers placing one key at once could pick different slots (one
+        saw a slot idle a moment before the other) and the key would get two buckets; and the
+        first write of a slot cannot be conditional (a write with CAS 0 replaces whatever is
+        there), so two workers creating one slot would erase each other's token. The placer
+        reads the four slots again under the lock: a key placed meanwhile is found there."""
+        held = self.acquire()
+        if held is None:
+            return None
         try:
-            shared_data.set(self.lock, mine, cas)
-        except CasMismatch:
-            return False
-        try:
-            if shared_data.get(name) is not None:
-                return False
-            shared_data.set(name, record)
-            return True
+            now = proxywasm.now_ns()
+            claim: tuple[str, int] | None = None  # (slot, cas) of the first free or idle slot
+            victim: tuple[str, int, int] | None = None  # (slot, cas, full at) of the fullest-soonest bucket
+            for probe in range(PROBES):
+                name = self.slot((home + probe) % self.max_buckets)
+                entry = shared_data.get(name)
+                if entry is None or len(entry[0]) < _RECORD.size:
+                    if claim is None:
+                        claim = (name, entry[1] if entry else 0)  # CAS 0: a slot never written yet
+                    continue
+                raw, cas = entry
+                if raw[_RECORD.size :] == key:
+                    return None  # placed by the lock's previous holder: take from it
+                full_ns = _RECORD.unpack_from(raw)[2]
+                if now >= full_ns and claim is None:
+                    claim = (name, cas)  # an idle bucket is as good as a fresh one
+                if victim is None or full_ns < victim[2]:
+                    victim = (name, cas, full_ns)
+            if claim is not None:
+                name, cas = claim
+            else:
+                # Every slot holds a bucket that is still refilling: evict the one closest to full
+                # (the least lost). That key starts over with a full bucket.
+                assert victim is not None
+                name, cas, _ = victim
+            tokens = limit.max_tokens - 1
+            try:
+                shared_data.set(name, _RECORD.pack(tokens, now, limit.full_at(tokens, now)) + key, cas)
+            except CasMismatch:
+                return None  # the sweep emptied it, or its owner took a token: read again
+            if claim is None:
+                evictions_total.labels("overflow").increment()
+            reset_ns = 0 if tokens >= limit.max_tokens else limit.fill_interval_ns
+            return Decision(True, limit.max_tokens, tokens, -(-reset_ns // NS_PER_S))
         finally:
+            self.release(held)
+
+    def acquire(self) -> bytes | None:
+        """Take the table's lock (a shared-data key set by CAS to the taker's clock): the value
+        written, to release it with; None when another worker held it for all LOCK_SPINS reads.
+        A lock whose stamp is LOCK_STALE_NS or more from our clock (either way: a clock may step
+        back) is taken over."""
+        for _ in range(LOCK_SPINS):
             entry = shared_data.get(self.lock)
-            if entry is not None and entry[0] == mine:  # not taken over meanwhile
-                try:
-                    shared_data.set(self.lock, b"", entry[1])
-                except CasMismatch:
-                    pass  # taken over between the two calls: the new holder releases it
+            if entry is None:  # on_configure makes it before any request: not expected, but never stuck on it
+                shared_data.set(self.lock, b"")
+                continue
+            value, cas = entry
+            now = proxywasm.now_ns()  # read after the lock: a live holder's stamp is not later than this
+            if len(value) >= 8 and abs(now - int.from_bytes(value[:8], "little")) < LOCK_STALE_NS:
+                continue  # held: its holder is placing a key (a few host calls)
+            mine = now.to_bytes(8, "little")  # a takeover's stamp differs by a second or more: unique
+            try:
+                shared_data.set(self.lock, mine, cas)
+            except CasMismatch:
+                continue
+            return mine
+        return None
+
+    def release(self, held: bytes) -> None:
+        """Release the lock, unless it was taken over meanwhile (then its new holder releases it)."""
+        entry = shared_data.get(self.lock)
+        if entry is not None and entry[0] == held:
+            try:
+                shared_data.set(self.lock, b"", entry[1])
+            except CasMismatch:
+                pass  # taken over between the two calls
 
     def on_tick(self) -> None:
         """Sweep: empty the slots of buckets that are full again (idle), a batch per tick, so the

@@ -5,7 +5,9 @@ tests/filters/test_rate_limit_envoy.py.)"""
 
 from __future__ import annotations
 
+import binascii
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +159,8 @@ def test_the_table_is_bounded_and_full_buckets_are_evicted_on_tick(load: Any) ->
 
 
 def test_persistent_cas_contention_allows_by_default_and_counts_it(load: Any, monkeypatch: Any) -> None:
-    host = load({"key": "header", "header": "x-user", "token_bucket": {**BUCKET, "max_tokens": 1}})
+    host = load({"key": "header", "header": "x-user", "token_bucket": BUCKET})
+    assert ratelimit_headers(get(host, x_user="alice"))[1] == "2"  # alice has a bucket
     writes: list[bytes] = []
 
     def always_changed(vm_id: str, key: bytes, value: bytes, cas: int = 0) -> Status:
@@ -165,10 +168,12 @@ def test_persistent_cas_contention_allows_by_default_and_counts_it(load: Any, mo
         return Status.CAS_MISMATCH  # another worker wrote the slot since every read
 
     monkeypatch.setattr(host.envoy, "set_shared", always_changed)
-    # One token, three requests: all allowed, because no update could be made.
+    # No update can be made: each request is let through after eight rounds, and counted.
     assert [get(host, x_user="alice").status for _ in range(3)] == [200, 200, 200]
-    assert len(writes) == 3 * 8  # eight rounds per request, then the policy decides
+    assert len(writes) == 3 * 8 and len(set(writes)) == 1  # eight rounds per request, on alice's slot
     assert host.metric("rate_limit_contention_total;descriptor=default") == 3
+    monkeypatch.undo()
+    assert [get(host, x_user="alice").status for _ in range(3)] == [200, 200, 429]  # 2 tokens were left
 
 
 def test_failure_mode_deny_limits_on_persistent_contention(load: Any, monkeypatch: Any) -> None:
@@ -218,32 +223,149 @@ def test_a_slot_two_workers_saw_missing_is_created_once(load: Any, monkeypatch: 
     assert [get(host, x_user="alice").status for _ in range(4)] == [200, 200, 200, 429]
 
 
+RECORD = struct.Struct("<qqq")  # a bucket's slot: tokens, last fill, full at (ns); then its key
 LOCK = f"rate_limit/{NAME}.lock"
 
 
-def test_a_busy_create_lock_fails_open_counted_and_a_stale_one_is_taken_over(load: Any) -> None:
+def clock(host: Host) -> int:
+    """The serving VM's wall clock (Envoy's, plus the virtual CPU it has used)."""
+    return host.envoy.time_ns + host.raw.cpu_ns()
+
+
+def bucket(host: Host, user: str) -> list[tuple[bytes, int]]:
+    """The slots holding ``user``'s bucket, with its tokens."""
+    key = f"default\n{user}".encode()
+    return [(k, RECORD.unpack_from(v)[0]) for k, v in slots(host).items() if v[RECORD.size :] == key]
+
+
+def test_one_key_placed_by_two_workers_at_once_gets_one_bucket(load: Any, monkeypatch: Any) -> None:
+    # u1 and u3 share their home slot (max_buckets 4); u1's bucket there is idle one second after its
+    # request. Worker A probes for u3 while u1's is still refilling, so it would take the next slot;
+    # before A writes, worker B (whose clock is later: u1's idle for B) places u3 in the home slot.
+    # A places u3 under the table's lock, reading the slots again there: it finds B's bucket.
+    host = load({"key": "header", "header": "x-user", "max_buckets": 4, "sweep_interval": "3600s",
+                 "token_bucket": BUCKET}, workers=2)  # fmt: skip
+    home = binascii.crc32(b"default\nu1") % 4
+    assert home == binascii.crc32(b"default\nu3") % 4
+    assert get(host, x_user="u1").status == 200
+    host.advance_time(990)
+    original = host.envoy.get_shared
+    home_slot = f"rate_limit/{NAME}/{home}".encode()
+    placed_by_b = [False]
+
+    def b_places_u3_first(vm: str, key: bytes) -> tuple[bytes, int] | None:
+        if key == LOCK.encode() and not placed_by_b[0]:  # A has probed and goes for the lock
+            placed_by_b[0] = True
+            u1 = original(vm, home_slot)
+            assert u1 is not None
+            now_b = RECORD.unpack_from(u1[0])[2]  # B's clock: u1's bucket is full, idle
+            assert host.envoy.set_shared(vm, home_slot, RECORD.pack(2, now_b, now_b + 10**9) + b"default\nu3",
+                                         u1[1]) == Status.OK  # fmt: skip
+        entry: tuple[bytes, int] | None = original(vm, key)
+        return entry
+
+    monkeypatch.setattr(host.envoy, "get_shared", b_places_u3_first)
+    assert ratelimit_headers(get(host, x_user="u3"))[1] == "1"  # A took from B's bucket
+    assert placed_by_b[0]
+    assert bucket(host, "u3") == [(home_slot, 1)]
+    monkeypatch.undo()
+    assert [get(host, x_user="u3").status for _ in range(2)] == [200, 429]
+
+
+def test_a_busy_lock_is_waited_for(load: Any, monkeypatch: Any) -> None:
     host = load({"key": "header", "header": "x-user", "token_bucket": BUCKET})
     assert host.shared_data[LOCK.encode()] == b""  # made at configure, free
-    held_since = host.envoy.time_ns
-    host.set_shared_data(LOCK, held_since.to_bytes(8, "little") + b"pid1")  # a worker is creating a slot
-    assert get(host, x_user="alice").status == 200  # could not create alice's slot: the contention policy
+    original = host.envoy.get_shared
+    reads = [0]
+
+    def held_for_twelve_reads(vm_id: str, key: bytes) -> tuple[bytes, int] | None:
+        if key == LOCK.encode():
+            reads[0] += 1
+            if reads[0] == 1:  # another worker places a key now (stamped by our clock)
+                host.set_shared_data(LOCK, clock(host).to_bytes(8, "little"))
+            elif reads[0] == 12:  # ... and is done: more reads than a request's eight rounds
+                host.set_shared_data(LOCK, b"")
+        entry: tuple[bytes, int] | None = original(vm_id, key)
+        return entry
+
+    monkeypatch.setattr(host.envoy, "get_shared", held_for_twelve_reads)
+    assert ratelimit_headers(get(host, x_user="alice"))[1] == "2"
+    assert host.metric("rate_limit_contention_total;descriptor=default") == 0
+    assert bucket(host, "alice") and host.shared_data[LOCK.encode()] == b""  # placed, released
+
+
+def test_a_lock_held_throughout_fails_open_counted_and_a_stale_one_is_taken_over(load: Any) -> None:
+    host = load({"key": "header", "header": "x-user", "token_bucket": BUCKET})
+    # Another worker holds the lock, stamped after our clock (its clock read came later).
+    stamp = clock(host) + 50_000_000
+    host.set_shared_data(LOCK, stamp.to_bytes(8, "little"))
+    assert get(host, x_user="alice").status == 200  # could not place alice: the contention policy
     assert host.metric("rate_limit_contention_total;descriptor=default") == 1
-    assert slots(host) == {}
-    host.advance_time(999)
+    assert slots(host) == {} and host.shared_data[LOCK.encode()] == stamp.to_bytes(8, "little")  # not taken over
+    host.advance_time(990)
     assert get(host, x_user="alice").status == 200
     assert host.metric("rate_limit_contention_total;descriptor=default") == 2
-    host.advance_time(1)  # held for a second: its holder died or stalled; taken over
+    host.advance_time(70)  # held for a second: its holder died or stalled; taken over
     assert ratelimit_headers(get(host, x_user="alice"))[1] == "2"
     assert host.metric("rate_limit_contention_total;descriptor=default") == 2
     assert len(slots(host)) == 1 and host.shared_data[LOCK.encode()] == b""  # released
 
 
-def test_a_create_lock_from_a_clock_that_stepped_back_is_taken_over(load: Any) -> None:
+def test_a_lock_from_a_clock_that_stepped_back_is_taken_over(load: Any) -> None:
     host = load({"key": "header", "header": "x-user", "token_bucket": BUCKET})
     future = host.envoy.time_ns + 3600 * 10**9  # written before the wall clock stepped back an hour
-    host.set_shared_data(LOCK, future.to_bytes(8, "little") + b"pid1")
+    host.set_shared_data(LOCK, future.to_bytes(8, "little"))
     assert ratelimit_headers(get(host, x_user="alice"))[1] == "2"
     assert host.metric("rate_limit_contention_total;descriptor=default") == 0
+
+
+def test_a_lock_taken_between_our_read_and_our_write_is_not_overwritten(load: Any, monkeypatch: Any) -> None:
+    host = load({"key": "header", "header": "x-user", "token_bucket": BUCKET})
+    original = host.envoy.set_shared
+    theirs = clock(host).to_bytes(8, "little")
+    raced = [False]
+
+    def b_takes_it_first(vm_id: str, key: bytes, value: bytes, cas: int = 0) -> Status:
+        if key == LOCK.encode() and value and not raced[0]:  # our take: B's CAS lands first
+            raced[0] = True
+            entry = host.envoy.get_shared(vm_id, key)
+            assert entry is not None and original(vm_id, key, theirs, entry[1]) == Status.OK
+        status: Status = original(vm_id, key, value, cas)
+        return status
+
+    monkeypatch.setattr(host.envoy, "set_shared", b_takes_it_first)
+    get(host, x_user="alice")
+    assert raced[0]
+    assert host.shared_data[LOCK.encode()] == theirs and slots(host) == {}  # B still holds it; we placed nothing
+
+
+def test_a_holder_taken_over_leaves_the_new_holders_lock(load: Any, monkeypatch: Any) -> None:
+    host = load({"key": "header", "header": "x-user", "token_bucket": BUCKET})
+    original = host.envoy.get_shared
+    theirs = (host.envoy.time_ns + 7).to_bytes(8, "little")
+    done = [False]
+
+    def taken_over_meanwhile(vm_id: str, key: bytes) -> tuple[bytes, int] | None:
+        entry: tuple[bytes, int] | None = original(vm_id, key)
+        if key.startswith(f"rate_limit/{NAME}/".encode()) and entry is None and not done[0]:
+            lock = original(vm_id, LOCK.encode())
+            if lock is not None and lock[0]:  # our read under the lock: C takes the lock over now
+                done[0] = True
+                host.envoy.set_shared(vm_id, LOCK.encode(), theirs, lock[1])
+        return entry
+
+    monkeypatch.setattr(host.envoy, "get_shared", taken_over_meanwhile)
+    get(host, x_user="alice")
+    assert done[0] and host.shared_data[LOCK.encode()] == theirs
+
+
+def test_a_reconfigure_leaves_a_held_lock_alone(load: Any) -> None:
+    config = {"key": "header", "header": "x-user", "token_bucket": BUCKET}
+    host = load(config)
+    held = host.envoy.time_ns.to_bytes(8, "little")
+    host.set_shared_data(LOCK, held)
+    host.configure(json.dumps({**config, "status": 503}))
+    assert host.shared_data[LOCK.encode()] == held
 
 
 ROUTES = [
