@@ -275,6 +275,23 @@ class Dispatcher:
     def _stream_error(self, ctx: Context, where: str, exc: BaseException) -> int:
         return self.stream_error(ctx, f"{type(ctx).__name__}.{where}", exc)
 
+    def bad_result(self, context_id: int, callback: str, result: object) -> int:
+        """A stream callback returned what Envoy has no status for (the runtime asks only then:
+        a bool, a str, an int outside the Action values): name the callback, apply the failure
+        policy, and answer Envoy with the policy's action."""
+        ctx: Any = self.contexts.get(context_id)
+        where = f"{type(ctx).__name__}.{callback}" if ctx is not None else callback
+        hint = ""
+        if type(result) is bool:
+            hint = f" (a bool: Envoy would read {result} as {'PAUSE' if result else 'CONTINUE'})"
+        author_mistake(
+            f"{where} returned {result!r}{hint}: a stream callback returns an Action (Action.CONTINUE, "
+            "Action.PAUSE, ...) or None for CONTINUE; the plugin's failure policy applies"
+        )
+        if ctx is None:
+            return Action.CONTINUE
+        return self.fail_stream(ctx, "response" in callback or "upstream" in callback)
+
     def check_unwaited(self, ctx: Context, where: str, action: Any, *, qualify: bool = False) -> None:
         """A stream callback returned: if it started callouts nothing waits for and let the stream
         go on (CONTINUE), the answers will find the stream gone: an author mistake. ``where`` names

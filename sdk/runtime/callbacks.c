@@ -152,6 +152,46 @@ static long fail_closed(enum callback cb, long fallback) {
     }
 }
 
+/* Envoy reads a stream callback's result as a FilterHeadersStatus / FilterDataStatus /
+ * FilterTrailersStatus (network: FilterStatus). Anything but an int Action in 0-4 (a bool: what
+ * on_configure returns, and True would read as PAUSE; a str; an int Envoy has no status for) goes
+ * to the SDK, which names the callback and applies the failure policy. Only then: one type check
+ * per callback otherwise. */
+static int stream_callback(enum callback cb) {
+    switch (cb) {
+    case CB_on_request_headers:
+    case CB_on_request_body:
+    case CB_on_request_trailers:
+    case CB_on_response_headers:
+    case CB_on_response_body:
+    case CB_on_response_trailers:
+    case CB_on_new_connection:
+    case CB_on_downstream_data:
+    case CB_on_upstream_data:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static PyObject *bad_result_method; /* Dispatcher.bad_result */
+
+static long bad_result(enum callback cb, uint32_t context_id, PyObject *result, long fallback) {
+    PyObject *argv[3] = {PyLong_FromUnsignedLong(context_id), PyUnicode_FromString(names[cb]), result};
+    PyObject *action = NULL;
+    if (argv[0] != NULL && argv[1] != NULL && bad_result_method != NULL)
+        action = PyObject_Vectorcall(bad_result_method, argv, 3, NULL);
+    Py_XDECREF(argv[0]);
+    Py_XDECREF(argv[1]);
+    long out = action != NULL ? PyLong_AsLong(action) : -1;
+    Py_XDECREF(action);
+    if (action == NULL || (out == -1 && PyErr_Occurred())) {
+        report_error("callback result");
+        return fail_closed(cb, fallback);
+    }
+    return out;
+}
+
 static int configuring(enum callback cb) {
     return cb == CB_on_vm_start || cb == CB_on_configure || cb == CB_validate_configuration;
 }
@@ -173,10 +213,18 @@ static long call(enum callback cb, uint32_t context_id, size_t nargs, const uint
         out = fail_closed(cb, fallback);
     } else {
         if (result != Py_None) {
-            out = PyLong_AsLong(result);
-            if (out == -1 && PyErr_Occurred()) {
-                report_error("callback result");
-                out = fallback;
+            if (stream_callback(cb)) {
+                out = PyLong_Check(result) && !PyBool_Check(result) ? PyLong_AsLong(result) : -1;
+                if (out < 0 || out > 4) {
+                    PyErr_Clear();
+                    out = bad_result(cb, context_id, result, fallback);
+                }
+            } else {
+                out = PyLong_AsLong(result);
+                if (out == -1 && PyErr_Occurred()) {
+                    report_error("callback result");
+                    out = fallback;
+                }
             }
         }
         Py_DECREF(result);
@@ -199,6 +247,8 @@ int runtime_set_dispatcher(PyObject *dispatcher, PyObject *context_dict) {
     if (create == NULL) return -1;
     Py_XSETREF(create_method, create);
     Py_XSETREF(contexts, Py_NewRef(context_dict));
+    Py_XSETREF(bad_result_method, PyObject_GetAttrString(dispatcher, "bad_result"));
+    if (bad_result_method == NULL) PyErr_Clear();
 #define LOOKUP(bit, name)                                                       \
     Py_CLEAR(methods[bit]);                                                      \
     methods[bit] = PyObject_GetAttrString(dispatcher, #name);                    \

@@ -8,6 +8,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "hostcalls.h"
 #include "runtime.h"
@@ -196,12 +197,74 @@ static PyObject *pw_get_header_map_pairs(PyObject *self, PyObject *arg) {
     return take_bytes(data, size);
 }
 
+/* A header the filter writes must be one Envoy can send. Envoy refuses a value with CR, LF or NUL
+ * when it sends the message on (its codec resets the stream: the client gets a 503 "invalid header
+ * value"; it is how header injection through a copied value would start), and passes on a name
+ * that is not an HTTP token (RFC 9110 5.6.2; a leading ':' for pseudo-headers) as a broken header.
+ * Refused here, at the write, so the filter's traceback shows the line that made it, in Envoy and
+ * in tests alike (the local host's native mode has the same check: proxywasm_module.py). */
+static int header_ok(const char *key, Py_ssize_t key_len, const char *value, Py_ssize_t value_len) {
+    static const char token_marks[] = "!#$%&'*+-.^_`|~";
+    Py_ssize_t i = key_len > 1 && key[0] == ':' ? 1 : 0;
+    int valid = key_len > i;
+    for (; valid && i < key_len; i++) {
+        unsigned char c = (unsigned char)key[i];
+        valid = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                (c != 0 && strchr(token_marks, c) != NULL);
+    }
+    PyObject *name = valid ? NULL : PyUnicode_DecodeLatin1(key, key_len, NULL);
+    if (!valid) {
+        if (name != NULL)
+            PyErr_Format(PyExc_ValueError,
+                         "%R is not a valid header name: an HTTP token (letters, digits and !#$%%&'*+-.^_`|~) "
+                         "that Envoy can send",
+                         name);
+        Py_XDECREF(name);
+        return 0;
+    }
+    if (memchr(value, '\r', (size_t)value_len) || memchr(value, '\n', (size_t)value_len) ||
+        memchr(value, '\0', (size_t)value_len)) {
+        name = PyUnicode_DecodeLatin1(key, key_len, NULL);
+        if (name != NULL)
+            PyErr_Format(PyExc_ValueError,
+                         "the value of header %R contains a CR, LF or NUL character: Envoy refuses to send it "
+                         "(503 invalid header value); remove or encode them",
+                         name);
+        Py_XDECREF(name);
+        return 0;
+    }
+    return 1;
+}
+
+static uint32_t read_u32(const char *p) {
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* header_ok for every pair of a serialized map (count, then each pair's key and value sizes, then
+ * each key and value with a NUL after it); a malformed map is left for Envoy to refuse. */
+static int map_ok(const char *data, Py_ssize_t len) {
+    if (len < 4) return 1;
+    uint32_t count = read_u32(data);
+    if (count > (uint32_t)((len - 4) / 8)) return 1;
+    const char *sizes = data + 4, *p = data + 4 + (Py_ssize_t)count * 8, *end = data + len;
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t key_len = read_u32(sizes + i * 8), value_len = read_u32(sizes + i * 8 + 4);
+        if ((size_t)(end - p) < (size_t)key_len + value_len + 2) return 1;
+        if (!header_ok(p, key_len, p + key_len + 1, value_len)) return 0;
+        p += key_len + value_len + 2;
+    }
+    return 1;
+}
+
 static PyObject *pw_set_header_map_pairs(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     unsigned type;
     const char *data;
     Py_ssize_t len;
     if (!arg_count("set_header_map_pairs", nargs, 2) || !arg_u32(args[0], &type) || !arg_bytes(args[1], &data, &len))
         return NULL;
+    if (!map_ok(data, len)) return NULL;
     CHECK(proxy_set_header_map_pairs, proxy_set_header_map_pairs(type, data, (size_t)len));
     Py_RETURN_NONE;
 }
@@ -235,7 +298,8 @@ static PyObject *pw_get_header_map_value(PyObject *self, PyObject *const *args, 
         const char *key, *value;                                                                         \
         Py_ssize_t key_len, value_len;                                                                   \
         if (!arg_count(&#pyname[3] /* without "pw_" */, nargs, 3) || !arg_u32(args[0], &type) ||        \
-            !arg_bytes(args[1], &key, &key_len) || !arg_bytes(args[2], &value, &value_len))              \
+            !arg_bytes(args[1], &key, &key_len) || !arg_bytes(args[2], &value, &value_len) ||            \
+            !header_ok(key, key_len, value, value_len))                                                  \
             return NULL;                                                                                 \
         CHECK(hostcall, hostcall(type, key, (size_t)key_len, value, (size_t)value_len));                 \
         Py_RETURN_NONE;                                                                                  \

@@ -74,6 +74,16 @@ class Stream(HttpContext):
         elif path == "/hold":
             HELD.append(self)
             return Action.PAUSE
+        elif path == "/returns-true":
+            return True  # what on_configure returns; Envoy would read it as PAUSE and hold the request
+        elif path == "/returns-str":
+            return "continue"
+        elif path == "/returns-200":
+            return 200
+        elif path == "/header-injection":
+            headers["x-a"] = "foo\\r\\nx-injected: 1"  # e.g. copied from a query parameter
+        elif path == "/bad-header-name":
+            headers.add("X Upper Case", "v")
         elif path == "/count":
             headers.add("x-twice", "1")
             headers.add("x-twice", "2")

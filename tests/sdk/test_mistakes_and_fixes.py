@@ -4,9 +4,11 @@ Envoy 1.40 (one filter, filters.MISTAKES)."""
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from filters import CONFIGURE_NONE, MISTAKES
@@ -17,6 +19,7 @@ from proxywasm_build.envoy import Cluster, Envoy, EnvoyError, WasmPlugin, http_b
 from proxywasm_host import AuthorMistake, ConfigureError, Host, Request
 
 MISTAKE = AUTHOR_MISTAKE_PREFIX
+Mode = Literal["native", "wasm"]
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +58,51 @@ def test_host_forgotten_pause_is_logged(wasm: Path) -> None:
     host.clear_logs()
     assert host.request("GET", "/detached").status == 200
     assert not [m for m in host.log_messages() if m.startswith(MISTAKE)]
+
+
+BAD_RESULTS = [
+    ("/returns-true", "returned True (a bool: Envoy would read True as PAUSE)"),
+    ("/returns-str", "returned 'continue'"),
+    ("/returns-200", "returned 200"),
+]
+NOT_AN_ACTION = (
+    ": a stream callback returns an Action (Action.CONTINUE, Action.PAUSE, ...) or None for CONTINUE; the plugin's "
+    "failure policy applies"
+)
+
+
+@pytest.mark.parametrize("mode", ["native", "wasm"])
+def test_host_a_result_that_is_not_an_action_is_named_and_fails_closed(wasm: Path, mode: Mode) -> None:
+    source = wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
+    for path, what in BAD_RESULTS:
+        with pytest.raises(AuthorMistake, match="^" + re.escape(f"Stream.on_request_headers {what}")):
+            Host.load(source, mode=mode).request("GET", path)
+        host = Host.load(source, mode=mode, raise_on_mistake=False)
+        response = host.request("GET", path)
+        assert (response.status, response.upstream_request) == (500, None)  # the default policy: FAIL_CLOSED
+        assert [m for m in host.log_messages() if m.startswith(MISTAKE)] == [
+            f"{MISTAKE}Stream.on_request_headers {what}{NOT_AN_ACTION}"
+        ]
+
+
+BAD_HEADERS = [
+    ("/header-injection", "ValueError: the value of header 'x-a' contains a CR, LF or NUL character: Envoy refuses "
+     "to send it (503 invalid header value); remove or encode them"),
+    ("/bad-header-name", "ValueError: 'x upper case' is not a valid header name: an HTTP token (letters, digits and "
+     "!#$%&'*+-.^_`|~) that Envoy can send"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["native", "wasm"])
+def test_host_a_header_envoy_cannot_send_is_refused_at_the_write(wasm: Path, mode: Mode) -> None:
+    source = wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
+    host = Host.load(source, mode=mode, raise_on_mistake=False)
+    for path, error in BAD_HEADERS:
+        host.clear_logs()
+        response = host.request("GET", path)
+        assert (response.status, response.upstream_request) == (500, None)
+        (line,) = [m for m in host.log_messages() if "exception in Stream.on_request_headers" in m]
+        assert error in line and "filter.py" in line, line  # the filter's line is in the traceback
 
 
 def test_host_unknown_cluster_is_named(wasm: Path) -> None:
@@ -165,6 +213,31 @@ def test_envoy_forgotten_pause_is_logged(envoy: tuple[Envoy, WireServer, WireSer
     assert get(proxy, "/sync-after")[0] == 200
     lines = [m for m in wasm_lines(proxy, offset) if m.startswith(MISTAKE)]
     assert len(lines) == 1 and "(http_call to cluster 'svc') and returned CONTINUE" in lines[0]
+
+
+def test_envoy_a_result_that_is_not_an_action_is_named_and_fails_closed(
+    envoy: tuple[Envoy, WireServer, WireServer],
+) -> None:
+    proxy, _, _ = envoy
+    for path, what in BAD_RESULTS:
+        offset = len(proxy.logs())
+        assert get(proxy, path)[0] == 500  # not held (True would read as PAUSE), not let through
+        proxy.wait_for_log(re.escape(f"author mistake: Stream.on_request_headers {what}"))
+        assert [m for m in wasm_lines(proxy, offset) if m.startswith(MISTAKE)] == [
+            f"{MISTAKE}Stream.on_request_headers {what}{NOT_AN_ACTION}"
+        ]
+
+
+def test_envoy_a_header_envoy_cannot_send_is_refused_at_the_write(
+    envoy: tuple[Envoy, WireServer, WireServer],
+) -> None:
+    proxy, upstream, _ = envoy
+    for path, error in BAD_HEADERS:
+        offset = len(proxy.logs())
+        assert get(proxy, path)[0] == 500
+        proxy.wait_for_log(re.escape(error))
+        assert not [s for s in upstream.seen if s.path == path]  # nothing reached the upstream
+        assert any("exception in Stream.on_request_headers" in m for m in wasm_lines(proxy, offset))
 
 
 def test_envoy_second_local_reply_is_refused(envoy: tuple[Envoy, WireServer, WireServer]) -> None:

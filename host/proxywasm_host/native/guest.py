@@ -316,6 +316,14 @@ class NativeGuest:
             self._check_hang(method)
             if result is None:
                 return default
+            if stream and (type(result) is bool or not isinstance(result, int) or not 0 <= result <= 4):
+                # callbacks.c's bad_result: what Envoy has no status for goes to the SDK
+                try:
+                    with self.running():
+                        return int(api.dispatcher.bad_result(context_id, method, result))
+                except BaseException as exc:
+                    self._report("callback result", exc)
+                    return self._fail_closed(method)
             try:
                 return int(result)
             except (TypeError, ValueError) as exc:

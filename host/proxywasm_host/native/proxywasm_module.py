@@ -38,6 +38,25 @@ def _y(value: object) -> bytes:
     raise TypeError(f"a bytes-like object is required, not '{type(value).__name__}'")
 
 
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _header(key: bytes, value: bytes) -> None:
+    """module.c's header_ok: a name that is an HTTP token (a leading ':' for pseudo-headers), a
+    value without CR, LF or NUL: what Envoy can send."""
+    name = key[1:] if len(key) > 1 and key[:1] == b":" else key
+    if not name or not _TOKEN.issuperset(name):
+        raise ValueError(
+            f"{key.decode('latin-1')!r} is not a valid header name: an HTTP token (letters, digits and "
+            "!#$%&'*+-.^_`|~) that Envoy can send"
+        )
+    if b"\r" in value or b"\n" in value or b"\0" in value:
+        raise ValueError(
+            f"the value of header {key.decode('latin-1')!r} contains a CR, LF or NUL character: Envoy refuses to "
+            "send it (503 invalid header value); remove or encode them"
+        )
+
+
 def _pairs(raw: bytes) -> list[tuple[bytes, bytes]]:
     try:
         return decode_map(raw)
@@ -158,7 +177,10 @@ class ProxyWasmModule(ModuleType):
         return encode_map(pairs) if pairs else b""
 
     def set_header_map_pairs(self, map_type: int, data: object) -> None:
-        status = self._f.proxy_set_header_map_pairs(int(map_type), _pairs(_y(data)))
+        pairs = _pairs(_y(data))
+        for key, value in pairs:
+            _header(key, value)
+        status = self._f.proxy_set_header_map_pairs(int(map_type), pairs)
         self._check("proxy_set_header_map_pairs", status)
 
     def get_header_map_size(self, map_type: int) -> int:
@@ -174,11 +196,15 @@ class ProxyWasmModule(ModuleType):
         return value
 
     def add_header_map_value(self, map_type: int, key: object, value: object) -> None:
-        status = self._f.proxy_add_header_map_value(int(map_type), _y(key), _y(value))
+        key, value = _y(key), _y(value)
+        _header(key, value)
+        status = self._f.proxy_add_header_map_value(int(map_type), key, value)
         self._check("proxy_add_header_map_value", status)
 
     def replace_header_map_value(self, map_type: int, key: object, value: object) -> None:
-        status = self._f.proxy_replace_header_map_value(int(map_type), _y(key), _y(value))
+        key, value = _y(key), _y(value)
+        _header(key, value)
+        status = self._f.proxy_replace_header_map_value(int(map_type), key, value)
         self._check("proxy_replace_header_map_value", status)
 
     def remove_header_map_value(self, map_type: int, key: object) -> None:
