@@ -20,6 +20,7 @@ def _build(args: argparse.Namespace) -> int:
         else Path(source.stem if source.is_file() else source.name).with_suffix(".wasm")
     )
     result = build(source, Path(args.requirements) if args.requirements else None)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(result.module)
     deps = f", bundled {', '.join(result.bundle.dependencies)}" if result.bundle.dependencies else ""
     deps += ", compiler kept (proxywasm.vm.keep_compiler())" if result.compiler_kept else ""
