@@ -308,7 +308,27 @@ class Dispatcher:
                 "Action.PAUSE and resume from the callback, or await the callout in an async def callback; for a "
                 "callout the stream should not wait for, pass detach=True"
             )
+        else:
+            ctx._held_for_callout = where
         ctx._unwaited = 0
+
+    def check_held(self, ctx: Any) -> None:
+        """A callout's callback returned and the stream its callout paused is still held: if no
+        callout of it is pending and it has no local reply, nothing will resume it (unless the
+        filter does so from another callback later, e.g. on_tick): Envoy would hold the request
+        until a timeout, with no log line. Say so."""
+        where: str = ctx._held_for_callout
+        if not isinstance(ctx, HttpContext) or ctx._local_reply_sent or callouts.pending_for(ctx):
+            return
+        ctx._held_for_callout = None
+        if "." not in where:
+            where = f"{type(ctx).__name__}.{where}"
+        side = "response" if ".on_response_" in where else "request"
+        author_mistake(
+            f"{where} paused the {side} for a callout ({ctx._unwaited_what}), and the callout's callback returned "
+            f"without resuming it: call self.resume_{side}() (or answer with self.send_response(...)) in the "
+            f"callback, or Envoy holds the {side} until a timeout"
+        )
 
     # ---- lifecycle ----
 
@@ -632,6 +652,8 @@ class Dispatcher:
         if type(result) is _COROUTINE and owner is not None:
             where = f"{name} callout callback"
             tasks().start_plain(owner, result, where, lambda exc: self._callout_error(owner, where, exc))
+        elif owner is not None and owner._held_for_callout is not None:
+            self.check_held(owner)
 
     def _callout_error(self, owner: Context | None, where: str, exc: BaseException) -> None:
         self.report(where, exc)

@@ -274,6 +274,11 @@ def owner(token: int) -> Context | None:
     return entry[0] if entry else None
 
 
+def pending_for(context: Context) -> bool:
+    """Whether a callout of ``context`` still waits for its answer."""
+    return any(entry[0] is context for entry in _pending.values())
+
+
 def forget(token: int) -> None:
     """Drop a callout whose answer must not be delivered (its context has ended)."""
     _pending.pop(token, None)

@@ -65,6 +65,9 @@ class Context:
     _awaits = False  # the class has async def stream callbacks (set by _dispatch.mask_of)
     _own_on_done = False  # the class defines on_done (set by _dispatch.mask_of; see tasks._arm)
     _local_reply_sent = False  # an HTTP stream sent a local reply (here too: tasks.py reads it directly)
+    # The stream callback that returned PAUSE with callouts to answer (set by Dispatcher.check_unwaited),
+    # until the stream is resumed: the check after a callout's callback (Dispatcher.check_held).
+    _held_for_callout: str | None = None
 
     def _act(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a host call on this context, also from another context's callback (e.g. resuming a
@@ -410,12 +413,14 @@ class HttpContext(Context):
     def resume_request(self) -> None:
         """Let a paused request continue to the upstream (also from another context's callback)."""
         self._act(hostcalls.continue_stream, StreamType.REQUEST)
+        self._held_for_callout = None
         if self._streams is not None:
             _tasks().resumed(self, StreamType.REQUEST)
 
     def resume_response(self) -> None:
         """Let a paused response continue to the client (also from another context's callback)."""
         self._act(hostcalls.continue_stream, StreamType.RESPONSE)
+        self._held_for_callout = None
         if self._streams is not None:
             _tasks().resumed(self, StreamType.RESPONSE)
 

@@ -74,6 +74,9 @@ class Stream(HttpContext):
         elif path == "/hold":
             HELD.append(self)
             return Action.PAUSE
+        elif path == "/forgot-resume":
+            self.http_call("svc", self.on_answer, path="/svc")  # on_answer neither resumes nor answers
+            return Action.PAUSE
         elif path == "/returns-true":
             return True  # what on_configure returns; Envoy would read it as PAUSE and hold the request
         elif path == "/returns-str":

@@ -60,6 +60,22 @@ def test_host_forgotten_pause_is_logged(wasm: Path) -> None:
     assert not [m for m in host.log_messages() if m.startswith(MISTAKE)]
 
 
+FORGOT_RESUME = (
+    "Stream.on_request_headers paused the request for a callout (http_call to cluster 'svc'), and the callout's "
+    "callback returned without resuming it: call self.resume_request() (or answer with self.send_response(...)) in "
+    "the callback, or Envoy holds the request until a timeout"
+)
+
+
+def test_host_a_callout_callback_that_neither_resumes_nor_answers_is_named(wasm: Path) -> None:
+    with pytest.raises(AuthorMistake, match="^" + re.escape(FORGOT_RESUME)):
+        Host.load(wasm, clusters={"svc": svc}).request("GET", "/forgot-resume")
+    # The usual callback resumes (or answers): nothing to say.
+    host = Host.load(wasm, clusters={"svc": svc})
+    assert host.request("GET", "/pseudo").status == 200
+    assert not [m for m in host.log_messages() if m.startswith(MISTAKE)]
+
+
 BAD_RESULTS = [
     ("/returns-true", "returned True (a bool: Envoy would read True as PAUSE)"),
     ("/returns-str", "returned 'continue'"),
@@ -238,6 +254,18 @@ def test_envoy_a_header_envoy_cannot_send_is_refused_at_the_write(
         proxy.wait_for_log(re.escape(error))
         assert not [s for s in upstream.seen if s.path == path]  # nothing reached the upstream
         assert any("exception in Stream.on_request_headers" in m for m in wasm_lines(proxy, offset))
+
+
+def test_envoy_a_callout_callback_that_neither_resumes_nor_answers_is_named(
+    envoy: tuple[Envoy, WireServer, WireServer],
+) -> None:
+    proxy, _, _ = envoy
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port(), timeout=15)
+    try:
+        conn.request("GET", "/forgot-resume")  # held: Envoy answers nothing until a timeout
+        proxy.wait_for_log(re.escape(f"{MISTAKE}{FORGOT_RESUME}"))
+    finally:
+        conn.close()
 
 
 def test_envoy_second_local_reply_is_refused(envoy: tuple[Envoy, WireServer, WireServer]) -> None:
