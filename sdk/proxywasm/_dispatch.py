@@ -36,7 +36,7 @@ def tasks() -> Any:
     if _tasks_module is None:
         try:
             from . import tasks as module
-        except ImportError:
+        except (ImportError, RuntimeError):  # RuntimeError: the served module cannot compile it now either
             raise UsageError(
                 "this filter awaits, but proxywasm build saw no async def in its registered classes: define the "
                 "async callbacks on the classes given to @proxywasm.register (or import proxywasm.gather at "

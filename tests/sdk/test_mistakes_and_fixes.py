@@ -121,6 +121,17 @@ def test_host_a_header_envoy_cannot_send_is_refused_at_the_write(wasm: Path, mod
         assert error in line and "filter.py" in line, line  # the filter's line is in the traceback
 
 
+@pytest.mark.parametrize("mode", ["native", "wasm"])
+def test_host_an_unawaited_callout_in_a_filter_without_async_def_is_named(wasm: Path, mode: Mode) -> None:
+    # Natively the SDK's coroutine driver is not loaded either (the build saw no async def): the same
+    # message, not a compile error from importing it at run time.
+    source = wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
+    host = Host.load(source, mode=mode, clusters={"svc": svc}, raise_on_mistake=False)
+    assert host.request("GET", "/unawaited").status == 500
+    (line,) = [m for m in host.log_messages() if m.startswith(MISTAKE + "exception in Stream.on_request_headers")]
+    assert "UsageError: http_call to cluster 'svc' without a callback returns something to await" in line, line
+
+
 def test_host_unknown_cluster_is_named(wasm: Path) -> None:
     host = Host.load(wasm, clusters={"svc": svc})
     assert host.request("GET", "/no-cluster").status == 500  # the exception meets FAIL_CLOSED
