@@ -66,6 +66,53 @@ def _nearest(name: str, valid: tuple[str, ...]) -> str | None:
     return best[1] if best else None
 
 
+_CO_VARARGS = 0x04
+_DESCRIPTORS = (staticmethod, classmethod, property)
+
+
+def _signature(code: object) -> str:
+    """``(self, headers, end_of_stream)`` from a code object's positional parameters."""
+    names = code.co_varnames[: code.co_argcount]  # type: ignore[attr-defined]
+    return f"({', '.join(names)}{', *args' if code.co_flags & _CO_VARARGS else ''})"  # type: ignore[attr-defined]
+
+
+def _arity_problem(where: str, function: object, sdk_code: object) -> str:
+    """A callback whose positional parameters cannot take what Envoy's callback passes (the SDK's
+    own definition of it shows what: ``(self, headers, end_of_stream)``)."""
+    code = function.__code__  # type: ignore[attr-defined]
+    given = sdk_code.co_argcount  # type: ignore[attr-defined]
+    required = code.co_argcount - len(getattr(function, "__defaults__", None) or ())
+    if required <= given and (code.co_argcount >= given or code.co_flags & _CO_VARARGS):
+        return ""
+    return f"{where}{_signature(code)} cannot be called as Envoy calls it: {where.split('.')[-1]}{_signature(sdk_code)}"
+
+
+def _attribute_line(klass: type, name: str) -> tuple[str, int]:
+    """Where the class sets ``name`` (build time only: inspect reads the source)."""
+    import inspect
+
+    try:
+        lines, start = inspect.getsourcelines(klass)
+        filename = inspect.getsourcefile(klass) or "?"
+    except (OSError, TypeError):
+        return "?", 0
+    for offset, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith(name) and stripped[len(name) :].lstrip()[:1] in (":", "="):
+            return filename, start + offset
+    return filename, start
+
+
+# The class attributes a filter sets on a context (the SDK's ClassVar declarations in context.py;
+# listed here because the VM that runs this check keeps no annotations; tests/sdk/test_callback_names.py
+# checks the two agree).
+SETTINGS: dict[type, tuple[str, ...]] = {
+    PluginContext: ("http_context", "stream_context", "failure_policy", "cpu_budget_ms"),
+    HttpContext: ("allow_on_headers_stop_iteration",),
+    StreamContext: (),
+}
+
+
 def callback_name_problems(cls: type) -> list[tuple[str, int, str]]:
     """(file, line, message) for each method of ``cls`` (and its own bases up to the SDK's) that
     is named like a callback but is none, is a callback of another kind of context, or is an
@@ -75,6 +122,7 @@ def callback_name_problems(cls: type) -> list[tuple[str, int, str]]:
         return []
     valid = _NAMES[kind]
     others = {n: _KINDS[k] for k, names in _NAMES.items() if k is not kind for n in names if n not in valid}
+    settings = SETTINGS[kind]
     problems: list[tuple[str, int, str]] = []
     seen: set[str] = set()
     for klass in cls.__mro__:
@@ -82,14 +130,26 @@ def callback_name_problems(cls: type) -> list[tuple[str, int, str]]:
             break
         for name, function in vars(klass).items():
             code = getattr(function, "__code__", None)
-            if code is None or name in seen:
+            if name in seen:
+                continue
+            if code is None:
+                if not name.startswith("_") and name not in settings and not isinstance(function, _DESCRIPTORS):
+                    nearest = min(settings, key=lambda setting: _distance(name, setting), default=None)
+                    if nearest is not None and len(nearest) > 6 and _distance(name, nearest) <= 2:
+                        filename, line = _attribute_line(klass, name)
+                        what = f"{klass.__name__}.{name} is not a setting {_A[_KINDS[kind]]} has"
+                        problems.append((filename, line, f"{what}, so it changes nothing: did you mean {nearest}?"))
                 continue
             seen.add(name)
             where = f"{klass.__name__}.{name}"
             message = ""
             if name in valid:
                 flags = code.co_flags
-                if flags & _CO_ASYNC_GENERATOR:
+                sdk_code = getattr(getattr(kind, name, None), "__code__", None)
+                arity = _arity_problem(where, function, sdk_code) if sdk_code is not None else ""
+                if arity:
+                    message = arity
+                elif flags & _CO_ASYNC_GENERATOR:
                     message = f"{where} is an async generator: a callback returns (or awaits), it does not yield"
                 elif flags & _CO_COROUTINE and name not in _ASYNC_OK[kind]:
                     allowed = ", ".join(_ASYNC_OK[kind]) or "none of them"

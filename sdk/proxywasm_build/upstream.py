@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -140,6 +141,13 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     owner: UpstreamServer
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Envoy resets an upstream stream it no longer needs (a local reply, a body too large):
+        that is not an error of this server, so no traceback; anything else is printed as usual."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class UpstreamServer:

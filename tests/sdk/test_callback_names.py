@@ -90,6 +90,72 @@ def test_async_where_the_sdk_cannot_wait(tmp_path: Path) -> None:
     assert message.startswith(f"{tmp_path / 'filter.py'}:8: Plugin.on_configure is async def, but the SDK cannot")
 
 
+@pytest.mark.parametrize(
+    ("definition", "line"),
+    [
+        ("def on_request_headers(self, headers):",
+         "Auth.on_request_headers(self, headers) cannot be called as Envoy calls it: "
+         "on_request_headers(self, headers, end_of_stream)"),
+        ("def on_request_headers(self, headers, end_of_stream, extra):",
+         "Auth.on_request_headers(self, headers, end_of_stream, extra) cannot be called as Envoy calls it: "
+         "on_request_headers(self, headers, end_of_stream)"),
+        ("def on_done(self, now):", "Auth.on_done(self, now) cannot be called as Envoy calls it: on_done(self)"),
+    ],
+)  # fmt: skip
+def test_a_callback_envoy_cannot_call_as_defined(tmp_path: Path, definition: str, line: str) -> None:
+    message = build_error(
+        tmp_path,
+        f"""
+        import proxywasm
+        from proxywasm import HttpContext
+
+
+        @proxywasm.register
+        class Auth(HttpContext):
+            {definition}
+                return None
+        """,
+    )
+    assert message == f"{tmp_path / 'filter.py'}:8: {line}"
+
+
+@pytest.mark.parametrize(("setting", "nearest"), [("http_contxt", "http_context"), ("failure_polcy", "failure_policy")])
+def test_a_misspelt_setting(tmp_path: Path, setting: str, nearest: str) -> None:
+    message = build_error(
+        tmp_path,
+        f"""
+        import proxywasm
+        from proxywasm import HttpContext, PluginContext
+
+
+        class Stream(HttpContext):
+            pass
+
+
+        @proxywasm.register
+        class Plugin(PluginContext):
+            {setting} = Stream if "{setting}".startswith("http") else 0
+        """,
+    )
+    assert message == (
+        f"{tmp_path / 'filter.py'}:12: Plugin.{setting} is not a setting a PluginContext has, so it changes "
+        f"nothing: did you mean {nearest}?"
+    )
+
+
+def test_the_settings_checked_are_the_sdks_classvars() -> None:
+    from proxywasm._names import SETTINGS
+
+    for kind, names in SETTINGS.items():
+        declared = [
+            name
+            for base in kind.__mro__
+            for name, annotation in vars(base).get("__annotations__", {}).items()
+            if str(annotation).startswith("ClassVar") and not name.startswith("_")
+        ]
+        assert list(names) == declared, kind
+
+
 def test_helpers_with_other_names_are_fine(tmp_path: Path) -> None:
     path = tmp_path / "filter.py"
     path.write_text(
@@ -110,10 +176,21 @@ def test_helpers_with_other_names_are_fine(tmp_path: Path) -> None:
                 def on_login(self):
                     pass
 
+                def on_response_headers(self, headers, end_of_stream=False, *rest):  # a wider signature
+                    return None
+
+                def on_done(self, *args):
+                    pass
+
+                max_tokens = 5  # the filter's own settings
+                allowed = ("a", "b")
+
 
             @proxywasm.register
             class Plugin(PluginContext):
                 http_context = Stream
+                cpu_budget_ms = 50
+                limits = {}
 
                 def on_response(self, response):
                     pass
