@@ -127,12 +127,10 @@ static void report_error(const char *where) {
 #define NAME(bit, name) #name,
 static const char *const names[CB_COUNT] = {CALLBACKS(NAME)};
 
-/* The SDK applies the failure policy when a filter raises. If the SDK itself fails (an exception
- * escapes the dispatcher: memory exhausted even for the failure path, or a budget run out twice
- * over), a stream callback must not let the stream continue as if nothing happened: fail closed. */
-static long fail_closed(enum callback cb, long fallback) {
-    static const char details[] = "wasm_python_runtime_failure";
-    static const char body[] = "Internal Server Error\n";
+/* Which stream a callback belongs to: an HTTP stream's, a connection's (L4), or none. */
+enum stream_kind { NO_STREAM, HTTP_STREAM, L4_STREAM };
+
+static enum stream_kind stream_kind(enum callback cb) {
     switch (cb) {
     case CB_on_request_headers:
     case CB_on_request_body:
@@ -140,11 +138,27 @@ static long fail_closed(enum callback cb, long fallback) {
     case CB_on_response_headers:
     case CB_on_response_body:
     case CB_on_response_trailers:
-        proxy_send_local_response(500, details, sizeof details - 1, body, sizeof body - 1, NULL, 0, -1);
-        return 1; /* PAUSE: Envoy sends the local reply */
+        return HTTP_STREAM;
     case CB_on_new_connection:
     case CB_on_downstream_data:
     case CB_on_upstream_data:
+        return L4_STREAM;
+    default:
+        return NO_STREAM;
+    }
+}
+
+/* The SDK applies the failure policy when a filter raises. If the SDK itself fails (an exception
+ * escapes the dispatcher: memory exhausted even for the failure path, or a budget run out twice
+ * over), a stream callback must not let the stream continue as if nothing happened: fail closed. */
+static long fail_closed(enum callback cb, long fallback) {
+    static const char details[] = "wasm_python_runtime_failure";
+    static const char body[] = "Internal Server Error\n";
+    switch (stream_kind(cb)) {
+    case HTTP_STREAM:
+        proxy_send_local_response(500, details, sizeof details - 1, body, sizeof body - 1, NULL, 0, -1);
+        return 1; /* PAUSE: Envoy sends the local reply */
+    case L4_STREAM:
         proxy_close_stream(2 /* DOWNSTREAM */);
         return 1;
     default:
@@ -157,23 +171,6 @@ static long fail_closed(enum callback cb, long fallback) {
  * on_configure returns, and True would read as PAUSE; a str; an int Envoy has no status for) goes
  * to the SDK, which names the callback and applies the failure policy. Only then: one type check
  * per callback otherwise. */
-static int stream_callback(enum callback cb) {
-    switch (cb) {
-    case CB_on_request_headers:
-    case CB_on_request_body:
-    case CB_on_request_trailers:
-    case CB_on_response_headers:
-    case CB_on_response_body:
-    case CB_on_response_trailers:
-    case CB_on_new_connection:
-    case CB_on_downstream_data:
-    case CB_on_upstream_data:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 static PyObject *bad_result_method; /* Dispatcher.bad_result */
 
 static long bad_result(enum callback cb, uint32_t context_id, PyObject *result, long fallback) {
@@ -213,7 +210,7 @@ static long call(enum callback cb, uint32_t context_id, size_t nargs, const uint
         out = fail_closed(cb, fallback);
     } else {
         if (result != Py_None) {
-            if (stream_callback(cb)) {
+            if (stream_kind(cb) != NO_STREAM) {
                 out = PyLong_Check(result) && !PyBool_Check(result) ? PyLong_AsLong(result) : -1;
                 if (out < 0 || out > 4) {
                     PyErr_Clear();
