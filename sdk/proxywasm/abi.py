@@ -231,6 +231,15 @@ CALLBACKS = (
 _U32 = struct.Struct("<I")
 
 
+def loggable(message: str) -> str | bytes:
+    """``message`` in a form Envoy's log takes: lone surrogates (from non-UTF-8 bytes decoded with
+    ``surrogateescape``) become ``\\xNN`` escapes instead of failing the UTF-8 encoding."""
+    try:
+        return message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that surrogateescape did not make
+        return message.encode("utf-8", "backslashreplace")
+
+
 def encode_map(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
     """Serialise header pairs: u32 count, count x (u32 key_len, u32 value_len), then
     ``key\\0value\\0`` for each pair. All integers little-endian."""

@@ -7,7 +7,7 @@ or the one chosen with :func:`set_effective_context`.
 
 from __future__ import annotations
 
-from .abi import BufferType, LogLevel, MapType, MetricType, StreamType, decode_map, encode_map
+from .abi import BufferType, LogLevel, MapType, MetricType, StreamType, decode_map, encode_map, loggable
 from .errors import HostCallError as HostCallError  # defined in errors, importable from here as before
 
 try:
@@ -37,15 +37,6 @@ def to_bytes(value: str | bytes) -> bytes:
     """``str`` as UTF-8 with ``surrogateescape``: text the SDK decoded from non-UTF-8 bytes (with
     ``surrogateescape``) turns back into exactly those bytes."""
     return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
-
-
-def loggable(message: str) -> str | bytes:
-    """``message`` in a form Envoy's log takes: lone surrogates (from non-UTF-8 bytes decoded with
-    ``surrogateescape``) become ``\\xNN`` escapes instead of failing the UTF-8 encoding."""
-    try:
-        return message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate that surrogateescape did not make
-        return message.encode("utf-8", "backslashreplace")
 
 
 # ---- logging, time, lifecycle ----

@@ -216,6 +216,28 @@ def test_a_filter_that_registers_nothing(tmp_path: Path) -> None:
         Host.load(_write(tmp_path, "import proxywasm\n"))
 
 
+def test_print_of_text_that_is_not_utf8_is_logged_alike(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """\
+        import proxywasm
+        from proxywasm import HttpContext
+
+
+        @proxywasm.register
+        class Show(HttpContext):
+            def on_request_headers(self, headers, end_of_stream):
+                print("printed", headers["x-raw"])  # bytes that are not UTF-8 read as surrogates
+        """,
+    )
+    logs = []
+    for mode in ("native", "wasm"):
+        host = Host.load(path, mode=mode)
+        host.request("GET", "/", headers=[("x-raw", b"caf\xe9 \xff")])
+        logs.append([(int(level), text) for level, text in host.logs if text.startswith("printed")])
+    assert logs[0] == logs[1] == [(2, "printed caf\\xe9 \\xff")]
+
+
 def test_the_same_source_runs_as_wasm(tmp_path: Path) -> None:
     path = _write(tmp_path, FILTER)
     native, wasm = Host.load(path), Host.load(path, mode="wasm")

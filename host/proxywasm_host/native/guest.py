@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 import proxywasm
-from proxywasm.abi import CALLBACKS, BufferType, LogLevel
+from proxywasm.abi import CALLBACKS, BufferType, LogLevel, loggable
 
 from ..emulator.vm import GuestTrap, Vm
 from ..errors import LoadError
@@ -59,17 +59,22 @@ class _Tee:
         if "\n" in self._pending:
             *lines, self._pending = self._pending.split("\n")
             for line in lines:
-                self._vm.log(self._level, line)
+                self._log(line)
         if self._stream is not None:
             self._stream.write(text)
         return len(text)
 
     def flush(self) -> None:
         if self._pending:
-            self._vm.log(self._level, self._pending)
+            self._log(self._pending)
             self._pending = ""
         if self._stream is not None:
             self._stream.flush()
+
+    def _log(self, line: str) -> None:
+        """As the VM's stdout logs it (proxywasm.log.LogWriter): text that is not UTF-8 escaped."""
+        text = loggable(line)
+        self._vm.log(self._level, text if isinstance(text, str) else text.decode())
 
     def isatty(self) -> bool:
         return bool(self._stream is not None and self._stream.isatty())
