@@ -95,7 +95,8 @@ class NotBundled:
             raise ModuleNotFoundError(not_imported_at_build(fullname), name=fullname)
         raise ModuleNotFoundError(
             f"No module named {fullname!r} in this filter: only modules imported while the filter was "
-            "built, and the filter's own bundled modules, exist inside Envoy. Import it at module level.",
+            "built, and the filter's own bundled modules, exist inside Envoy. If it is one (the filter's "
+            "own, or installed where proxywasm build runs), import it at module level.",
             name=fullname,
         )
 

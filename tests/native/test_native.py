@@ -152,6 +152,27 @@ def test_late_import_of_an_unloaded_stdlib_module(tmp_path: Path) -> None:
     assert any(f"Add `import {name}` at module level" in m for m in host.log_messages())
 
 
+def test_late_import_of_a_stdlib_module_the_runtime_lacks_says_so(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """\
+        import proxywasm
+        from proxywasm import HttpContext
+
+        @proxywasm.register
+        class Late(HttpContext):
+            def on_request_headers(self, headers, end_of_stream):
+                import sqlite3  # noqa: F401
+        """,
+    )
+    for mode in ("native", "wasm"):  # the same advice: none helps, the runtime has no sqlite3
+        host = Host.load(path, mode=mode)
+        assert host.request().status == 500
+        (line,) = [m for m in host.log_messages() if "No module named 'sqlite3'" in m]
+        assert "the stdlib module 'sqlite3' is not part of the proxywasm runtime" in line, (mode, line)
+        assert "at module level" not in line
+
+
 def test_stdlib_module_missing_from_the_runtime_fails_the_load(tmp_path: Path) -> None:
     path = _write(
         tmp_path,

@@ -115,11 +115,20 @@ class ImportRules:
     def guarded_import(self, original: Callable[..., Any]) -> Callable[..., Any]:
         """``__import__`` during a callback: a stdlib module nobody loaded cannot be imported now."""
 
-        def guarded(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
-            if level == 0 and name not in sys.modules and name.partition(".")[0] in sys.stdlib_module_names:
-                from proxywasm._bootstrap import not_imported_at_build
+        available = runtime_modules()
 
-                raise ModuleNotFoundError(not_imported_at_build(name), name=name)
+        def guarded(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+            top = name.partition(".")[0]
+            if level == 0 and top in sys.stdlib_module_names:
+                from proxywasm._bootstrap import missing_from_runtime, not_imported_at_build
+
+                if available is not None and top not in available[0] and top not in available[1]:
+                    # As in the VM, even if the test process has it: no import statement anywhere
+                    # would bring it there (NotBundled.find_spec).
+                    listing = ", ".join(sorted(n for n in available[0] if n not in ("builtins", "sys")))
+                    raise ModuleNotFoundError(missing_from_runtime(name, listing), name=name)
+                if name not in sys.modules:
+                    raise ModuleNotFoundError(not_imported_at_build(name), name=name)
             return original(name, globals, locals, fromlist, level)
 
         return guarded
