@@ -172,6 +172,7 @@ def _precompile(staging: Path) -> None:
 
 def make_bundle(source: Path, staging: Path, requirements: Path | None = None) -> Bundle:
     """Lay out ``source`` (a filter file or package directory) with its dependencies in ``staging``."""
+    shown = source  # messages name files as the user named them (relative stays relative)
     source = source.resolve()
     if not source.exists():
         raise BuildError(f"{source}: no such file or directory")
@@ -181,12 +182,12 @@ def make_bundle(source: Path, staging: Path, requirements: Path | None = None) -
             raise BuildError(f"{source}: a filter is a .py file or a package directory")
         entry, entry_file = source.stem, source.name
         shutil.copy2(source, staging / source.name)
-        check_syntax(staging, source.parent)
+        check_syntax(staging, shown.parent)
         default_requirements = source.parent / "requirements.txt"
     elif (source / "__init__.py").exists():
         entry, entry_file = source.name, f"{source.name}/__init__.py"
         _copy_tree(source, staging / source.name, skip_tests=True)
-        check_syntax(staging / source.name, source)
+        check_syntax(staging / source.name, shown)
         default_requirements = source / "requirements.txt"
     else:
         raise BuildError(f"{source}: a filter directory must be a package (contain __init__.py)")

@@ -120,6 +120,23 @@ def test_cli_reports_errors_without_a_traceback(tmp_path: Path, capsys: pytest.C
     assert not (tmp_path / "out.wasm").exists()
 
 
+def test_errors_name_files_as_the_user_did(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A relative path stays relative in every message (a misnamed callback's did already).
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "def f(:\n", "syntax.py")
+    misnamed = (
+        "import proxywasm\n\n@proxywasm.register\nclass A(proxywasm.HttpContext):\n"
+        "    def on_request_header(self, headers, end_of_stream):\n        pass\n"
+    )
+    write(tmp_path, misnamed, "misnamed.py")
+    assert main(["build", "syntax.py", "-o", "out.wasm"]) == 1
+    assert capsys.readouterr().err.startswith("error: syntax.py:1:")
+    assert main(["build", "misnamed.py", "-o", "out.wasm"]) == 1
+    assert capsys.readouterr().err.startswith("error: misnamed.py:5:")
+
+
 def test_cli_writes_the_module(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, GOOD)
     out = tmp_path / "out.wasm"
