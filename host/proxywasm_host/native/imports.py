@@ -47,6 +47,24 @@ def runtime_modules() -> tuple[frozenset[str], frozenset[str]] | None:
     return names, pure
 
 
+def lacking(name: str) -> str | None:
+    """Why the stdlib module ``name`` cannot be imported in the VM at all (the runtime lacks it:
+    ``_bootstrap.missing_from_runtime``'s message), or None when it has it, when ``name`` is not
+    stdlib, or when the runtime is not built here."""
+    available = runtime_modules()
+    top = name.partition(".")[0]
+    if available is None or top not in sys.stdlib_module_names:
+        return None
+    linked, pure = available
+    if top in linked or top in pure:
+        return None
+    # Loaded by then (the import hooks below load it before they are installed): _bootstrap itself
+    # imports _proxywasm, which exists only while a native VM runs.
+    from proxywasm._bootstrap import missing_from_runtime
+
+    return missing_from_runtime(name, ", ".join(sorted(n for n in linked if n not in ("builtins", "sys"))))
+
+
 class ImportRules:
     def __init__(self, base: Path) -> None:
         self.base = base
@@ -63,10 +81,10 @@ class ImportRules:
     @contextmanager
     def recording(self) -> Iterator[None]:
         """Record every absolute import made while the filter loads (even of modules loaded already)."""
-        from proxywasm._bootstrap import missing_from_runtime
+        from proxywasm._bootstrap import missing_from_runtime  # noqa: F401 - loaded now, for lacking()
 
         original = builtins.__import__
-        available = runtime_modules()
+        runtime_modules()  # read now: its own imports must not run through the hook below
 
         def record(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
             if level == 0:
@@ -74,13 +92,11 @@ class ImportRules:
                 own = bool(file) and Path(file).resolve().is_relative_to(self.base)
                 top = name.partition(".")[0]
                 self.recorded[top] = self.recorded.get(top, False) or own
-                if available is not None and top in sys.stdlib_module_names:
-                    linked, pure = available
-                    if top not in linked and top not in pure:
-                        # As in the runtime: the import fails here, so code that guards it (hmac's
-                        # `import _hashlib`) takes its fallback, and an unguarded one fails the load.
-                        listing = ", ".join(sorted(n for n in linked if n not in ("builtins", "sys")))
-                        raise ModuleNotFoundError(missing_from_runtime(top, listing), name=name)
+                why = lacking(top)
+                if why is not None:
+                    # As in the runtime: the import fails here, so code that guards it (hmac's
+                    # `import _hashlib`) takes its fallback, and an unguarded one fails the load.
+                    raise ModuleNotFoundError(why, name=name)
             return original(name, globals, locals, fromlist, level)
 
         builtins.__import__ = record
@@ -91,17 +107,12 @@ class ImportRules:
 
     def check_loaded(self, new_modules: set[str]) -> None:
         """After the load: refuse stdlib modules the runtime lacks and C-extension dependencies."""
-        from proxywasm._bootstrap import missing_from_runtime
-
-        available = runtime_modules()
-        if available is not None:
-            linked, pure = available
-            # The filter's own imports (a refused import its code caught is no excuse): the message
-            # names what its code asked for.
-            for top in sorted(name for name, own in self.recorded.items() if own):
-                if top in sys.stdlib_module_names and top not in linked and top not in pure:
-                    listing = ", ".join(sorted(n for n in linked if n not in ("builtins", "sys")))
-                    raise LoadError(missing_from_runtime(top, listing))
+        # The filter's own imports (a refused import its code caught is no excuse): the message
+        # names what its code asked for.
+        for top in sorted(name for name, own in self.recorded.items() if own):
+            why = lacking(top)
+            if why is not None:
+                raise LoadError(why)
         for name in sorted(new_modules):
             module = sys.modules.get(name)
             file = getattr(module, "__file__", None) or ""
@@ -115,18 +126,17 @@ class ImportRules:
     def guarded_import(self, original: Callable[..., Any]) -> Callable[..., Any]:
         """``__import__`` during a callback: a stdlib module nobody loaded cannot be imported now."""
 
-        available = runtime_modules()
+        from proxywasm._bootstrap import not_imported_at_build  # loaded now: also for lacking()
+
+        runtime_modules()  # read now: its own imports must not run through the hook below
 
         def guarded(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
-            top = name.partition(".")[0]
-            if level == 0 and top in sys.stdlib_module_names:
-                from proxywasm._bootstrap import missing_from_runtime, not_imported_at_build
-
-                if available is not None and top not in available[0] and top not in available[1]:
-                    # As in the VM, even if the test process has it: no import statement anywhere
-                    # would bring it there (NotBundled.find_spec).
-                    listing = ", ".join(sorted(n for n in available[0] if n not in ("builtins", "sys")))
-                    raise ModuleNotFoundError(missing_from_runtime(name, listing), name=name)
+            if level == 0 and name.partition(".")[0] in sys.stdlib_module_names:
+                # As in the VM, even if the test process has it: no import statement anywhere would
+                # bring a module the runtime lacks (NotBundled.find_spec).
+                why = lacking(name)
+                if why is not None:
+                    raise ModuleNotFoundError(why, name=name)
                 if name not in sys.modules:
                     raise ModuleNotFoundError(not_imported_at_build(name), name=name)
             return original(name, globals, locals, fromlist, level)
