@@ -203,6 +203,13 @@ static PyObject *pw_get_header_map_pairs(PyObject *self, PyObject *arg) {
  * that is not an HTTP token (RFC 9110 5.6.2; a leading ':' for pseudo-headers) as a broken header.
  * Refused here, at the write, so the filter's traceback shows the line that made it, in Envoy and
  * in tests alike (the local host's native mode has the same check: proxywasm_module.py). */
+static int refuse_header(const char *format, const char *key, Py_ssize_t key_len) {
+    PyObject *name = PyUnicode_DecodeLatin1(key, key_len, NULL);
+    if (name != NULL) PyErr_Format(PyExc_ValueError, format, name);
+    Py_XDECREF(name);
+    return 0;
+}
+
 static int header_ok(const char *key, Py_ssize_t key_len, const char *value, Py_ssize_t value_len) {
     static const char token_marks[] = "!#$%&'*+-.^_`|~";
     Py_ssize_t i = key_len > 1 && key[0] == ':' ? 1 : 0;
@@ -212,27 +219,15 @@ static int header_ok(const char *key, Py_ssize_t key_len, const char *value, Py_
         valid = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                 (c != 0 && strchr(token_marks, c) != NULL);
     }
-    PyObject *name = valid ? NULL : PyUnicode_DecodeLatin1(key, key_len, NULL);
-    if (!valid) {
-        if (name != NULL)
-            PyErr_Format(PyExc_ValueError,
-                         "%R is not a valid header name: an HTTP token (letters, digits and !#$%%&'*+-.^_`|~) "
-                         "that Envoy can send",
-                         name);
-        Py_XDECREF(name);
-        return 0;
-    }
+    if (!valid)
+        return refuse_header("%R is not a valid header name: an HTTP token (letters, digits and !#$%%&'*+-.^_`|~) "
+                             "that Envoy can send",
+                             key, key_len);
     if (memchr(value, '\r', (size_t)value_len) || memchr(value, '\n', (size_t)value_len) ||
-        memchr(value, '\0', (size_t)value_len)) {
-        name = PyUnicode_DecodeLatin1(key, key_len, NULL);
-        if (name != NULL)
-            PyErr_Format(PyExc_ValueError,
-                         "the value of header %R contains a CR, LF or NUL character: Envoy refuses to send it "
-                         "(503 invalid header value); remove or encode them",
-                         name);
-        Py_XDECREF(name);
-        return 0;
-    }
+        memchr(value, '\0', (size_t)value_len))
+        return refuse_header("the value of header %R contains a CR, LF or NUL character: Envoy refuses to send it "
+                             "(503 invalid header value); remove or encode them",
+                             key, key_len);
     return 1;
 }
 
