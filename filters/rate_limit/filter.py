@@ -264,7 +264,7 @@ class RateLimitPlugin(PluginContext):
             for probe in range(PROBES):
                 name = self.slot((home + probe) % self.max_buckets)
                 entry = shared_data.get(name)
-                if entry is not None and entry[0][_RECORD.size :] == key and len(entry[0]) > _RECORD.size:
+                if entry is not None and entry[0][_RECORD.size :] == key:  # a key is never empty
                     found = (name, *entry)
                     break
             if found is None:

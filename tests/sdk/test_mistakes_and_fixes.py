@@ -27,6 +27,12 @@ def wasm(build_filter: Callable[[str], Path]) -> Path:
     return build_filter(MISTAKES)
 
 
+def built_or_source(wasm: Path, mode: Mode) -> Path:
+    """What Host.load takes to run the MISTAKES filter in ``mode``: the module, or the source
+    build_filter built it from."""
+    return wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
+
+
 def svc(request: Request) -> tuple[int, list[tuple[str, str]], bytes]:
     return 200, [("x-svc", "caf\xe9")], f"{request.method} {request.path}".encode()
 
@@ -89,7 +95,7 @@ NOT_AN_ACTION = (
 
 @pytest.mark.parametrize("mode", ["native", "wasm"])
 def test_host_a_result_that_is_not_an_action_is_named_and_fails_closed(wasm: Path, mode: Mode) -> None:
-    source = wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
+    source = built_or_source(wasm, mode)
     for path, what in BAD_RESULTS:
         with pytest.raises(AuthorMistake, match="^" + re.escape(f"Stream.on_request_headers {what}")):
             Host.load(source, mode=mode).request("GET", path)
@@ -111,7 +117,7 @@ BAD_HEADERS = [
 
 @pytest.mark.parametrize("mode", ["native", "wasm"])
 def test_host_a_header_envoy_cannot_send_is_refused_at_the_write(wasm: Path, mode: Mode) -> None:
-    source = wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
+    source = built_or_source(wasm, mode)
     host = Host.load(source, mode=mode, raise_on_mistake=False)
     for path, error in BAD_HEADERS:
         host.clear_logs()
@@ -125,7 +131,7 @@ def test_host_a_header_envoy_cannot_send_is_refused_at_the_write(wasm: Path, mod
 def test_host_an_unawaited_callout_in_a_filter_without_async_def_is_named(wasm: Path, mode: Mode) -> None:
     # Natively the SDK's coroutine driver is not loaded either (the build saw no async def): the same
     # message, not a compile error from importing it at run time.
-    source = wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
+    source = built_or_source(wasm, mode)
     host = Host.load(source, mode=mode, clusters={"svc": svc}, raise_on_mistake=False)
     assert host.request("GET", "/unawaited").status == 500
     (line,) = [m for m in host.log_messages() if m.startswith(MISTAKE + "exception in Stream.on_request_headers")]
