@@ -370,7 +370,7 @@ class Host:
     @property
     def pending_http_calls(self) -> list[HttpCallout]:
         """Callouts waiting for an answer, oldest first (answer with ``respond``/``time_out``/...)."""
-        return [c for i in self._instances for c in i.vm.http_calls.values() if not c.done]
+        return [c for i in self._instances for c in i.vm.http_calls.values() if not c.done and c.refused is None]
 
     @property
     def pending_grpc_calls(self) -> list[GrpcCallout]:
@@ -426,7 +426,7 @@ class Host:
         for instance in self._instances:
             vm = instance.vm
             for call in list(vm.http_calls.values()):
-                if not call.done and not call.slow and call.cluster in vm.clusters:
+                if not call.done and not call.slow and call.refused is None and call.cluster in vm.clusters:
                     progressed = self._answer(call, vm.clusters[call.cluster]) or progressed
             for callout in list(vm.grpc_callouts.values()):
                 handler = vm.clusters.get(callout.cluster)

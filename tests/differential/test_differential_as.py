@@ -43,6 +43,56 @@ def test_headers_with_body_and_repeated_names(headers: Pair) -> None:
     )  # fmt: skip
 
 
+def _inject(how: str, chars: str = "", name: str = "") -> Call:
+    """A request after which the headers module writes a header of our choosing (headers.ts injectInto)."""
+    headers = (("x-inject", how),) + ((("x-inject-chars", chars),) if chars else ()) + (
+        (("x-inject-name", name),) if name else ())  # fmt: skip
+    return Call("GET", "/inject", headers)
+
+
+# Code points (hex) put into a value between "a" and "b": control characters Envoy refuses to send
+# upstream, then HT, a space and a non-ASCII letter, which it sends.
+_CHARS = ("0", "1", "8", "b", "d", "a", "1f", "7f", "9", "20", "e9")
+
+
+def test_request_header_envoy_cannot_send(headers: Pair) -> None:
+    """A request header with a control character in its value, or a name that is not a token: the
+    router's codec refuses to encode it and Envoy answers 503 naming the header (the upstream sees
+    nothing); the response still passes through the filter. HT, spaces and non-ASCII go through."""
+    check(
+        headers,
+        *(_inject(f"request-{write}", chars=c) for write in ("add", "replace") for c in _CHARS),
+        *(_inject("request-add", name=n) for n in ("x(y", "x@y", "x y", "X-Upper", "x_u", "x~y")),
+    )
+
+
+def test_request_header_refused_at_once_on_a_pooled_connection(headers: Pair) -> None:
+    """When the route's cluster has an idle connection (the last exchange kept it), the codec
+    refuses inside decodeHeaders: a POST's body is not read yet, so Envoy also closes the client's
+    connection. The refusal closes the upstream connection, so the next refusal waits for a new one
+    (after the whole request: no close)."""
+    bad = (("x-inject", "request-add"), ("x-inject-chars", "d,a"))
+    check(
+        headers,
+        Call("GET", "/warm"),
+        Call("POST", "/p", bad, b"body"),
+        Call("POST", "/p", bad, b"body"),
+        Call("POST", "/warm", (), b"body"),
+        Call("GET", "/g", bad),
+        Call("POST", "/p", bad, b"body"),
+    )
+
+
+def test_response_header_written_as_it_is(headers: Pair) -> None:
+    """Envoy writes a response header as it stands: a CR LF in a value starts a new header at the
+    client (header injection: the client sees x-evil), a name that is not a token reaches it too."""
+    check(
+        headers,
+        *(_inject(f"response-{write}", chars=c) for write in ("add", "replace") for c in (*_CHARS, "d,a,78,3a,31")),
+        *(_inject("response-add", name=n) for n in ("x(y", "x@y", "X-Upper", "x_u")),
+    )
+
+
 @pytest.fixture(scope="module")
 def deny(as_modules: dict[str, Path]) -> Iterator[Pair]:
     yield from _pair(as_modules, "deny")
@@ -127,6 +177,19 @@ def callout(as_modules: dict[str, Path]) -> Iterator[Pair]:
 
 def test_callout_to_second_cluster(callout: Pair) -> None:
     check(callout, Call("GET", "/c"), Call("POST", "/c", (), b"data"))
+
+
+def test_callout_header_envoy_cannot_send(callout: Pair) -> None:
+    """A callout header with a control character in its value: on a new connection Envoy
+    dispatches the call and its router answers it with a local 503 naming the header (the cluster
+    sees nothing); when the cluster has an idle pooled connection (a call answered before), the
+    refusal happens inside http_call, which fails with INTERNAL_FAILURE. Either way the connection
+    is closed, so the next refusal gets the 503."""
+    check(
+        callout,
+        *(Call("GET", "/c", (("x-callout-inject-chars", c),) if c else ())
+          for c in ("", "d,a", "d,a", "0", "", "1", "7f", "9", "d,a")),
+    )  # fmt: skip
 
 
 def test_callout_to_unknown_cluster(callout: Pair) -> None:

@@ -14,6 +14,7 @@ from proxywasm.abi import BufferType, LogLevel, MapType, Status
 
 from ..messages import GrpcReply, Request, Response, pairs_of
 from .headers import HeaderMap
+from .http1 import keeps_connection, refused_header
 
 if TYPE_CHECKING:
     from .process import Timer
@@ -47,6 +48,9 @@ class HttpCallout:
         self.context_id = context_id
         self.done = False
         self.slow = False  # the cluster's handler answered SLOW: only the timeout can end it
+        # Envoy's upstream codec refused the request's headers (http1.refused_header): the router
+        # answers the call itself with a 503 saying why, and the cluster sees nothing.
+        self.refused: str | None = None
         self._timer: Timer | None = None
         if timeout_ms > 0:
             self._timer = vm.envoy.schedule(timeout_ms, self.time_out)
@@ -78,6 +82,11 @@ class HttpCallout:
         if hmap.get(b"content-length") is None and hmap.get(b"transfer-encoding") is None and not trailers:
             hmap.add(b"content-length", str(len(data)))
         hmap.remove(b"transfer-encoding")
+        if not self.done:
+            if keeps_connection(hmap):
+                self._vm.pooled.add(self.cluster)
+            else:
+                self._vm.pooled.discard(self.cluster)
         self._deliver(hmap, data, HeaderMap(pairs_of(trailers)) if trailers else None)
 
     def answer(self, response: Response) -> None:
@@ -115,6 +124,10 @@ class HttpCallout:
     def cancel(self) -> None:
         """Drop the call without an answer (Envoy cancels callouts of a VM that failed)."""
         self._finish()
+
+    def refuse(self) -> None:
+        """Envoy's router answers a call whose headers its codec refused (see ``refused``)."""
+        self._local_answer(503, (self.refused or "").encode("latin-1"))
 
     def _local_answer(self, status: int, body: bytes) -> None:
         hmap = HeaderMap([(":status", str(status)), ("content-length", str(len(body))), ("content-type", "text/plain")])
@@ -171,6 +184,12 @@ def start_http_call(
     hmap.add(b"x-envoy-internal", b"true")
     if timeout_ms > 0:
         hmap.add(b"x-envoy-expected-rq-timeout-ms", str(timeout_ms).encode())
+    refused = refused_header(hmap)
+    if refused is not None and cluster in vm.pooled:
+        # A pooled connection is ready at once: the async client's router meets the codec's refusal
+        # inside the call, and Envoy's httpCall answers INTERNAL_FAILURE (checked in Envoy).
+        vm.pooled.discard(cluster)
+        return int(Status.INTERNAL_FAILURE), 0
     token = vm.next_callout_token(0)
     items = hmap.items()
     request = Request(
@@ -181,7 +200,10 @@ def start_http_call(
         trailers=HeaderMap(trailers).items(),
         cluster=cluster,
     )
-    vm.http_calls[token] = HttpCallout(vm, token, cluster, request, timeout_ms, vm.root_of(vm.ctx()).id)
+    callout = vm.http_calls[token] = HttpCallout(vm, token, cluster, request, timeout_ms, vm.root_of(vm.ctx()).id)
+    if refused is not None:  # on a new connection: the router answers the call with a 503 saying why
+        callout.refused = refused
+        vm.envoy.posted.append(callout.refuse)
     return int(Status.OK), token
 
 

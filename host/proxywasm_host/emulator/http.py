@@ -52,9 +52,12 @@ class _Router:
         self.sent_trailers: HeaderMap | None = None
         self.complete = False
         self.connected = False
+        self.refused = False  # Envoy's codec refused the headers (http1.refused_header): nothing went out
 
     def headers(self, headers: HeaderMap, end_stream: bool) -> None:
         self.sent_headers = HeaderMap(headers)  # the router sends them at once: later edits do not count
+        if UPSTREAM_CLUSTER in self.stream._vm.pooled and self.stream._refused():
+            return  # a pooled connection is ready at once: Envoy's codec refused them inside decodeHeaders
         if end_stream:
             self._complete()
         else:
@@ -64,6 +67,7 @@ class _Router:
 
     def _connected(self) -> None:
         self.connected = True
+        self.stream._refused()
 
     def data(self, data: bytes, end_stream: bool) -> None:
         self.sent_body += data
@@ -316,6 +320,8 @@ class HttpStream:
         manager = self._manager
         if manager.ended or self._upstream is None:
             return
+        if self._refused():
+            return
         request = self._upstream_request = self._router.request()
         started = time.perf_counter()
         try:
@@ -325,9 +331,13 @@ class HttpStream:
                                      "upstream_reset_before_response_started{connection_failure}")  # fmt: skip
             return
         elapsed_ms = int((time.perf_counter() - started) * 1000)
-        headers = answer.headers if isinstance(answer.headers, list) else pairs_of(answer.headers)
+        headers = HeaderMap(answer.headers if isinstance(answer.headers, list) else pairs_of(answer.headers))
+        if http1.keeps_connection(headers):
+            self._vm.pooled.add(UPSTREAM_CLUSTER)
+        else:
+            self._vm.pooled.discard(UPSTREAM_CLUSTER)
         message = http1.response_message(
-            self._method, answer.status, HeaderMap(headers), answer.body,
+            self._method, answer.status, headers, answer.body,
             HeaderMap(pairs_of(answer.trailers)) if answer.trailers else None, elapsed_ms,
         )  # fmt: skip
         manager.encode_headers(message.headers, message.headers_end_stream)
@@ -335,6 +345,18 @@ class HttpStream:
             manager.encode_data(chunk, end)
         if message.trailers is not None:
             manager.encode_trailers(message.trailers)
+
+    def _refused(self) -> bool:
+        """Whether Envoy's upstream codec refuses the request headers (http1.refused_header): it
+        does when the upstream connection is ready, and the router answers 503 then."""
+        router = self._router
+        if not router.refused and router.sent_headers is not None and not self._manager.ended:
+            refused = http1.refused_header(router.sent_headers)
+            if refused is not None:
+                router.refused = True
+                self._vm.pooled.discard(UPSTREAM_CLUSTER)  # Envoy closes the connection it could not encode on
+                self._manager.send_local_reply(503, refused.encode("latin-1"), [], -1, http1.refused_details(refused))
+        return router.refused
 
     def _drive(self) -> None:
         """The event loop until the client has its answer. When nothing else can happen, time passes
@@ -371,7 +393,7 @@ class HttpStream:
         manager, client = self._manager, self._client
         upstream = self._upstream_request
         router = self._router
-        if upstream is None and router.sent_headers is not None and router.connected:
+        if upstream is None and router.sent_headers is not None and router.connected and not router.refused:
             upstream = router.request()  # the stream ended while the request was unfinished: what the upstream saw
         logs = list(self._vm.logs)
         if manager.reset and not self._complete_before_reset():

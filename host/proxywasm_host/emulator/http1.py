@@ -18,11 +18,19 @@ Rules (each checked against Envoy 1.40 by the differential suite):
 * The client gets ``date`` (when absent) and ``server: envoy``; ``content-length: 0`` for a bodiless
   response that has neither length nor chunking (never for 1xx, 204 or 304); no body at all for
   HEAD, 1xx, 204 and 304.
+* Headers Envoy cannot send (:func:`refused_header`): on a request (the router's, or a callout's),
+  Envoy's upstream codec refuses to encode it and the router answers a local 503 whose body says
+  which header; the upstream sees nothing. On a response, the downstream codec writes them as they
+  are: a CR or LF in a value starts a new header line at the client (header injection), and the
+  client's parser decides what the rest means (:func:`client_response`).
 """
 
 from __future__ import annotations
 
+import http.client
+import io
 import random
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -114,6 +122,53 @@ def request_message(
     return Message(req, _frames(body, chunked, delivered), delivered)
 
 
+#: A header name Envoy can send: an HTTP token (Envoy's proxy-wasm host lower-cases names first).
+_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-zA-Z]")
+#: A value Envoy can send has no control character other than HT (bytes >= 0x80 are fine).
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def refused_header(headers: HeaderMap) -> str | None:
+    """Why Envoy 1.40's upstream codec refuses to send these request headers (its message, which
+    becomes the 503's body), or None. Checked against Envoy by the differential suite: any control
+    character but HT in a value (``invalid header value for: <name>``), a name that is not an HTTP
+    token (``invalid header name: <name>``); the first offending header counts. Pseudo headers are
+    not checked here (the request line and ``host`` carry them)."""
+    for key, value in headers.pairs():
+        if key[:1] == b":":
+            continue
+        if not key or _BAD_NAME.search(key):
+            return f"invalid header name: {key.decode('latin-1')}"
+        if _BAD_VALUE.search(value):
+            return f"invalid header value for: {key.decode('latin-1')}"
+    return None
+
+
+def keeps_connection(headers: HeaderMap) -> bool:
+    """Whether an upstream's answer leaves its connection open for the next request (HTTP/1.1)."""
+    return (headers.get(b"connection") or b"").lower() != b"close"
+
+
+def refused_details(message: str) -> str:
+    """The response code details of the router's 503 for :func:`refused_header`'s ``message``."""
+    return "filter_removed_required_request_headers{" + message.replace(" ", "_") + "}"
+
+
+#: What makes a response header read differently at the client than it stands in Envoy's map.
+_REWRITTEN_AT_CLIENT = re.compile(rb"[\r\n]")
+
+
+def _as_client_reads(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The header lines the downstream codec writes, as an HTTP/1 client reads them back. Envoy
+    writes names and values as they are; where one carries a CR or LF or the name is not a token,
+    what the client makes of the lines is up to its parser: here Python's ``http.client``'s."""
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
+    if not any(_BAD_NAME.search(k) or _REWRITTEN_AT_CLIENT.search(v) for k, v in raw):
+        return pairs
+    block = b"".join(k + b": " + v + b"\r\n" for k, v in raw) + b"\r\n"
+    return list(http.client.parse_headers(io.BytesIO(block)).items())
+
+
 def upstream_request_headers(headers: HeaderMap, body_forwarded: bool, route_timeout_ms: int) -> HeaderMap:
     """What the router's codec sends upstream: the router's timeout header after the filters, and
     chunking for a body without a length."""
@@ -191,7 +246,7 @@ def client_response(
         elif request_method != "HEAD":
             final.add(b"content-length", b"0")
     body = b"" if (bodiless or request_method == "HEAD") else read_body(final, body)[0]
-    return ClientResponse(status, [(k, v) for k, v in final.items() if not k.startswith(":")], body)
+    return ClientResponse(status, _as_client_reads([(k, v) for k, v in final.items() if not k.startswith(":")]), body)
 
 
 def has_body(headers: HeaderMap) -> bool:

@@ -108,6 +108,10 @@ class Vm:
         self._metric_next = {MetricType.COUNTER: 0, MetricType.GAUGE: 1, MetricType.HISTOGRAM: 2}
         self._callout_next = {0: 0, 1: 1, 2: 2}
         self.http_calls: dict[int, HttpCallout] = {}
+        # Clusters (the route's included) with an idle upstream connection in this worker's pool:
+        # one that answered and kept its connection. Envoy's codec meets request headers it cannot
+        # send at once on such a connection, later on a new one (see http1.refused_header).
+        self.pooled: set[str] = set()
         self.grpc_callouts: dict[int, GrpcCallout] = {}
         self.pending_done: set[int] = set()
         self.temp_plugin: Plugin | None = None

@@ -67,6 +67,17 @@ class Callout extends Context {
       pair(":authority", "callout.local"),
       pair("x-from-as", "1"),
     ];
+    // x-callout-inject-chars: hex code points (comma-separated) put into a callout header's value
+    // between "a" and "b", e.g. "d,a": a header Envoy cannot send.
+    const inject = stream_context.headers.request.get("x-callout-inject-chars");
+    if (inject != "") {
+      let value = "a";
+      const codes = inject.split(",");
+      for (let i = 0; i < codes.length; i++) {
+        value += String.fromCharCode(I32.parseInt(codes[i], 16));
+      }
+      headers.push(pair("x-injected", value + "b"));
+    }
     const rc = root.httpCall(cluster, headers, new ArrayBuffer(0), [], 2000, this, onCalloutResponse);
     log(LogLevelValues.info, "http_call cluster=" + cluster + " rc=" + rc.toString());
     if (rc != WasmResultValues.Ok) {

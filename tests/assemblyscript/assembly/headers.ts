@@ -1,6 +1,8 @@
 // Header manipulation: adds a request header (seen by the upstream) and response headers
 // (seen by the client), echoes one request header back in the response, and reports the header
-// names it saw in each map (x-seen-request-headers / x-seen-response-headers).
+// names it saw in each map (x-seen-request-headers / x-seen-response-headers). With x-inject, it
+// writes a header of the client's choosing, e.g. one Envoy cannot send (which the Python SDK refuses
+// at the write): see injectInto.
 export * from "@solo-io/proxy-runtime/proxy";
 import {
   Context,
@@ -10,6 +12,11 @@ import {
   HeaderPair,
   stream_context,
 } from "@solo-io/proxy-runtime";
+import {
+  HeaderMapTypeValues,
+  add_header_map_value_string,
+  replace_header_map_value_string,
+} from "@solo-io/proxy-runtime/runtime";
 import { readPluginConfig } from "./common";
 
 class HeadersRoot extends RootContext {
@@ -34,6 +41,23 @@ function names(pairs: HeaderPair[]): string {
   return out.join(",");
 }
 
+// x-inject: "<map>-<write>" (request / response, add / replace). The header written is named
+// x-inject-name (default x-injected); its value is "a", then the code points listed in
+// x-inject-chars (hex, comma-separated, e.g. "d,a"), then "b".
+function injectInto(map: HeaderMapTypeValues, how: string, name: string, chars: string): void {
+  let value = "a";
+  if (chars != "") {
+    const codes = chars.split(",");
+    for (let i = 0; i < codes.length; i++) {
+      value += String.fromCharCode(I32.parseInt(codes[i], 16));
+    }
+  }
+  value += "b";
+  if (name == "") name = "x-injected";
+  if (how.endsWith("-replace")) replace_header_map_value_string(map, name, value);
+  else add_header_map_value_string(map, name, value);
+}
+
 class Headers extends Context {
   echo: string = "";
   seenRequest: string = "";
@@ -42,7 +66,17 @@ class Headers extends Context {
     super(context_id, root_context);
   }
 
+  inject: string = "";
+  injectName: string = "";
+  injectChars: string = "";
+
   onRequestHeaders(count: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    this.inject = stream_context.headers.request.get("x-inject");
+    this.injectName = stream_context.headers.request.get("x-inject-name");
+    this.injectChars = stream_context.headers.request.get("x-inject-chars");
+    if (this.inject.startsWith("request")) {
+      injectInto(HeaderMapTypeValues.RequestHeaders, this.inject, this.injectName, this.injectChars);
+    }
     this.echo = stream_context.headers.request.get("x-echo");
     this.seenRequest = names(stream_context.headers.request.get_headers());
     stream_context.headers.request.add("x-as-request", "added-by-as");
@@ -59,6 +93,9 @@ class Headers extends Context {
     stream_context.headers.response.add("x-seen-response-headers", seenResponse);
     if (this.echo != "") {
       stream_context.headers.response.add("x-echo-back", this.echo);
+    }
+    if (this.inject.startsWith("response")) {
+      injectInto(HeaderMapTypeValues.ResponseHeaders, this.inject, this.injectName, this.injectChars);
     }
     return FilterHeadersStatusValues.Continue;
   }
