@@ -134,7 +134,10 @@ class Headers(_MappingBase):
     ``headers.add(name, value)`` appends one, ``del headers["x"]`` removes all.
     Names are case-insensitive; pseudo-headers (``:path``, ``:method``, ``:authority``,
     ``:status``) work like any other. Bytes are accepted wherever ``str`` is, and
-    :meth:`get_bytes` / :meth:`items_bytes` return raw values.
+    :meth:`get_bytes` / :meth:`items_bytes` return raw values. A write raises ``ValueError`` for
+    a header Envoy cannot send: a name that is not an HTTP token, a value with a control character
+    other than HT (Envoy answers such a request 503 and writes such a response header to the
+    client as it is: header injection).
 
     The ``headers`` a callback receives act on the stream whose callback runs;
     ``self.request_headers`` (and the other three) act on their own stream from any callback,

@@ -197,10 +197,12 @@ static PyObject *pw_get_header_map_pairs(PyObject *self, PyObject *arg) {
     return take_bytes(data, size);
 }
 
-/* A header the filter writes must be one Envoy can send. Envoy refuses a value with CR, LF or NUL
- * when it sends the message on (its codec resets the stream: the client gets a 503 "invalid header
- * value"; it is how header injection through a copied value would start), and passes on a name
- * that is not an HTTP token (RFC 9110 5.6.2; a leading ':' for pseudo-headers) as a broken header.
+/* A header the filter writes must be one Envoy can send. On a request (the stream's or a callout's)
+ * Envoy 1.40's upstream codec refuses a value with a control character other than HT (0x00-0x08,
+ * 0x0a-0x1f, 0x7f) or a name that is not an HTTP token (RFC 9110 5.6.2): the router answers 503
+ * "invalid header value for: <name>", or http_call fails. On a response it writes both to the
+ * client as they are: a CR LF in a value starts a header of its own (header injection). Checked by
+ * the differential suite (tests/differential/test_differential_as.py, with another SDK's module).
  * Refused here, at the write, so the filter's traceback shows the line that made it, in Envoy and
  * in tests alike (the local host's native mode has the same check: proxywasm_module.py). */
 static int refuse_header(const char *format, const char *key, Py_ssize_t key_len) {
@@ -223,11 +225,15 @@ static int header_ok(const char *key, Py_ssize_t key_len, const char *value, Py_
         return refuse_header("%R is not a valid header name: an HTTP token (letters, digits and !#$%%&'*+-.^_`|~) "
                              "that Envoy can send",
                              key, key_len);
-    if (memchr(value, '\r', (size_t)value_len) || memchr(value, '\n', (size_t)value_len) ||
-        memchr(value, '\0', (size_t)value_len))
-        return refuse_header("the value of header %R contains a CR, LF or NUL character: Envoy refuses to send it "
-                             "(503 invalid header value); remove or encode them",
-                             key, key_len);
+    for (Py_ssize_t j = 0; j < value_len; j++) {
+        unsigned char c = (unsigned char)value[j];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return refuse_header("the value of header %R contains a control character (CR, LF, NUL, ... any below "
+                                 "0x20 but HT, or DEL): Envoy refuses to send it on a request (503 invalid header "
+                                 "value) and writes it to the client as it is on a response (header injection); "
+                                 "remove or encode them",
+                                 key, key_len);
+    }
     return 1;
 }
 
@@ -335,7 +341,8 @@ static PyObject *pw_send_local_response(PyObject *self, PyObject *const *args, P
     const char *details, *body, *headers;
     Py_ssize_t details_len, body_len, headers_len;
     if (!_PyArg_ParseStack(args, nargs, "Is#y#y#i", &status, &details, &details_len, &body, &body_len, &headers,
-                                   &headers_len, &grpc_status))
+                                   &headers_len, &grpc_status) ||
+        !map_ok(headers, headers_len))
         return NULL;
     CHECK(proxy_send_local_response, proxy_send_local_response(status, details, details_len, body, body_len,
                                                                headers, headers_len, grpc_status));
@@ -360,7 +367,8 @@ static PyObject *pw_http_call(PyObject *self, PyObject *const *args, Py_ssize_t 
     unsigned timeout;
     if (!arg_count("http_call", nargs, 5) || !arg_text(args[0], &upstream, &upstream_len) ||
         !arg_bytes(args[1], &headers, &headers_len) || !arg_bytes(args[2], &body, &body_len) ||
-        !arg_bytes(args[3], &trailers, &trailers_len) || !arg_u32(args[4], &timeout))
+        !arg_bytes(args[3], &trailers, &trailers_len) || !arg_u32(args[4], &timeout) ||
+        !map_ok(headers, headers_len) || !map_ok(trailers, trailers_len))
         return NULL;
     uint32_t token = 0;
     CHECK(proxy_http_call, proxy_http_call(upstream, upstream_len, headers, headers_len, body, body_len, trailers,

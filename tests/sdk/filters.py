@@ -87,6 +87,14 @@ class Stream(HttpContext):
             headers["x-a"] = "foo\\r\\nx-injected: 1"  # e.g. copied from a query parameter
         elif path == "/bad-header-name":
             headers.add("X Upper Case", "v")
+        elif path == "/control-character":
+            headers.add("x-b", "a\\x01b")  # not only CR/LF/NUL: Envoy refuses any control character but HT
+        elif path == "/reply-header-injection":
+            self.send_response(403, "no", headers=[("x-reason", "bad\\r\\nset-cookie: a=b")])
+            return Action.PAUSE
+        elif path == "/callout-header-injection":
+            self.http_call("svc", self.on_answer, path="/svc", headers=[("x-c", "a\\nb")])
+            return Action.PAUSE
         elif path == "/count":
             headers.add("x-twice", "1")
             headers.add("x-twice", "2")

@@ -107,9 +107,16 @@ def test_host_a_result_that_is_not_an_action_is_named_and_fails_closed(wasm: Pat
         ]
 
 
+CONTROL = (
+    "contains a control character (CR, LF, NUL, ... any below 0x20 but HT, or DEL): Envoy refuses to send it on a "
+    "request (503 invalid header value) and writes it to the client as it is on a response (header injection); "
+    "remove or encode them"
+)
 BAD_HEADERS = [
-    ("/header-injection", "ValueError: the value of header 'x-a' contains a CR, LF or NUL character: Envoy refuses "
-     "to send it (503 invalid header value); remove or encode them"),
+    ("/header-injection", f"ValueError: the value of header 'x-a' {CONTROL}"),
+    ("/control-character", f"ValueError: the value of header 'x-b' {CONTROL}"),
+    ("/reply-header-injection", f"ValueError: the value of header 'x-reason' {CONTROL}"),
+    ("/callout-header-injection", f"ValueError: the value of header 'x-c' {CONTROL}"),
     ("/bad-header-name", "ValueError: 'x upper case' is not a valid header name: an HTTP token (letters, digits and "
      "!#$%&'*+-.^_`|~) that Envoy can send"),
 ]  # fmt: skip
@@ -118,7 +125,7 @@ BAD_HEADERS = [
 @pytest.mark.parametrize("mode", ["native", "wasm"])
 def test_host_a_header_envoy_cannot_send_is_refused_at_the_write(wasm: Path, mode: Mode) -> None:
     source = built_or_source(wasm, mode)
-    host = Host.load(source, mode=mode, raise_on_mistake=False)
+    host = Host.load(source, mode=mode, clusters={"svc": svc}, raise_on_mistake=False)
     for path, error in BAD_HEADERS:
         host.clear_logs()
         response = host.request("GET", path)

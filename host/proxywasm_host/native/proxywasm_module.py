@@ -9,6 +9,7 @@ parses them (``str`` encoded as strict UTF-8 where C takes ``s#``, bytes-like on
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -38,23 +39,34 @@ def _y(value: object) -> bytes:
     raise TypeError(f"a bytes-like object is required, not '{type(value).__name__}'")
 
 
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def _header(key: bytes, value: bytes) -> None:
     """module.c's header_ok: a name that is an HTTP token (a leading ':' for pseudo-headers), a
-    value without CR, LF or NUL: what Envoy can send."""
+    value without a control character but HT: what Envoy can send."""
     name = key[1:] if len(key) > 1 and key[:1] == b":" else key
     if not name or not _TOKEN.issuperset(name):
         raise ValueError(
             f"{key.decode('latin-1')!r} is not a valid header name: an HTTP token (letters, digits and "
             "!#$%&'*+-.^_`|~) that Envoy can send"
         )
-    if b"\r" in value or b"\n" in value or b"\0" in value:
+    if _CONTROL.search(value):
         raise ValueError(
-            f"the value of header {key.decode('latin-1')!r} contains a CR, LF or NUL character: Envoy refuses to "
-            "send it (503 invalid header value); remove or encode them"
+            f"the value of header {key.decode('latin-1')!r} contains a control character (CR, LF, NUL, ... any "
+            "below 0x20 but HT, or DEL): Envoy refuses to send it on a request (503 invalid header value) and "
+            "writes it to the client as it is on a response (header injection); remove or encode them"
         )
+
+
+def _checked_pairs(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """A serialized map the filter sends (a local reply's or a callout's headers), each pair checked
+    as module.c's map_ok does."""
+    pairs = _pairs(raw)
+    for key, value in pairs:
+        _header(key, value)
+    return pairs
 
 
 def _pairs(raw: bytes) -> list[tuple[bytes, bytes]]:
@@ -177,9 +189,7 @@ class ProxyWasmModule(ModuleType):
         return encode_map(pairs) if pairs else b""
 
     def set_header_map_pairs(self, map_type: int, data: object) -> None:
-        pairs = _pairs(_y(data))
-        for key, value in pairs:
-            _header(key, value)
+        pairs = _checked_pairs(_y(data))
         status = self._f.proxy_set_header_map_pairs(int(map_type), pairs)
         self._check("proxy_set_header_map_pairs", status)
 
@@ -221,7 +231,7 @@ class ProxyWasmModule(ModuleType):
         self, status: int, details: object, body: object, headers: object, grpc_status: int
     ) -> None:
         result = self._f.proxy_send_local_response(
-            int(status), _s(details), _y(body), _pairs(_y(headers)), int(grpc_status)
+            int(status), _s(details), _y(body), _checked_pairs(_y(headers)), int(grpc_status)
         )
         self._check("proxy_send_local_response", result)
 
@@ -233,7 +243,7 @@ class ProxyWasmModule(ModuleType):
     # -- callouts -------------------------------------------------------------------------------------
     def http_call(self, upstream: object, headers: object, body: object, trailers: object, timeout: int) -> int:
         status, token = self._f.proxy_http_call(
-            _s(upstream), _pairs(_y(headers)), _y(body), _pairs(_y(trailers)), int(timeout)
+            _s(upstream), _checked_pairs(_y(headers)), _y(body), _checked_pairs(_y(trailers)), int(timeout)
         )
         self._check("proxy_http_call", status)
         return token
