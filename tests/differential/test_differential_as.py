@@ -105,6 +105,7 @@ def test_local_reply_from_request_headers(deny: Pair) -> None:
         Call("GET", "/secret", (("x-local-status", "401"),)),
         Call("GET", "/secret", (("x-local-status", "204"),)),  # a body on a 204
         Call("POST", "/secret", (("content-type", "text/plain"),), b"payload"),
+        Call("GET", "/secret", (("x-deny-reason-crlf", "1"),)),  # the reply's CR LF: a header of its own
     )
 
 

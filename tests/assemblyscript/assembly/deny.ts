@@ -1,6 +1,7 @@
 // Local replies: 403 when the request has no x-token header (status overridable with
 // x-local-status), and a local reply from the response path when x-deny-on-response is set.
 // The response-headers hook marks every response it sees, to show whether it runs for local replies.
+// x-deny-reason-crlf puts a CR LF and a header line of its own into the local reply's x-deny-reason.
 export * from "@solo-io/proxy-runtime/proxy";
 import {
   Context,
@@ -45,11 +46,12 @@ class Deny extends Context {
     }
     const requested = stream_context.headers.request.get("x-local-status");
     const status: u32 = requested == "" ? 403 : <u32>I32.parseInt(requested);
+    const reason = stream_context.headers.request.get("x-deny-reason-crlf") != "" ? "missing\r\nx-evil: 1" : "missing-token";
     send_local_response(
       status,
       "as_denied",
       String.UTF8.encode("denied by as\n"),
-      [pair("x-deny-reason", "missing-token"), pair("content-type", "text/plain")],
+      [pair("x-deny-reason", reason), pair("content-type", "text/plain")],
       GrpcStatusValues.InvalidCode,
     );
     return FilterHeadersStatusValues.StopIteration;
