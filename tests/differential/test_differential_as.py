@@ -93,6 +93,35 @@ def test_response_header_written_as_it_is(headers: Pair) -> None:
     )
 
 
+def test_response_status_envoy_cannot_read(headers: Pair) -> None:
+    """The filter sets :status. Envoy reads it as an unsigned number (spaces around and a leading +
+    allowed); anything else gets a 502 'missing required header: :status' straight to the client,
+    past the filter, for GET, HEAD and a chunked upstream response alike."""
+
+    def status(value: str, method: str = "GET", upstream: Reply | None = None) -> Call:
+        return Call(method, "/s", (("x-inject", "response-replace"), ("x-inject-name", ":status"),
+                                   ("x-inject-value", value)), upstream=upstream or Reply())  # fmt: skip
+
+    chunked = Reply(chunked=True, trailers=(("x-t", "1"),))
+    check(
+        headers,
+        *(status(v) for v in ("200 OK", "abc", "-200", "2e2", "2_00", "18446744073709551616", "+200", "0200", "204")),
+        status("abc", "HEAD"),
+        status("abc", upstream=chunked),
+        status("404", "HEAD"),
+        status("503", upstream=chunked),
+    )
+
+
+def test_header_value_whitespace_is_not_part_of_it(headers: Pair) -> None:
+    """Envoy's HTTP/1 codec drops the spaces and tabs around a header value, the client's and the
+    upstream's; those inside stay."""
+    check(
+        headers,
+        Call("GET", "/ws", (("x-echo", "  a  b\t"),), upstream=Reply(200, (("x-up", "\t1 2  "),))),
+    )
+
+
 @pytest.fixture(scope="module")
 def deny(as_modules: dict[str, Path]) -> Iterator[Pair]:
     yield from _pair(as_modules, "deny")

@@ -33,7 +33,7 @@ from proxywasm.abi import StreamType
 
 from ..errors import EnvoyCrash
 from . import local_reply
-from .headers import HeaderMap
+from .headers import HeaderMap, response_status
 from .http_filter import (
     CONTINUE,
     DATA_STOP_AND_BUFFER,
@@ -286,6 +286,14 @@ class FilterManager:
         if end_stream:
             side.passed_end = True
         if side is self.encoding:
+            if response_status(side.headers) is None:
+                # The connection manager reads :status once the encoder filters are done with it;
+                # none it can read: a 502 straight to the client instead (the filters saw theirs).
+                self.details = "filter_removed_required_response_headers{missing_required_header:_:status}"
+                self._reply_to_client(local_reply.build(502, b"missing required header: :status", [], -1,
+                                                        is_grpc=self.is_grpc, is_head=self.is_head,
+                                                        details=self.details))  # fmt: skip
+                return
             self.response_headers_sent = True
         self._next(side).headers(side.headers, end_stream)
         self._maybe_end()
@@ -450,17 +458,21 @@ class FilterManager:
         elif not self.response_headers_sent:
             # A response started (and is held by the filter): the reply goes straight to the client.
             self.direct_replies += 1
-            self.local_reply = reply
-            side = self.encoding
-            side.state, side.buffered, side.headers = CONTINUING, None, reply.headers
-            self.response_headers_sent = True
-            side.headers_passed = side.passed_end = True
-            self.downstream.headers(reply.headers, reply.body is None)
-            if reply.body is not None:
-                self.downstream.data(reply.body, True)
-            self._maybe_end()
+            self._reply_to_client(reply)
         else:
             self.reset_stream()
+
+    def _reply_to_client(self, reply: local_reply.LocalReply) -> None:
+        """A local reply past the encoder filters: the response so far is dropped."""
+        self.local_reply = reply
+        side = self.encoding
+        side.state, side.buffered, side.headers = CONTINUING, None, reply.headers
+        self.response_headers_sent = True
+        side.headers_passed = side.passed_end = True
+        self.downstream.headers(reply.headers, reply.body is None)
+        if reply.body is not None:
+            self.downstream.data(reply.body, True)
+        self._maybe_end()
 
     def reset_stream(self) -> None:
         if self.reset or self.ended:

@@ -7,6 +7,27 @@ from collections.abc import Iterable, Iterator
 HeaderInput = Iterable[tuple[str | bytes, str | bytes]]
 
 
+_SPACE = b" \t\n\v\f\r"  # absl::ascii_isspace
+
+
+def response_status(headers: HeaderMap) -> int | None:
+    """The response's status as Envoy reads ``:status`` (``Utility::getResponseStatusOrNullopt``:
+    ``absl::SimpleAtoi`` into a uint64: ASCII spaces around it and a leading ``+`` are allowed,
+    anything else but decimal digits is not), or ``None`` when Envoy finds none: it then answers 502
+    ``missing required header: :status`` instead (checked in Envoy 1.40 by the differential suite).
+    Any number passes, 0 and 1000 too: Envoy writes it on the status line as it is."""
+    raw = headers.get(b":status")
+    if raw is None:
+        return None
+    digits = raw.strip(_SPACE)
+    if digits[:1] == b"+":
+        digits = digits[1:]
+    if not digits or not digits.isdigit():  # bytes.isdigit: ASCII digits only
+        return None
+    value = int(digits)
+    return value if value < 1 << 64 else None
+
+
 def to_bytes(value: str | bytes) -> bytes:
     """Header names and values travel as bytes; text is taken as UTF-8."""
     if type(value) is bytes:

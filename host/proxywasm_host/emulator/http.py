@@ -21,7 +21,7 @@ from ..messages import Request, Response, Route, Tls, pairs_of, to_response
 from . import http1
 from .attributes import metadata_message
 from .filter_manager import DEFAULT_BUFFER_LIMIT, FilterManager
-from .headers import HeaderInput, HeaderMap
+from .headers import HeaderInput, HeaderMap, response_status
 
 if TYPE_CHECKING:
     from .contexts import Context
@@ -213,7 +213,7 @@ class HttpStream:
         reply = self._manager.local_reply
         if reply is None:
             return None
-        status = int(reply.headers.get(b":status") or b"0")
+        status = response_status(reply.headers) or 0
         return Response(status, [(k, v) for k, v in reply.headers.items() if not k.startswith(":")],
                         reply.body or b"", local_reply=True, details=reply.details)  # fmt: skip
 
@@ -458,8 +458,9 @@ class HttpStream:
             )
         response: dict[str, Any] = {"code_details": manager.details, "flags": 0}
         resp = manager.encoding.headers
-        if resp is not None and resp.get(b":status") is not None:
-            response["code"] = int(resp.text(":status"))
+        code = response_status(resp) if resp is not None else None
+        if resp is not None and code is not None:
+            response["code"] = code & 0xFFFFFFFF  # Envoy's stream info keeps a uint32
             response["headers"] = resp.joined()
             response["size"] = len(self._client.body)
         if manager.encoding.trailers is not None:

@@ -7,6 +7,8 @@ Rules (each checked against Envoy 1.40 by the differential suite):
 * Request headers arrive as ``:authority`` (from ``host``), ``:path``, ``:method``, ``:scheme``,
   then the client's headers in order, then the connection manager's ``x-forwarded-proto`` and
   ``x-request-id`` when absent. A request's ``transfer-encoding`` never reaches the filters.
+* Header values lose the spaces and tabs around them (the client's, and the upstream's in a
+  response), as the codec parses them off the wire.
 * A body arrives as one data frame with ``end_stream=false`` and then an empty frame with
   ``end_stream=true``. Request trailers reach the filters only when the listener enables HTTP/1
   trailers (``http_protocol_options.enable_trailers``); by default they are dropped and the body
@@ -35,7 +37,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from .headers import HeaderMap
+from .headers import HeaderMap, response_status
 
 Frames = list[tuple[bytes, bool]]
 
@@ -100,7 +102,7 @@ def request_message(
     a TLS connection (``:scheme`` and ``x-forwarded-proto``)."""
     req = HeaderMap([(":authority", authority), (":path", path), (":method", method), (":scheme", scheme)])
     chunked = False
-    for k, v in headers.pairs():
+    for k, v in _as_parsed(headers):
         if k == b"host":
             req.set_in_place(":authority", v)
         elif k == b"transfer-encoding":
@@ -169,6 +171,12 @@ def _as_client_reads(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return list(http.client.parse_headers(io.BytesIO(block)).items())
 
 
+def _as_parsed(headers: HeaderMap) -> list[tuple[bytes, bytes]]:
+    """Header lines as Envoy's HTTP/1 codec parses them off the wire: the whitespace around a
+    value (SP, HT) is not part of it."""
+    return [(k, v.strip(b" \t")) for k, v in headers.pairs()]
+
+
 def upstream_request_headers(headers: HeaderMap, body_forwarded: bool, route_timeout_ms: int) -> HeaderMap:
     """What the router's codec sends upstream: the router's timeout header after the filters, and
     chunking for a body without a length."""
@@ -186,7 +194,7 @@ def response_message(
     """An upstream answer as the router's codec hands it to the filters (router headers added)."""
     resp = HeaderMap([(":status", str(status))])
     chunked = False
-    for k, v in headers.pairs():
+    for k, v in _as_parsed(headers):
         if k == b"transfer-encoding":
             chunked = True
         if k != b":status":
@@ -234,7 +242,7 @@ def client_response(
         final.add(b"date", http_date(time_ns))
     final.set_in_place("server", "envoy")
     bodiless = not has_body(final)
-    status = int(final.get(b":status") or b"0")
+    status = response_status(final) or 0
     if close_connection:
         final.add(b"connection", b"close")
     # The codec writes its own framing header last, after everything the connection manager set (a
@@ -251,7 +259,7 @@ def client_response(
 
 def has_body(headers: HeaderMap) -> bool:
     """Whether a response with this status carries a body on the wire at all (not 1xx, 204, 304)."""
-    status = int(headers.get(b":status") or b"0")
+    status = response_status(headers) or 0
     return not (status < 200 or status in (204, 304))
 
 

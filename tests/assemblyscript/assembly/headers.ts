@@ -42,10 +42,10 @@ function names(pairs: HeaderPair[]): string {
 }
 
 // x-inject: "<map>-<write>" (request / response, add / replace). The header written is named
-// x-inject-name (default x-injected); its value is "a", then the code points listed in
-// x-inject-chars (hex, comma-separated, e.g. "d,a"), then "b".
-function injectInto(map: HeaderMapTypeValues, how: string, name: string, chars: string): void {
-  let value = "a";
+// x-inject-name (default x-injected); its value is "a" ("/a" for :path), then the code points
+// listed in x-inject-chars (hex, comma-separated, e.g. "d,a"), then "b"; or x-inject-value as it is.
+function injectInto(map: HeaderMapTypeValues, how: string, name: string, chars: string, exact: string): void {
+  let value = name == ":path" ? "/a" : "a";
   if (chars != "") {
     const codes = chars.split(",");
     for (let i = 0; i < codes.length; i++) {
@@ -53,6 +53,7 @@ function injectInto(map: HeaderMapTypeValues, how: string, name: string, chars: 
     }
   }
   value += "b";
+  if (exact != "") value = exact;
   if (name == "") name = "x-injected";
   if (how.endsWith("-replace")) replace_header_map_value_string(map, name, value);
   else add_header_map_value_string(map, name, value);
@@ -69,13 +70,15 @@ class Headers extends Context {
   inject: string = "";
   injectName: string = "";
   injectChars: string = "";
+  injectValue: string = "";
 
   onRequestHeaders(count: u32, end_of_stream: bool): FilterHeadersStatusValues {
     this.inject = stream_context.headers.request.get("x-inject");
     this.injectName = stream_context.headers.request.get("x-inject-name");
     this.injectChars = stream_context.headers.request.get("x-inject-chars");
+    this.injectValue = stream_context.headers.request.get("x-inject-value");
     if (this.inject.startsWith("request")) {
-      injectInto(HeaderMapTypeValues.RequestHeaders, this.inject, this.injectName, this.injectChars);
+      injectInto(HeaderMapTypeValues.RequestHeaders, this.inject, this.injectName, this.injectChars, this.injectValue);
     }
     this.echo = stream_context.headers.request.get("x-echo");
     this.seenRequest = names(stream_context.headers.request.get_headers());
@@ -95,7 +98,7 @@ class Headers extends Context {
       stream_context.headers.response.add("x-echo-back", this.echo);
     }
     if (this.inject.startsWith("response")) {
-      injectInto(HeaderMapTypeValues.ResponseHeaders, this.inject, this.injectName, this.injectChars);
+      injectInto(HeaderMapTypeValues.ResponseHeaders, this.inject, this.injectName, this.injectChars, this.injectValue);
     }
     return FilterHeadersStatusValues.Continue;
   }
