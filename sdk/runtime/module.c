@@ -225,8 +225,16 @@ static int header_ok(const char *key, Py_ssize_t key_len, const char *value, Py_
         return refuse_header("%R is not a valid header name: an HTTP token (letters, digits and !#$%%&'*+-.^_`|~) "
                              "that Envoy can send",
                              key, key_len);
+    /* :method and :path go into the HTTP/1 request line as they are: a space or a tab there makes
+     * the upstream read a broken line (400), or a different request. */
+    int request_line =
+        (key_len == 5 && memcmp(key, ":path", 5) == 0) || (key_len == 7 && memcmp(key, ":method", 7) == 0);
     for (Py_ssize_t j = 0; j < value_len; j++) {
         unsigned char c = (unsigned char)value[j];
+        if (request_line && (c == ' ' || c == '\t'))
+            return refuse_header("the value of %R contains a space or a tab: Envoy writes it into the request line as "
+                                 "it is, and the upstream reads a broken request (400); percent-encode it (%%20)",
+                                 key, key_len);
         if ((c < 0x20 && c != '\t') || c == 0x7f)
             return refuse_header("the value of header %R contains a control character (CR, LF, NUL, ... any below "
                                  "0x20 but HT, or DEL): Envoy refuses to send it on a request (503 invalid header "

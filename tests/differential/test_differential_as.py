@@ -63,7 +63,11 @@ def test_request_header_envoy_cannot_send(headers: Pair) -> None:
         headers,
         *(_inject(f"request-{write}", chars=c) for write in ("add", "replace") for c in _CHARS),
         *(_inject("request-add", name=n) for n in ("x(y", "x@y", "x y", "X-Upper", "x_u", "x~y")),
-    )
+        # Pseudo headers: those on the wire are checked too (:path "/a" + chars + "b"), :scheme is not.
+        *(_inject("request-replace", chars=c, name=n) for n in (":path", ":method", ":authority", ":scheme")
+          for c in ("d,a", "0", "7f")),
+        _inject("request-replace", chars="20", name=":authority"),
+    )  # fmt: skip
 
 
 def test_request_header_refused_at_once_on_a_pooled_connection(headers: Pair) -> None:

@@ -134,10 +134,13 @@ def refused_header(headers: HeaderMap) -> str | None:
     """Why Envoy 1.40's upstream codec refuses to send these request headers (its message, which
     becomes the 503's body), or None. Checked against Envoy by the differential suite: any control
     character but HT in a value (``invalid header value for: <name>``), a name that is not an HTTP
-    token (``invalid header name: <name>``); the first offending header counts. Pseudo headers are
-    not checked here (the request line and ``host`` carry them)."""
+    token (``invalid header name: <name>``); the first offending header counts. Of the pseudo
+    headers, the values of those on the wire (``:method``, ``:path``, ``:authority``) are checked
+    too; ``:scheme`` is not."""
     for key, value in headers.pairs():
         if key[:1] == b":":
+            if key != b":scheme" and _BAD_VALUE.search(value):
+                return f"invalid header value for: {key.decode('latin-1')}"
             continue
         if not key or _BAD_NAME.search(key):
             return f"invalid header name: {key.decode('latin-1')}"
