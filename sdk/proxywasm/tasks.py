@@ -26,6 +26,7 @@ from . import hostcalls
 from ._dispatch import BIT, dispatcher
 from ._dispatch import author_mistake as author_mistake
 from .abi import Action, BufferType, StreamType
+from .budget import BudgetExceeded
 from .errors import BodyTooLarge, UsageError
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
@@ -215,6 +216,8 @@ class Task(Future["Any"]):
                     except StopIteration as stop:
                         done, yielded = True, stop.value
             except BaseException as err:
+                if isinstance(err, BudgetExceeded):  # natively a subclass (proxywasm_host.native.budget)
+                    _name_coroutine(err, self)
                 self.set_exception(err)
                 return
             finally:
@@ -270,6 +273,16 @@ class Task(Future["Any"]):
             _report(f"closing the coroutine of {self.where}", err)
         finally:
             _current = previous
+
+
+def _name_coroutine(err: BudgetExceeded, task: Task) -> None:
+    """The budget names the Envoy callback whose time ran out; after an await that is another
+    callback than the coroutine's own (e.g. on_http_call_response for on_request_headers): say so."""
+    message = str(err)
+    callback = message.partition(" ran longer than")[0]
+    if callback and f".{callback}" not in f".{task.where}" and "(resuming" not in message:
+        err.args = (message.replace(" ran longer than", f" (resuming the coroutine of {task.where} after an await) "
+                                    "ran longer than", 1),)  # fmt: skip
 
 
 def _report(where: str, exc: BaseException) -> None:

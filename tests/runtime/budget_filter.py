@@ -1,6 +1,7 @@
 """The filter the CPU-budget tests run, in real Envoy (test_budget_envoy.py) and in both host
-modes (test_budget_host_loops.py): endless loops in every kind of callback, one that catches
-BudgetExceeded, a catastrophic regex, work within the budget, and plugins with their own budgets."""
+modes (test_budget_host_loops.py): endless loops in every kind of callback (and in a coroutine
+resumed after an await), one that catches BudgetExceeded, a catastrophic regex, work within the
+budget, and plugins with their own budgets."""
 
 import itertools
 import json
@@ -90,6 +91,18 @@ class ThirtyMilliseconds(Plugin):
 @proxywasm.register(root_id="off")
 class NoBudget(Plugin):
     cpu_budget_ms = 0
+
+
+class AwaitingFilter(HttpContext):
+    async def on_request_headers(self, headers, end_of_stream):
+        await self.http_call("upstream", path="/answer")
+        while True:  # runs in Envoy's on_http_call_response, the callout's answer
+            pass
+
+
+@proxywasm.register(root_id="await")
+class Awaiting(Plugin):
+    http_context = AwaitingFilter
 
 
 class Connection(StreamContext):

@@ -129,6 +129,17 @@ def test_a_looping_callout_response_fails_its_stream(envoy: Envoy) -> None:
     assert get(envoy.url + "/fine")[0] == 200
 
 
+def test_a_coroutine_looping_after_an_await_is_named(wasm: Path, upstream: UpstreamServer) -> None:
+    with start(upstream, WasmPlugin(wasm, name="await", root_id="await")) as envoy:
+        since = len(envoy.logs())
+        assert get(envoy.url + "/await")[0] == 500
+        entry = budget_log(
+            envoy, since, "on_http_call_response (resuming the coroutine of AwaitingFilter.on_request_headers after an "
+            "await)", 100,
+        )  # fmt: skip
+        assert "exception in AwaitingFilter.on_request_headers" in entry
+
+
 def test_fail_open_lets_a_looping_request_continue(wasm: Path, upstream: UpstreamServer) -> None:
     plugin = WasmPlugin(wasm, name="budget", configuration=json.dumps({"policy": "open"}))
     with start(upstream, plugin) as envoy:

@@ -97,6 +97,19 @@ def test_a_looping_callout_response_fails_its_stream(
     assert host.request("GET", "/fine").status == 200
 
 
+def test_a_coroutine_looping_after_an_await_is_named(
+    proxywasm_host: HostFactory, proxywasm_mode: str, source: Path
+) -> None:
+    host = load(proxywasm_host, source, proxywasm_mode, root_id="await")
+    assert host.request("GET", "/await").status == 500
+    [entry] = [m for _, m in host.logs if "ran longer than its CPU budget" in m]
+    assert "exception in AwaitingFilter.on_request_headers" in entry
+    assert (
+        "BudgetExceeded: on_http_call_response (resuming the coroutine of AwaitingFilter.on_request_headers after an "
+        "await) ran longer than its CPU budget of 100 ms"
+    ) in entry
+
+
 def test_fail_open_lets_a_looping_request_continue(
     proxywasm_host: HostFactory, proxywasm_mode: str, source: Path
 ) -> None:
