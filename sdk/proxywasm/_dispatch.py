@@ -141,10 +141,21 @@ def mask_of(cls: type[Context]) -> int:
     return mask
 
 
+# The SDK's own files (in a VM /bundle/proxywasm/..., natively the source tree's).
+_SDK_DIR = (lambda: None).__code__.co_filename.rpartition("/")[0] + "/"
+
+
 def format_exception(exc: BaseException) -> str:
-    """A traceback without the ``traceback`` module (which would cost memory in every VM)."""
+    """A traceback without the ``traceback`` module (which would cost memory in every VM). The
+    SDK's frames that led into the filter's code (the dispatcher, the coroutine driver) are left
+    out: the traceback starts at the filter's first frame. Frames below it stay, the SDK's too."""
     lines = ["Traceback (most recent call last):"]
     tb: TracebackType | None = exc.__traceback__
+    first = tb
+    while first is not None and first.tb_frame.f_code.co_filename.startswith(_SDK_DIR):
+        first = first.tb_next
+    if first is not None:  # else every frame is the SDK's: keep them all
+        tb = first
     repeats = 0
     while tb is not None:
         code = tb.tb_frame.f_code
