@@ -286,6 +286,7 @@ class Host:
         """A fresh VM for every instance (FAIL_RELOAD does it per worker by itself)."""
         for i, old in enumerate(self._instances):
             new = self._start_instance()
+            new.vm.pools = old.vm.pools  # the worker's connection pools outlive its Wasm VM
             self._instances[i] = new
             self._workers = [new if w is old else w for w in self._workers]
         self.reloads += 1
@@ -311,6 +312,7 @@ class Host:
                 instance = self._start_instance()
             except (LoadError, ConfigureError):
                 return old
+            instance.vm.pools = old.vm.pools  # the worker's connection pools outlive its Wasm VM
             self._workers[index] = instance
             self._instances = [instance if i is old else i for i in self._instances]
             self.reloads += 1

@@ -62,7 +62,7 @@ def test_request_header_envoy_cannot_send(headers: Pair) -> None:
     check(
         headers,
         *(_inject(f"request-{write}", chars=c) for write in ("add", "replace") for c in _CHARS),
-        *(_inject("request-add", name=n) for n in ("x(y", "x@y", "x y", "X-Upper", "x_u", "x~y")),
+        *(_inject("request-add", name=n) for n in ("x(y", "x@y", "x y", 'x"y', "x\\y", "X-Upper", "x_u", "x~y")),
         # Pseudo headers: those on the wire are checked too (:path "/a" + chars + "b"), :scheme is not.
         *(_inject("request-replace", chars=c, name=n) for n in (":path", ":method", ":authority", ":scheme")
           for c in ("d,a", "0", "7f")),
@@ -94,6 +94,8 @@ def test_response_header_written_as_it_is(headers: Pair) -> None:
         headers,
         *(_inject(f"response-{write}", chars=c) for write in ("add", "replace") for c in (*_CHARS, "d,a,78,3a,31")),
         *(_inject("response-add", name=n) for n in ("x(y", "x@y", "X-Upper", "x_u")),
+        # A name with a space: the client's parser stops reading headers at that line.
+        _inject("response-add", name="x y"),
     )
 
 
@@ -201,12 +203,13 @@ def test_shared_data(shared: Pair) -> None:
     )
 
 
-CALLOUT = Reply(200, (("x-callout-reply", "pong"), ("content-type", "text/plain")), b"callout-body")
+# The spaces around "pong" are not part of the value the filter reads (Envoy's codec drops them).
+CALLOUT = Reply(200, (("x-callout-reply", " pong\t "), ("content-type", "text/plain")), b"callout-body")
 
 
 @pytest.fixture(scope="module")
 def callout(as_modules: dict[str, Path]) -> Iterator[Pair]:
-    yield from _pair(as_modules, "callout", clusters={"callout": CALLOUT})
+    yield from _pair(as_modules, "callout", clusters={"callout": CALLOUT, "slow": Reply(delay_s=2.5)})
 
 
 def test_callout_to_second_cluster(callout: Pair) -> None:
@@ -224,6 +227,20 @@ def test_callout_header_envoy_cannot_send(callout: Pair) -> None:
         *(Call("GET", "/c", (("x-callout-inject-chars", c),) if c else ())
           for c in ("", "d,a", "d,a", "0", "", "1", "7f", "9", "d,a")),
     )  # fmt: skip
+
+
+def test_callout_connection_closed_by_a_timeout_is_not_reused(callout: Pair) -> None:
+    """A call that timed out (callout.ts: 2 s) closed its connection: the next refused call gets
+    a new connection, so the 503, not INTERNAL_FAILURE. One to a cluster, one to another: each
+    cluster has its own pool."""
+    bad = ("x-callout-inject-chars", "d,a")
+    check(
+        callout,
+        Call("GET", "/warm"),
+        Call("GET", "/slow", (("x-callout-cluster", "slow"),)),
+        Call("GET", "/bad", (bad, ("x-callout-cluster", "slow"))),
+        Call("GET", "/bad", (bad,)),
+    )
 
 
 def test_callout_to_unknown_cluster(callout: Pair) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from host_support import AS_DIR
 
-from proxywasm_host import Host, PeerType, Request, WasmTrap
+from proxywasm_host import SLOW, Host, PeerType, Request, Response, WasmTrap
 
 pytestmark = pytest.mark.skipif(not (AS_DIR / "headers.wasm").exists(), reason="AS modules not built")
 
@@ -175,3 +175,37 @@ def test_no_body_on_a_204_local_reply() -> None:
     # but an HTTP/1 client reads no body after a 204.
     reply = _load("deny").request("GET", "/", headers=[("x-local-status", "204")])
     assert reply.status == 204 and reply.body == b""
+
+
+def test_a_callout_connection_is_reused_only_after_a_whole_answer_that_keeps_it() -> None:
+    """Envoy's HTTP/1 pool, as the differential suite measured it: a callout whose headers Envoy's
+    codec refuses fails inside http_call (INTERNAL_FAILURE: the AS filter answers 500) when an idle
+    connection was ready, and is answered 503 later on a new one. A timed-out call closed its
+    connection; an answer with ``connection: close`` did not give it back."""
+    answers = iter([200, SLOW, 200, 200, (200, [("connection", "close")], b"")])
+
+    def svc(req: Request) -> object:
+        return next(answers)
+
+    host = _load("callout", clusters={"callout": svc})
+    bad = [("x-callout-inject-chars", "d,a")]
+
+    def status_seen(reply: Response) -> str | None:
+        return reply.upstream_request.header("x-callout-status") if reply.upstream_request else None
+
+    assert status_seen(host.request("GET", "/ok")) == "200"  # a new connection, kept: now idle
+    assert status_seen(host.request("GET", "/slow")) == "504"  # took the idle one; the timeout closed it
+    refused = host.request("GET", "/bad", headers=bad)
+    assert status_seen(refused) == "503" and refused.upstream_request is not None  # no idle connection: a new one
+    assert status_seen(host.request("GET", "/ok")) == "200"  # kept: idle again
+    assert host.request("GET", "/bad", headers=bad).status == 500  # refused at once: INTERNAL_FAILURE
+    assert status_seen(host.request("GET", "/ok")) == "200"
+    assert status_seen(host.request("GET", "/close")) == "200"  # took the idle one; connection: close
+    assert status_seen(host.request("GET", "/bad", headers=bad)) == "503"
+
+
+def test_a_reloaded_vm_keeps_its_workers_connection_pool() -> None:
+    host = _load("callout", clusters={"callout": lambda req: 200})
+    host.request("GET", "/ok")
+    host.reload()
+    assert host.request("GET", "/bad", headers=[("x-callout-inject-chars", "d,a")]).status == 500

@@ -14,7 +14,7 @@ from proxywasm.abi import BufferType, LogLevel, MapType, Status
 
 from ..messages import GrpcReply, Request, Response, pairs_of
 from .headers import HeaderMap
-from .http1 import keeps_connection, refused_header
+from .http1 import as_parsed, refused_header
 
 if TYPE_CHECKING:
     from .process import Timer
@@ -76,17 +76,15 @@ class HttpCallout:
 
     def respond(self, status: int = 200, headers: Any = (), body: bytes | str = b"", trailers: Any = ()) -> None:
         """Deliver an answer. Like a real HTTP/1 upstream's, it carries ``content-length`` (added
-        when absent, unless there are trailers: then it was chunked)."""
+        when absent, unless there are trailers: then it was chunked), and its header values lose the
+        whitespace around them as Envoy's codec parses them."""
         data = body.encode() if isinstance(body, str) else bytes(body)
-        hmap = HeaderMap([(":status", str(status)), *pairs_of(headers)])
+        hmap = HeaderMap([(":status", str(status)), *as_parsed(HeaderMap(pairs_of(headers)))])
         if hmap.get(b"content-length") is None and hmap.get(b"transfer-encoding") is None and not trailers:
             hmap.add(b"content-length", str(len(data)))
         hmap.remove(b"transfer-encoding")
         if not self.done:
-            if keeps_connection(hmap):
-                self._vm.pooled.add(self.cluster)
-            else:
-                self._vm.pooled.discard(self.cluster)
+            self._vm.pools.give_back(self.cluster, hmap)
         self._deliver(hmap, data, HeaderMap(pairs_of(trailers)) if trailers else None)
 
     def answer(self, response: Response) -> None:
@@ -184,13 +182,12 @@ def start_http_call(
     hmap.add(b"x-envoy-internal", b"true")
     if timeout_ms > 0:
         hmap.add(b"x-envoy-expected-rq-timeout-ms", str(timeout_ms).encode())
+    token = vm.next_callout_token(0)  # Envoy numbers the call before sending it
     refused = refused_header(hmap)
-    if refused is not None and cluster in vm.pooled:
-        # A pooled connection is ready at once: the async client's router meets the codec's refusal
-        # inside the call, and Envoy's httpCall answers INTERNAL_FAILURE (checked in Envoy).
-        vm.pooled.discard(cluster)
+    if vm.pools.take(cluster) and refused is not None:
+        # An idle connection was ready at once: the async client's router meets the codec's
+        # refusal inside the call, and Envoy's httpCall answers INTERNAL_FAILURE (checked in Envoy).
         return int(Status.INTERNAL_FAILURE), 0
-    token = vm.next_callout_token(0)
     items = hmap.items()
     request = Request(
         method=hmap.text(":method"),

@@ -53,11 +53,12 @@ class _Router:
         self.complete = False
         self.connected = False
         self.refused = False  # Envoy's codec refused the headers (http1.refused_header): nothing went out
+        self.checked = False  # ... and whether they were checked yet
 
     def headers(self, headers: HeaderMap, end_stream: bool) -> None:
         self.sent_headers = HeaderMap(headers)  # the router sends them at once: later edits do not count
-        if UPSTREAM_CLUSTER in self.stream._vm.pooled and self.stream._refused():
-            return  # a pooled connection is ready at once: Envoy's codec refused them inside decodeHeaders
+        if self.stream._vm.pools.take(UPSTREAM_CLUSTER) and self.stream._refused():
+            return  # an idle connection was ready at once: Envoy's codec refused them inside decodeHeaders
         if end_stream:
             self._complete()
         else:
@@ -219,10 +220,11 @@ class HttpStream:
 
     @property
     def upstream_request(self) -> Request | None:
-        """What the router sent upstream (``None`` while the request has not gone past the filter)."""
+        """What the router sent upstream (``None`` while the request has not gone past the filter,
+        or when Envoy's codec refused its headers: nothing went out)."""
         if self._upstream_request is not None:
             return self._upstream_request
-        if self._router.sent_headers is None:
+        if self._router.sent_headers is None or self._router.refused:
             return None
         return self._router.request()
 
@@ -332,10 +334,7 @@ class HttpStream:
             return
         elapsed_ms = int((time.perf_counter() - started) * 1000)
         headers = HeaderMap(answer.headers if isinstance(answer.headers, list) else pairs_of(answer.headers))
-        if http1.keeps_connection(headers):
-            self._vm.pooled.add(UPSTREAM_CLUSTER)
-        else:
-            self._vm.pooled.discard(UPSTREAM_CLUSTER)
+        self._vm.pools.give_back(UPSTREAM_CLUSTER, headers)
         message = http1.response_message(
             self._method, answer.status, headers, answer.body,
             HeaderMap(pairs_of(answer.trailers)) if answer.trailers else None, elapsed_ms,
@@ -350,11 +349,11 @@ class HttpStream:
         """Whether Envoy's upstream codec refuses the request headers (http1.refused_header): it
         does when the upstream connection is ready, and the router answers 503 then."""
         router = self._router
-        if not router.refused and router.sent_headers is not None and not self._manager.ended:
+        if not router.checked and router.sent_headers is not None and not self._manager.ended:
+            router.checked = True  # what the router sent does not change
             refused = http1.refused_header(router.sent_headers)
             if refused is not None:
-                router.refused = True
-                self._vm.pooled.discard(UPSTREAM_CLUSTER)  # Envoy closes the connection it could not encode on
+                router.refused = True  # Envoy closes the connection it could not encode on: not given back
                 self._manager.send_local_reply(503, refused.encode("latin-1"), [], -1, http1.refused_details(refused))
         return router.refused
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import json
 import random
 import re
 import time
@@ -102,7 +103,7 @@ def request_message(
     a TLS connection (``:scheme`` and ``x-forwarded-proto``)."""
     req = HeaderMap([(":authority", authority), (":path", path), (":method", method), (":scheme", scheme)])
     chunked = False
-    for k, v in _as_parsed(headers):
+    for k, v in as_parsed(headers):
         if k == b"host":
             req.set_in_place(":authority", v)
         elif k == b"transfer-encoding":
@@ -134,7 +135,8 @@ def refused_header(headers: HeaderMap) -> str | None:
     """Why Envoy 1.40's upstream codec refuses to send these request headers (its message, which
     becomes the 503's body), or None. Checked against Envoy by the differential suite: any control
     character but HT in a value (``invalid header value for: <name>``), a name that is not an HTTP
-    token (``invalid header name: <name>``); the first offending header counts. Of the pseudo
+    token (``invalid header name: <name>``, the name escaped as in a JSON string); the first
+    offending header counts. Of the pseudo
     headers, the values of those on the wire (``:method``, ``:path``, ``:authority``) are checked
     too; ``:scheme`` is not."""
     for key, value in headers.pairs():
@@ -143,15 +145,40 @@ def refused_header(headers: HeaderMap) -> str | None:
                 return f"invalid header value for: {key.decode('latin-1')}"
             continue
         if not key or _BAD_NAME.search(key):
-            return f"invalid header name: {key.decode('latin-1')}"
+            return f"invalid header name: {json.dumps(key.decode('latin-1'))[1:-1]}"  # Envoy escapes it so
         if _BAD_VALUE.search(value):
             return f"invalid header value for: {key.decode('latin-1')}"
     return None
 
 
 def keeps_connection(headers: HeaderMap) -> bool:
-    """Whether an upstream's answer leaves its connection open for the next request (HTTP/1.1)."""
-    return (headers.get(b"connection") or b"").lower() != b"close"
+    """Whether an upstream's answer leaves its connection open for the next request (HTTP/1.1:
+    unless a ``connection`` header lists ``close``)."""
+    tokens = (token.strip(b" \t").lower() for value in headers.get_all(b"connection") for token in value.split(b","))
+    return b"close" not in tokens
+
+
+class ConnectionPools:
+    """The idle upstream HTTP/1 connections of one worker, per cluster (the route's included). A
+    request takes an idle one, or has a new one opened (ready one event-loop turn later); a complete
+    answer that keeps its connection gives it back; a timeout, a reset or a codec refusal closes it.
+    What it decides: whether Envoy's codec refuses request headers at once (an idle connection was
+    ready) or later (see :func:`refused_header`; checked in Envoy by the differential suite)."""
+
+    def __init__(self) -> None:
+        self.idle: dict[str, int] = {}
+
+    def take(self, cluster: str) -> bool:
+        """A request goes to ``cluster``: whether an idle connection was ready for it at once."""
+        count = self.idle.get(cluster, 0)
+        if count:
+            self.idle[cluster] = count - 1
+        return count > 0
+
+    def give_back(self, cluster: str, answer: HeaderMap) -> None:
+        """The request's answer is complete: its connection goes back to the pool if it stays open."""
+        if keeps_connection(answer):
+            self.idle[cluster] = self.idle.get(cluster, 0) + 1
 
 
 def refused_details(message: str) -> str:
@@ -159,22 +186,19 @@ def refused_details(message: str) -> str:
     return "filter_removed_required_request_headers{" + message.replace(" ", "_") + "}"
 
 
-#: What makes a response header read differently at the client than it stands in Envoy's map.
-_REWRITTEN_AT_CLIENT = re.compile(rb"[\r\n]")
-
-
-def _as_client_reads(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _as_client_reads(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     """The header lines the downstream codec writes, as an HTTP/1 client reads them back. Envoy
-    writes names and values as they are; where one carries a CR or LF or the name is not a token,
-    what the client makes of the lines is up to its parser: here Python's ``http.client``'s."""
-    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
-    if not any(_BAD_NAME.search(k) or _REWRITTEN_AT_CLIENT.search(v) for k, v in raw):
-        return pairs
+    writes names and values as they are; where a value carries a CR or LF or a name is not a token,
+    what the client makes of the lines is up to its parser: here Python's ``http.client``'s (which
+    stops reading headers at a line that is not one: e.g. a name with a space). Only the headers
+    are read back: the body's framing stays what Envoy's map says."""
+    if not any(b"\r" in v or b"\n" in v or _BAD_NAME.search(k) for k, v in raw):
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
     block = b"".join(k + b": " + v + b"\r\n" for k, v in raw) + b"\r\n"
     return list(http.client.parse_headers(io.BytesIO(block)).items())
 
 
-def _as_parsed(headers: HeaderMap) -> list[tuple[bytes, bytes]]:
+def as_parsed(headers: HeaderMap) -> list[tuple[bytes, bytes]]:
     """Header lines as Envoy's HTTP/1 codec parses them off the wire: the whitespace around a
     value (SP, HT) is not part of it."""
     return [(k, v.strip(b" \t")) for k, v in headers.pairs()]
@@ -197,7 +221,7 @@ def response_message(
     """An upstream answer as the router's codec hands it to the filters (router headers added)."""
     resp = HeaderMap([(":status", str(status))])
     chunked = False
-    for k, v in _as_parsed(headers):
+    for k, v in as_parsed(headers):
         if k == b"transfer-encoding":
             chunked = True
         if k != b":status":
@@ -257,7 +281,7 @@ def client_response(
         elif request_method != "HEAD":
             final.add(b"content-length", b"0")
     body = b"" if (bodiless or request_method == "HEAD") else read_body(final, body)[0]
-    return ClientResponse(status, _as_client_reads([(k, v) for k, v in final.items() if not k.startswith(":")]), body)
+    return ClientResponse(status, _as_client_reads([(k, v) for k, v in final.pairs() if k[:1] != b":"]), body)
 
 
 def has_body(headers: HeaderMap) -> bool:

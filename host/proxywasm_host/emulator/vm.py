@@ -18,6 +18,7 @@ from proxywasm.abi import AUTHOR_MISTAKE_PREFIX, LogLevel, MetricType
 
 from ..errors import AuthorMistake, WasmTrap
 from .contexts import Context, Plugin
+from .http1 import ConnectionPools
 
 if TYPE_CHECKING:
     from .callouts import GrpcCallout, HttpCallout
@@ -108,10 +109,8 @@ class Vm:
         self._metric_next = {MetricType.COUNTER: 0, MetricType.GAUGE: 1, MetricType.HISTOGRAM: 2}
         self._callout_next = {0: 0, 1: 1, 2: 2}
         self.http_calls: dict[int, HttpCallout] = {}
-        # Clusters (the route's included) with an idle upstream connection in this worker's pool:
-        # one that answered and kept its connection. Envoy's codec meets request headers it cannot
-        # send at once on such a connection, later on a new one (see http1.refused_header).
-        self.pooled: set[str] = set()
+        # This worker's idle upstream connections (the host carries them over to a reloaded VM).
+        self.pools = ConnectionPools()
         self.grpc_callouts: dict[int, GrpcCallout] = {}
         self.pending_done: set[int] = set()
         self.temp_plugin: Plugin | None = None

@@ -52,16 +52,16 @@ def _header(key: bytes, value: bytes) -> None:
             f"{key.decode('latin-1')!r} is not a valid header name: an HTTP token (letters, digits and "
             "!#$%&'*+-.^_`|~) that Envoy can send"
         )
-    if key in (b":path", b":method") and (b" " in value or b"\t" in value):
-        raise ValueError(
-            f"the value of {key.decode('latin-1')!r} contains a space or a tab: Envoy writes it into the request "
-            "line as it is, and the upstream reads a broken request (400); percent-encode it (%20)"
-        )
     if _CONTROL.search(value):
         raise ValueError(
             f"the value of header {key.decode('latin-1')!r} contains a control character (CR, LF, NUL, ... any "
             "below 0x20 but HT, or DEL): Envoy refuses to send it on a request (503 invalid header value) and "
             "writes it to the client as it is on a response (header injection); remove or encode them"
+        )
+    if key in (b":path", b":method") and (b" " in value or b"\t" in value):
+        raise ValueError(
+            f"the value of {key.decode('latin-1')!r} contains a space or a tab: Envoy writes it into the request "
+            "line as it is, and the upstream reads a broken request (400); percent-encode it (%20)"
         )
 
 
