@@ -4,11 +4,13 @@ raises, and reports author mistakes."""
 
 from __future__ import annotations
 
+import sys
+
 from . import abi, callouts, hostcalls, metrics, properties
 from .abi import AUTHOR_MISTAKE_PREFIX, Action, BufferType, LogLevel, PeerType, StreamType
 from .body import Body
 from .context import Context, FailurePolicy, HttpContext, PluginContext, StreamContext
-from .errors import ConfigError, UsageError
+from .errors import SDK_DIR, ConfigError, UsageError
 from .headers import request_headers, request_trailers, response_headers, response_trailers
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
@@ -141,21 +143,21 @@ def mask_of(cls: type[Context]) -> int:
     return mask
 
 
-# The SDK's own files (in a VM /bundle/proxywasm/..., natively the source tree's).
-_SDK_DIR = (lambda: None).__code__.co_filename.rpartition("/")[0] + "/"
-
-
 def format_exception(exc: BaseException) -> str:
     """A traceback without the ``traceback`` module (which would cost memory in every VM). The
     SDK's frames that led into the filter's code (the dispatcher, the coroutine driver) are left
-    out: the traceback starts at the filter's first frame. Frames below it stay, the SDK's too."""
+    out: the traceback starts at the filter's first frame. Frames below it stay, the SDK's too.
+    Where the SDK called the standard library itself (no frame of the filter's came first), or
+    every frame is the SDK's, all are kept."""
     lines = ["Traceback (most recent call last):"]
     tb: TracebackType | None = exc.__traceback__
     first = tb
-    while first is not None and first.tb_frame.f_code.co_filename.startswith(_SDK_DIR):
+    while first is not None and first.tb_frame.f_code.co_filename.startswith(SDK_DIR):
         first = first.tb_next
-    if first is not None:  # else every frame is the SDK's: keep them all
-        tb = first
+    if first is not None:
+        name = first.tb_frame.f_code.co_filename
+        if not (name.startswith("<frozen ") or name.startswith(sys.base_prefix.rstrip("/") + "/")):
+            tb = first
     repeats = 0
     while tb is not None:
         code = tb.tb_frame.f_code

@@ -33,6 +33,8 @@ limit also bounds what one Envoy worker keeps resident for the VM.
 
 from __future__ import annotations
 
+from .errors import SDK_DIR
+
 try:
     import _proxywasm as raw
 except ImportError:  # outside a VM: importable for tooling
@@ -65,11 +67,10 @@ class BudgetExceeded(BaseException):
     """
 
 
-# Frames whose code lives in the SDK are not interrupted at once after the budget runs out, so the
-# failure policy can be applied; this is the prefix of their file names.
-_SDK_PREFIX = (lambda: None).__code__.co_filename.rpartition("/")[0] + "/"
+# Frames whose code lives in the SDK (errors.SDK_DIR) are not interrupted at once after the budget
+# runs out, so the failure policy can be applied.
 
 raw.set_budget(
     BudgetExceeded, DEFAULT_MS, CONFIGURE_FACTOR, CONFIG_KEY, ENV_VAR, DEFAULT_MEMORY_LIMIT_MB, MEMORY_ENV_VAR,
-    _SDK_PREFIX,
+    SDK_DIR,
 )  # fmt: skip

@@ -20,6 +20,10 @@ from __future__ import annotations
 
 from .abi import Status
 
+#: The directory of the SDK's own files (in a VM ``/bundle/proxywasm/``): the CPU budget and the
+#: tracebacks in the filter's log tell the SDK's frames from the filter's by it.
+SDK_DIR = (lambda: None).__code__.co_filename.rpartition("/")[0] + "/"
+
 
 class ProxyWasmError(Exception):
     """Base of every exception the SDK raises."""

@@ -200,7 +200,7 @@ static PyObject *pw_get_header_map_pairs(PyObject *self, PyObject *arg) {
 /* A header the filter writes must be one Envoy can send. On a request (the stream's or a callout's)
  * Envoy 1.40's upstream codec refuses a value with a control character other than HT (0x00-0x08,
  * 0x0a-0x1f, 0x7f) or a name that is not an HTTP token (RFC 9110 5.6.2): the router answers 503
- * "invalid header value for: <name>", or http_call fails. On a response it writes both to the
+ * "invalid header value for: <name>" (or "invalid header name: <name>"), or http_call fails. On a response it writes both to the
  * client as they are: a CR LF in a value starts a header of its own (header injection). Checked by
  * the differential suite (tests/differential/test_differential_as.py, with another SDK's module).
  * Refused here, at the write, so the filter's traceback shows the line that made it, in Envoy and
@@ -225,16 +225,8 @@ static int header_ok(const char *key, Py_ssize_t key_len, const char *value, Py_
         return refuse_header("%R is not a valid header name: an HTTP token (letters, digits and !#$%%&'*+-.^_`|~) "
                              "that Envoy can send",
                              key, key_len);
-    /* :method and :path go into the HTTP/1 request line as they are: a space or a tab there makes
-     * the upstream read a broken line (400), or a different request. */
-    int request_line =
-        (key_len == 5 && memcmp(key, ":path", 5) == 0) || (key_len == 7 && memcmp(key, ":method", 7) == 0);
     for (Py_ssize_t j = 0; j < value_len; j++) {
         unsigned char c = (unsigned char)value[j];
-        if (request_line && (c == ' ' || c == '\t'))
-            return refuse_header("the value of %R contains a space or a tab: Envoy writes it into the request line as "
-                                 "it is, and the upstream reads a broken request (400); percent-encode it (%%20)",
-                                 key, key_len);
         if ((c < 0x20 && c != '\t') || c == 0x7f)
             return refuse_header("the value of header %R contains a control character (CR, LF, NUL, ... any below "
                                  "0x20 but HT, or DEL): Envoy refuses to send it on a request (503 invalid header "
@@ -242,6 +234,13 @@ static int header_ok(const char *key, Py_ssize_t key_len, const char *value, Py_
                                  "remove or encode them",
                                  key, key_len);
     }
+    /* :method and :path go into the HTTP/1 request line as they are: a space or a tab there makes
+     * the upstream read a broken line (400), or a different request. */
+    if (((key_len == 5 && memcmp(key, ":path", 5) == 0) || (key_len == 7 && memcmp(key, ":method", 7) == 0)) &&
+        (memchr(value, ' ', (size_t)value_len) || memchr(value, '\t', (size_t)value_len)))
+        return refuse_header("the value of %R contains a space or a tab: Envoy writes it into the request line as "
+                             "it is, and the upstream reads a broken request (400); percent-encode it (%%20)",
+                             key, key_len);
     return 1;
 }
 

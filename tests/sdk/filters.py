@@ -91,6 +91,8 @@ class Stream(HttpContext):
             headers.add("x-b", "a\\x01b")  # not only CR/LF/NUL: Envoy refuses any control character but HT
         elif path == "/path-with-space":
             headers[":path"] = "/a b"  # e.g. an unencoded query value
+        elif path == "/path-with-space-and-cr":
+            headers[":path"] = "/a b\\rc"  # both refusals apply: the same one wins in Envoy and natively
         elif path == "/reply-header-injection":
             self.send_response(403, "no", headers=[("x-reason", "bad\\r\\nset-cookie: a=b")])
             return Action.PAUSE

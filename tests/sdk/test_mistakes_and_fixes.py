@@ -118,6 +118,7 @@ BAD_HEADERS = [
     ("/reply-header-injection", f"ValueError: the value of header 'x-reason' {CONTROL}"),
     ("/path-with-space", "ValueError: the value of ':path' contains a space or a tab: Envoy writes it into the "
      "request line as it is, and the upstream reads a broken request (400); percent-encode it (%20)"),
+    ("/path-with-space-and-cr", f"ValueError: the value of header ':path' {CONTROL}"),
     ("/callout-header-injection", f"ValueError: the value of header 'x-c' {CONTROL}"),
     ("/bad-header-name", "ValueError: 'x upper case' is not a valid header name: an HTTP token (letters, digits and "
      "!#$%&'*+-.^_`|~) that Envoy can send"),
