@@ -1,7 +1,9 @@
 """An L4 connection through one Wasm network filter, as Envoy's network filter manager drives it
 (``Context::onNewConnection``/``onData``/``onWrite``/``onEvent`` in Envoy's wasm ``context.cc``).
 
-Data callbacks see the frame just received; CONTINUE passes it on, PAUSE holds it until
+Data callbacks see the bytes received so far and not passed on: CONTINUE passes them on, PAUSE
+keeps them in the connection's buffer, where the next data is appended (the next callback sees all
+of it: checked in Envoy 1.40 by tests/sdk/test_l4_buffering.py), or until
 ``proxy_continue_stream(DOWNSTREAM)``. Envoy reports the upstream close when it sees end of stream
 on the upstream data path; the context is done, logged and deleted once the downstream closed.
 """
@@ -62,6 +64,10 @@ class Connection:
             return Action.CONTINUE
         if not self.ctx.created_in_vm:
             self.new_connection()
+        held = self._buffers.get(which)
+        if held is not None:  # a PAUSE kept the earlier bytes: the new ones follow them
+            held.extend(buf)
+            buf = held
         self._buffers[which] = buf
         name = "proxy_on_downstream_data" if which == BufferType.DOWNSTREAM_DATA else "proxy_on_upstream_data"
         action = self._status(self._vm.call(name, self.ctx, self.ctx.id, len(buf), int(eos)))
