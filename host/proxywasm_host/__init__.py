@@ -22,6 +22,7 @@ from .emulator.network import Connection
 from .emulator.process import Envoy
 from .errors import (
     AuthorMistake,
+    BodyOverrun,
     ConfigureError,
     EnvoyCrash,
     LoadError,
@@ -40,6 +41,7 @@ __all__ = [
     "UNREACHABLE",
     "Action",
     "AuthorMistake",
+    "BodyOverrun",
     "BufferType",
     "ClusterHandler",
     "ConfigureError",

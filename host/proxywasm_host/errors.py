@@ -44,6 +44,14 @@ class StreamStalled(ProxyWasmHostError):
     left a body shorter than its ``content-length``. In Envoy the stream would hang until a timeout."""
 
 
+class BodyOverrun(ProxyWasmHostError):
+    """The filter left more body than the message's ``content-length`` says. Envoy sends all of it
+    (it does not fix the header); the peer reads ``content-length`` bytes and takes the rest as the
+    start of the next message on that connection: request smuggling upstream, a corrupt response
+    at the client (seen with Envoy 1.40). Raised as an author mistake is: with
+    ``Host.load(raise_on_mistake=False)`` the host logs it and shows what the peer reads."""
+
+
 class EnvoyCrash(ProxyWasmHostError):
     """What the filter did crashes real Envoy (the message says how); the host refuses to answer
     as if nothing happened."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from guest import Act
 from host_support import Probe
 
 from proxywasm.abi import BufferType, Status
-from proxywasm_host import Action, StreamStalled
+from proxywasm_host import Action, BodyOverrun, StreamStalled
 
 
 def test_buffered_body_accumulates(probe: Probe) -> None:
@@ -79,9 +80,15 @@ def test_set_buffer_bytes_semantics(probe: Probe) -> None:
     assert probe.u32_at(length) == 12
 
 
-def test_http1_framing_and_stale_content_length(probe: Probe) -> None:
+def test_http1_framing_and_stale_content_length(load_probe: Callable[..., Probe]) -> None:
     # HTTP/1: body frame (eos=0), then an empty eos=1 frame; the filter's action runs on both, and the
-    # unchanged content-length (8) cuts what the upstream reads, as with real Envoy.
+    # unchanged content-length (8) cuts what the upstream reads, as with real Envoy (which sends the
+    # rest too: the upstream takes it as its next request). By default the host raises BodyOverrun.
+    probe = load_probe()
+    probe.act("proxy_on_request_body", Act.REPLACE_BODY)
+    with pytest.raises(BodyOverrun):
+        probe.host.request("POST", "/", body=b"original")
+    probe = load_probe(raise_on_mistake=False)
     probe.act("proxy_on_request_body", Act.REPLACE_BODY)
     resp = probe.host.request("POST", "/", body=b"original")
     assert probe.args("proxy_on_request_body")[:3] == (2, 0, 1)

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from proxywasm.abi import Action, StreamType
+from proxywasm.abi import Action, LogLevel, StreamType
 
-from ..errors import StreamStalled
+from ..errors import BodyOverrun, StreamStalled
 from ..messages import Request, Response, Route, Tls, pairs_of, to_response
 from . import http1
 from .attributes import metadata_message
@@ -88,6 +88,12 @@ class _Router:
         assert self.sent_headers is not None
         sent = http1.upstream_request_headers(self.sent_headers, bool(self.sent_body), ROUTE_TIMEOUT_MS)
         body, missing = http1.read_body(sent, bytes(self.sent_body))
+        if self.complete and len(body) < len(self.sent_body):
+            self.stream._overrun(
+                f"the request says content-length: {len(body)} but the filter left {len(self.sent_body)} bytes of "
+                "body: Envoy sends them all, and the upstream reads the extra bytes as the start of another request "
+                "(request smuggling). Remove content-length in on_request_headers when the filter changes the body"
+            )
         if missing is not None and self.complete:
             raise StreamStalled(
                 f"the request says content-length: {missing} but the filter left {len(self.sent_body)} bytes of body: "
@@ -345,6 +351,14 @@ class HttpStream:
         if message.trailers is not None:
             manager.encode_trailers(message.trailers)
 
+    def _overrun(self, message: str) -> None:
+        """A body longer than its content-length (see BodyOverrun): raised, as an author mistake is;
+        with ``raise_on_mistake=False`` logged (as Envoy's own line) and the peer's view shown: what
+        it reads for this message."""
+        if self._vm.raise_on_mistake:
+            raise BodyOverrun(message, self._vm.logs)
+        self._vm.log(LogLevel.WARN, message, internal=True)
+
     def _refused(self) -> bool:
         """Whether Envoy's upstream codec refuses the request headers (http1.refused_header): it
         does when the upstream connection is ready, and the router answers 503 then."""
@@ -401,7 +415,13 @@ class HttpStream:
             return Response(0, upstream_request=upstream, details=manager.details or "no response", logs=logs)
         body = bytes(client.body)
         reads_body = client.complete and self._method != "HEAD" and http1.has_body(client.headers_map)
-        missing = http1.read_body(client.headers_map, body)[1] if reads_body else None
+        read, missing = http1.read_body(client.headers_map, body) if reads_body else (body, None)
+        if len(read) < len(body):
+            self._overrun(
+                f"the response says content-length: {len(read)} but the filter left {len(body)} bytes of body: Envoy "
+                "sends them all, and the client reads the extra bytes as the start of another response. Remove "
+                "content-length in on_response_headers when the filter changes the body"
+            )
         if missing is not None:
             raise StreamStalled(
                 f"the response says content-length: {missing} but the filter left {len(body)} bytes of body: "
