@@ -127,6 +127,7 @@ class Host:
         self._instances: list[_Instance] = []
         self._workers: list[_Instance] = []
         self._next_worker = 0
+        self._next_port = 54320  # the client's ephemeral ports: see _client_address
         self.reloads = 0
         self.raw = RawAccess(self)
         main = self._start_instance()
@@ -481,11 +482,20 @@ class Host:
         return True
 
     # -- streams --------------------------------------------------------------------------------------------
+    def _client_address(self) -> str:
+        """Each new client connection comes from a new ephemeral port, as a real client's do (a
+        filter keyed on ``source.address`` sees one client per connection, as in Envoy)."""
+        self._next_port += 1
+        return f"127.0.0.1:{self._next_port}"
+
     def http_stream(
-        self, *, source: str = "127.0.0.1:54321", destination: str = "127.0.0.1:10000", tls: Tls | None = None
+        self, *, source: str | None = None, destination: str = "127.0.0.1:10000", tls: Tls | None = None
     ) -> HttpStream:
-        """A new HTTP stream on the next worker, to drive step by step. ``tls``: the downstream
-        connection is TLS (mTLS with a client certificate), see :class:`Tls`."""
+        """A new HTTP stream on the next worker, to drive step by step. ``source``: the client's
+        address (default: 127.0.0.1 and a new port per stream, from 54321 on; ``source.port`` and
+        ``source.address`` include it). ``tls``: the downstream connection is TLS (mTLS with a
+        client certificate), see :class:`Tls`."""
+        source = source or self._client_address()
         instance = self._take_worker()
         vm = instance.vm
         skip = vm.failed and self.plugin.fail_open  # FAIL_OPEN: Envoy leaves the filter out
@@ -493,8 +503,9 @@ class Host:
                           buffer_limit=self._buffer_limit, request_trailers=self._request_trailers, skip_filter=skip,
                           pump=self.pump, wait=self.wait, routes=self._routes, tls=tls)  # fmt: skip
 
-    def connection(self, *, source: str = "127.0.0.1:54321", destination: str = "127.0.0.1:10000") -> Connection:
-        """A new L4 connection through the plugin's network filter."""
+    def connection(self, *, source: str | None = None, destination: str = "127.0.0.1:10000") -> Connection:
+        """A new L4 connection through the plugin's network filter (``source`` as for :meth:`http_stream`)."""
+        source = source or self._client_address()
         instance = self._take_worker()
         vm = instance.vm
         skip = vm.failed and self.plugin.fail_open

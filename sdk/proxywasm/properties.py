@@ -67,10 +67,14 @@ def response_code() -> int | None:
 
 
 def source_address() -> str | None:
+    """The downstream peer as ``"ip:port"`` (e.g. ``"10.0.0.7:51234"``): the port changes with every
+    client connection, so key per-client state on the IP part (``rpartition(":")[0]``) or on an
+    identity header, not on this whole value. ``None`` where Envoy has none."""
     return get_str("source", "address")
 
 
 def destination_address() -> str | None:
+    """The local address the connection arrived on, as ``"ip:port"``."""
     return get_str("destination", "address")
 
 

@@ -188,3 +188,18 @@ def test_request_attributes_follow_header_visibility(probe: Probe) -> None:
     assert prop(held, "request", "path") == (Status.OK, b"/a")
     assert prop(passed, "request", "path")[0] == Status.NOT_FOUND
     assert prop(passed, "request", "protocol") == (Status.OK, b"HTTP/1.1")  # from stream info, always there
+
+
+def test_each_connection_comes_from_its_own_client_port(probe: Probe) -> None:
+    # As a real client's ephemeral ports: a filter keyed on source.address sees one client per
+    # connection (the fresh-user trial's per-IP limiter passed in the host and not in Envoy).
+    ports = []
+    for _ in range(2):
+        stream = probe.host.http_stream()
+        stream.request_headers([(":path", "/")])
+        ports.append(probe.call_out("proxy_get_property", *probe.put("source\0port"), on=stream)[1])
+    ports.append(struct.pack("<q", int(probe.host.connection().source.rsplit(":", 1)[1])))
+    assert ports == [struct.pack("<q", p) for p in (54321, 54322, 54323)]
+    chosen = probe.host.http_stream(source="10.0.0.1:4000")
+    chosen.request_headers([(":path", "/")])
+    assert probe.call_out("proxy_get_property", *probe.put("source\0address"), on=chosen)[1] == b"10.0.0.1:4000"
