@@ -170,7 +170,9 @@ class Counter(_Metric):
 
 
 class Gauge(_Metric):
-    """A value that goes up and down: ``set(value)`` (>= 0) or ``add(delta)`` (any sign)."""
+    """A value that goes up and down: ``set(value)`` (>= 0) or ``add(delta)`` (any sign). Envoy's
+    gauges are unsigned 64-bit: ``set`` of a negative value raises ``ValueError``; an ``add`` that
+    takes the gauge below 0 wraps around to a huge number in Envoy (keep the gauge >= 0)."""
 
     metric_type = MetricType.GAUGE
 
@@ -178,6 +180,9 @@ class Gauge(_Metric):
         super().__init__(name, labels)
 
     def set(self, value: int) -> None:
+        if value < 0:
+            raise ValueError(f"gauge {self.name!r} holds an unsigned number in Envoy: set({value}) would read as "
+                             f"{value % (1 << 64)}")  # fmt: skip
         metric_id = self._id
         _raw.record_metric(self.metric_id if metric_id is None else metric_id, value)
 
@@ -191,7 +196,8 @@ class Gauge(_Metric):
 
 
 class Histogram(_Metric):
-    """Recorded values (>= 0, e.g. milliseconds): Envoy keeps quantiles in ``/stats`` and buckets
+    """Recorded values (>= 0, e.g. milliseconds; a negative one raises ``ValueError``: Envoy would
+    record it as a huge unsigned number): Envoy keeps quantiles in ``/stats`` and buckets
     (``_bucket``, ``_sum``, ``_count``) in ``/stats/prometheus``."""
 
     metric_type = MetricType.HISTOGRAM
@@ -200,6 +206,8 @@ class Histogram(_Metric):
         super().__init__(name, labels)
 
     def record(self, value: int) -> None:
+        if value < 0:
+            raise ValueError(f"histogram {self.name!r} records unsigned numbers in Envoy: record({value})")
         metric_id = self._id
         _raw.record_metric(self.metric_id if metric_id is None else metric_id, value)
 

@@ -9,6 +9,7 @@ parses them (``str`` encoded as strict UTF-8 where C takes ``s#``, bytes-like on
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable
 from types import ModuleType
@@ -315,10 +316,13 @@ class ProxyWasmModule(ModuleType):
         return metric_id
 
     def increment_metric(self, metric_id: int, offset: int) -> None:
-        self._check("proxy_increment_metric", self._f.proxy_increment_metric(int(metric_id), int(offset)))
+        # operator.index: an int only, as the runtime's C takes it (a float raises TypeError there)
+        self._check("proxy_increment_metric", self._f.proxy_increment_metric(int(metric_id), operator.index(offset)))
 
     def record_metric(self, metric_id: int, value: int) -> None:
-        self._check("proxy_record_metric", self._f.proxy_record_metric(int(metric_id), int(value)))
+        if not isinstance(value, int):  # module.c's arg_u64
+            raise TypeError(f"an int is required, not {type(value).__name__}")
+        self._check("proxy_record_metric", self._f.proxy_record_metric(int(metric_id), value))
 
     def get_metric(self, metric_id: int) -> int:
         status, value = self._f.proxy_get_metric(int(metric_id))
