@@ -160,7 +160,10 @@ def initialize() -> None:
     sys.meta_path.append(missing)
     for module in manifest.get("preload", "").split():
         __import__(module)
-    __import__(manifest["entry"])
+    from . import _build_guard
+
+    with _build_guard.no_randomness():
+        __import__(manifest["entry"])
     if not _dispatch.registry.plugins:
         raise RuntimeError(
             f"{manifest['entry_file']} registers no filter: decorate an HttpContext, StreamContext or "
@@ -180,10 +183,11 @@ def initialize() -> None:
     if vm._keep_compiler:  # the snapshotter keeps the compiler's code (proxywasm_build/served_code.py)
         _proxywasm.log(2, KEEP_COMPILER_FACT)
     # Build-time only: register()'s callback-name check; freed here, it costs Envoy's VMs nothing.
-    sys.modules.pop("proxywasm._names", None)
     package = sys.modules["proxywasm"]
-    if hasattr(package, "_names"):
-        delattr(package, "_names")
+    for name in ("_names", "_build_guard"):
+        sys.modules.pop(f"proxywasm.{name}", None)
+        if hasattr(package, name):
+            delattr(package, name)
     _freeze_imports(importer, missing)
     log.install_stdio()
     log.route_logging()

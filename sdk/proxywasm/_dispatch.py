@@ -250,6 +250,7 @@ class Dispatcher:
         # Plugin classes that make their HTTP contexts from ``http_context`` (new_http_context not
         # overridden): on_context_create instantiates it without the method call.
         self._plain_plugins: set[type] = set()
+        self._seeded = False  # random reseeded in this VM (on_context_create)
 
     # ---- errors and author mistakes ----
 
@@ -347,6 +348,13 @@ class Dispatcher:
 
     def on_context_create(self, context_id: int, parent_id: int) -> int:
         if parent_id == 0:
+            if not self._seeded:
+                # Once per VM: random's state is the snapshot's, the same in every VM, unless seeded
+                # from Envoy's randomness now (os.urandom works here, not at build time).
+                self._seeded = True
+                generator = sys.modules.get("random")
+                if generator is not None:
+                    generator.seed()
             root_id = properties.plugin_root_id()
             plugin = self._new_plugin(root_id)
             plugin.context_id = context_id
