@@ -440,8 +440,11 @@ class HttpContext(Context):
                     mode: strict
 
         Read once per stream (from ``on_request_headers`` on: the route is known then) and cached;
-        numbers come back as ``int`` when whole, else ``float``. The dict is shared by the route's
-        streams: do not change it. See :func:`proxywasm.properties.route_metadata`."""
+        numbers come back as ``int`` when whole, else ``float``. But in an envoy.yaml file Envoy
+        1.40's YAML loader keeps only 64-bit integers as numbers: ``1.5``, ``1e3`` or a bigger
+        integer there reach the filter as strings (``"1.5"``; seen in its config_dump), so convert
+        with ``float()`` where a fraction is allowed. The dict is shared by the route's streams: do
+        not change it. See :func:`proxywasm.properties.route_metadata`."""
         config: dict[str, Any] | None = self.__dict__.get("_route_config")
         if config is None:
             config = self._route_config = self._act(properties.route_metadata, self.plugin.plugin_name)

@@ -45,7 +45,7 @@ class {cls}Plugin(PluginContext):
     greeting = "hello"
 
     def on_vm_start(self, vm_configuration):
-        # Metrics are defined once per VM; Envoy shows this one as {name}_refused in /stats.
+        # Metrics are defined once per VM; Envoy shows this one as wasmcustom.{name}_refused in /stats.
         self.refused = Counter("{name}_refused")
         return True
 
