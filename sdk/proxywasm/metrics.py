@@ -124,12 +124,16 @@ class _Metric:
         if named:
             if values:
                 raise TypeError("labels(): give the values either by position or by name")
+            unknown = [name for name in named if name not in self.label_names]
+            if unknown:  # named first: a misspelt label is also a missing one
+                raise TypeError(
+                    f"labels(): metric {self.name!r} has no label {', '.join(map(repr, unknown))} (its labels: "
+                    f"{', '.join(map(repr, self.label_names))})"
+                )
             try:
                 values = tuple(named.pop(label) for label in self.label_names)
             except KeyError as missing:
                 raise TypeError(f"labels(): metric {self.name!r} needs a value for {missing}") from None
-            if named:
-                raise TypeError(f"labels(): metric {self.name!r} has no label {', '.join(named)}")
         if len(values) != len(self.label_names):
             raise TypeError(f"labels(): metric {self.name!r} has labels {self.label_names}, got {len(values)} values")
         key = tuple(_label_value(v) for v in values)

@@ -197,3 +197,29 @@ def test_host_gather_fail_fast_closes_the_other_coroutines(host_wasm: Path) -> N
     slow.respond(200)  # its coroutine is gone: the answer is dropped
     assert "slow child finished" not in host.log_messages()
     assert not [m for lvl, m in host.logs if lvl >= 3]
+
+
+FORGOT_AWAIT = """
+import proxywasm
+from proxywasm import HttpContext
+
+
+@proxywasm.register
+class Check(HttpContext):
+    async def on_request_headers(self, headers, end_of_stream):
+        response = self.http_call("svc", path="/check")  # await forgotten
+        headers["x-status"] = str(response.status)
+"""
+
+
+@pytest.mark.parametrize("mode", ["native", "wasm"])
+def test_host_a_forgotten_await_says_so(build_filter: Callable[[str], Path], mode: str) -> None:
+    wasm = build_filter(FORGOT_AWAIT)
+    source = wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
+    host = Host.load(source, mode=mode, clusters={"svc": lambda request: 200}, raise_on_mistake=False)
+    assert host.request("GET", "/").status == 500  # the exception meets FAIL_CLOSED
+    assert any(
+        m.endswith("AttributeError: HttpCallFuture has no attribute 'status': it is the awaitable, not its result. "
+                   "Await it first: response = await self.http_call(...)")
+        for m in host.log_messages()
+    )  # fmt: skip

@@ -62,8 +62,11 @@ def test_label_values_are_sanitised_and_checked() -> None:
     assert counter.labels(1, 2) is counter.labels(a="1", b="2")
     with pytest.raises(TypeError):
         counter.labels("only one")
-    with pytest.raises(TypeError):
+    # A misspelt label is named as such (not only as the missing one it also makes).
+    with pytest.raises(TypeError, match=r"^labels\(\): metric 'c_total' has no label 'c' \(its labels: 'a', 'b'\)$"):
         counter.labels(a="1", c="2")
+    with pytest.raises(TypeError, match=r"needs a value for 'b'"):
+        counter.labels(a="1")
     with pytest.raises(ValueError):
         Counter("bad;name")
     with pytest.raises(ValueError):
