@@ -448,6 +448,12 @@ class Dispatcher:
             return self._verdict(plugin, "on_configure", ok)
         if not ok:
             hostcalls.log(LogLevel.ERROR, f"proxywasm: {type(plugin).__name__}.on_configure rejected the configuration")
+        elif not plugin._ticking and type(plugin).on_tick is not PluginContext.on_tick:
+            hostcalls.log(
+                LogLevel.WARN,
+                f"proxywasm: {type(plugin).__name__} defines on_tick, but no tick period was set in on_vm_start or "
+                "on_configure: Envoy calls on_tick only after self.set_tick_period(ms)",
+            )
         return bool(ok)
 
     def validate_configuration(self, context_id: int, size: int) -> bool:

@@ -247,6 +247,7 @@ class PluginContext(Context):
     plugin; the plugin configuration's ``"proxywasm_cpu_budget_ms"`` and the VM's
     ``PROXYWASM_CPU_BUDGET_MS`` take precedence (see :mod:`proxywasm.budget`)."""
     root_id: str = ""
+    _ticking = False  # set_tick_period was called (the dispatcher warns about an on_tick never ticked)
 
     def on_vm_start(self, vm_configuration: bytes) -> bool:
         """Once per VM, with ``vm_config.configuration``. Return False to fail the VM."""
@@ -284,6 +285,7 @@ class PluginContext(Context):
     def set_tick_period(self, period_ms: int) -> None:
         """Start (or, with 0, stop) calling :meth:`on_tick` periodically."""
         self._act(hostcalls.set_tick_period_milliseconds, period_ms)
+        self._ticking = True
 
     def done(self) -> None:
         self._act(hostcalls.done)

@@ -1,0 +1,45 @@
+"""A plugin that defines on_tick but sets no tick period by the end of on_configure is told so in
+the log (Envoy would never call it: the fresh-user trial's housekeeping silently never ran)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from proxywasm_host import Host
+
+TICKS = """
+import json
+
+import proxywasm
+from proxywasm import PluginContext, log
+
+
+@proxywasm.register
+class Housekeeping(PluginContext):
+    def on_configure(self, configuration):
+        if json.loads(configuration or b"{}").get("tick"):
+            self.set_tick_period(1000)
+        return True
+
+    def on_tick(self):
+        log.info("tick")
+"""
+
+WARNING = (
+    "proxywasm: Housekeeping defines on_tick, but no tick period was set in on_vm_start or on_configure: Envoy calls "
+    "on_tick only after self.set_tick_period(ms)"
+)
+
+
+@pytest.mark.parametrize("mode", ["native", "wasm"])
+def test_an_on_tick_without_a_tick_period_is_named(build_filter: Callable[[str], Path], mode: str) -> None:
+    wasm = build_filter(TICKS)
+    source = wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
+    assert Host.load(source, mode=mode).log_messages() == [WARNING]
+    ticking = Host.load(source, mode=mode, plugin_config='{"tick": true}')
+    assert ticking.log_messages() == []
+    ticking.advance_time(1000)
+    assert ticking.log_messages() == ["tick"]
