@@ -10,12 +10,14 @@ import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from proxywasm_build.build import RUNTIME_DIR, build
 from proxywasm_build.bundle import BuildError
 from proxywasm_build.cache import build_cached
+from proxywasm_host import Host
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_DIR = ROOT / "tests" / "assemblyscript"
@@ -54,6 +56,18 @@ def build_filter() -> Callable[[str], Path]:
         return out
 
     return make
+
+
+@pytest.fixture(scope="session")
+def load_filter(build_filter: Callable[[str], Path]) -> Callable[..., Host]:
+    """``load_filter(source, mode, **Host.load options)``: a Python filter from source text in the
+    local host, natively (its source, the file build_filter wrote) or as the built module."""
+
+    def load(source: str, mode: str, **options: Any) -> Host:
+        wasm = build_filter(source)
+        return Host.load(wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm, mode=mode, **options)
+
+    return load
 
 
 @pytest.fixture(scope="session")

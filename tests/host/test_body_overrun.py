@@ -5,7 +5,6 @@ instead of showing the cut body; with content-length removed first, the body goe
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -42,14 +41,9 @@ class Grow(HttpContext):
 """
 
 
-@pytest.fixture(scope="module")
-def wasm(build_filter: Callable[[str], Path]) -> Path:
-    return build_filter(GROW)
-
-
 @pytest.mark.parametrize("mode", ["native", "wasm"])
-def test_a_body_grown_past_its_content_length_is_refused(wasm: Path, mode: str) -> None:
-    host = Host.load(wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm, mode=mode)
+def test_a_body_grown_past_its_content_length_is_refused(load_filter: Callable[..., Host], mode: str) -> None:
+    host = load_filter(GROW, mode)
     with pytest.raises(BodyOverrun, match="content-length: 5 but the filter left 11 bytes"):
         host.request("POST", "/", body=b"hello")
     # content-length removed: Envoy frames the body itself (chunked), nothing is cut
@@ -58,8 +52,8 @@ def test_a_body_grown_past_its_content_length_is_refused(wasm: Path, mode: str) 
     assert response.body.endswith(b"-MORE")
 
 
-def test_a_response_body_grown_past_its_content_length_is_refused(wasm: Path) -> None:
-    host = Host.load(wasm.parent / wasm.stem / "filter.py", mode="native")
+def test_a_response_body_grown_past_its_content_length_is_refused(load_filter: Callable[..., Host]) -> None:
+    host = load_filter(GROW, "native")
     upstream = lambda request: (200, [("content-length", "2")], b"ok")  # noqa: E731
     with pytest.raises(BodyOverrun, match="the response says content-length: 2 but the filter left 7 bytes"):
         host.request("GET", "/", headers=[("x-grow-response", "1")], upstream=upstream)

@@ -213,10 +213,8 @@ class Check(HttpContext):
 
 
 @pytest.mark.parametrize("mode", ["native", "wasm"])
-def test_host_a_forgotten_await_says_so(build_filter: Callable[[str], Path], mode: str) -> None:
-    wasm = build_filter(FORGOT_AWAIT)
-    source = wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
-    host = Host.load(source, mode=mode, clusters={"svc": lambda request: 200}, raise_on_mistake=False)
+def test_host_a_forgotten_await_says_so(load_filter: Callable[..., Host], mode: str) -> None:
+    host = load_filter(FORGOT_AWAIT, mode, clusters={"svc": lambda request: 200}, raise_on_mistake=False)
     assert host.request("GET", "/").status == 500  # the exception meets FAIL_CLOSED
     assert any(
         m.endswith("AttributeError: HttpCallFuture has no attribute 'status': it is the awaitable, not its result. "

@@ -51,8 +51,8 @@ def wasm(build_filter: Callable[[str], Path]) -> Path:
 
 
 @pytest.mark.parametrize("mode", ["native", "wasm"])
-def test_host_a_paused_direction_accumulates(wasm: Path, mode: str) -> None:
-    host = Host.load(wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm, mode=mode)
+def test_host_a_paused_direction_accumulates(load_filter: Callable[..., Host], mode: str) -> None:
+    host = load_filter(LINE, mode)
     conn = host.connection()
     for chunk in (b"ab", b"cd", b"ef\n"):
         conn.downstream_data(chunk)

@@ -5,7 +5,6 @@ float is refused natively as the runtime's C refuses it (both host modes)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -44,14 +43,9 @@ class Plugin(PluginContext):
 """
 
 
-@pytest.fixture(scope="module")
-def wasm(build_filter: Callable[[str], Path]) -> Path:
-    return build_filter(SOURCE)
-
-
 @pytest.mark.parametrize("mode", ["native", "wasm"])
-def test_negative_and_float_values_are_refused(wasm: Path, mode: str) -> None:
-    host = Host.load(wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm, mode=mode)
+def test_negative_and_float_values_are_refused(load_filter: Callable[..., Host], mode: str) -> None:
+    host = load_filter(SOURCE, mode)
     host.request("GET", "/")
     assert host.log_messages() == [
         "gauge_set_negative: ValueError: gauge 'values_level' holds an unsigned number in Envoy: set(-1) would read "

@@ -66,10 +66,8 @@ def _values(lines: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("mode", ["native", "wasm"])
-def test_host_each_vm_has_its_own_random_state(build_filter: Callable[[str], Path], mode: str) -> None:
-    wasm = build_filter(PER_VM)
-    source = wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
-    seen = [_values(Host.load(source, mode=mode).log_messages()) for _ in range(2)]
+def test_host_each_vm_has_its_own_random_state(load_filter: Callable[..., Host], mode: str) -> None:
+    seen = [_values(load_filter(PER_VM, mode).log_messages()) for _ in range(2)]
     assert len(seen[0]) == len(seen[1]) == 1 and seen[0][0].split()[0] != seen[1][0].split()[0], seen
     assert "key=" + "0" * 32 not in seen[0][0]
 

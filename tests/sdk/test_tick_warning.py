@@ -4,7 +4,6 @@ the log (Envoy would never call it: the fresh-user trial's housekeeping silently
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -35,11 +34,9 @@ WARNING = (
 
 
 @pytest.mark.parametrize("mode", ["native", "wasm"])
-def test_an_on_tick_without_a_tick_period_is_named(build_filter: Callable[[str], Path], mode: str) -> None:
-    wasm = build_filter(TICKS)
-    source = wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
-    assert Host.load(source, mode=mode).log_messages() == [WARNING]
-    ticking = Host.load(source, mode=mode, plugin_config='{"tick": true}')
+def test_an_on_tick_without_a_tick_period_is_named(load_filter: Callable[..., Host], mode: str) -> None:
+    assert load_filter(TICKS, mode).log_messages() == [WARNING]
+    ticking = load_filter(TICKS, mode, plugin_config='{"tick": true}')
     assert ticking.log_messages() == []
     ticking.advance_time(1000)
     assert ticking.log_messages() == ["tick"]
