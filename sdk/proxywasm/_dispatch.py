@@ -256,6 +256,10 @@ class Dispatcher:
 
     def report(self, where: str, exc: BaseException) -> None:
         prefix = AUTHOR_MISTAKE_PREFIX if isinstance(exc, UsageError) else "proxywasm: "
+        if type(exc) is AttributeError and _tasks_module is not None and exc.args:
+            if isinstance(getattr(exc, "obj", None), _tasks_module.Future):  # a forgotten await, most often
+                exc.args = (f"{exc.args[0]}: it is the awaitable, not its result. Await it first: "
+                            "response = await self.http_call(...)",)  # fmt: skip
         try:
             hostcalls.log(LogLevel.ERROR, f"{prefix}exception in {where}\n{format_exception(exc)}")
         except Exception:

@@ -160,17 +160,6 @@ class Future(_FutureBase[T]):
         state = ("pending", "done", "failed")[self._state]
         return f"<{type(self).__name__} {state}>"
 
-    if not TYPE_CHECKING:  # for type checkers a Future has only its own attributes
-
-        def __getattr__(self, name):
-            # Only for attributes a Future lacks: the usual one is a result's (a forgotten await).
-            if name.startswith("_"):
-                raise AttributeError(name)
-            raise AttributeError(
-                f"{type(self).__name__} has no attribute {name!r}: it is the awaitable, not its result. "
-                "Await it first: response = await self.http_call(...)"
-            )
-
 
 class Task(Future["Any"]):
     """Runs the coroutine of one callback (or one coroutine given to :func:`gather`); as a

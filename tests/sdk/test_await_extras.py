@@ -217,7 +217,7 @@ def test_host_a_forgotten_await_says_so(load_filter: Callable[..., Host], mode: 
     host = load_filter(FORGOT_AWAIT, mode, clusters={"svc": lambda request: 200}, raise_on_mistake=False)
     assert host.request("GET", "/").status == 500  # the exception meets FAIL_CLOSED
     assert any(
-        m.endswith("AttributeError: HttpCallFuture has no attribute 'status': it is the awaitable, not its result. "
-                   "Await it first: response = await self.http_call(...)")
+        m.endswith("AttributeError: 'HttpCallFuture' object has no attribute 'status': it is the awaitable, not its "
+                   "result. Await it first: response = await self.http_call(...)")
         for m in host.log_messages()
     )  # fmt: skip
