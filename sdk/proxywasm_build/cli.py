@@ -154,6 +154,14 @@ def _package(args: argparse.Namespace) -> int:
         print(f"{built.variant} image {ref}: {built.digest}")
     print(f"wrote {result.output} (OCI image layout), {result.wasmplugin} and {result.trafficextension}")
     if target is None:
+        try:
+            Reference.parse(result.url)
+        except ValueError:  # no registry host: Istio could not pull what the manifests name
+            print(
+                f"note: the manifests point at {result.url}, which names no registry: push the layout (--push "
+                "REGISTRY/NAME:TAG does it and checks it) or give --image REGISTRY/NAME:TAG where Istio pulls from",
+                file=sys.stderr,
+            )
         return 0
     try:
         pushed = push(result.images, result.refs, target, args.plain_http)
