@@ -126,9 +126,11 @@ def request_message(
 
 
 #: A header name Envoy can send: an HTTP token (Envoy's proxy-wasm host lower-cases names first).
-_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-zA-Z]")
+#: These two rules are also what the SDK refuses at a header write (module.c header_ok; its native
+#: twin, native/proxywasm_module.py, uses them from here).
+BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-zA-Z]")
 #: A value Envoy can send has no control character other than HT (bytes >= 0x80 are fine).
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def refused_header(headers: HeaderMap) -> str | None:
@@ -141,12 +143,12 @@ def refused_header(headers: HeaderMap) -> str | None:
     too; ``:scheme`` is not."""
     for key, value in headers.pairs():
         if key[:1] == b":":
-            if key != b":scheme" and _BAD_VALUE.search(value):
+            if key != b":scheme" and BAD_VALUE.search(value):
                 return f"invalid header value for: {key.decode('latin-1')}"
             continue
-        if not key or _BAD_NAME.search(key):
+        if not key or BAD_NAME.search(key):
             return f"invalid header name: {json.dumps(key.decode('latin-1'))[1:-1]}"  # Envoy escapes it so
-        if _BAD_VALUE.search(value):
+        if BAD_VALUE.search(value):
             return f"invalid header value for: {key.decode('latin-1')}"
     return None
 
@@ -192,7 +194,7 @@ def _as_client_reads(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     what the client makes of the lines is up to its parser: here Python's ``http.client``'s (which
     stops reading headers at a line that is not one: e.g. a name with a space). Only the headers
     are read back: the body's framing stays what Envoy's map says."""
-    if not any(b"\r" in v or b"\n" in v or _BAD_NAME.search(k) for k, v in raw):
+    if not any(b"\r" in v or b"\n" in v or BAD_NAME.search(k) for k, v in raw):
         return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
     block = b"".join(k + b": " + v + b"\r\n" for k, v in raw) + b"\r\n"
     return list(http.client.parse_headers(io.BytesIO(block)).items())

@@ -10,12 +10,13 @@ parses them (``str`` encoded as strict UTF-8 where C takes ``s#``, bytes-like on
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from proxywasm.abi import Status, decode_map, encode_map
+
+from ..emulator.http1 import BAD_NAME, BAD_VALUE
 
 if TYPE_CHECKING:
     from ..emulator.host_functions import HostFunctions
@@ -40,20 +41,16 @@ def _y(value: object) -> bytes:
     raise TypeError(f"a bytes-like object is required, not '{type(value).__name__}'")
 
 
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
 def _header(key: bytes, value: bytes) -> None:
     """module.c's header_ok: a name that is an HTTP token (a leading ':' for pseudo-headers), a
     value without a control character but HT: what Envoy can send."""
     name = key[1:] if len(key) > 1 and key[:1] == b":" else key
-    if not name or not _TOKEN.issuperset(name):
+    if not name or BAD_NAME.search(name):
         raise ValueError(
             f"{key.decode('latin-1')!r} is not a valid header name: an HTTP token (letters, digits and "
             "!#$%&'*+-.^_`|~) that Envoy can send"
         )
-    if _CONTROL.search(value):
+    if BAD_VALUE.search(value):
         raise ValueError(
             f"the value of header {key.decode('latin-1')!r} contains a control character (CR, LF, NUL, ... any "
             "below 0x20 but HT, or DEL): Envoy refuses to send it on a request (503 invalid header value) and "
