@@ -200,11 +200,12 @@ static PyObject *pw_get_header_map_pairs(PyObject *self, PyObject *arg) {
 /* A header the filter writes must be one Envoy can send. On a request (the stream's or a callout's)
  * Envoy 1.40's upstream codec refuses a value with a control character other than HT (0x00-0x08,
  * 0x0a-0x1f, 0x7f) or a name that is not an HTTP token (RFC 9110 5.6.2): the router answers 503
- * "invalid header value for: <name>" (or "invalid header name: <name>"), or http_call fails. On a response it writes both to the
- * client as they are: a CR LF in a value starts a header of its own (header injection). Checked by
- * the differential suite (tests/differential/test_differential_as.py, with another SDK's module).
- * Refused here, at the write, so the filter's traceback shows the line that made it, in Envoy and
- * in tests alike (the local host's native mode has the same check: proxywasm_module.py). */
+ * "invalid header value for: <name>" (or "invalid header name: <name>"), or http_call fails. On a
+ * response it writes both to the client as they are: a CR LF in a value starts a header of its own
+ * (header injection). Checked by the differential suite (tests/differential/test_differential_as.py,
+ * with another SDK's module). Refused here, at the write, so the filter's traceback shows the line
+ * that made it, in Envoy and in tests alike (the local host's native mode has the same check:
+ * proxywasm_module.py, with the host's rules in emulator/http1.py). */
 static int refuse_header(const char *format, const char *key, Py_ssize_t key_len) {
     PyObject *name = PyUnicode_DecodeLatin1(key, key_len, NULL);
     if (name != NULL) PyErr_Format(PyExc_ValueError, format, name);
