@@ -6,10 +6,10 @@ connection. Override only the callbacks you need: the runtime never enters Pytho
 from __future__ import annotations
 
 from . import budget, callouts, hostcalls, properties
-from .abi import Action, GrpcStatus, IntConstants, MapType, PeerType, StreamType
+from .abi import Action, GrpcStatus, IntConstants, MapType, PeerType, Status, StreamType
 from .body import Body
 from .errors import HostCallError, LocalReplyAlreadySent, UsageError
-from .headers import Headers, StreamHeaders
+from .headers import Headers, StreamHeaders, running_callback
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
 if TYPE_CHECKING:
@@ -391,7 +391,9 @@ class HttpContext(Context):
     ) -> None:
         """Answer the request from the filter (a local reply). Envoy sends it after the current
         callback returns (return ``Action.PAUSE``); the response callbacks still run for it. Once
-        the client has the response headers it is too late: Envoy resets the stream instead.
+        the client has the response headers it is too late: Envoy resets the stream instead (the
+        client gets a cut response), and from ``on_response_body``/``on_response_trailers`` the SDK
+        logs that as an author mistake (use :meth:`reset` to cut a response on purpose).
 
         One local reply per stream: a second one raises
         :class:`~proxywasm.errors.LocalReplyAlreadySent` (Envoy 1.40 crashes on two in the
@@ -403,8 +405,36 @@ class HttpContext(Context):
             )
         pairs = [(hostcalls.to_bytes(k).lower(), hostcalls.to_bytes(v)) for k, v in headers]
         code = -1 if grpc_status is None else int(grpc_status)
+        self._check_response_not_sent(status)
         self._act(hostcalls.send_local_response, status, details, hostcalls.to_bytes(body), pairs, code)
         self._local_reply_sent = True
+
+    def _check_response_not_sent(self, status: int) -> None:
+        """A local reply from this stream's own response body or trailers callback after Envoy sent
+        the response headers to the client: Envoy cannot replace that response and resets the stream
+        (the client gets a cut response, never this reply; differential suite). Log it as an author
+        mistake (the local host raises it in tests) and let Envoy reset. Envoy holds the response
+        headers exactly while they have not gone on (reading them answers BAD_ARGUMENT after), so
+        that is the test: only here, on the rare local-reply path, never per request."""
+        callback = running_callback()
+        if callback not in ("on_response_body", "on_response_trailers") or _raw.effective_context() != self.context_id:
+            return
+        try:
+            hostcalls.get_map_value(MapType.HTTP_RESPONSE_HEADERS, b":status")
+            return
+        except HostCallError as err:
+            if err.status != Status.BAD_ARGUMENT:
+                return
+        from ._dispatch import author_mistake  # late: _dispatch imports this module
+
+        author_mistake(
+            f"{type(self).__name__}.{callback}: send_response({status}) after Envoy sent the response headers to the "
+            "client (on_response_headers returned CONTINUE, or the response was resumed): Envoy cannot replace a "
+            "response already started and resets the stream instead, so the client gets a cut response, not this "
+            "reply. To answer from the response body, hold the headers: allow_on_headers_stop_iteration: true in "
+            "the PluginConfig and on the class, return Action.PAUSE from on_response_headers and decide at the "
+            "body's end; to cut the response on purpose, call self.reset()"
+        )
 
     def _send_local_reply(self, status: int, body: bytes, details: str) -> None:
         """The SDK's own local reply (failure policy, body too large), at most one per stream."""

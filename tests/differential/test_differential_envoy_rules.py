@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from differential import Call, EnvoyDriver, HostDriver, Plugin, Reply, check, drivers, raw_request
+from differential import Call, EnvoyDriver, HostDriver, Plugin, Reply, assert_same, check, drivers, raw_request
 
 from proxywasm_host import Route
 
@@ -314,8 +314,14 @@ def test_route_name_and_metadata(rules_with_routes: Pair) -> None:
 
 # -- replies at awkward moments --------------------------------------------------------------------------
 def test_local_reply_on_a_response_body_frame_resets(rules: Pair) -> None:
-    # The headers went out, the frame's data never does: the client sees a cut response.
-    check(rules, Call("GET", "/", (("x-mode", "reply-on-response-body"),)))
+    # The headers went out, the frame's data never does: the client sees a cut response. The SDK
+    # names the mistake (it asks Envoy whether the response headers are still held) in both.
+    calls = (Call("GET", "/", (("x-mode", "reply-on-response-body"),)),)
+    envoy, host = rules
+    outcome = envoy.run(calls)
+    assert_same(outcome, host.run(calls))
+    (mistake,) = [msg for level, msg in outcome.logs if "author mistake" in msg]
+    assert "Rules.on_response_body: send_response(502) after Envoy sent the response headers" in mistake
 
 
 # -- what Envoy cannot survive, and what hangs it ---------------------------------------------------------
