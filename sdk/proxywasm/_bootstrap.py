@@ -162,7 +162,7 @@ def initialize() -> None:
         __import__(module)
     from . import _build_guard
 
-    with _build_guard.no_randomness():
+    with _build_guard.building():
         __import__(manifest["entry"])
     if not _dispatch.registry.plugins:
         raise RuntimeError(

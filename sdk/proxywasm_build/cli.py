@@ -29,6 +29,12 @@ def _build(args: argparse.Namespace) -> int:
         f"{result.resident_bytes / 1e6:.2f} MB resident memory{deps}) "
         f"in {result.seconds:.1f}s"
     )
+    if result.logs:
+        # Module-level code runs here, once; Envoy never runs it, so these lines are never in its log.
+        print(f"note: {source} wrote this while it was built (module-level code runs once, in proxywasm build; "
+              "Envoy never runs it, so these lines will not be in Envoy's log):", file=sys.stderr)  # fmt: skip
+        for line in result.logs:
+            print(f"  {line}", file=sys.stderr)
     stats = stats_config_path(out)
     if result.labelled_metrics:
         stats.write_text(stats_config_yaml(result, str(source)))

@@ -10,6 +10,7 @@ import pytest
 from proxywasm_build.build import build
 from proxywasm_build.bundle import BuildError
 from proxywasm_build.cli import main
+from proxywasm_host import Host, LoadError
 
 GOOD = """
 import proxywasm
@@ -69,6 +70,30 @@ def test_exception_while_importing_the_filter(tmp_path: Path) -> None:
     message = build_error(path)
     assert "filter.py:4" in message
     assert "KeyError: 'limit'" in message
+
+
+def test_host_call_at_build_time_says_where_to_move_it(tmp_path: Path) -> None:
+    # Only logging works while the filter is built; natively the same (the import answers as the build).
+    source = "import proxywasm\nfrom proxywasm import properties\n\nNAME = properties.plugin_name()\n"
+    path = write(tmp_path, source)
+    message = build_error(path)
+    assert "filter.py:4" in message
+    hint = "proxy_get_property failed: UNIMPLEMENTED: the filter called Envoy while it was built"
+    assert hint in message
+    assert "in on_vm_start or on_configure" in message
+    with pytest.raises(LoadError) as native:
+        Host.load(path, mode="native")
+    assert f"{path}:4: importing the filter failed: proxywasm.errors.HostCallError: {hint}" in str(native.value)
+
+
+def test_cli_shows_what_module_level_code_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, 'from proxywasm import log\nprint("printed")\nlog.warn("logged")\n' + GOOD)
+    assert main(["build", str(path), "-o", str(tmp_path / "out.wasm")]) == 0
+    err = capsys.readouterr().err
+    assert "wrote this while it was built" in err and "will not be in Envoy's log" in err
+    assert sorted(err.splitlines()[-2:]) == ["  [warn] logged", "  printed"]  # stdout comes after the log lines
+    assert main(["build", str(write(tmp_path, GOOD, "quiet.py")), "-o", str(tmp_path / "q.wasm")]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_c_extension_dependency_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

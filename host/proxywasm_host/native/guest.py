@@ -31,7 +31,7 @@ from ..errors import LoadError
 from .budget import HANG_AFTER_S, NativeBudget
 from .compiler import CompilerGuard
 from .imports import ImportRules
-from .proxywasm_module import ProxyWasmModule
+from .proxywasm_module import AtBuildTime, ProxyWasmModule
 
 _PRIVATE = ("proxywasm", "_proxywasm")
 _CONFIGURING = frozenset({"on_vm_start", "on_configure", "validate_configuration"})  # CONFIGURE_FACTOR budgets
@@ -155,11 +155,15 @@ class NativeGuest:
         saved = self._enter(loading=True)
         try:
             guard = importlib.import_module("proxywasm._build_guard")
-            with self.rules.recording(), guard.no_randomness():
-                try:
+            functions = self.api._f
+            self.api._f = AtBuildTime(functions)  # type: ignore[assignment]  # the same calls, answered as at build time
+            try:
+                with self.rules.recording(), guard.building():
                     __import__(self.entry)
-                except Exception as exc:
-                    raise LoadError(self._explain(exc)) from exc
+            except Exception as exc:
+                raise LoadError(self._explain(exc)) from exc
+            finally:
+                self.api._f = functions
             dispatch = importlib.import_module("proxywasm._dispatch")
             if not dispatch.registry.plugins:
                 raise LoadError(

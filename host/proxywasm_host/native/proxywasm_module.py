@@ -9,6 +9,7 @@ parses them (``str`` encoded as strict UTF-8 where C takes ``s#``, bytes-like on
 
 from __future__ import annotations
 
+import inspect
 import operator
 from collections.abc import Callable
 from types import ModuleType
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .budget import NativeBudget
 
 OK, NOT_FOUND, EMPTY = int(Status.OK), int(Status.NOT_FOUND), int(Status.EMPTY)
+UNIMPLEMENTED = int(Status.UNIMPLEMENTED)
 
 
 def _s(value: object) -> bytes:
@@ -77,6 +79,25 @@ def _pairs(raw: bytes) -> list[tuple[bytes, bytes]]:
         return decode_map(raw)
     except ValueError:
         return []  # cpp-host's toPairs: malformed input gives no pairs
+
+
+class AtBuildTime:
+    """The host functions while the filter is imported. That import is ``proxywasm build``'s, where
+    no Envoy answers: its snapshotter (``proxywasm_build/snapshot.py``) lets ``proxy_log`` through
+    and answers every other call UNIMPLEMENTED. Natively the same, so a filter that asks Envoy for
+    something at module level fails its native test as its build fails."""
+
+    def __init__(self, functions: HostFunctions) -> None:
+        self._functions = functions
+
+    def __getattr__(self, name: str) -> Callable[..., object]:
+        if name == "proxy_log":
+            return self._functions.proxy_log
+        returns = str(inspect.signature(getattr(type(self._functions), name)).return_annotation)
+        # "int" (a status), or "tuple[int, ...]": the status and the values written back
+        width = returns.count(",") + 1 if returns.startswith("tuple[") else 1
+        answer: object = UNIMPLEMENTED if width == 1 else (UNIMPLEMENTED,) + (None,) * (width - 1)
+        return lambda *args: answer
 
 
 class ProxyWasmModule(ModuleType):
