@@ -18,7 +18,7 @@ import sys
 import _proxywasm
 
 from . import _dispatch, headers, log, metrics, vm
-from .abi import BUILD_FACT_PREFIX, KEEP_COMPILER_FACT
+from .abi import BUILD_FACT_PREFIX, CONTEXTS_FACT, KEEP_COMPILER_FACT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -180,6 +180,7 @@ def initialize() -> None:
         abcs.Mapping.register(headers.HeaderPairs)
     for name, labels in metrics.labelled():  # proxywasm build emits their stats_tags
         _proxywasm.log(2, f"{BUILD_FACT_PREFIX}metric-labels {','.join(labels)}\t{name}")
+    _proxywasm.log(2, " ".join([CONTEXTS_FACT, *_dispatch.registry.serves()]))  # proxywasm run's listener
     if vm._keep_compiler:  # the snapshotter keeps the compiler's code (proxywasm_build/served_code.py)
         _proxywasm.log(2, KEEP_COMPILER_FACT)
     # Build-time only: register()'s callback-name check; freed here, it costs Envoy's VMs nothing.

@@ -190,6 +190,17 @@ class Registry:
             raise ValueError(f"a plugin is already registered for root_id {root_id!r}")
         self.plugins[root_id] = plugin
 
+    def serves(self) -> list[str]:
+        """What the registered plugins make contexts for: "http" (HTTP streams), "stream" (L4 connections)."""
+        kinds = []
+        plugins = self.plugins.values()
+        if any(p.http_context is not None or p.new_http_context is not PluginContext.new_http_context for p in plugins):
+            kinds.append("http")
+        if any(p.stream_context is not None or p.new_stream_context is not PluginContext.new_stream_context
+               for p in plugins):  # fmt: skip
+            kinds.append("stream")
+        return kinds
+
     def lookup(self, root_id: str) -> type[PluginContext] | None:
         found = self.plugins.get(root_id) or self.plugins.get(None)
         if found is None and len(self.plugins) == 1:

@@ -12,6 +12,7 @@ __all__ = [
     "AUTHOR_MISTAKE_PREFIX",
     "BUILD_FACT_PREFIX",
     "CALLBACKS",
+    "CONTEXTS_FACT",
     "KEEP_COMPILER_FACT",
     "Action",
     "BufferType",
@@ -39,6 +40,9 @@ BUILD_FACT_PREFIX = "proxywasm-build: "
 #: The build fact of a filter that called proxywasm.vm.keep_compiler(): the snapshotter keeps
 #: CPython's compiler in the module (proxywasm_build/served_code.py).
 KEEP_COMPILER_FACT = BUILD_FACT_PREFIX + "keep-compiler"
+#: The build fact naming what the registered plugins serve, followed by ``http``, ``stream`` (L4)
+#: or both: ``proxywasm run`` serves an L4-only filter on a TCP listener.
+CONTEXTS_FACT = BUILD_FACT_PREFIX + "contexts"
 
 TYPE_CHECKING = False  # collections.abc and enum stay out of the VM: see IntConstants
 if TYPE_CHECKING:

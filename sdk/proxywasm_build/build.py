@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxywasm import metrics
-from proxywasm.abi import BUILD_FACT_PREFIX
+from proxywasm.abi import BUILD_FACT_PREFIX, CONTEXTS_FACT
 
 from .bundle import BuildError, Bundle, make_bundle
 from .snapshot import SnapshotError, snapshot
@@ -31,6 +31,8 @@ class BuildResult:
     #: (metric name, label names) of the metrics the filter declares with labels at module level
     labelled_metrics: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     compiler_kept: bool = False  # the filter called proxywasm.vm.keep_compiler()
+    #: what its plugins make contexts for: "http" (HTTP streams), "stream" (L4 connections), both, or none
+    serves: tuple[str, ...] = ("http",)
 
     @property
     def stats_tags(self) -> list[dict[str, str]]:
@@ -55,24 +57,30 @@ def build(source: Path, requirements: Path | None = None) -> BuildResult:
         except SnapshotError as err:
             raise BuildError(_explain(err.output, Path(source))) from None
     seconds = time.perf_counter() - started
-    logs, labelled = _build_facts(result.logs)
+    logs, labelled, serves = _build_facts(result.logs)
     return BuildResult(
-        result.module, bundle, result.memory_bytes, result.resident_bytes, seconds, logs, labelled, result.compiler_kept
-    )
+        result.module, bundle, result.memory_bytes, result.resident_bytes, seconds, logs, labelled,
+        result.compiler_kept, serves,
+    )  # fmt: skip
 
 
-def _build_facts(logs: list[str]) -> tuple[list[str], list[tuple[str, tuple[str, ...]]]]:
-    """Split the lines the bootstrap logs for the build from the filter's own logs."""
+def _build_facts(logs: list[str]) -> tuple[list[str], list[tuple[str, tuple[str, ...]]], tuple[str, ...]]:
+    """Split the lines the bootstrap logs for the build (metric labels, what the filter serves)
+    from the filter's own logs."""
     kept: list[str] = []
     labelled: list[tuple[str, tuple[str, ...]]] = []
+    serves: tuple[str, ...] = ("http",)
     for line in logs:
         _, found, fact = line.partition(_LABELS_FACT)
+        _, contexts, kinds = line.partition(CONTEXTS_FACT)
         if found:
             labels, _, name = fact.partition("\t")
             labelled.append((name, tuple(labels.split(","))))
+        elif contexts:
+            serves = tuple(kinds.split())
         else:
             kept.append(line)
-    return kept, labelled
+    return kept, labelled, serves
 
 
 STATS_CONFIG_HEADER = "# Envoy bootstrap stats_config for the labelled metrics of "

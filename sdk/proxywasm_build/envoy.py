@@ -309,8 +309,11 @@ def tcp_bootstrap(
     clusters: Sequence[Cluster | JsonDict] = (),
     upstream_cluster: str = "upstream",
     stat_prefix: str = "ingress_tcp",
+    node: Mapping[str, str] | None = None,
+    stats_tags: Sequence[Mapping[str, str]] = (),
 ) -> JsonDict:
-    """Bootstrap for an L4 listener: [extra network_filters..., wasm plugins..., tcp_proxy] -> `upstream`."""
+    """Bootstrap for an L4 listener: [extra network_filters..., wasm plugins..., tcp_proxy] -> `upstream`
+    (`node` and `stats_tags` as in :func:`http_bootstrap`)."""
     filters = [*network_filters, *(p.network_filter() for p in plugins)]
     filters.append(
         {
@@ -323,7 +326,9 @@ def tcp_bootstrap(
         }
     )
     listener = {"name": "tcp", "address": _address(listen_port), "filter_chains": [{"filters": filters}]}
-    return _bootstrap(listener, admin_port, [Cluster(upstream_cluster, upstream_port), *clusters])
+    return _bootstrap(
+        listener, admin_port, [Cluster(upstream_cluster, upstream_port), *clusters], node=node, stats_tags=stats_tags
+    )
 
 
 @dataclass(frozen=True)

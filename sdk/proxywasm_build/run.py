@@ -34,12 +34,17 @@ from typing import Any
 
 from .build import BuildResult, build
 from .bundle import BuildError
-from .envoy import Cluster, Envoy, WasmPlugin, http_bootstrap, parse_log
+from .envoy import Cluster, Envoy, WasmPlugin, http_bootstrap, parse_log, tcp_bootstrap
 from .upstream import UpstreamServer
 
 FILTER_NAME = "python-filter"
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
-_ECDS_STAT = f"extension_config_discovery.http_filter.{FILTER_NAME}"
+NETWORK_WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm"
+# The discovery's counters: under http_filter for the HTTP listener, network_filter for the L4 one.
+_ECDS_STATS = {
+    WASM_TYPE: f"extension_config_discovery.http_filter.{FILTER_NAME}",
+    NETWORK_WASM_TYPE: f"extension_config_discovery.network_filter.{FILTER_NAME}",
+}
 # Subscription counters: exactly one of them moves per update Envoy reads from the file.
 # (config_reload/config_fail are per filter-chain provider and are not a reliable verdict.)
 _OUTCOMES = ("update_success", "update_rejected", "update_failure")
@@ -81,8 +86,9 @@ class RunOptions:
     stats_tags: bool = True  # put the build's stats_tags into Envoy's stats_config (labelled metrics)
 
 
-def ecds_filter(config_path: Path) -> dict[str, Any]:
-    """An HTTP filter whose configuration Envoy reads (and re-reads) from ``config_path``."""
+def ecds_filter(config_path: Path, type_url: str = WASM_TYPE) -> dict[str, Any]:
+    """An HTTP filter (or, with ``NETWORK_WASM_TYPE``, a network filter) whose configuration Envoy
+    reads (and re-reads) from ``config_path``."""
     return {
         "name": FILTER_NAME,
         "config_discovery": {
@@ -93,17 +99,17 @@ def ecds_filter(config_path: Path) -> dict[str, Any]:
                 },
                 "resource_api_version": "V3",
             },
-            "type_urls": [WASM_TYPE],
+            "type_urls": [type_url],
         },
     }
 
 
-def write_ecds(config_path: Path, plugin: WasmPlugin, version: str) -> None:
+def write_ecds(config_path: Path, plugin: WasmPlugin, version: str, type_url: str = WASM_TYPE) -> None:
     """Replace the discovery file atomically (Envoy watches the directory for moves)."""
     resource = {
         "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
         "name": FILTER_NAME,
-        "typed_config": {"@type": WASM_TYPE, "config": plugin.plugin_config()},
+        "typed_config": {"@type": type_url, "config": plugin.plugin_config()},
     }
     tmp = config_path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"version_info": version, "resources": [resource]}))
@@ -125,6 +131,9 @@ class Runner:
         self.last_build: BuildResult | None = None
         self._hinted: set[str] = set()
         self._envoy_tags: list[dict[str, Any]] = []  # the stats_tags Envoy was started with
+        # What the listener runs the filter as: an HTTP filter, or a network filter for an L4-only
+        # one (its plugins make only StreamContexts); chosen by the first build.
+        self.type_url = WASM_TYPE
 
     # ---- building ----
 
@@ -146,6 +155,18 @@ class Runner:
         started = time.perf_counter()
         result = build(self.options.source)
         self.last_build = result
+        if self.envoy is not None and self._type_url(result) != self.type_url:
+            raise BuildError(
+                "this version is "
+                + (
+                    "an L4 filter (only StreamContexts)"
+                    if self._type_url(result) == NETWORK_WASM_TYPE
+                    else "an HTTP filter"
+                )  # fmt: skip
+                + ", the running Envoy serves the previous version on "
+                + ("a TCP listener" if self.type_url == NETWORK_WASM_TYPE else "an HTTP listener")
+                + ": restart proxywasm run to serve it"
+            )
         if self.envoy is not None and any(tag not in self._envoy_tags for tag in self.stats_tags()):
             self.say(
                 "this version declares metric labels the running Envoy has no stats_tags for (they are set when "
@@ -160,6 +181,12 @@ class Runner:
         return WasmPlugin(
             wasm, name=FILTER_NAME, root_id=self.options.root_id, configuration=self.options.configuration
         )
+
+    @staticmethod
+    def _type_url(result: BuildResult) -> str:
+        """An L4-only filter runs as a network filter in front of tcp_proxy; anything else (HTTP
+        contexts, or only a plugin context) as an HTTP filter."""
+        return NETWORK_WASM_TYPE if result.serves == ("stream",) else WASM_TYPE
 
     # ---- Envoy ----
 
@@ -191,24 +218,45 @@ class Runner:
     def start(self) -> None:
         upstream, description = self._clusters()
         plugin = self.build()
+        assert self.last_build is not None
+        self.type_url = self._type_url(self.last_build)
+        l4 = self.type_url == NETWORK_WASM_TYPE
         self.ecds_path.parent.mkdir(parents=True, exist_ok=True)
         self.version += 1
-        write_ecds(self.ecds_path, plugin, str(self.version))
+        write_ecds(self.ecds_path, plugin, str(self.version), self.type_url)
         tags = self._envoy_tags = self.stats_tags()
-        config = http_bootstrap(
-            upstream_port=upstream.port,
-            listen_port=self.options.port,
-            admin_port=self.options.admin_port,
-            http_filters=[ecds_filter(self.ecds_path)],
-            clusters=self.options.clusters,
-            stats_tags=tags,  # labelled metrics become Prometheus labels
-        )
+        node = {"id": "proxywasm-run", "cluster": "proxywasm"}  # file-based discovery needs both
+        if l4:
+            config = tcp_bootstrap(
+                upstream_port=upstream.port,
+                listen_port=self.options.port,
+                admin_port=self.options.admin_port,
+                network_filters=[ecds_filter(self.ecds_path, NETWORK_WASM_TYPE)],
+                clusters=self.options.clusters,
+                node=node,
+                stats_tags=tags,
+            )
+        else:
+            config = http_bootstrap(
+                upstream_port=upstream.port,
+                listen_port=self.options.port,
+                admin_port=self.options.admin_port,
+                http_filters=[ecds_filter(self.ecds_path)],
+                clusters=self.options.clusters,
+                node=node,
+                stats_tags=tags,  # labelled metrics become Prometheus labels
+            )
         config["static_resources"]["clusters"][0] = upstream.to_dict()
-        config["node"] = {"id": "proxywasm-run", "cluster": "proxywasm"}  # file-based discovery needs both
         self.envoy = Envoy(config, concurrency=self.options.concurrency, workdir=self.workdir / "envoy").start()
         self._first_verdict()
         envoy = self.envoy
-        self.say(f"Envoy is serving the filter on {envoy.url} ({description})")
+        if l4:
+            self.say(
+                f"Envoy is serving the L4 filter on tcp://127.0.0.1:{envoy.port()}, in front of a TCP proxy to the "
+                f"{description}"
+            )
+        else:
+            self.say(f"Envoy is serving the filter on {envoy.url} ({description})")
         if self.options.clusters:
             targets = ", ".join(f"{c.name} -> {c.host}:{c.port}" for c in self.options.clusters)
             self.say(f"callout clusters: {targets}")
@@ -236,8 +284,9 @@ class Runner:
 
     def _outcomes(self) -> dict[str, int]:
         assert self.envoy is not None
-        stats = self.envoy.stats(f"^{_ECDS_STAT}\\.({'|'.join(_OUTCOMES)})$")
-        return {name: stats.get(f"{_ECDS_STAT}.{name}", 0) for name in _OUTCOMES}
+        prefix = _ECDS_STATS[self.type_url]
+        stats = self.envoy.stats(f"^{prefix}\\.({'|'.join(_OUTCOMES)})$")
+        return {name: stats.get(f"{prefix}.{name}", 0) for name in _OUTCOMES}
 
     def reload(self, changed_at: float | None = None) -> bool:
         """Rebuild and hot-swap; on any failure the previous filter keeps serving."""
@@ -252,7 +301,7 @@ class Runner:
         before = self._outcomes()
         log_offset = len(self.envoy.logs())
         self.version += 1
-        write_ecds(self.ecds_path, plugin, str(self.version))
+        write_ecds(self.ecds_path, plugin, str(self.version), self.type_url)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.envoy.running:
             now = self._outcomes()

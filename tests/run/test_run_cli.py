@@ -1,6 +1,7 @@
 """`proxywasm run` as a user runs it, in real Envoy: callout clusters from `--cluster`, the hint for a
 callout to a cluster Envoy does not know, a first configuration Envoy rejects (exit 1 with Envoy's
-reason instead of serving 500s), the admin and Prometheus URLs, and stats tags in the bootstrap."""
+reason instead of serving 500s), the admin and Prometheus URLs, stats tags in the bootstrap, and an
+L4 filter served on a TCP listener."""
 
 from __future__ import annotations
 
@@ -279,5 +280,49 @@ def test_stats_tags_reach_envoys_stats_config(tmp_path: Path, enabled: bool) -> 
             assert any(s.startswith("stats tags: route") for s in said)
         else:
             assert line == "hits_route_api{} 1"  # the raw name, sanitised, no labels
+    finally:
+        runner.stop()
+
+
+L4_FILTER = """
+import proxywasm
+from proxywasm import Action, StreamContext, log
+
+
+@proxywasm.register
+class Tag(StreamContext):
+    def on_downstream_data(self, data, end_of_stream):
+        if data.read().startswith(b"GET "):
+            log.info("VERSION saw a request line")
+        return Action.CONTINUE
+"""
+
+
+def test_an_l4_filter_is_served_on_a_tcp_listener_and_reloads(tmp_path: Path) -> None:
+    # A filter whose plugins make only StreamContexts runs as a network filter in front of
+    # tcp_proxy (an HTTP listener would never call it); its new versions arrive over the network
+    # filter's discovery, and a version that turned into an HTTP filter asks for a restart.
+    source = tmp_path / "tag.py"
+    source.write_text(L4_FILTER.replace("VERSION", "v1"))
+    said: list[str] = []
+    runner = Runner(RunOptions(source, port=0, workdir=tmp_path / "w"), said.append)
+    try:
+        runner.start()
+        assert runner.envoy is not None
+        port = runner.envoy.port()
+        assert any(s.startswith(f"Envoy is serving the L4 filter on tcp://127.0.0.1:{port}") for s in said)
+        assert get(port, "/through")[0] == 200  # HTTP through the TCP proxy to the echo upstream
+        runner.envoy.wait_for_log("v1 saw a request line")
+
+        source.write_text(L4_FILTER.replace("VERSION", "v2"))
+        assert runner.reload()
+        assert get(port, "/again")[0] == 200
+        runner.envoy.wait_for_log("v2 saw a request line")
+
+        source.write_text(CALLOUT_FILTER)
+        said.clear()
+        assert not runner.reload()
+        assert any("this version is an HTTP filter" in s and "restart proxywasm run" in s for s in said)
+        assert get(port, "/still")[0] == 200  # the L4 version keeps serving
     finally:
         runner.stop()
