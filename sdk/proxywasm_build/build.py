@@ -11,6 +11,7 @@ from pathlib import Path
 from proxywasm import metrics
 from proxywasm.abi import BUILD_FACT_PREFIX, CONTEXTS_FACT
 
+from . import wasm
 from .bundle import BuildError, Bundle, make_bundle
 from .snapshot import SnapshotError, snapshot
 
@@ -58,10 +59,28 @@ def build(source: Path, requirements: Path | None = None) -> BuildResult:
             raise BuildError(_explain(err.output, Path(source))) from None
     seconds = time.perf_counter() - started
     logs, labelled, serves = _build_facts(result.logs)
+    module = result.module + wasm.encode_section(wasm.custom_section(SERVES_SECTION, " ".join(serves).encode()))
     return BuildResult(
-        result.module, bundle, result.memory_bytes, result.resident_bytes, seconds, logs, labelled,
-        result.compiler_kept, serves,
+        module, bundle, result.memory_bytes, result.resident_bytes, seconds, logs, labelled, result.compiler_kept,
+        serves,
     )  # fmt: skip
+
+
+#: A custom section (Envoy and V8 ignore it) naming what the module's plugins serve ("http",
+#: "stream" or both, space-separated): ``proxywasm package`` checks its ``--type`` against it.
+SERVES_SECTION = "proxywasm.serves"
+
+
+def module_serves(module: bytes) -> tuple[str, ...] | None:
+    """What a module built by ``proxywasm build`` serves (see :data:`SERVES_SECTION`); ``None`` for
+    another module (another SDK's, or an older build)."""
+    try:
+        for section in wasm.parse_sections(module):
+            if wasm.custom_name(section) == SERVES_SECTION:
+                return tuple(wasm.custom_body(section).decode().split())
+    except (ValueError, IndexError):  # not a well-formed module (WasmFormatError, a bad name's UTF-8)
+        return None
+    return None
 
 
 def _build_facts(logs: list[str]) -> tuple[list[str], list[tuple[str, tuple[str, ...]]], tuple[str, ...]]:

@@ -159,6 +159,8 @@ def _package(args: argparse.Namespace) -> int:
     for built, ref in zip(result.images, result.refs, strict=True):
         print(f"{built.variant} image {ref}: {built.digest}")
     print(f"wrote {result.output} (OCI image layout), {result.wasmplugin} and {result.trafficextension}")
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     if target is None:
         try:
             Reference.parse(result.url)

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from .build import module_serves
+
 __all__ = [
     "COMPAT_ANNOTATION",
     "IMAGE_CONFIG",
@@ -189,6 +191,7 @@ class Package:
     wasmplugin: Path
     trafficextension: Path
     url: str  # what both manifests point at: oci://NAME:TAG of the first image
+    notes: tuple[str, ...] = ()  # checks that could not be made (see check_plugin)
 
 
 def split_image(image: str) -> tuple[str, str]:
@@ -363,6 +366,43 @@ def _kubernetes_name(text: str) -> str:
     return cleaned[:63] or "proxywasm-filter"
 
 
+def check_plugin(module: bytes, module_path: Path, options: IstioOptions) -> tuple[str, ...]:
+    """What the manifests would make of the module, checked before they are written: a ``type``
+    the module does not serve (Istio would attach an L4-only filter as an HTTP filter, where it
+    never runs, or the reverse), and a ``plugin_config`` its ``on_configure`` rejects (loaded in the
+    local host with the manifests' plugin name and VM environment, as the sidecar's Envoy would
+    load it; Envoy would reject the plugin). Raises ValueError for either; returns notes on checks
+    that could not be made."""
+    serves = module_serves(module)
+    if serves:
+        if options.type == "HTTP" and "http" not in serves:
+            raise ValueError(
+                f"{module_path} serves only L4 connections (its plugins make StreamContexts): as an HTTP filter "
+                "(--type HTTP, the default) Istio would attach it where it never runs; pass --type NETWORK"
+            )
+        if options.type == "NETWORK" and "stream" not in serves:
+            raise ValueError(
+                f"{module_path} serves only HTTP streams (its plugins make HttpContexts): as a network filter "
+                "(--type NETWORK) it would never run; pass --type HTTP"
+            )
+    if options.plugin_config is None:
+        return ()
+    from proxywasm_host import ConfigureError, Host, ProxyWasmHostError
+
+    env = {key: value for key, value in options.env.items() if value is not None}
+    config = json.dumps(options.plugin_config, sort_keys=True)  # Istio hands pluginConfig over as JSON text
+    try:
+        Host.load(module, root_id=options.plugin_name, plugin_config=config, env=env)
+    except ConfigureError as err:
+        raise ValueError(
+            f"--plugin-config: the plugin does not start with this configuration (loaded in the local host as the "
+            f"sidecar's Envoy would load it, plugin name {options.plugin_name!r}), so Envoy would reject it:\n{err}"
+        ) from None
+    except ProxyWasmHostError as err:
+        return (f"the plugin configuration was not checked: the local host could not run {module_path} ({err})",)
+    return ()
+
+
 def package(
     module_path: Path,
     output: Path | None = None,
@@ -382,6 +422,10 @@ def package(
     if module[:4] != b"\0asm":
         raise ValueError(f"{module_path} is not a WebAssembly module (Istio checks the \\0asm magic too)")
     ids = list(root_ids or [])
+    options = istio or IstioOptions()
+    if not options.plugin_name and ids:
+        options = replace(options, plugin_name=ids[0])
+    notes = check_plugin(module, module_path, options)
     name, tag = split_image(image or f"{module_path.stem}:latest")
     images: list[Image] = []
     refs: list[str] = []
@@ -406,9 +450,6 @@ def package(
             path = out / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-    options = istio or IstioOptions()
-    if not options.plugin_name and ids:
-        options = replace(options, plugin_name=ids[0])
     url = f"oci://{name}:{refs[0]}"
     base = out.stem if out.suffix == ".tar" else out.name
     written = {}
@@ -417,4 +458,4 @@ def package(
         path = out.with_name(f"{base}.{kind.lower()}.yaml")
         path.write_text(istio_yaml(resource, images[0].variant))
         written[kind] = path
-    return Package(tuple(images), tuple(refs), out, written["WasmPlugin"], written["TrafficExtension"], url)
+    return Package(tuple(images), tuple(refs), out, written["WasmPlugin"], written["TrafficExtension"], url, notes)

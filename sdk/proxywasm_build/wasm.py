@@ -144,8 +144,12 @@ def parse_sections(module: bytes) -> list[Section]:
     return sections
 
 
+def encode_section(section: Section) -> bytes:
+    return bytes([section.id]) + uleb(len(section.payload)) + section.payload
+
+
 def build_module(sections: list[Section]) -> bytes:
-    return MAGIC + b"".join(bytes([s.id]) + uleb(len(s.payload)) + s.payload for s in sections)
+    return MAGIC + b"".join(encode_section(s) for s in sections)
 
 
 def imported_count(payload: bytes, kind: int) -> int:

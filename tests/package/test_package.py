@@ -199,3 +199,75 @@ def test_cli(module: Path, tmp_path: Path) -> None:
         check=False,
     )
     assert bad.returncode == 1 and "not a WebAssembly module" in bad.stderr
+
+
+# ---- what the manifests would make of the module, checked before they are written ----
+
+NEEDS_LIMIT = """
+import json
+
+import proxywasm
+from proxywasm import HttpContext, PluginContext
+
+
+class Stream(HttpContext):
+    pass
+
+
+@proxywasm.register
+class Limits(PluginContext):
+    http_context = Stream
+
+    def on_configure(self, configuration):
+        self.limit = int(json.loads(configuration)["limit"])
+        return True
+"""
+
+L4_ONLY = """
+import proxywasm
+from proxywasm import StreamContext
+
+
+@proxywasm.register
+class Guard(StreamContext):
+    pass
+"""
+
+
+def test_a_plugin_config_the_filter_rejects_is_refused(
+    build_filter: Any, as_modules: dict[str, Path], tmp_path: Path
+) -> None:
+    from proxywasm_build.package import IstioOptions
+
+    wasm = build_filter(NEEDS_LIMIT)
+    with pytest.raises(ValueError, match="the plugin does not start with this configuration") as refused:
+        package(wasm, tmp_path / "bad", istio=IstioOptions(plugin_config={"limt": 3}))
+    assert "KeyError: 'limit'" in str(refused.value)  # the filter's own traceback says why
+    assert not (tmp_path / "bad").exists()  # nothing written
+    result = package(wasm, tmp_path / "good", istio=IstioOptions(plugin_config={"limit": 3}))
+    assert result.notes == ()
+    # Another SDK's module (AssemblyScript), loaded with its root id as Istio's pluginName gives it.
+    options = IstioOptions(plugin_name="config", plugin_config={"a": 1})
+    assert package(as_modules["config"], tmp_path / "as", istio=options).notes == ()
+
+
+def test_a_module_the_host_cannot_run_is_packaged_with_a_note(module: Path, tmp_path: Path) -> None:
+    from proxywasm_build.package import IstioOptions
+
+    result = package(module, tmp_path / "fake", istio=IstioOptions(plugin_config={"limit": 3}))
+    (note,) = result.notes
+    assert note.startswith("the plugin configuration was not checked: the local host could not run")
+
+
+def test_the_type_must_be_what_the_module_serves(build_filter: Any, tmp_path: Path) -> None:
+    from proxywasm_build.build import module_serves
+    from proxywasm_build.package import IstioOptions
+
+    l4, http = build_filter(L4_ONLY), build_filter(NEEDS_LIMIT)
+    assert (module_serves(l4.read_bytes()), module_serves(http.read_bytes())) == (("stream",), ("http",))
+    with pytest.raises(ValueError, match="serves only L4 connections .* pass --type NETWORK"):
+        package(l4, tmp_path / "a")
+    with pytest.raises(ValueError, match="serves only HTTP streams .* pass --type HTTP"):
+        package(http, tmp_path / "b", istio=IstioOptions(type="NETWORK"))
+    package(l4, tmp_path / "c", istio=IstioOptions(type="NETWORK"))
+    assert module_serves(MODULE) is None  # not ours: nothing to check
