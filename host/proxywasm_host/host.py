@@ -433,12 +433,21 @@ class Host:
                     progressed = self._answer(call, vm.clusters[call.cluster]) or progressed
             for callout in list(vm.grpc_callouts.values()):
                 handler = vm.clusters.get(callout.cluster)
-                if handler is None or callout.done or (callout.stream and not callout.local_closed):
+                if handler is None or callout.done or callout.slow or callout.refused is not None:
                     continue
-                reply = handler(callout)
+                if callout.stream and not callout.local_closed:
+                    continue
+                try:
+                    reply = handler(callout)
+                except ConnectionError:
+                    reply = UNREACHABLE
                 if reply is None:
                     continue
-                if isinstance(reply, GrpcReply):
+                if reply is UNREACHABLE:
+                    callout.unreachable()
+                elif reply is SLOW:
+                    callout.slow = True  # only its timeout ends it
+                elif isinstance(reply, GrpcReply):
                     callout.reply(reply)
                 else:
                     callout.respond(bytes(reply))

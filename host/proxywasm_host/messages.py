@@ -128,7 +128,8 @@ class _Outcome:
 
 #: A callout handler's answer: the cluster does not answer in time; the call gets Envoy's 504
 #: ``upstream request timeout`` once its ``timeout_ms`` passed on the host clock (``host.request``
-#: moves the clock there by itself when nothing else can happen).
+#: moves the clock there by itself when nothing else can happen). From a gRPC handler: the unary
+#: call ends UNAVAILABLE ``upstream request timeout{response_timeout}``, as Envoy 1.40 reports it.
 SLOW = _Outcome("SLOW", "the cluster answers after the call's timeout: Envoy delivers a 504")
 #: A callout handler's answer: the cluster resets the connection before answering; Envoy delivers
 #: a synthetic 503 (``... reset reason: connection termination``).
@@ -137,7 +138,8 @@ RESET = _Outcome("RESET", "the connection is reset before an answer: Envoy deliv
 #: Envoy calls ``on_http_call_response`` with no headers, body or trailers.
 CUT_OFF = _Outcome("CUT_OFF", "the answer breaks off: Envoy delivers no response at all")
 #: A callout handler's answer: the cluster cannot be reached; Envoy answers with a synthetic 503
-#: (a handler raising ``ConnectionError`` means the same).
+#: (a handler raising ``ConnectionError`` means the same). From a gRPC handler: the call ends
+#: UNAVAILABLE with Envoy's connect error and its details.
 UNREACHABLE = _Outcome("UNREACHABLE", "no host of the cluster can be reached: Envoy delivers a 503")
 
 

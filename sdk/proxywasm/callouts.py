@@ -76,8 +76,16 @@ class HttpCallResponse:
 
 class GrpcCallResponse:
     """The end of a unary gRPC call: its ``status`` (:class:`~proxywasm.GrpcStatus`), ``message``
-    and, when ``ok``, the reply bytes in ``data``. Envoy reports a timeout as DEADLINE_EXCEEDED and
-    a cluster it cannot reach as UNAVAILABLE."""
+    and, when ``ok``, the reply bytes in ``data``.
+
+    What Envoy 1.40 delivers (seen there; ``tests/runtime/test_grpc_outcomes.py``): ``message`` is
+    the server's ``grpc-message`` with Envoy's response code details appended in braces
+    (``"nope{via_upstream}"``; ``"via_upstream"`` alone when the server sent none), so compare
+    with ``startswith`` or split at the last ``{``. A timeout is UNAVAILABLE (not
+    DEADLINE_EXCEEDED) with ``"upstream request timeout{response_timeout}"``; a cluster it cannot
+    reach is UNAVAILABLE with ``"upstream connect error or disconnect/reset before headers. reset
+    reason: ...{upstream_reset_before_response_started{...}}"``. The details tell a timeout from
+    the server's own UNAVAILABLE."""
 
     __slots__ = ("data", "message", "status", "token")
 

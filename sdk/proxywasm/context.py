@@ -211,9 +211,13 @@ class Context:
 
         Like :meth:`http_call`: without ``callback``, ``await`` it for the
         :class:`~proxywasm.callouts.GrpcCallResponse`; with one, the callback receives it. Either
-        way the result carries the gRPC status (check ``.ok``): Envoy reports a timeout as
-        DEADLINE_EXCEEDED and an unreachable cluster as UNAVAILABLE, and an await never raises for
-        a status. ``detach=True`` fires and forgets."""
+        way the result carries the gRPC status (check ``.ok``): Envoy 1.40 reports a timeout and an
+        unreachable cluster as UNAVAILABLE, with its response code details appended to the status
+        message (see :class:`~proxywasm.callouts.GrpcCallResponse`), and an await never raises for
+        a status. ``detach=True`` fires and forgets.
+
+        ``metadata`` pairs must be what Envoy can send (else ValueError, as for :meth:`http_call`
+        headers); the value of a ``-bin`` key may be any bytes (Envoy base64-encodes it)."""
         return self._act(
             callouts.grpc_call, self, cluster, service, method, message, callback, metadata, timeout_ms, detach
         )
@@ -227,7 +231,9 @@ class Context:
         *,
         metadata: Sequence[tuple[HeaderValue, HeaderValue]] = (),
     ) -> callouts.GrpcStream:
-        """Open a gRPC stream; ``handler`` receives its metadata, messages and close."""
+        """Open a gRPC stream; ``handler`` receives its metadata, messages and close. The close's
+        message carries Envoy's response code details as a call's does (``"via_upstream"`` for a
+        stream the server ended with OK and no message); ``metadata`` as for :meth:`grpc_call`."""
         return self._act(callouts.grpc_stream, self, cluster, service, method, handler, metadata)
 
 

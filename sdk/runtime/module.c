@@ -252,8 +252,12 @@ static uint32_t read_u32(const char *p) {
 }
 
 /* header_ok for every pair of a serialized map (count, then each pair's key and value sizes, then
- * each key and value with a NUL after it); a malformed map is left for Envoy to refuse. */
-static int map_ok(const char *data, Py_ssize_t len) {
+ * each key and value with a NUL after it); a malformed map is left for Envoy to refuse. For gRPC
+ * metadata (`grpc`), a key ending in "-bin" carries any bytes: Envoy's gRPC client base64-encodes
+ * its value (Grpc::AsyncClient, base64EscapeBinHeaders; seen in Envoy 1.40), so only its name is
+ * checked; every other pair is refused as Envoy refuses it (proxy_grpc_call answers
+ * INTERNAL_FAILURE, or the call ends UNAVAILABLE "invalid header value for: NAME"). */
+static int map_ok_for(const char *data, Py_ssize_t len, int grpc) {
     if (len < 4) return 1;
     uint32_t count = read_u32(data);
     if (count > (uint32_t)((len - 4) / 8)) return 1;
@@ -261,11 +265,14 @@ static int map_ok(const char *data, Py_ssize_t len) {
     for (uint32_t i = 0; i < count; i++) {
         uint32_t key_len = read_u32(sizes + i * 8), value_len = read_u32(sizes + i * 8 + 4);
         if ((size_t)(end - p) < (size_t)key_len + value_len + 2) return 1;
-        if (!header_ok(p, key_len, p + key_len + 1, value_len)) return 0;
+        int binary = grpc && key_len >= 4 && memcmp(p + key_len - 4, "-bin", 4) == 0;
+        if (!header_ok(p, key_len, p + key_len + 1, binary ? 0 : value_len)) return 0;
         p += key_len + value_len + 2;
     }
     return 1;
 }
+
+static int map_ok(const char *data, Py_ssize_t len) { return map_ok_for(data, len, 0); }
 
 static PyObject *pw_set_header_map_pairs(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     unsigned type;
@@ -389,7 +396,8 @@ static PyObject *pw_grpc_call(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_ssize_t service_len, service_name_len, method_len, metadata_len, message_len;
     unsigned timeout;
     if (!_PyArg_ParseStack(args, nargs, "y#s#s#y#y#I", &service, &service_len, &service_name, &service_name_len, &method,
-                                   &method_len, &metadata, &metadata_len, &message, &message_len, &timeout))
+                                   &method_len, &metadata, &metadata_len, &message, &message_len, &timeout) ||
+        !map_ok_for(metadata, metadata_len, 1))
         return NULL;
     uint32_t token = 0;
     CHECK(proxy_grpc_call, proxy_grpc_call(service, service_len, service_name, service_name_len, method, method_len,
@@ -401,7 +409,8 @@ static PyObject *pw_grpc_stream(PyObject *self, PyObject *const *args, Py_ssize_
     const char *service, *service_name, *method, *metadata;
     Py_ssize_t service_len, service_name_len, method_len, metadata_len;
     if (!_PyArg_ParseStack(args, nargs, "y#s#s#y#", &service, &service_len, &service_name, &service_name_len, &method,
-                                   &method_len, &metadata, &metadata_len))
+                                   &method_len, &metadata, &metadata_len) ||
+        !map_ok_for(metadata, metadata_len, 1))
         return NULL;
     uint32_t token = 0;
     CHECK(proxy_grpc_stream, proxy_grpc_stream(service, service_len, service_name, service_name_len, method,

@@ -9,6 +9,8 @@ from host_support import Probe
 
 from proxywasm.abi import BufferType, MapType, Status, encode_map
 from proxywasm_host import GrpcReply, Request
+from proxywasm_host.emulator.callouts import grpc_status_message
+from proxywasm_host.emulator.http1 import refused_details
 
 
 def test_unknown_cluster_is_bad_argument(probe: Probe) -> None:
@@ -123,3 +125,40 @@ def test_grpc_unknown_cluster_is_parse_failure(probe: Probe) -> None:
 def test_grpc_cancel_and_close_tokens(probe: Probe) -> None:
     assert probe.call("proxy_grpc_cancel", 4) == Status.BAD_ARGUMENT  # an http-call token
     assert probe.call("proxy_grpc_close", 5) == Status.NOT_FOUND
+
+
+def test_grpc_metadata_envoy_cannot_send(probe: Probe) -> None:
+    # Seen in Envoy 1.40 (a probe, before the SDK refused such metadata itself): a value with a
+    # control character, or a name that is not a token, is refused by the codec. On the cluster's
+    # first call the connection is not up yet: the call starts and ends UNAVAILABLE, saying why;
+    # once the HTTP/2 connection is up, proxy_grpc_call itself answers INTERNAL_FAILURE. A "-bin"
+    # value is any bytes (Envoy base64-encodes it).
+    seen: list[list[tuple[str, str]]] = []
+    probe.host.add_cluster("grpc", lambda call: (seen.append(call.metadata), GrpcReply(b"ok"))[1])
+
+    def call(metadata: list[tuple[bytes, bytes]]) -> int:
+        args = [*probe.put("grpc"), *probe.put("pkg.Svc"), *probe.put("Do"), *probe.put(encode_map(metadata))]
+        return probe.call("proxy_grpc_call", *args, *probe.put("ping"), 1000, probe.slot())
+
+    assert call([(b"x-m", b"a\r\nx-evil: 1")]) == Status.OK  # cold: accepted, then refused
+    (refused,) = probe.host.pending_grpc_calls
+    assert refused.refused == "invalid header value for: x-m"
+    probe.host.pump()
+    assert probe.args("proxy_on_grpc_close")[2] == 14 and seen == []  # the server saw nothing
+    assert call([(b"x-ok", b"1")]) == Status.OK
+    probe.host.pump()
+    assert call([(b"x-m", b"a\x01b")]) == Status.INTERNAL_FAILURE  # the connection is up now
+    assert call([(b"bad name", b"1")]) == Status.INTERNAL_FAILURE
+    assert call([(b"x-m-bin", b"\r\n\x00\xff")]) == Status.OK
+    probe.host.pump()
+    assert seen[-1] == [("x-m-bin", "\r\n\x00\xff")]
+
+
+def test_grpc_status_message_as_envoy_builds_it() -> None:
+    # Envoy 1.40's enhancedGrpcMessage, with messages seen there.
+    assert grpc_status_message("nope", "via_upstream") == "nope{via_upstream}"
+    assert grpc_status_message("", "via_upstream") == "via_upstream"
+    refused = "invalid header value for: x-m"
+    assert grpc_status_message(refused, refused_details(refused)) == (
+        "invalid header value for: x-m{filter_removed_required_request_headers{invalid_header_value_for:_x-m}}"
+    )

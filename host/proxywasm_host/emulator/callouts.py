@@ -14,7 +14,7 @@ from proxywasm.abi import BufferType, LogLevel, MapType, Status
 
 from ..messages import GrpcReply, Request, Response, pairs_of
 from .headers import HeaderMap
-from .http1 import as_parsed, refused_header
+from .http1 import as_parsed, refused_details, refused_header
 
 if TYPE_CHECKING:
     from .process import Timer
@@ -204,12 +204,34 @@ def start_http_call(
     return int(Status.OK), token
 
 
+# Envoy 1.40's gRPC client appends the stream's response code details to the status message the
+# filter reads (Grpc::AsyncClient's enhancedGrpcMessage): "nope{via_upstream}" for a server's
+# "nope", "via_upstream" alone for none. Local failures carry their own details (seen in Envoy).
+VIA_UPSTREAM = "via_upstream"
+GRPC_UNAVAILABLE = 14
+GRPC_TIMEOUT = ("upstream request timeout", "response_timeout")  # a unary call past its timeout: 14
+GRPC_UNREACHABLE = (
+    UNREACHABLE_BODY.decode(),
+    "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}",
+)
+
+
+def grpc_status_message(message: str, details: str) -> str:
+    """The status message Envoy 1.40 hands the filter: the server's (or local reply's) message
+    with the response code details appended in braces; either alone when the other is empty."""
+    if not message:
+        return details
+    return f"{message}{{{details}}}" if details else message
+
+
 class GrpcCallout:
     """A gRPC call (``stream`` false) or stream in flight; answer it with :meth:`respond`, push
-    server messages with :meth:`send`, end it with :meth:`close`."""
+    server messages with :meth:`send`, end it with :meth:`close`. A unary call with a timeout ends
+    by itself once the host clock passes it (UNAVAILABLE ``upstream request timeout``, as Envoy
+    1.40 reports it); :meth:`unreachable` is Envoy's answer when no host of the cluster answers."""
 
     def __init__(self, vm: Vm, token: int, cluster: str, service: str, method: str, metadata: list[tuple[str, str]],
-                 request: bytes | None, stream: bool, context_id: int) -> None:  # fmt: skip
+                 request: bytes | None, stream: bool, context_id: int, timeout_ms: int = 0) -> None:  # fmt: skip
         self._vm = vm
         self.token = token
         self.cluster = cluster
@@ -223,6 +245,12 @@ class GrpcCallout:
         self.local_closed = False
         self.remote_closed = False
         self.done = False
+        self.slow = False  # the cluster's handler answered SLOW: only the timeout can end it
+        # Envoy's codec refused the metadata (see start_grpc): the call ends with this local reply.
+        self.refused: str | None = None
+        self._timer: Timer | None = None
+        if timeout_ms > 0 and not stream:
+            self._timer = vm.envoy.schedule(timeout_ms, self.time_out)
 
     def __repr__(self) -> str:
         return f"GrpcCallout({self.cluster!r}, {self.service}/{self.method}, token={self.token})"
@@ -262,20 +290,41 @@ class GrpcCallout:
             if not self.stream:
                 self._vm.grpc_callouts.pop(self.token, None)
 
-    def close(self, status: int = 0, message: str = "") -> None:
-        """The server ends the call or stream with a gRPC status (``on_grpc_close``)."""
+    def close(self, status: int = 0, message: str = "", *, details: str = VIA_UPSTREAM) -> None:
+        """The server ends the call or stream with a gRPC status (``on_grpc_close``). The filter
+        reads ``message`` with Envoy's response code ``details`` appended (see
+        :func:`grpc_status_message`); a local failure passes its own."""
         self.remote_closed = True
         self.done = True
+        if self._timer is not None:
+            self._timer.cancel()
         root = self._root()
         if root is None:
             return
-        root.status_code, root.status_message = int(status), message.encode()
+        root.status_code = int(status)
+        root.status_message = grpc_status_message(message, details).encode()
         try:
             self._vm.call("proxy_on_grpc_close", root, root.id, self.token, int(status))
         finally:
             root.status_code, root.status_message = 0, b""
             if not self.stream or self.local_closed:
                 self._vm.grpc_callouts.pop(self.token, None)
+
+    def time_out(self) -> None:
+        """A unary call past its timeout: Envoy's router answers the call with a local 504, which
+        its gRPC client reports as UNAVAILABLE (Envoy 1.40; not DEADLINE_EXCEEDED)."""
+        if not self.done:
+            self.close(GRPC_UNAVAILABLE, GRPC_TIMEOUT[0], details=GRPC_TIMEOUT[1])
+
+    def unreachable(self) -> None:
+        """No host of the cluster accepts the connection (refused): UNAVAILABLE, with the reason."""
+        if not self.done:
+            self.close(GRPC_UNAVAILABLE, GRPC_UNREACHABLE[0], details=GRPC_UNREACHABLE[1])
+
+    def refuse(self) -> None:
+        """Envoy's codec refused the metadata on a new connection (see ``refused``)."""
+        if not self.done and self.refused is not None:
+            self.close(GRPC_UNAVAILABLE, self.refused, details=refused_details(self.refused))
 
     def _root(self) -> Any:
         if self.token not in self._vm.grpc_callouts:
@@ -309,9 +358,26 @@ def start_grpc(
         _unknown_cluster(vm, "grpc_call" if message is not None else "grpc_stream", cluster)
         return int(Status.PARSE_FAILURE), 0
     stream = message is None
+    refused = refused_metadata(metadata)
+    if refused is not None and vm.pools.h2_ready(cluster):
+        # The cluster's HTTP/2 connection is up: the codec refuses inside the call (Envoy 1.40).
+        return int(Status.INTERNAL_FAILURE), 0
+    if not vm.pools.h2_ready(cluster):
+        vm.pools.h2_open(cluster)
+        vm.envoy.posted.append(vm.pools.h2_connected)
     token = vm.next_callout_token(2 if stream else 1)
-    vm.grpc_callouts[token] = GrpcCallout(
+    callout = vm.grpc_callouts[token] = GrpcCallout(
         vm, token, cluster, service_name.decode("utf-8", "replace"), method.decode("utf-8", "replace"),
-        HeaderMap(metadata).items(), message, stream, vm.root_of(vm.ctx()).id,
+        HeaderMap(metadata).items(), message, stream, vm.root_of(vm.ctx()).id, timeout_ms,
     )  # fmt: skip
+    if refused is not None:  # on the new connection, once it is up: the call ends UNAVAILABLE saying why
+        callout.refused = refused
+        vm.envoy.posted.append(callout.refuse)
     return int(Status.OK), token
+
+
+def refused_metadata(metadata: Pairs) -> str | None:
+    """Why Envoy's codec refuses a gRPC call's metadata, as :func:`~.http1.refused_header` says it
+    for request headers; the value of a ``-bin`` key is any bytes (Envoy base64-encodes it)."""
+    pairs = [(k, b"" if k.endswith(b"-bin") else v) for k, v in metadata if k[:1] != b":"]
+    return refused_header(HeaderMap(pairs))

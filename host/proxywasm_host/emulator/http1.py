@@ -165,10 +165,29 @@ class ConnectionPools:
     request takes an idle one, or has a new one opened (ready one event-loop turn later); a complete
     answer that keeps its connection gives it back; a timeout, a reset or a codec refusal closes it.
     What it decides: whether Envoy's codec refuses request headers at once (an idle connection was
-    ready) or later (see :func:`refused_header`; checked in Envoy by the differential suite)."""
+    ready) or later (see :func:`refused_header`; checked in Envoy by the differential suite). gRPC
+    clusters speak HTTP/2: one connection, opened by the first call, carries every later call."""
 
     def __init__(self) -> None:
         self.idle: dict[str, int] = {}
+        self._h2_up: set[str] = set()  # gRPC clusters with an HTTP/2 connection up (it stays: multiplexed)
+        self._h2_connecting: set[str] = set()
+
+    def h2_ready(self, cluster: str) -> bool:
+        """A gRPC call to ``cluster`` finds its HTTP/2 connection up (so Envoy's codec refuses bad
+        metadata inside the call, as with an idle HTTP/1 connection)."""
+        return cluster in self._h2_up
+
+    def h2_open(self, cluster: str) -> None:
+        """A gRPC call goes to ``cluster``: without a connection, one is opened; it is up once the
+        event loop has turned (see :meth:`h2_connected`)."""
+        if cluster not in self._h2_up:
+            self._h2_connecting.add(cluster)
+
+    def h2_connected(self) -> None:
+        """The event loop turned: the connections being opened are up."""
+        self._h2_up |= self._h2_connecting
+        self._h2_connecting.clear()
 
     def take(self, cluster: str) -> bool:
         """A request goes to ``cluster``: whether an idle connection was ready for it at once."""

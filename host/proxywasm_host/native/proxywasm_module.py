@@ -65,12 +65,13 @@ def _header(key: bytes, value: bytes) -> None:
         )
 
 
-def _checked_pairs(raw: bytes) -> list[tuple[bytes, bytes]]:
-    """A serialized map the filter sends (a local reply's or a callout's headers), each pair checked
-    as module.c's map_ok does."""
+def _checked_pairs(raw: bytes, *, grpc: bool = False) -> list[tuple[bytes, bytes]]:
+    """A serialized map the filter sends (a local reply's or a callout's headers, a gRPC call's
+    metadata), each pair checked as module.c's map_ok_for does: in gRPC metadata the value of a
+    ``-bin`` key is any bytes (Envoy base64-encodes it), only its name is checked."""
     pairs = _pairs(raw)
     for key, value in pairs:
-        _header(key, value)
+        _header(key, b"" if grpc and key.endswith(b"-bin") else value)
     return pairs
 
 
@@ -274,14 +275,16 @@ class ProxyWasmModule(ModuleType):
 
     def grpc_call(self, service: object, service_name: object, method: object, metadata: object, message: object,
                   timeout: int) -> int:  # fmt: skip
+        metadata_pairs = _checked_pairs(_y(metadata), grpc=True)
         status, token = self._f.proxy_grpc_call(
-            _y(service), _s(service_name), _s(method), _pairs(_y(metadata)), _y(message), int(timeout)
+            _y(service), _s(service_name), _s(method), metadata_pairs, _y(message), int(timeout)
         )
         self._check("proxy_grpc_call", status)
         return token
 
     def grpc_stream(self, service: object, service_name: object, method: object, metadata: object) -> int:
-        status, token = self._f.proxy_grpc_stream(_y(service), _s(service_name), _s(method), _pairs(_y(metadata)))
+        metadata_pairs = _checked_pairs(_y(metadata), grpc=True)
+        status, token = self._f.proxy_grpc_stream(_y(service), _s(service_name), _s(method), metadata_pairs)
         self._check("proxy_grpc_stream", status)
         return token
 

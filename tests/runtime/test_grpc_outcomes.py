@@ -1,0 +1,223 @@
+"""How a gRPC call or stream ends, as the filter reads it: the same filter through real Envoy 1.40
+(a grpcio server on 127.0.0.1) and in the local host (cluster handlers doing what that server does),
+with the same expectations. Envoy's gRPC client appends its response code details to the status
+message ("nope{via_upstream}", "via_upstream" alone), reports a unary call's timeout as UNAVAILABLE
+and an unreachable cluster as UNAVAILABLE with the connect error."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from proxywasm_build.envoy import Cluster, Envoy, WasmPlugin, http_bootstrap
+from proxywasm_build.upstream import UpstreamServer
+from proxywasm_host import SLOW, UNREACHABLE, GrpcReply, Host
+
+FILTER = """
+import proxywasm
+from proxywasm import Action, HttpContext
+
+
+class Collect:
+    def __init__(self, ctx):
+        self.ctx, self.parts = ctx, []
+
+    def on_initial_metadata(self, stream, metadata):
+        pass
+
+    def on_message(self, stream, data):
+        self.parts.append(data.decode())
+
+    def on_trailing_metadata(self, stream, metadata):
+        pass
+
+    def on_close(self, stream, status, message):
+        self.ctx.send_response(200, f"stream {int(status)}|{message}|{','.join(self.parts)}")
+
+
+@proxywasm.register
+class Outcomes(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        cluster, method = headers[":path"].split("/")[1:3]
+        if method.startswith("Stream"):
+            stream = self.grpc_stream(cluster, "test.Echo", method, Collect(self))
+            stream.send(b"x", end_stream=True)
+        elif method == "Meta":
+            metadata = [(headers["x-meta-name"], bytes.fromhex(headers["x-meta-hex"]))]
+            try:
+                self.grpc_call(cluster, "test.Echo", method, b"hi", self.on_reply, metadata=metadata)
+            except ValueError as err:
+                self.send_response(400, str(err))
+        else:
+            self.grpc_call(cluster, "test.Echo", method, b"hi", self.on_reply, timeout_ms=300)
+        return Action.PAUSE
+
+    def on_reply(self, reply):
+        self.send_response(200, f"{int(reply.status)}|{reply.message}|{reply.data.decode()}")
+"""
+
+REFUSED = (
+    "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"
+    "{upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}}"
+)
+EXPECTED = {
+    "/grpc/Say": "0||echo hi",
+    "/grpc/Abort": "7|nope{via_upstream}|",
+    "/grpc/Silent": "5|via_upstream|",
+    "/grpc/Missing": "12|Method not found!{via_upstream}|",
+    "/grpc/Late": "14|upstream request timeout{response_timeout}|",
+    "/dead/Say": f"14|{REFUSED}|",
+    "/grpc/StreamOk": "stream 0|via_upstream|X",
+    "/grpc/StreamAbort": "stream 8|late no{via_upstream}|X",
+}
+
+
+# ---- the server, as grpcio runs it for Envoy and as the host's cluster handler answers ----
+
+
+def _abort(request: bytes, context: Any) -> bytes:
+    context.abort(grpc.StatusCode.PERMISSION_DENIED, "nope")
+
+
+def _silent(request: bytes, context: Any) -> bytes:
+    context.abort(grpc.StatusCode.NOT_FOUND, "")
+
+
+def _meta(request: bytes, context: Any) -> bytes:
+    return repr([v for k, v in context.invocation_metadata() if k.startswith("x-m")]).encode()
+
+
+def _late(request: bytes, context: Any) -> bytes:
+    time.sleep(1)  # past the call's 300 ms
+    return b"late"
+
+
+def _stream_ok(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+    for item in requests:
+        yield item.upper()
+
+
+def _stream_abort(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+    for item in requests:
+        yield item.upper()
+    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "late no")
+
+
+def host_server(callout: Any) -> Any:
+    """The grpcio server's methods as a host cluster handler."""
+    method = callout.method
+    if method == "Say":
+        return GrpcReply(b"echo " + callout.request)
+    if method == "Abort":
+        return GrpcReply(None, 7, "nope")
+    if method == "Silent":
+        return GrpcReply(None, 5, "")
+    if method == "Late":
+        return SLOW
+    if method == "Meta":  # grpcio hands a "-bin" value over as bytes, any other as str
+        values = [v.encode("latin-1") if k.endswith("-bin") else v for k, v in callout.metadata if k.startswith("x-m")]
+        return GrpcReply(repr(values).encode())
+    if method == "StreamOk":
+        return GrpcReply(b"".join(callout.sent).upper(), 0)
+    if method == "StreamAbort":
+        return GrpcReply(b"".join(callout.sent).upper(), 8, "late no")
+    return GrpcReply(None, 12, "Method not found!")  # what grpcio answers for an unknown method
+
+
+@pytest.fixture(scope="module")
+def grpc_port() -> Iterator[int]:
+    identity: Callable[[bytes], bytes] = lambda b: b  # noqa: E731
+    unary = {"Abort": _abort, "Silent": _silent, "Late": _late, "Meta": _meta, "Say": lambda r, c: b"echo " + r}
+    streams = {"StreamOk": _stream_ok, "StreamAbort": _stream_abort}
+    handlers = {name: grpc.unary_unary_rpc_method_handler(f, identity, identity) for name, f in unary.items()}
+    handlers |= {name: grpc.stream_stream_rpc_method_handler(f, identity, identity) for name, f in streams.items()}
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield port
+    server.stop(None)
+
+
+@pytest.fixture(scope="module")
+def wasm(build_filter: Callable[[str], Path]) -> Path:
+    return build_filter(FILTER)
+
+
+@pytest.fixture(scope="module")
+def envoy(wasm: Path, grpc_port: int) -> Iterator[Envoy]:
+    with UpstreamServer() as upstream:
+        clusters = [Cluster("grpc", grpc_port, http2=True), Cluster("dead", 1, http2=True)]  # port 1: refused
+        config = http_bootstrap(upstream_port=upstream.port, plugins=[WasmPlugin(wasm, name="g")], clusters=clusters)
+        with Envoy(config) as running:
+            yield running
+
+
+def _get(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
+    except urllib.error.HTTPError as err:
+        return f"HTTP {err.code}: {err.read().decode()}"
+
+
+# Metadata: a "-bin" value is any bytes (Envoy base64-encodes it, the server decodes it); any other
+# with a control character Envoy cannot send, so the SDK refuses it at the call (ValueError).
+META = {
+    ("x-m-bin", "0d0a00ff"): "0||[b'\\r\\n\\x00\\xff']",
+    ("x-m", "6f6b"): "0||['ok']",
+    ("x-m", "610d0a62"): "the value of header 'x-m' contains a control character",
+    ("bad(name", "6f6b"): "'bad(name' is not a valid header name",
+}
+
+
+def _meta_call(run: Callable[[dict[str, str]], str]) -> dict[tuple[str, str], str]:
+    seen = {}
+    for name, value in META:
+        body = run({"x-meta-name": name, "x-meta-hex": value})
+        seen[name, value] = body[: len(META[name, value])]  # a refusal's message goes on: compare its start
+    return seen
+
+
+@pytest.mark.parametrize("path", list(EXPECTED))
+def test_in_envoy(envoy: Envoy, path: str) -> None:
+    assert _get(envoy.url + path) == EXPECTED[path]
+
+
+@pytest.mark.parametrize("mode", ["wasm", "native"])
+def test_in_the_host(wasm: Path, mode: str) -> None:
+    source = wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
+    host = Host.load(source, mode=mode, clusters={"grpc": host_server, "dead": lambda callout: UNREACHABLE})
+    seen = {path: host.request("GET", path).body.decode() for path in EXPECTED}
+    assert seen == EXPECTED
+
+
+def test_metadata_in_envoy(envoy: Envoy) -> None:
+    def run(headers: dict[str, str]) -> str:
+        request = urllib.request.Request(envoy.url + "/grpc/Meta", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return str(response.read().decode())
+        except urllib.error.HTTPError as err:
+            return str(err.read().decode())
+
+    assert _meta_call(run) == META
+
+
+@pytest.mark.parametrize("mode", ["wasm", "native"])
+def test_metadata_in_the_host(wasm: Path, mode: str) -> None:
+    source = wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
+    host = Host.load(source, mode=mode, clusters={"grpc": host_server})
+
+    def run(headers: dict[str, str]) -> str:
+        return host.request("GET", "/grpc/Meta", headers=list(headers.items())).body.decode()
+
+    assert _meta_call(run) == META
