@@ -14,6 +14,7 @@ import gc
 import marshal
 import posix
 import sys
+import time
 
 import _proxywasm
 
@@ -162,6 +163,7 @@ def initialize() -> None:
         __import__(module)
     from . import _build_guard
 
+    time.sleep = vm.refuse_sleep  # a worker cannot wait: see vm.SLEEP_MESSAGE
     with _build_guard.building():
         __import__(manifest["entry"])
     if not _dispatch.registry.plugins:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import hostcalls
+from .errors import UsageError
 
 _keep_compiler = False  # set by keep_compiler(); read by the build (a build fact) and by native mode
 
@@ -33,3 +34,20 @@ def python_entries() -> int:
     """How many of Envoy's callbacks have run Python code in this VM. Callbacks a filter does
     not define are answered by the runtime without entering Python, and do not count."""
     return hostcalls.python_entries()
+
+
+SLEEP_MESSAGE = (
+    "time.sleep() in a filter: an Envoy worker cannot wait inside a callback (every stream and connection of "
+    "that worker would wait with it, and Envoy's VM has no clock to sleep on). Wait without blocking: hold "
+    "the stream (return Action.PAUSE) and resume it from on_tick (set_tick_period) or from a callout's answer "
+    "(timeout_ms bounds the wait)"
+)
+
+
+def refuse_sleep(seconds: float) -> None:
+    """What ``time.sleep`` is in a filter, inside Envoy and in the local host alike: ``sleep(0)``
+    returns, any other raises :class:`~proxywasm.errors.UsageError` (:data:`SLEEP_MESSAGE`).
+    Installed over ``time.sleep`` by the runtime's bootstrap (before the filter is imported) and by
+    the local host's native mode while the filter runs."""
+    if seconds != 0:
+        raise UsageError(SLEEP_MESSAGE)

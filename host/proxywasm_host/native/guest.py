@@ -16,6 +16,7 @@ import builtins
 import importlib
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -98,6 +99,13 @@ class _LogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         default = LogLevel.TRACE if record.levelno < logging.DEBUG else LogLevel.ERROR
         self._vm.log(self._LEVELS.get(record.levelno, default), self.format(record))
+
+
+def _refuse_sleep(seconds: float) -> None:
+    """``time.sleep`` while the filter runs: the SDK's refusal (``proxywasm.vm.refuse_sleep``), from
+    the copy of the SDK this VM runs (in ``sys.modules`` while it runs), so its UsageError is the
+    filter's."""
+    importlib.import_module("proxywasm.vm").refuse_sleep(seconds)
 
 
 class NativeGuest:
@@ -223,6 +231,7 @@ class NativeGuest:
         sys.stderr = _Tee(self.vm, LogLevel.ERROR, sys.stderr)
         root.handlers[:] = [_LogHandler(self.vm)]
         root.setLevel(logging.DEBUG)
+        saved["sleep"], time.sleep = time.sleep, _refuse_sleep  # as the runtime's bootstrap does in the VM
         if not loading:
             builtins.__import__ = self.rules.guarded_import(builtins.__import__)
             vm = self.modules.get("proxywasm.vm")
@@ -232,6 +241,7 @@ class NativeGuest:
 
     def _leave(self, saved: dict[str, Any]) -> None:
         builtins.__import__ = saved["import"]
+        time.sleep = saved["sleep"]
         if "compiler" in saved:
             CompilerGuard.uninstall(saved["compiler"])
         for stream in (sys.stdout, sys.stderr):
