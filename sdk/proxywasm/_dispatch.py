@@ -359,6 +359,19 @@ class Dispatcher:
             f"callback, or Envoy holds the {side} until a timeout"
         )
 
+    @staticmethod
+    def _read_environment() -> None:
+        """os.environ is what CPython read at build time (nothing): fill it, once per VM, with the
+        VM's environment as Envoy gives it (``vm_config.environment_variables``; Istio's
+        ``vmConfig.env``). The same mapping object, so ``from os import environ`` sees it too."""
+        environ = getattr(sys.modules.get("os"), "environ", None)
+        if environ is None:
+            return
+        for entry in hostcalls.raw.environ():
+            name, _, value = entry.partition(b"=")
+            if name:
+                environ[name.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+
     # ---- lifecycle ----
 
     def on_context_create(self, context_id: int, parent_id: int) -> int:
@@ -370,6 +383,7 @@ class Dispatcher:
                 generator = sys.modules.get("random")
                 if generator is not None:
                     generator.seed()
+                self._read_environment()
             root_id = properties.plugin_root_id()
             plugin = self._new_plugin(root_id)
             plugin.context_id = context_id

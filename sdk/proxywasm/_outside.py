@@ -14,6 +14,10 @@ def set_budget(*args: object) -> None:
     pass
 
 
+def environ() -> list[bytes]:
+    return []  # no VM environment outside a VM
+
+
 def __getattr__(name: str) -> Any:
     if name.startswith("__"):  # __all__, __path__...: asked by tools (pydoc), not host functions
         raise AttributeError(name)

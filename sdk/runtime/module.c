@@ -9,6 +9,7 @@
 #include <Python.h>
 #include <stdlib.h>
 #include <string.h>
+#include <wasi/api.h>
 
 #include "hostcalls.h"
 #include "runtime.h"
@@ -578,6 +579,33 @@ static PyObject *pw_memory_size(PyObject *self, PyObject *unused) {
     return PyLong_FromSize_t(__builtin_wasm_memory_size(0) * 65536);
 }
 
+/* Not a host call: the VM's environment as Envoy gives it now (vm_config.environment_variables,
+ * Istio's vmConfig.env), a list of b"NAME=value". CPython read os.environ at build time, where
+ * there is none: the dispatcher refreshes os.environ from this when the VM starts. */
+static PyObject *pw_environ(PyObject *self, PyObject *unused) {
+    PyObject *list = PyList_New(0);
+    __wasi_size_t count = 0, size = 0;
+    if (list == NULL || __wasi_environ_sizes_get(&count, &size) != 0 || count == 0) return list;
+    uint8_t **entries = calloc(count + 1, sizeof(uint8_t *));
+    uint8_t *text = malloc(size + 1);
+    if (entries == NULL || text == NULL) {
+        free(entries);
+        free(text);
+        Py_DECREF(list);
+        return PyErr_NoMemory();
+    }
+    if (__wasi_environ_get(entries, text) == 0) {
+        for (size_t i = 0; i < count && list != NULL; i++) {
+            PyObject *item = PyBytes_FromString((const char *)entries[i]);
+            if (item == NULL || PyList_Append(list, item) < 0) Py_CLEAR(list);
+            Py_XDECREF(item);
+        }
+    }
+    free(entries);
+    free(text);
+    return list;
+}
+
 /* Not a host call: how many guest callbacks have entered Python in this VM. */
 static PyObject *pw_python_entries(PyObject *self, PyObject *unused) {
     return PyLong_FromUnsignedLongLong(python_entries);
@@ -651,6 +679,7 @@ static PyMethodDef methods[] = {
     FASTCALL(set_property),
     NOARGS(memory_size),
     NOARGS(python_entries),
+    NOARGS(environ),
     {"set_budget", budget_set, METH_VARARGS, NULL},
     {"budget_stats", budget_stats, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},

@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import importlib
 import logging
+import os
 import sys
 import time
 import traceback
@@ -131,6 +132,7 @@ class NativeGuest:
         self.rules = ImportRules(self.base)
         self.compiler = CompilerGuard(Path(proxywasm.__file__).parent, self.base)
         self.modules: dict[str, ModuleType] = {"_proxywasm": self.api}
+        self.environ: dict[str, str] = {}  # os.environ while the filter runs (see _enter)
         self._masks = self.api.masks  # context id -> callback mask, which the SDK may change
         self._exports: dict[str, Callable[..., int]] = {"proxy_on_context_create": self._on_context_create}
         for bit, (export, method, nargs, fallback) in enumerate(CALLBACKS):
@@ -232,6 +234,9 @@ class NativeGuest:
         root.handlers[:] = [_LogHandler(self.vm)]
         root.setLevel(logging.DEBUG)
         saved["sleep"], time.sleep = time.sleep, _refuse_sleep  # as the runtime's bootstrap does in the VM
+        # The VM's own environment, not the test process's: empty while the filter loads (the build
+        # has none), then what the SDK reads from Host.load(env=...) when the VM starts.
+        saved["environ"], os.environ = os.environ, self.environ  # type: ignore[assignment]
         if not loading:
             builtins.__import__ = self.rules.guarded_import(builtins.__import__)
             vm = self.modules.get("proxywasm.vm")
@@ -242,6 +247,7 @@ class NativeGuest:
     def _leave(self, saved: dict[str, Any]) -> None:
         builtins.__import__ = saved["import"]
         time.sleep = saved["sleep"]
+        os.environ = saved["environ"]  # noqa: B003 - the test process's mapping back (swapped in _enter)
         if "compiler" in saved:
             CompilerGuard.uninstall(saved["compiler"])
         for stream in (sys.stdout, sys.stderr):

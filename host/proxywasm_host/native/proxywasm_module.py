@@ -156,6 +156,10 @@ class ProxyWasmModule(ModuleType):
     def python_entries(self) -> int:
         return self.entries
 
+    def environ(self) -> list[bytes]:
+        """module.c's environ: the VM's environment (``Host.load(env=...)``), as b"NAME=value"."""
+        return [f"{name}={value}".encode("utf-8", "surrogateescape") for name, value in self._f.vm.env.items()]
+
     def effective_context(self) -> int:
         return self.effective
 
