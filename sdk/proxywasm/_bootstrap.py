@@ -9,8 +9,10 @@ stay out of every VM unless the filter imports them.
 
 from __future__ import annotations
 
+import builtins
 import codecs
 import gc
+import io
 import marshal
 import posix
 import sys
@@ -192,6 +194,7 @@ def initialize() -> None:
         if hasattr(package, name):
             delattr(package, name)
     _freeze_imports(importer, missing)
+    builtins.open = io.open = vm.refuse_open  # type: ignore[assignment]  # no files in Envoy: say so
     log.install_stdio()
     log.route_logging()
     _proxywasm.set_dispatcher(_dispatch.dispatcher, _dispatch.dispatcher.contexts)

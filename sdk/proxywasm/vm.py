@@ -51,3 +51,17 @@ def refuse_sleep(seconds: float) -> None:
     the local host's native mode while the filter runs."""
     if seconds != 0:
         raise UsageError(SLEEP_MESSAGE)
+
+
+NO_FILES = (
+    "a filter has no files inside Envoy (its VM has no filesystem): ship data as a Python module bundled with "
+    "the filter, or pass it in the plugin configuration (on_configure)"
+)
+
+
+def refuse_open(file: object, *args: object, **kwargs: object) -> None:
+    """What ``open`` is in a filter once it is built, inside Envoy and in the local host alike:
+    a :class:`PermissionError` saying why (:data:`NO_FILES`) instead of WASI's "Capabilities
+    insufficient". Installed over ``builtins.open`` by the runtime's bootstrap after the build, and
+    by native mode for the filter's own calls."""
+    raise PermissionError(f"open({file!r}): {NO_FILES}")

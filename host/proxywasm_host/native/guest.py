@@ -7,13 +7,19 @@ Each VM gets its own copy of the SDK and of the filter's modules (a VM is a sepa
 Envoy); they are swapped into ``sys.modules`` while that VM's code runs, so several hosts, or
 ``workers=N``, keep separate state. During a callback the filter's output goes to the host's log
 (and on to the real stream, so ``breakpoint()`` works), and imports follow the VM's rules
-(:mod:`.imports`).
+(:mod:`.imports`). As in the VM: host calls from module-level code answer as at build time
+(:class:`.proxywasm_module.AtBuildTime`); ``os.environ`` is the VM's (``Host.load(env=...)``),
+empty while the filter loads; ``time.sleep`` and the filter's own ``open`` are refused with the
+SDK's messages; source compilation in callbacks is refused (:mod:`.compiler`). Not as in the VM:
+``os.listdir`` and other file functions, threads, and late imports of modules the test process had
+already loaded (see :mod:`.imports`); the Wasm mode is the judge.
 """
 
 from __future__ import annotations
 
 import builtins
 import importlib
+import io
 import logging
 import os
 import sys
@@ -242,6 +248,8 @@ class NativeGuest:
             vm = self.modules.get("proxywasm.vm")
             if not getattr(vm, "_keep_compiler", False):  # the served module has no compiler
                 saved["compiler"] = self.compiler.install()
+            saved["open"] = builtins.open
+            builtins.open = io.open = self.compiler.open_guard(saved["open"])  # the VM has no files
         return saved
 
     def _leave(self, saved: dict[str, Any]) -> None:
@@ -250,6 +258,8 @@ class NativeGuest:
         os.environ = saved["environ"]  # noqa: B003 - the test process's mapping back (swapped in _enter)
         if "compiler" in saved:
             CompilerGuard.uninstall(saved["compiler"])
+        if "open" in saved:
+            builtins.open = io.open = saved["open"]
         for stream in (sys.stdout, sys.stderr):
             if isinstance(stream, _Tee):
                 stream.flush()
