@@ -79,19 +79,35 @@ def not_imported_at_build(fullname: str) -> str:
     )
 
 
+def c_extension_left_out(name: str, file: str) -> str:
+    """Why the C extension module ``name`` (``file``) of a dependency cannot be imported: the bundle
+    leaves C extensions out (proxywasm_build/bundle.py); native mode refuses them the same way."""
+    return (
+        f"No module named {name!r}: it is a C extension ({file}), left out of the bundle because only "
+        "pure-Python code runs inside Envoy. Use a pure-Python alternative, or the package's pure-Python "
+        "fallback if it has one"
+    )
+
+
 class NotBundled:
     """Last on the meta path: explains why a module cannot be imported. While the filter is built it
     speaks only for stdlib modules the runtime lacks; inside Envoy (``frozen``) for every module."""
 
-    def __init__(self, stdlib: str) -> None:
+    def __init__(self, stdlib: str, left_out: str = "") -> None:
         self.stdlib = stdlib  # the runtime's pure-Python stdlib, space-separated: files exist at build time only
         self.frozen = False
+        # C extensions of dependencies the bundle left out, "module:file" space-separated (bundle.py)
+        self.left_out = dict(item.split(":", 1) for item in left_out.split())
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
         top = fullname.partition(".")[0]
         if top in sys.stdlib_module_names and top not in self.stdlib.split():
             linked = ", ".join(sorted(n for n in sys.builtin_module_names if n not in ("__main__", "builtins", "sys")))
             raise ModuleNotFoundError(missing_from_runtime(fullname, linked), name=fullname)
+        if fullname in self.left_out:
+            # ImportError, not ModuleNotFoundError: `from pkg import _ext` would swallow that one and
+            # say "cannot import name"; `except ImportError` fallbacks still take it.
+            raise ImportError(c_extension_left_out(fullname, self.left_out[fullname]), name=fullname)
         if not self.frozen:
             return None
         if top in sys.stdlib_module_names:
@@ -159,7 +175,7 @@ def initialize() -> None:
     stdlib = " ".join(
         sorted({e.removesuffix(".py") for e in posix.listdir(STDLIB) if "." not in e.removesuffix(".py")})
     )
-    missing = NotBundled(stdlib)
+    missing = NotBundled(stdlib, manifest.get("left_out", ""))
     sys.meta_path.append(missing)
     for module in manifest.get("preload", "").split():
         __import__(module)

@@ -33,6 +33,10 @@ class Bundle:
     entry: str
     entry_file: str
     dependencies: list[str] = field(default_factory=list)
+    #: C extensions of dependencies left out (module name -> file): Envoy runs only pure Python. A
+    #: dependency that falls back to pure Python without them works; an import of one that does
+    #: not is explained at build time (``_bootstrap.NotBundled``).
+    left_out: dict[str, str] = field(default_factory=dict)
 
 
 #: A filter package's tests stay out of the module (they import pytest and never run in Envoy).
@@ -105,39 +109,39 @@ def _imported_top_level(path: Path) -> set[str]:
     return names
 
 
-def _find_extension(root: Path) -> Path | None:
-    for p in sorted(root.rglob("*")):
-        if p.name.endswith(_EXTENSION_SUFFIXES):
-            return p
-    return None
+def _module_name(extension: Path, root: Path) -> str:
+    """``yaml/_yaml.cpython-311-x86_64-linux-gnu.so`` under ``root`` -> ``yaml._yaml``."""
+    parts = extension.relative_to(root).parts
+    return ".".join((*parts[:-1], parts[-1].split(".")[0]))
 
 
-def _copy_from_environment(name: str, dest: Path) -> bool:
-    """Copy the installed top-level module ``name`` into the bundle; False if not installed."""
+def _drop_extensions(root: Path, left_out: dict[str, str], under: Path | None = None) -> None:
+    """Remove the C extensions under ``under`` (default: all of ``root``), noting each by module name."""
+    for path in sorted((under or root).rglob("*")):
+        if path.name.endswith(_EXTENSION_SUFFIXES) and path.is_file():
+            left_out[_module_name(path, root)] = path.name
+            path.unlink()
+
+
+def _copy_from_environment(name: str, dest: Path, left_out: dict[str, str]) -> bool:
+    """Copy the installed top-level module ``name`` into the bundle, without its C extensions
+    (noted in ``left_out``); False if it is not installed or is one C extension itself."""
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None or spec.origin in ("built-in", "frozen"):
         return False
     origin = Path(spec.origin)
     if origin.name.endswith(_EXTENSION_SUFFIXES):
-        raise BuildError(
-            f"dependency {name!r} is a C extension ({origin}): only pure-Python packages can run inside "
-            "Envoy. Use a pure-Python alternative."
-        )
+        left_out[name] = origin.name
+        return False
     if spec.submodule_search_locations:
-        package_dir = origin.parent
-        extension = _find_extension(package_dir)
-        if extension is not None:
-            raise BuildError(
-                f"dependency {name!r} contains a C extension ({extension}): only pure-Python packages can run "
-                "inside Envoy. Use a pure-Python alternative."
-            )
-        _copy_tree(package_dir, dest / name)
+        _copy_tree(origin.parent, dest / name)
+        _drop_extensions(dest, left_out, dest / name)
     else:
         shutil.copy2(origin, dest / origin.name)
     return True
 
 
-def _install_requirements(requirements: Path, dest: Path) -> None:
+def _install_requirements(requirements: Path, dest: Path, left_out: dict[str, str]) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check",
          "--target", str(dest), "-r", str(requirements)],
@@ -146,15 +150,9 @@ def _install_requirements(requirements: Path, dest: Path) -> None:
     )  # fmt: skip
     if result.returncode != 0:
         raise BuildError(f"installing {requirements} failed:\n{result.stderr.strip()}")
-    extension = _find_extension(dest)
-    if extension is not None:
-        package = extension.relative_to(dest).parts[0]
-        raise BuildError(
-            f"dependency {package!r} from {requirements} is a C extension ({extension.name}): only pure-Python "
-            "packages can run inside Envoy. Use a pure-Python alternative."
-        )
     for junk in list(dest.glob("*.dist-info")) + list(dest.glob("bin")):
         shutil.rmtree(junk)
+    _drop_extensions(dest, left_out)
 
 
 def _precompile(staging: Path) -> None:
@@ -195,8 +193,9 @@ def make_bundle(source: Path, staging: Path, requirements: Path | None = None) -
         raise BuildError(f"{source}: {entry!r} is not a valid module name")
 
     requirements = requirements or (default_requirements if default_requirements.exists() else None)
+    left_out: dict[str, str] = {}
     if requirements is not None:
-        _install_requirements(requirements, staging)
+        _install_requirements(requirements, staging, left_out)
 
     # Dependencies found in the build environment, followed transitively.
     stdlib = set(sys.stdlib_module_names) | {"proxywasm", "_proxywasm"}
@@ -221,14 +220,15 @@ def make_bundle(source: Path, staging: Path, requirements: Path | None = None) -
                     check_syntax(staging, source.parent)
                     pending.append(staging / sibling.name)
                 continue
-            if _copy_from_environment(name, staging):
+            if _copy_from_environment(name, staging, left_out):
                 dependencies.append(name)
                 target = staging / name if (staging / name).is_dir() else staging / f"{name}.py"
                 pending.extend(_python_files(target) if target.is_dir() else [target])
 
     _copy_tree(Path(proxywasm.__file__).parent, staging / "proxywasm")
     _precompile(staging)
-    (staging / MANIFEST).write_text(f"entry={entry}\nentry_file={entry_file}\n")
+    extensions = " ".join(f"{module}:{file}" for module, file in sorted(left_out.items()))
+    (staging / MANIFEST).write_text(f"entry={entry}\nentry_file={entry_file}\nleft_out={extensions}\n")
     for path in [staging, *staging.rglob("*")]:
         os.utime(path, (0, 0))  # the snapshot must not depend on file times
-    return Bundle(staging, entry, entry_file, dependencies)
+    return Bundle(staging, entry, entry_file, dependencies, left_out)

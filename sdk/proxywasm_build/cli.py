@@ -29,6 +29,9 @@ def _build(args: argparse.Namespace) -> int:
         f"{result.resident_bytes / 1e6:.2f} MB resident memory{deps}) "
         f"in {result.seconds:.1f}s"
     )
+    for module, file in result.bundle.left_out.items():
+        note = f"note: left out {module} ({file}), a C extension: only pure-Python code runs inside Envoy"
+        print(f"{note}; the filter was built without it (its package's pure-Python fallback)", file=sys.stderr)
     if result.logs:
         # Module-level code runs here, once; Envoy never runs it, so these lines are never in its log.
         print(f"note: {source} wrote this while it was built (module-level code runs once, in proxywasm build; "

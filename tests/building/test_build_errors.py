@@ -96,18 +96,59 @@ def test_cli_shows_what_module_level_code_wrote(tmp_path: Path, capsys: pytest.C
     assert capsys.readouterr().err == ""
 
 
-def test_c_extension_dependency_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _site_with(tmp_path: Path, files: dict[str, str | bytes]) -> Path:
     site = tmp_path / "site"
-    package = site / "fastthing"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("from ._speedups import go\n")
-    (package / "_speedups.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    for name, content in files.items():
+        path = site / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            path.write_text(content)
+        else:
+            path.write_bytes(content)
+    return site
+
+
+SO = "cpython-311-x86_64-linux-gnu.so"
+
+
+def test_a_c_extension_a_dependency_needs_fails_the_build_saying_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = _site_with(
+        tmp_path, {"fastthing/__init__.py": "from ._speedups import go\n", f"fastthing/_speedups.{SO}": b"\x7fELF"}
+    )
     monkeypatch.syspath_prepend(str(site))
     path = write(tmp_path, "import proxywasm\nimport fastthing\n" + GOOD)
     message = build_error(path)
-    assert "'fastthing'" in message
-    assert "C extension" in message
-    assert "_speedups" in message
+    assert f"No module named 'fastthing._speedups': it is a C extension (_speedups.{SO}), left out" in message
+    assert "only pure-Python code runs inside Envoy" in message
+    with pytest.raises(LoadError, match="No module named 'fastthing._speedups': it is a C extension"):
+        Host.load(path, mode="native")  # natively the same
+
+
+def test_a_c_extension_with_a_pure_fallback_is_left_out_with_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # PyYAML's shape: its C speedups are optional; and PyJWT's: an optional dependency that is a C
+    # extension, imported inside try/except ImportError.
+    fallback = "try:\n    from ._speedups import go\nexcept ImportError:\n    def go():\n        return 'pure'\n"
+    optional = "try:\n    import cextonly\nexcept ImportError:\n    cextonly = None\n"
+    site = _site_with(tmp_path, {
+        "withfallback/__init__.py": fallback, f"withfallback/_speedups.{SO}": b"\x7fELF",
+        "usesoptional/__init__.py": optional, f"cextonly.{SO}": b"\x7fELF",
+    })  # fmt: skip
+    monkeypatch.syspath_prepend(str(site))
+    source = "import proxywasm\nimport usesoptional\nimport withfallback\nWHICH = withfallback.go()\n" + GOOD
+    path = write(tmp_path, source)
+    result = build(path)
+    assert result.bundle.left_out == {"withfallback._speedups": f"_speedups.{SO}", "cextonly": f"cextonly.{SO}"}
+    assert main(["build", str(path), "-o", str(tmp_path / "out.wasm")]) == 0
+    err = capsys.readouterr().err
+    assert f"note: left out withfallback._speedups (_speedups.{SO}), a C extension" in err
+    assert f"note: left out cextonly (cextonly.{SO}), a C extension" in err
+    for mode in ("wasm", "native"):
+        host = Host.load(path, mode=mode)
+        assert host.request("GET", "/").upstream_request is not None
 
 
 def test_pure_python_dependency_from_the_environment_is_bundled(
@@ -203,12 +244,12 @@ def test_requirements_next_to_the_filter_are_bundled(tmp_path: Path) -> None:
     assert b"bundled from requirements" in result.module
 
 
-def test_c_extension_in_requirements_is_refused(tmp_path: Path) -> None:
+def test_c_extension_in_requirements_is_left_out(tmp_path: Path) -> None:
     wheel = _wheel(
         tmp_path,
         "speedy",
-        {"speedy/__init__.py": b"", "speedy/_core.cpython-311-x86_64-linux-gnu.so": b"\x7fELF"},
+        {"speedy/__init__.py": b"from . import _core\n", f"speedy/_core.{SO}".encode().decode(): b"\x7fELF"},
     )
     (tmp_path / "requirements.txt").write_text(f"{wheel}\n")
     message = build_error(write(tmp_path, "import proxywasm\nimport speedy\n" + GOOD))
-    assert "'speedy'" in message and "requirements.txt" in message and "C extension" in message
+    assert f"No module named 'speedy._core': it is a C extension (_core.{SO}), left out" in message

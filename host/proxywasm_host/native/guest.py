@@ -38,7 +38,7 @@ from ..emulator.vm import GuestTrap, Vm
 from ..errors import LoadError
 from .budget import HANG_AFTER_S, NativeBudget
 from .compiler import CompilerGuard
-from .imports import ImportRules
+from .imports import ImportRules, NoExtensions
 from .proxywasm_module import AtBuildTime, ProxyWasmModule
 
 _PRIVATE = ("proxywasm", "_proxywasm")
@@ -136,6 +136,7 @@ class NativeGuest:
         self.api = ProxyWasmModule(vm.host_functions, self.budget)
         self._budgets: dict[int, int] = {}  # context id -> its callbacks' CPU budget (ms), as callbacks.c keeps
         self.rules = ImportRules(self.base)
+        self.no_extensions = NoExtensions()
         self.compiler = CompilerGuard(Path(proxywasm.__file__).parent, self.base)
         self.modules: dict[str, ModuleType] = {"_proxywasm": self.api}
         self.environ: dict[str, str] = {}  # os.environ while the filter runs (see _enter)
@@ -240,6 +241,7 @@ class NativeGuest:
         root.handlers[:] = [_LogHandler(self.vm)]
         root.setLevel(logging.DEBUG)
         saved["sleep"], time.sleep = time.sleep, _refuse_sleep  # as the runtime's bootstrap does in the VM
+        sys.meta_path.insert(0, self.no_extensions)  # dependencies' C extensions: left out of the bundle
         # The VM's own environment, not the test process's: empty while the filter loads (the build
         # has none), then what the SDK reads from Host.load(env=...) when the VM starts.
         saved["environ"], os.environ = os.environ, self.environ  # type: ignore[assignment]
@@ -255,6 +257,8 @@ class NativeGuest:
     def _leave(self, saved: dict[str, Any]) -> None:
         builtins.__import__ = saved["import"]
         time.sleep = saved["sleep"]
+        if self.no_extensions in sys.meta_path:
+            sys.meta_path.remove(self.no_extensions)
         os.environ = saved["environ"]  # noqa: B003 - the test process's mapping back (swapped in _enter)
         if "compiler" in saved:
             CompilerGuard.uninstall(saved["compiler"])

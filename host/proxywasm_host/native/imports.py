@@ -4,8 +4,9 @@ Inside Envoy a filter has only the stdlib modules the runtime carries (its C mod
 its pure-Python stdlib), pure-Python dependencies, and, after the build, only what was imported
 while the filter was built. Natively:
 
-* at load, a stdlib module the runtime lacks, or a dependency that is a C extension, fails the
-  load with the build's message;
+* at load, a stdlib module the runtime lacks fails the load with the build's message;
+* a dependency's C extension module cannot be imported (:class:`NoExtensions`), as the build
+  leaves it out: a package's pure-Python fallback is taken, an unguarded import fails;
 * during a callback, importing a stdlib module that is not loaded yet fails with Envoy's message.
 
 What cannot be enforced natively: a module the test process had already imported (pytest imports
@@ -106,22 +107,13 @@ class ImportRules:
             builtins.__import__ = original
 
     def check_loaded(self, new_modules: set[str]) -> None:
-        """After the load: refuse stdlib modules the runtime lacks and C-extension dependencies."""
+        """After the load: refuse stdlib modules the runtime lacks."""
         # The filter's own imports (a refused import its code caught is no excuse): the message
         # names what its code asked for.
         for top in sorted(name for name, own in self.recorded.items() if own):
             why = lacking(top)
             if why is not None:
                 raise LoadError(why)
-        for name in sorted(new_modules):
-            module = sys.modules.get(name)
-            file = getattr(module, "__file__", None) or ""
-            top = name.partition(".")[0]
-            if file.endswith(_EXTENSIONS) and top not in sys.stdlib_module_names:
-                raise LoadError(
-                    f"dependency {top!r} is a C extension ({file}): only pure-Python packages can run inside "
-                    "Envoy. Use a pure-Python alternative."
-                )
 
     def guarded_import(self, original: Callable[..., Any]) -> Callable[..., Any]:
         """``__import__`` during a callback: a stdlib module nobody loaded cannot be imported now."""
@@ -142,3 +134,21 @@ class ImportRules:
             return original(name, globals, locals, fromlist, level)
 
         return guarded
+
+
+class NoExtensions:
+    """First on the meta path while a native VM's code runs: a dependency's C extension module
+    cannot be imported, as the build leaves it out of the bundle (``_bootstrap.NotBundled``), so
+    a package with a pure-Python fallback takes it here too, and one without fails the same way.
+    (A module the test process had already loaded is found without asking: see above.)"""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        if fullname.partition(".")[0] in sys.stdlib_module_names:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        origin = spec.origin if spec is not None else None
+        if origin and origin.endswith(_EXTENSIONS):
+            from proxywasm._bootstrap import c_extension_left_out
+
+            raise ImportError(c_extension_left_out(fullname, Path(origin).name), name=fullname)  # as NotBundled
+        return None
