@@ -105,9 +105,10 @@ class NotBundled:
             linked = ", ".join(sorted(n for n in sys.builtin_module_names if n not in ("__main__", "builtins", "sys")))
             raise ModuleNotFoundError(missing_from_runtime(fullname, linked), name=fullname)
         if fullname in self.left_out:
-            # ImportError, not ModuleNotFoundError: `from pkg import _ext` would swallow that one and
-            # say "cannot import name"; `except ImportError` fallbacks still take it.
-            raise ImportError(c_extension_left_out(fullname, self.left_out[fullname]), name=fullname)
+            # A ModuleNotFoundError, which fallbacks catch (PyJWT's `except ModuleNotFoundError`), but
+            # nameless: `from pkg import _ext` swallows one named after the module and says only
+            # "cannot import name".
+            raise ModuleNotFoundError(c_extension_left_out(fullname, self.left_out[fullname]))
         if not self.frozen:
             return None
         if top in sys.stdlib_module_names:

@@ -13,7 +13,7 @@ cache=${PROXYWASM_CACHE:-$HOME/.cache/proxywasm-python}
 python=${PYTHON:-python3}
 case $python in */*) python=$(cd "$(dirname "$python")" && pwd)/$(basename "$python") ;; esac  # used after cd
 
-key=$(cd "$here" && cat build.sh prune-stdlib.txt ./*.c ./*.h ./*.py shim/* | sha256sum | cut -c1-16)
+key=$(cd "$here" && cat build.sh prune-stdlib.txt ./*.c ./*.h ./*.py shim/* stdlib_stubs/* | sha256sum | cut -c1-16)
 cached=$cache/runtime-$key
 if [ -f "$cached/python.wasm" ]; then
     if ! cmp -s "$cached/python.wasm" "$out/python.wasm" 2>/dev/null; then
@@ -81,6 +81,7 @@ while read -r entry; do
 done < "$here/prune-stdlib.txt"
 find "$stdlib" -name __pycache__ -type d -prune -exec rm -rf {} +
 "$python" "$here/stdlib_patches.py" "$stdlib"  # same results, less work in the VM (see the file)
+cp "$here"/stdlib_stubs/*.py "$stdlib/"  # pure-Python stand-ins for C modules not linked (_socket, select)
 # Bytecode compiled ahead (-OO, unchecked hashes: no source timestamps involved): importing it at
 # build time leaves far fewer compiler temporaries fragmenting the snapshot's heap.
 "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "runtime: needs Python 3.11 to compile the stdlib" >&2; exit 1; }

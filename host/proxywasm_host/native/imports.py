@@ -150,5 +150,5 @@ class NoExtensions:
         if origin and origin.endswith(_EXTENSIONS):
             from proxywasm._bootstrap import c_extension_left_out
 
-            raise ImportError(c_extension_left_out(fullname, Path(origin).name), name=fullname)  # as NotBundled
+            raise ModuleNotFoundError(c_extension_left_out(fullname, Path(origin).name))  # nameless: as NotBundled
         return None
