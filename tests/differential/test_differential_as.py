@@ -63,6 +63,10 @@ def test_request_header_envoy_cannot_send(headers: Pair) -> None:
         headers,
         *(_inject(f"request-{write}", chars=c) for write in ("add", "replace") for c in _CHARS),
         *(_inject("request-add", name=n) for n in ("x(y", "x@y", "x y", 'x"y', "x\\y", "X-Upper", "x_u", "x~y")),
+        # A pseudo header's name is ":" and a token (else 503); one HTTP/1 has no place for is not sent.
+        *(_inject("request-add", name=n) for n in (":foo", ":Foo", ":", "::", ":x y")),
+        _inject("request-add", name=":foo", chars="d,a"),
+        *(_inject("response-add", name=n) for n in (":foo", ":x y")),
         # Pseudo headers: those on the wire are checked too (:path "/a" + chars + "b"), :scheme is not.
         *(_inject("request-replace", chars=c, name=n) for n in (":path", ":method", ":authority", ":scheme")
           for c in ("d,a", "0", "7f")),

@@ -14,7 +14,7 @@ from proxywasm.abi import BufferType, LogLevel, MapType, Status
 
 from ..messages import GrpcReply, Request, Response, pairs_of
 from .headers import HeaderMap
-from .http1 import as_parsed, refused_details, refused_header
+from .http1 import PSEUDO_SENT, as_parsed, refused_details, refused_header
 
 if TYPE_CHECKING:
     from .process import Timer
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 
 Pairs = list[tuple[bytes, bytes]]
 
-# The only pseudo headers an HTTP/1 request carries upstream (on the wire: the request line and host).
-_PSEUDO_KEPT = frozenset((b":method", b":path", b":authority", b":scheme"))
 TIMEOUT_BODY = b"upstream request timeout"
 _BEFORE_HEADERS = b"upstream connect error or disconnect/reset before headers. reset reason: "
 UNREACHABLE_BODY = _BEFORE_HEADERS + b"remote connection failure"
@@ -178,7 +176,7 @@ def start_http_call(
         hmap.replace(b"content-length", str(len(body)).encode())
     # Pseudo headers HTTP/1 cannot carry are dropped; the async client adds its own headers, and no
     # x-request-id.
-    hmap.set_pairs((k, v) for k, v in hmap.pairs() if k[:1] != b":" or k in _PSEUDO_KEPT)
+    hmap.set_pairs((k, v) for k, v in hmap.pairs() if k[:1] != b":" or k in PSEUDO_SENT)
     hmap.add(b"x-envoy-internal", b"true")
     if timeout_ms > 0:
         hmap.add(b"x-envoy-expected-rq-timeout-ms", str(timeout_ms).encode())

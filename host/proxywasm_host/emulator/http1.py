@@ -138,11 +138,12 @@ def refused_header(headers: HeaderMap) -> str | None:
     becomes the 503's body), or None. Checked against Envoy by the differential suite: any control
     character but HT in a value (``invalid header value for: <name>``), a name that is not an HTTP
     token (``invalid header name: <name>``, the name escaped as in a JSON string); the first
-    offending header counts. Of the pseudo
-    headers, the values of those on the wire (``:method``, ``:path``, ``:authority``) are checked
-    too; ``:scheme`` is not."""
+    offending header counts. A pseudo header's name is ``:`` and a token; its value is checked too,
+    but for ``:scheme``."""
     for key, value in headers.pairs():
         if key[:1] == b":":
+            if len(key) == 1 or BAD_NAME.search(key[1:]):  # ":", "::", ":x y"
+                return f"invalid header name: {json.dumps(key.decode('latin-1'))[1:-1]}"
             if key != b":scheme" and BAD_VALUE.search(value):
                 return f"invalid header value for: {key.decode('latin-1')}"
             continue
@@ -225,10 +226,15 @@ def as_parsed(headers: HeaderMap) -> list[tuple[bytes, bytes]]:
     return [(k, v.strip(b" \t")) for k, v in headers.pairs()]
 
 
+#: The pseudo headers an HTTP/1 request carries upstream (the request line and host); the codec
+#: drops any other a filter added (``:foo``: seen in Envoy 1.40, differential suite).
+PSEUDO_SENT = frozenset((b":method", b":path", b":authority", b":scheme"))
+
+
 def upstream_request_headers(headers: HeaderMap, body_forwarded: bool, route_timeout_ms: int) -> HeaderMap:
     """What the router's codec sends upstream: the router's timeout header after the filters, and
     chunking for a body without a length."""
-    sent = HeaderMap(headers)
+    sent = HeaderMap([(k, v) for k, v in headers.pairs() if k[:1] != b":" or k in PSEUDO_SENT])
     sent.add(b"x-envoy-expected-rq-timeout-ms", str(route_timeout_ms))
     if body_forwarded and sent.get(b"content-length") is None:
         sent.add(b"transfer-encoding", b"chunked")
