@@ -7,6 +7,7 @@ Envoy (the failure policy answers 500, the log names it), in the local host's Wa
 from __future__ import annotations
 
 import http.client
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,3 +81,49 @@ def test_sleep_in_a_callback_in_envoy(build_filter: Callable[[str], Path]) -> No
                 assert connection.getresponse().status == status
                 connection.close()
             envoy.wait_for_log("UsageError: " + SLEEP_MESSAGE[:60].replace("(", "\\(").replace(")", "\\)"))
+
+
+BUSY = """
+import proxywasm
+from proxywasm import HttpContext
+
+
+@proxywasm.register
+class Busy(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        total = 0
+        for i in range(300_000):  # long enough for the test's thread to run meanwhile
+            total += i
+"""
+
+
+def test_natively_only_the_filters_own_calls_are_refused(load_filter: Callable[..., Host]) -> None:
+    # time.sleep and open are guarded process-wide while a native callback runs: another thread of
+    # the test process (a stub server, a helper) and the test's own code keep the real ones.
+    import threading
+
+    failures: list[BaseException] = []
+    calls = 0
+    stop = threading.Event()
+
+    def background() -> None:
+        nonlocal calls
+        while not stop.is_set():
+            try:
+                time.sleep(0.0005)
+                with open(__file__, "rb") as f:
+                    f.read(10)
+                calls += 1
+            except BaseException as err:  # recorded for the assertion
+                failures.append(err)
+
+    host = load_filter(BUSY, "native")
+    thread = threading.Thread(target=background)
+    thread.start()
+    try:
+        for _ in range(5):
+            assert host.request("GET", "/").status == 200
+    finally:
+        stop.set()
+        thread.join()
+    assert failures == [] and calls > 0

@@ -58,34 +58,6 @@ class CompilerGuard:
             frame = frame.f_back  # type: ignore[assignment]
         return "?"
 
-    def open_guard(self, real: Any) -> Any:
-        """``open`` for the filter's own calls: the VM has no files (``proxywasm.vm.refuse_open``,
-        looked up in the VM's copy of the SDK). The SDK's and the stdlib's own reads with no filter
-        frame under them (a traceback's source lines) still work natively."""
-
-        def guarded_open(file: Any, *args: Any, **kwargs: Any) -> Any:
-            if self._filter_calls():
-                sys.modules["proxywasm.vm"].refuse_open(file)
-            return real(file, *args, **kwargs)
-
-        return guarded_open
-
-    def _filter_calls(self) -> bool:
-        """Whether the filter's code (or a dependency's) is on the stack above the host's callback
-        frame: walking out from the caller, a frame outside the stdlib, the SDK and the host comes
-        before the first frame of the host."""
-        frame = sys._getframe(2)
-        while frame is not None:
-            file = frame.f_code.co_filename
-            if not file.startswith("<"):
-                resolved = str(Path(file).resolve())
-                if resolved.startswith(_HERE):
-                    return False  # the host's own frame: below it is the test process, not the VM
-                if not resolved.startswith(self.skip):
-                    return True
-            frame = frame.f_back  # type: ignore[assignment]
-        return False
-
     def install(self) -> tuple[Any, Any, Any]:
         """Guard the builtins (for one callback); returns what :meth:`uninstall` restores."""
         saved = builtins.compile, builtins.exec, builtins.eval

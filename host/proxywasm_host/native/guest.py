@@ -23,6 +23,7 @@ import io
 import logging
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -108,13 +109,6 @@ class _LogHandler(logging.Handler):
         self._vm.log(self._LEVELS.get(record.levelno, default), self.format(record))
 
 
-def _refuse_sleep(seconds: float) -> None:
-    """``time.sleep`` while the filter runs: the SDK's refusal (``proxywasm.vm.refuse_sleep``), from
-    the copy of the SDK this VM runs (in ``sys.modules`` while it runs), so its UsageError is the
-    filter's."""
-    importlib.import_module("proxywasm.vm").refuse_sleep(seconds)
-
-
 class NativeGuest:
     """The filter at ``source`` (a ``.py`` file or a package directory) serving one VM."""
 
@@ -140,6 +134,7 @@ class NativeGuest:
         self.compiler = CompilerGuard(Path(proxywasm.__file__).parent, self.base)
         self.modules: dict[str, ModuleType] = {"_proxywasm": self.api}
         self.environ: dict[str, str] = {}  # os.environ while the filter runs (see _enter)
+        self._thread = 0  # the thread of the callback running (see _filter_calls)
         self._masks = self.api.masks  # context id -> callback mask, which the SDK may change
         self._exports: dict[str, Callable[..., int]] = {"proxy_on_context_create": self._on_context_create}
         for bit, (export, method, nargs, fallback) in enumerate(CALLBACKS):
@@ -216,6 +211,33 @@ class NativeGuest:
         return f"{where}: importing the filter failed: {what}"
 
     # -- entering and leaving the VM's world ----------------------------------------------------------
+    def _guard(self, real: Callable[..., Any], refusal: str) -> Callable[..., Any]:
+        """``real`` (time.sleep, open) as the filter sees it: its own calls get the SDK's refusal
+        (``proxywasm.vm.<refusal>``, from this VM's copy of the SDK); any other caller gets ``real``:
+        the SDK's and the stdlib's own reads (a traceback's source lines), the test process, a
+        debugger at a breakpoint, another thread."""
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if self._filter_calls():
+                getattr(importlib.import_module("proxywasm.vm"), refusal)(*args, **kwargs)
+            return real(*args, **kwargs)
+
+        return guarded
+
+    def _filter_calls(self) -> bool:
+        """Whether the filter's code makes the call being guarded: on the callback's thread, walking
+        out from the caller past the stdlib and the SDK, the first frame is of a module the bundle
+        would hold (the filter's own, or a dependency it imported while it loaded)."""
+        if threading.get_ident() != self._thread:
+            return False
+        frame: Any = sys._getframe(2)
+        while frame is not None:
+            top = str(frame.f_globals.get("__name__", "")).partition(".")[0]
+            if top != "proxywasm" and top not in sys.stdlib_module_names:
+                return top == self.entry or (top in self.rules.recorded and top not in ("proxywasm_host", "_pytest"))
+            frame = frame.f_back
+        return False
+
     def _enter(self, *, loading: bool = False) -> dict[str, Any]:
         """Swap this VM's modules into ``sys.modules`` (hiding any other copy of the SDK and the
         filter), route output and logging to the host, apply the import rules."""
@@ -240,7 +262,11 @@ class NativeGuest:
         sys.stderr = _Tee(self.vm, LogLevel.ERROR, sys.stderr)
         root.handlers[:] = [_LogHandler(self.vm)]
         root.setLevel(logging.DEBUG)
-        saved["sleep"], time.sleep = time.sleep, _refuse_sleep  # as the runtime's bootstrap does in the VM
+        # time.sleep and open, for the filter's own calls, as the runtime's bootstrap has them in the VM
+        self._thread = threading.get_ident()
+        saved["sleep"], saved["open"], saved["io.open"] = time.sleep, builtins.open, io.open
+        time.sleep = self._guard(saved["sleep"], "refuse_sleep")
+        builtins.open = io.open = self._guard(saved["open"], "refuse_open")
         sys.meta_path.insert(0, self.no_extensions)  # dependencies' C extensions: left out of the bundle
         # The VM's own environment, not the test process's: empty while the filter loads (the build
         # has none), then what the SDK reads from Host.load(env=...) when the VM starts.
@@ -250,20 +276,16 @@ class NativeGuest:
             vm = self.modules.get("proxywasm.vm")
             if not getattr(vm, "_keep_compiler", False):  # the served module has no compiler
                 saved["compiler"] = self.compiler.install()
-            saved["open"] = builtins.open
-            builtins.open = io.open = self.compiler.open_guard(saved["open"])  # the VM has no files
         return saved
 
     def _leave(self, saved: dict[str, Any]) -> None:
         builtins.__import__ = saved["import"]
-        time.sleep = saved["sleep"]
+        time.sleep, builtins.open, io.open = saved["sleep"], saved["open"], saved["io.open"]
         if self.no_extensions in sys.meta_path:
             sys.meta_path.remove(self.no_extensions)
         os.environ = saved["environ"]  # noqa: B003 - the test process's mapping back (swapped in _enter)
         if "compiler" in saved:
             CompilerGuard.uninstall(saved["compiler"])
-        if "open" in saved:
-            builtins.open = io.open = saved["open"]
         for stream in (sys.stdout, sys.stderr):
             if isinstance(stream, _Tee):
                 stream.flush()
