@@ -31,6 +31,8 @@ def _toolchain_key() -> hashlib._Hash:
     """Everything a build's output depends on besides the filter: runtime, SDK and toolchain."""
     inputs = [
         RUNTIME_DIR / "python.wasm",
+        RUNTIME_DIR / "builtin-modules.txt",
+        *sorted((RUNTIME_DIR / "stdlib").rglob("*.py")),  # stdlib patches and stand-ins leave python.wasm as it was
         *sorted((ROOT / "sdk" / "proxywasm").glob("*.py")),
         *sorted((ROOT / "sdk" / "proxywasm_build").glob("*.py")),
     ]

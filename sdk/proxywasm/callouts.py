@@ -81,11 +81,12 @@ class GrpcCallResponse:
     What Envoy 1.40 delivers (seen there; ``tests/runtime/test_grpc_outcomes.py``): ``message`` is
     the server's ``grpc-message`` with Envoy's response code details appended in braces
     (``"nope{via_upstream}"``; ``"via_upstream"`` alone when the server sent none), so compare
-    with ``startswith`` or split at the last ``{``. A timeout is UNAVAILABLE (not
-    DEADLINE_EXCEEDED) with ``"upstream request timeout{response_timeout}"``; a cluster it cannot
-    reach is UNAVAILABLE with ``"upstream connect error or disconnect/reset before headers. reset
-    reason: ...{upstream_reset_before_response_started{...}}"``. The details tell a timeout from
-    the server's own UNAVAILABLE."""
+    with ``startswith``: the details are the last ``{...}`` group, which may nest. Envoy's own
+    timeout is UNAVAILABLE (not DEADLINE_EXCEEDED) with ``"upstream request timeout{response_timeout}"``
+    (a server that enforces the ``grpc-timeout`` Envoy sends may answer DEADLINE_EXCEEDED first); a
+    cluster it cannot reach is UNAVAILABLE with ``"upstream connect error or disconnect/reset before
+    headers. reset reason: ...{upstream_reset_before_response_started{...}}"``. The details tell
+    Envoy's UNAVAILABLE from the server's own."""
 
     __slots__ = ("data", "message", "status", "token")
 

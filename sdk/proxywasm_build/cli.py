@@ -31,7 +31,7 @@ def _build(args: argparse.Namespace) -> int:
     )
     for module, file in result.bundle.left_out.items():
         note = f"note: left out {module} ({file}), a C extension: only pure-Python code runs inside Envoy"
-        print(f"{note}; the filter was built without it (its package's pure-Python fallback)", file=sys.stderr)
+        print(f"{note}; what the filter imported at build time works without it", file=sys.stderr)
     if result.logs:
         # Module-level code runs here, once; Envoy never runs it, so these lines are never in its log.
         print(f"note: {source} wrote this while it was built (module-level code runs once, in proxywasm build; "

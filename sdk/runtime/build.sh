@@ -13,7 +13,7 @@ cache=${PROXYWASM_CACHE:-$HOME/.cache/proxywasm-python}
 python=${PYTHON:-python3}
 case $python in */*) python=$(cd "$(dirname "$python")" && pwd)/$(basename "$python") ;; esac  # used after cd
 
-key=$(cd "$here" && cat build.sh prune-stdlib.txt ./*.c ./*.h ./*.py shim/* stdlib_stubs/* | sha256sum | cut -c1-16)
+key=$(cd "$here" && cat build.sh prune-stdlib.txt ./*.c ./*.h ./*.py shim/* stdlib_stubs/*.py | sha256sum | cut -c1-16)
 cached=$cache/runtime-$key
 if [ -f "$cached/python.wasm" ]; then
     if ! cmp -s "$cached/python.wasm" "$out/python.wasm" 2>/dev/null; then

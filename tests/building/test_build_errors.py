@@ -133,15 +133,21 @@ def test_a_c_extension_with_a_pure_fallback_is_left_out_with_a_note(
     # extension, imported inside try/except ImportError.
     fallback = "try:\n    from ._speedups import go\nexcept ImportError:\n    def go():\n        return 'pure'\n"
     optional = "try:\n    import cextonly\nexcept ImportError:\n    cextonly = None\n"
+    # And mypyc's: a compiled module with its pure-Python twin beside it (natively the twin too).
     site = _site_with(tmp_path, {
         "withfallback/__init__.py": fallback, f"withfallback/_speedups.{SO}": b"\x7fELF",
         "usesoptional/__init__.py": optional, f"cextonly.{SO}": b"\x7fELF",
+        "twinned/__init__.py": "from .fast import go\n", "twinned/fast.py": "def go():\n    return 'twin'\n",
+        f"twinned/fast.{SO}": b"\x7fELF",
     })  # fmt: skip
     monkeypatch.syspath_prepend(str(site))
-    source = "import proxywasm\nimport usesoptional\nimport withfallback\nWHICH = withfallback.go()\n" + GOOD
+    source = "import proxywasm\nimport usesoptional\nimport withfallback\nimport twinned\nWHICH = withfallback.go()\n"
+    source += "TWIN = twinned.go()\n" + GOOD
     path = write(tmp_path, source)
     result = build(path)
-    assert result.bundle.left_out == {"withfallback._speedups": f"_speedups.{SO}", "cextonly": f"cextonly.{SO}"}
+    assert result.bundle.left_out == {
+        "withfallback._speedups": f"_speedups.{SO}", "cextonly": f"cextonly.{SO}", "twinned.fast": f"fast.{SO}"
+    }  # fmt: skip
     assert main(["build", str(path), "-o", str(tmp_path / "out.wasm")]) == 0
     err = capsys.readouterr().err
     assert f"note: left out withfallback._speedups (_speedups.{SO}), a C extension" in err

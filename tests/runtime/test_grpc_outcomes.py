@@ -6,7 +6,8 @@ and an unreachable cluster as UNAVAILABLE with the connect error."""
 
 from __future__ import annotations
 
-import time
+import socket
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -73,7 +74,9 @@ EXPECTED = {
     "/grpc/Abort": "7|nope{via_upstream}|",
     "/grpc/Silent": "5|via_upstream|",
     "/grpc/Missing": "12|Method not found!{via_upstream}|",
-    "/grpc/Late": "14|upstream request timeout{response_timeout}|",
+    # A server that never answers: Envoy's own timeout. (grpcio enforces the grpc-timeout Envoy sends
+    # and may answer DEADLINE_EXCEEDED first: "4|Deadline Exceeded{via_upstream}", a race.)
+    "/silent/Say": "14|upstream request timeout{response_timeout}|",
     "/dead/Say": f"14|{REFUSED}|",
     "/grpc/StreamOk": "stream 0|via_upstream|X",
     "/grpc/StreamAbort": "stream 8|late no{via_upstream}|X",
@@ -93,11 +96,6 @@ def _silent(request: bytes, context: Any) -> bytes:
 
 def _meta(request: bytes, context: Any) -> bytes:
     return repr([v for k, v in context.invocation_metadata() if k.startswith("x-m")]).encode()
-
-
-def _late(request: bytes, context: Any) -> bytes:
-    time.sleep(1)  # past the call's 300 ms
-    return b"late"
 
 
 def _stream_ok(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
@@ -120,8 +118,6 @@ def host_server(callout: Any) -> Any:
         return GrpcReply(None, 7, "nope")
     if method == "Silent":
         return GrpcReply(None, 5, "")
-    if method == "Late":
-        return SLOW
     if method == "Meta":  # grpcio hands a "-bin" value over as bytes, any other as str
         values = [v.encode("latin-1") if k.endswith("-bin") else v for k, v in callout.metadata if k.startswith("x-m")]
         return GrpcReply(repr(values).encode())
@@ -135,7 +131,7 @@ def host_server(callout: Any) -> Any:
 @pytest.fixture(scope="module")
 def grpc_port() -> Iterator[int]:
     identity: Callable[[bytes], bytes] = lambda b: b  # noqa: E731
-    unary = {"Abort": _abort, "Silent": _silent, "Late": _late, "Meta": _meta, "Say": lambda r, c: b"echo " + r}
+    unary = {"Abort": _abort, "Silent": _silent, "Meta": _meta, "Say": lambda r, c: b"echo " + r}
     streams = {"StreamOk": _stream_ok, "StreamAbort": _stream_abort}
     handlers = {name: grpc.unary_unary_rpc_method_handler(f, identity, identity) for name, f in unary.items()}
     handlers |= {name: grpc.stream_stream_rpc_method_handler(f, identity, identity) for name, f in streams.items()}
@@ -148,14 +144,43 @@ def grpc_port() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
+def silent_port() -> Iterator[int]:
+    """A server that accepts connections and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for connection in held:
+        connection.close()
+    listener.close()
+
+
+@pytest.fixture(scope="module")
 def wasm(build_filter: Callable[[str], Path]) -> Path:
     return build_filter(FILTER)
 
 
 @pytest.fixture(scope="module")
-def envoy(wasm: Path, grpc_port: int) -> Iterator[Envoy]:
+def envoy(wasm: Path, grpc_port: int, silent_port: int) -> Iterator[Envoy]:
     with UpstreamServer() as upstream:
-        clusters = [Cluster("grpc", grpc_port, http2=True), Cluster("dead", 1, http2=True)]  # port 1: refused
+        clusters = [
+            Cluster("grpc", grpc_port, http2=True),
+            Cluster("dead", 1, http2=True),  # port 1: refused
+            Cluster("silent", silent_port, http2=True),
+        ]
         config = http_bootstrap(upstream_port=upstream.port, plugins=[WasmPlugin(wasm, name="g")], clusters=clusters)
         with Envoy(config) as running:
             yield running
@@ -195,7 +220,8 @@ def test_in_envoy(envoy: Envoy, path: str) -> None:
 @pytest.mark.parametrize("mode", ["wasm", "native"])
 def test_in_the_host(wasm: Path, mode: str) -> None:
     source = wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
-    host = Host.load(source, mode=mode, clusters={"grpc": host_server, "dead": lambda callout: UNREACHABLE})
+    clusters = {"grpc": host_server, "dead": lambda callout: UNREACHABLE, "silent": lambda callout: SLOW}
+    host = Host.load(source, mode=mode, clusters=clusters)
     seen = {path: host.request("GET", path).body.decode() for path in EXPECTED}
     assert seen == EXPECTED
 

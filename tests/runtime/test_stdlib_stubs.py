@@ -31,6 +31,7 @@ class UsesNetworkingModules(HttpContext):
         headers["x-parsed"] = email.utils.parseaddr("Ops <ops@example.com>")[1]
         headers["x-status"] = http.client.responses[418]
         headers["x-quoted"] = urllib.parse.quote("a b")
+        headers["x-inet"] = socket.inet_ntoa(socket.inet_aton("10.0.0.1")) + f" {socket.htons(0x1234):#x}"
         try:
             socket.create_connection(("127.0.0.1", 9))
         except OSError as err:
@@ -41,6 +42,7 @@ EXPECTED = {
     "x-parsed": "ops@example.com",
     "x-status": "I'm a Teapot",
     "x-quoted": "a%20b",
+    "x-inet": "10.0.0.1 0x3412",
     "x-socket": "[Errno 58] no sockets inside Envoy: a filter talks to other services through Envoy's clusters "
     "(self.http_call, self.grpc_call)",
 }

@@ -174,14 +174,16 @@ def start_http_call(
         return int(Status.BAD_ARGUMENT), 0
     if body:
         hmap.replace(b"content-length", str(len(body)).encode())
-    # Pseudo headers HTTP/1 cannot carry are dropped; the async client adds its own headers, and no
-    # x-request-id.
+    # The router checks the names the filter gave (":x y" is refused as on a stream; callouts not
+    # probed in Envoy for it: the SDK refuses such names itself), then the pseudo headers HTTP/1
+    # cannot carry are dropped; the async client adds its own headers, and no x-request-id.
+    refused_name = refused_header(HeaderMap([(k, b"") for k, v in hmap.pairs() if k[:1] == b":"]))
     hmap.set_pairs((k, v) for k, v in hmap.pairs() if k[:1] != b":" or k in PSEUDO_SENT)
     hmap.add(b"x-envoy-internal", b"true")
     if timeout_ms > 0:
         hmap.add(b"x-envoy-expected-rq-timeout-ms", str(timeout_ms).encode())
     token = vm.next_callout_token(0)  # Envoy numbers the call before sending it
-    refused = refused_header(hmap)
+    refused = refused_name or refused_header(hmap)
     if vm.pools.take(cluster) and refused is not None:
         # An idle connection was ready at once: the async client's router meets the codec's
         # refusal inside the call, and Envoy's httpCall answers INTERNAL_FAILURE (checked in Envoy).
@@ -268,6 +270,7 @@ class GrpcCallout:
         elif status == 0 and message is not None:
             self.send(message)
             self.done = True
+            self.cancel_timer()
         else:
             self.close(status, status_message)
 
@@ -294,8 +297,7 @@ class GrpcCallout:
         :func:`grpc_status_message`); a local failure passes its own."""
         self.remote_closed = True
         self.done = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self.cancel_timer()
         root = self._root()
         if root is None:
             return
@@ -307,6 +309,12 @@ class GrpcCallout:
             root.status_code, root.status_message = 0, b""
             if not self.stream or self.local_closed:
                 self._vm.grpc_callouts.pop(self.token, None)
+
+    def cancel_timer(self) -> None:
+        """The call is over (answered or cancelled): its timeout will not fire."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def time_out(self) -> None:
         """A unary call past its timeout: Envoy's router answers the call with a local 504, which

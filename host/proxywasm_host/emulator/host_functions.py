@@ -297,6 +297,7 @@ class HostFunctions:
         if kind == 1 or cancel or callout.remote_closed:
             callouts.pop(token, None)
             callout.done = True
+            callout.cancel_timer()
         else:
             callout.local_closed = True
         return OK

@@ -11,8 +11,10 @@ Envoy); they are swapped into ``sys.modules`` while that VM's code runs, so seve
 (:class:`.proxywasm_module.AtBuildTime`); ``os.environ`` is the VM's (``Host.load(env=...)``),
 empty while the filter loads; ``time.sleep`` and the filter's own ``open`` are refused with the
 SDK's messages; source compilation in callbacks is refused (:mod:`.compiler`). Not as in the VM:
-``os.listdir`` and other file functions, threads, and late imports of modules the test process had
-already loaded (see :mod:`.imports`); the Wasm mode is the judge.
+``os.listdir`` and other file functions, sockets (the VM's ``socket`` is a stand-in that refuses
+to open one; here it is the test process's, which works), threads, and late imports of modules the
+test process had already loaded (see :mod:`.imports`); ``os.environ`` is swapped for the whole
+process while a callback runs. The Wasm mode is the judge.
 """
 
 from __future__ import annotations

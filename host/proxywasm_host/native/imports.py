@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import importlib.machinery
+import importlib.util
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -142,12 +143,18 @@ class NoExtensions:
     a package with a pure-Python fallback takes it here too, and one without fails the same way.
     (A module the test process had already loaded is found without asking: see above.)"""
 
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if fullname.partition(".")[0] in sys.stdlib_module_names:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         origin = spec.origin if spec is not None else None
         if origin and origin.endswith(_EXTENSIONS):
+            # The bundle keeps a pure-Python twin next to it (mypyc and Cython packages ship both):
+            # the VM imports that one, and so does native mode.
+            stem = Path(origin).parent / fullname.rpartition(".")[2]
+            for twin in (stem.with_suffix(".py"), stem / "__init__.py"):
+                if twin.is_file():
+                    return importlib.util.spec_from_file_location(fullname, twin)
             from proxywasm._bootstrap import c_extension_left_out
 
             raise ModuleNotFoundError(c_extension_left_out(fullname, Path(origin).name))  # nameless: as NotBundled

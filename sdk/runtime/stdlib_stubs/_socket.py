@@ -62,6 +62,46 @@ getaddrinfo = gethostbyname = gethostbyname_ex = gethostbyaddr = getnameinfo = _
 gethostname = getservbyname = getservbyport = getprotobyname = socketpair = dup = close = _refuse
 
 
+def htons(x):
+    return ((x & 0xFF) << 8) | ((x >> 8) & 0xFF)
+
+
+def htonl(x):
+    return int.from_bytes((x & 0xFFFFFFFF).to_bytes(4, "little"), "big")
+
+
+ntohs, ntohl = htons, htonl
+
+
+def inet_aton(text):
+    parts = text.split(".")
+    if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 for p in parts):
+        raise OSError("illegal IP address string passed to inet_aton")
+    return bytes(int(p) for p in parts)
+
+
+def inet_ntoa(packed):
+    if len(packed) != 4:
+        raise OSError("packed IP wrong length for inet_ntoa")
+    return ".".join(str(b) for b in packed)
+
+
+def inet_pton(family, text):
+    if family == AF_INET:
+        return inet_aton(text)
+    import ipaddress
+
+    return ipaddress.IPv6Address(text).packed
+
+
+def inet_ntop(family, packed):
+    if family == AF_INET:
+        return inet_ntoa(packed)
+    import ipaddress
+
+    return str(ipaddress.IPv6Address(bytes(packed)))
+
+
 def getdefaulttimeout():
     return None
 
