@@ -179,6 +179,19 @@ def format_exception(exc: BaseException) -> str:
     return "\n".join(lines)
 
 
+def _makes_http_contexts(plugin: type[PluginContext]) -> bool:
+    return plugin.http_context is not None or plugin.new_http_context is not PluginContext.new_http_context
+
+
+def makes_stream_contexts(plugin: type[PluginContext]) -> bool:
+    """Whether a plugin's contexts are L4 ones (StreamContexts): it says how to make those
+    (``stream_context`` or ``new_stream_context``) and not how to make HTTP contexts. Envoy's
+    ``on_context_create`` does not tell which kind a new context is, so a plugin serves one kind
+    (as a root context's type does in the Rust SDK); one that says both serves HTTP."""
+    stream = plugin.stream_context is not None or plugin.new_stream_context is not PluginContext.new_stream_context
+    return stream and not _makes_http_contexts(plugin)
+
+
 class Registry:
     """Plugin classes by root id (``None``: any root id)."""
 
@@ -191,13 +204,13 @@ class Registry:
         self.plugins[root_id] = plugin
 
     def serves(self) -> list[str]:
-        """What the registered plugins make contexts for: "http" (HTTP streams), "stream" (L4 connections)."""
+        """What the registered plugins make contexts for: "http" (HTTP streams), "stream" (L4
+        connections), as the dispatcher decides it (:func:`makes_stream_contexts`)."""
         kinds = []
         plugins = self.plugins.values()
-        if any(p.http_context is not None or p.new_http_context is not PluginContext.new_http_context for p in plugins):
+        if any(_makes_http_contexts(p) and not makes_stream_contexts(p) for p in plugins):
             kinds.append("http")
-        if any(p.stream_context is not None or p.new_stream_context is not PluginContext.new_stream_context
-               for p in plugins):  # fmt: skip
+        if any(makes_stream_contexts(p) for p in plugins):
             kinds.append("stream")
         return kinds
 
@@ -261,6 +274,7 @@ class Dispatcher:
         # Plugin classes that make their HTTP contexts from ``http_context`` (new_http_context not
         # overridden): on_context_create instantiates it without the method call.
         self._plain_plugins: set[type] = set()
+        self._l4_plugins: set[type] = set()  # plugins whose contexts are L4 ones (makes_stream_contexts)
         self._seeded = False  # random reseeded in this VM (on_context_create)
 
     # ---- errors and author mistakes ----
@@ -392,18 +406,15 @@ class Dispatcher:
             self.contexts[context_id] = plugin
             if type(plugin).new_http_context is PluginContext.new_http_context:
                 self._plain_plugins.add(type(plugin))
+            if makes_stream_contexts(type(plugin)):
+                self._l4_plugins.add(type(plugin))
             return mask_of(type(plugin))
         parent = self.contexts.get(parent_id)
         ctx: Context
         # A plugin that makes its HTTP contexts from http_context (the usual case): what
         # new_http_context() would do, without the call (this runs once per request).
         http_context = parent.http_context if type(parent) in self._plain_plugins else None  # type: ignore[union-attr]
-        is_l4 = (
-            http_context is None
-            and isinstance(parent, PluginContext)
-            and parent.stream_context is not None
-            and parent.http_context is None
-        )
+        is_l4 = http_context is None and type(parent) in self._l4_plugins
         try:
             if http_context is not None:
                 ctx = http_context()

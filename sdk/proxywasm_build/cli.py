@@ -155,6 +155,7 @@ def _package(args: argparse.Namespace) -> int:
             args.format,
             args.root_id,
             istio,
+            check_config=not args.no_config_check,
         )
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -284,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     istio.add_argument("--plugin-name", help="the plugin's root_id (default: the first --root-id)")
     istio.add_argument("--plugin-config", metavar="FILE.json", help="a JSON object on_configure receives")
+    istio.add_argument(
+        "--no-config-check", action="store_true", help="do not load the filter locally with --plugin-config first"
+    )
     istio.add_argument(
         "--env", action="append", default=[], metavar="NAME[=VALUE]", help="VM environment (NAME alone: from the proxy)"
     )

@@ -366,13 +366,18 @@ def _kubernetes_name(text: str) -> str:
     return cleaned[:63] or "proxywasm-filter"
 
 
-def check_plugin(module: bytes, module_path: Path, options: IstioOptions) -> tuple[str, ...]:
+def check_plugin(
+    module: bytes, module_path: Path, options: IstioOptions, *, check_config: bool = True
+) -> tuple[str, ...]:
     """What the manifests would make of the module, checked before they are written: a ``type``
     the module does not serve (Istio would attach an L4-only filter as an HTTP filter, where it
     never runs, or the reverse), and a ``plugin_config`` its ``on_configure`` rejects (loaded in the
     local host with the manifests' plugin name and VM environment, as the sidecar's Envoy would
     load it; Envoy would reject the plugin). Raises ValueError for either; returns notes on checks
-    that could not be made."""
+    that could not be made or were inconclusive: the local host has none of the mesh's clusters
+    and properties, so a rejection that followed a failed host call (an ``http_call`` to a mesh
+    cluster in ``on_configure``), or that may depend on a variable the proxy supplies
+    (``--env NAME``), is a note, not an error. ``check_config=False`` skips the configuration."""
     serves = module_serves(module)
     if serves:
         if options.type == "HTTP" and "http" not in serves:
@@ -385,18 +390,26 @@ def check_plugin(module: bytes, module_path: Path, options: IstioOptions) -> tup
                 f"{module_path} serves only HTTP streams (its plugins make HttpContexts): as a network filter "
                 "(--type NETWORK) it would never run; pass --type HTTP"
             )
-    if options.plugin_config is None:
+    if options.plugin_config is None or not check_config:
         return ()
     from proxywasm_host import ConfigureError, Host, ProxyWasmHostError
 
     env = {key: value for key, value in options.env.items() if value is not None}
+    from_proxy = sorted(key for key, value in options.env.items() if value is None)
     config = json.dumps(options.plugin_config, sort_keys=True)  # Istio hands pluginConfig over as JSON text
     try:
-        Host.load(module, root_id=options.plugin_name, plugin_config=config, env=env)
+        Host.load(module, root_id=options.plugin_name, plugin_config=config, env=env, raise_on_mistake=False)
     except ConfigureError as err:
+        if "HostCallError" in str(err) or from_proxy:
+            needs = "a host call failed (the local host has no mesh clusters)" if "HostCallError" in str(err) else (
+                f"it may need {', '.join(from_proxy)} from the proxy")  # fmt: skip
+            first = str(err).splitlines()[0]
+            return (f"the plugin configuration was not confirmed: the plugin did not start locally, but {needs}: "
+                    f"{first} (--no-config-check skips this check)",)  # fmt: skip
         raise ValueError(
             f"--plugin-config: the plugin does not start with this configuration (loaded in the local host as the "
-            f"sidecar's Envoy would load it, plugin name {options.plugin_name!r}), so Envoy would reject it:\n{err}"
+            f"sidecar's Envoy would load it, plugin name {options.plugin_name!r}), so Envoy would reject it "
+            f"(--no-config-check skips this check):\n{err}"
         ) from None
     except ProxyWasmHostError as err:
         return (f"the plugin configuration was not checked: the local host could not run {module_path} ({err})",)
@@ -410,13 +423,16 @@ def package(
     fmt: Format = "compat",
     root_ids: list[str] | None = None,
     istio: IstioOptions | None = None,
+    *,
+    check_config: bool = True,
 ) -> Package:
     """Write the OCI layout (a directory, or a tar when `output` ends in ``.tar``) and the Istio
     manifests next to it: ``<layout>.wasmplugin.yaml`` and ``<layout>.trafficextension.yaml``.
 
     With ``fmt="both"`` the compat image is tagged TAG and the oci variant TAG-oci; the manifests
-    point at the first. ``istio.plugin_name`` defaults to the first root id. Raises ValueError for a
-    file that is not a Wasm module, OSError when a file cannot be read or written.
+    point at the first. ``istio.plugin_name`` defaults to the first root id. Before writing, the
+    manifests are checked against the module (:func:`check_plugin`). Raises ValueError for a file
+    that is not a Wasm module or fails those checks, OSError when a file cannot be read or written.
     """
     module = module_path.read_bytes()
     if module[:4] != b"\0asm":
@@ -425,7 +441,7 @@ def package(
     options = istio or IstioOptions()
     if not options.plugin_name and ids:
         options = replace(options, plugin_name=ids[0])
-    notes = check_plugin(module, module_path, options)
+    notes = check_plugin(module, module_path, options, check_config=check_config)
     name, tag = split_image(image or f"{module_path.stem}:latest")
     images: list[Image] = []
     refs: list[str] = []

@@ -271,3 +271,45 @@ def test_the_type_must_be_what_the_module_serves(build_filter: Any, tmp_path: Pa
         package(http, tmp_path / "b", istio=IstioOptions(type="NETWORK"))
     package(l4, tmp_path / "c", istio=IstioOptions(type="NETWORK"))
     assert module_serves(MODULE) is None  # not ours: nothing to check
+
+
+NEEDS_THE_MESH = """
+import json
+import os
+
+import proxywasm
+from proxywasm import HttpContext, PluginContext
+
+
+class Stream(HttpContext):
+    pass
+
+
+@proxywasm.register
+class Jwks(PluginContext):
+    http_context = Stream
+
+    def on_configure(self, configuration):
+        config = json.loads(configuration)
+        if config.get("fetch"):  # a JWKS fetch from a mesh cluster the local host does not have
+            self.http_call("outbound|443||idp.example.com", lambda response: None, path="/jwks")
+        if config.get("needs_pod") and not os.environ.get("POD_NAME"):
+            return False
+        return bool(config.get("ok", True))
+"""
+
+
+def test_a_configuration_that_needs_the_mesh_is_noted_not_refused(build_filter: Any, tmp_path: Path) -> None:
+    from proxywasm_build.package import IstioOptions
+
+    wasm = build_filter(NEEDS_THE_MESH)
+    (note,) = package(wasm, tmp_path / "a", istio=IstioOptions(plugin_config={"fetch": True})).notes
+    assert note.startswith("the plugin configuration was not confirmed: the plugin did not start locally, but a host")
+    options = IstioOptions(plugin_config={"needs_pod": True}, env={"POD_NAME": None})
+    (note,) = package(wasm, tmp_path / "b", istio=options).notes
+    assert "it may need POD_NAME from the proxy" in note
+    # A plain rejection is still refused, unless the check is skipped.
+    with pytest.raises(ValueError, match="the plugin does not start with this configuration"):
+        package(wasm, tmp_path / "c", istio=IstioOptions(plugin_config={"ok": False}))
+    unchecked = package(wasm, tmp_path / "d", istio=IstioOptions(plugin_config={"ok": False}), check_config=False)
+    assert unchecked.notes == ()

@@ -1,0 +1,67 @@
+"""What a plugin serves, decided in one place (``_dispatch.makes_stream_contexts``) for the
+dispatcher (which kind of context each new one is: Envoy's on_context_create does not say) and for
+the build fact ``proxywasm run`` and ``proxywasm package`` read. A plugin that makes its L4
+contexts with ``new_stream_context`` serves connections; one that says both kinds serves HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from proxywasm_build.build import module_serves
+from proxywasm_host import Host
+
+BY_METHOD = """
+import proxywasm
+from proxywasm import PluginContext, StreamContext, log
+
+
+class Guard(StreamContext):
+    def on_new_connection(self):
+        log.info(f"guard for {self.plugin.label}")
+
+
+@proxywasm.register
+class Plugin(PluginContext):
+    label = "tcp"
+
+    def new_stream_context(self):
+        return Guard()
+"""
+
+BOTH = """
+import proxywasm
+from proxywasm import HttpContext, PluginContext, StreamContext
+
+
+class Stream(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        headers["x-kind"] = "http"
+
+
+@proxywasm.register
+class Plugin(PluginContext):
+    http_context = Stream
+    stream_context = StreamContext
+"""
+
+
+@pytest.mark.parametrize("mode", ["wasm", "native"])
+def test_a_plugin_making_stream_contexts_by_method_serves_connections(
+    load_filter: Callable[..., Host], build_filter: Callable[[str], Path], mode: str
+) -> None:
+    assert module_serves(build_filter(BY_METHOD).read_bytes()) == ("stream",)
+    host = load_filter(BY_METHOD, mode)
+    host.connection().new_connection()
+    assert host.log_messages() == ["guard for tcp"]
+
+
+@pytest.mark.parametrize("mode", ["wasm", "native"])
+def test_a_plugin_saying_both_serves_http(
+    load_filter: Callable[..., Host], build_filter: Callable[[str], Path], mode: str
+) -> None:
+    assert module_serves(build_filter(BOTH).read_bytes()) == ("http",)
+    response = load_filter(BOTH, mode).request("GET", "/")
+    assert response.upstream_request is not None and response.upstream_request.header("x-kind") == "http"
