@@ -168,6 +168,22 @@ def _freeze_imports(importer: BundleImporter, missing: NotBundled) -> None:
     sys.path_importer_cache.clear()
 
 
+_real_open = io.open
+_ENOTCAPABLE = 76  # WASI's errno for a path outside the VM's preopened directories (Envoy gives none)
+
+
+def _open_or_say_why(file: object, *args: object, **kwargs: object) -> object:
+    """``open`` in a filter: the real one, but a path the VM has no capability for (every path
+    inside Envoy, and the filter's own at build time) raises :func:`vm.refuse_open`'s
+    PermissionError saying why, instead of WASI's "Capabilities insufficient"."""
+    try:
+        return _real_open(file, *args, **kwargs)  # type: ignore[call-overload]
+    except PermissionError as err:
+        if err.errno == _ENOTCAPABLE:
+            vm.refuse_open(file)
+        raise
+
+
 def initialize() -> None:
     with open(f"{BUNDLE}/{MANIFEST}") as f:
         manifest = dict(line.split("=", 1) for line in f.read().splitlines() if "=" in line)
@@ -183,6 +199,7 @@ def initialize() -> None:
     from . import _build_guard
 
     time.sleep = vm.refuse_sleep  # a worker cannot wait: see vm.SLEEP_MESSAGE
+    builtins.open = io.open = _open_or_say_why  # type: ignore[assignment]  # also what `OPEN = open` keeps
     with _build_guard.building():
         __import__(manifest["entry"])
     if not _dispatch.registry.plugins:
@@ -211,7 +228,6 @@ def initialize() -> None:
         if hasattr(package, name):
             delattr(package, name)
     _freeze_imports(importer, missing)
-    builtins.open = io.open = vm.refuse_open  # type: ignore[assignment]  # no files in Envoy: say so
     log.install_stdio()
     log.route_logging()
     _proxywasm.set_dispatcher(_dispatch.dispatcher, _dispatch.dispatcher.contexts)

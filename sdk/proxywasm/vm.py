@@ -60,8 +60,8 @@ NO_FILES = (
 
 
 def refuse_open(file: object, *args: object, **kwargs: object) -> None:
-    """What ``open`` is in a filter once it is built, inside Envoy and in the local host alike:
-    a :class:`PermissionError` saying why (:data:`NO_FILES`) instead of WASI's "Capabilities
-    insufficient". Installed over ``builtins.open`` by the runtime's bootstrap after the build, and
-    by native mode for the filter's own calls."""
+    """Raise what ``open`` raises in a filter, inside Envoy and in the local host alike: a
+    :class:`PermissionError` saying why (:data:`NO_FILES`) instead of WASI's "Capabilities
+    insufficient". The runtime's bootstrap wraps ``builtins.open`` with it before the filter is
+    imported (at build time too); native mode refuses the filter's own calls with it."""
     raise PermissionError(f"open({file!r}): {NO_FILES}")
