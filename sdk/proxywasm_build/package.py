@@ -374,10 +374,10 @@ def check_plugin(
     never runs, or the reverse), and a ``plugin_config`` its ``on_configure`` rejects (loaded in the
     local host with the manifests' plugin name and VM environment, as the sidecar's Envoy would
     load it; Envoy would reject the plugin). Raises ValueError for either; returns notes on checks
-    that could not be made or were inconclusive: the local host has none of the mesh's clusters
-    and properties, so a rejection that followed a failed host call (an ``http_call`` to a mesh
-    cluster in ``on_configure``), or that may depend on a variable the proxy supplies
-    (``--env NAME``), is a note, not an error. ``check_config=False`` skips the configuration."""
+    that could not be made or were inconclusive: the local host has none of the mesh's clusters,
+    so an ``on_configure`` that failed on a host call (an ``http_call`` to a mesh cluster) is a
+    note, not an error; a rejection with ``--env NAME`` values from the proxy (unset here) says
+    so. ``check_config=False`` skips the configuration."""
     serves = module_serves(module)
     if serves:
         if options.type == "HTTP" and "http" not in serves:
@@ -400,16 +400,23 @@ def check_plugin(
     try:
         Host.load(module, root_id=options.plugin_name, plugin_config=config, env=env, raise_on_mistake=False)
     except ConfigureError as err:
-        if "HostCallError" in str(err) or from_proxy:
-            needs = "a host call failed (the local host has no mesh clusters)" if "HostCallError" in str(err) else (
-                f"it may need {', '.join(from_proxy)} from the proxy")  # fmt: skip
-            first = str(err).splitlines()[0]
-            return (f"the plugin configuration was not confirmed: the plugin did not start locally, but {needs}: "
-                    f"{first} (--no-config-check skips this check)",)  # fmt: skip
+        text = str(err)
+        # The exception that ended on_configure, as the filter's traceback names it last.
+        raised = [line for line in text.splitlines() if line and not line.startswith(" ") and "Error:" in line]
+        if raised and "HostCallError: " in raised[-1]:
+            return (
+                "the plugin configuration was not confirmed: on_configure failed on a host call the local host "
+                f"cannot answer as the mesh would (it has no mesh clusters): {raised[-1].strip()} "
+                "(--no-config-check skips this check)",
+            )
+        hint = (
+            f"\n(--env {', '.join(from_proxy)}: values from the proxy, unset here; if the rejection depends on them, "
+            "pass --no-config-check)" if from_proxy else ""
+        )  # fmt: skip
         raise ValueError(
             f"--plugin-config: the plugin does not start with this configuration (loaded in the local host as the "
             f"sidecar's Envoy would load it, plugin name {options.plugin_name!r}), so Envoy would reject it "
-            f"(--no-config-check skips this check):\n{err}"
+            f"(--no-config-check skips this check):\n{text}{hint}"
         ) from None
     except ProxyWasmHostError as err:
         return (f"the plugin configuration was not checked: the local host could not run {module_path} ({err})",)

@@ -304,10 +304,11 @@ def test_a_configuration_that_needs_the_mesh_is_noted_not_refused(build_filter: 
 
     wasm = build_filter(NEEDS_THE_MESH)
     (note,) = package(wasm, tmp_path / "a", istio=IstioOptions(plugin_config={"fetch": True})).notes
-    assert note.startswith("the plugin configuration was not confirmed: the plugin did not start locally, but a host")
+    assert note.startswith("the plugin configuration was not confirmed: on_configure failed on a host call")
+    assert "HostCallError: proxy_http_call failed: BAD_ARGUMENT" in note
     options = IstioOptions(plugin_config={"needs_pod": True}, env={"POD_NAME": None})
-    (note,) = package(wasm, tmp_path / "b", istio=options).notes
-    assert "it may need POD_NAME from the proxy" in note
+    with pytest.raises(ValueError, match="--env POD_NAME: values from the proxy, unset here"):
+        package(wasm, tmp_path / "b", istio=options)
     # A plain rejection is still refused, unless the check is skipped.
     with pytest.raises(ValueError, match="the plugin does not start with this configuration"):
         package(wasm, tmp_path / "c", istio=IstioOptions(plugin_config={"ok": False}))
