@@ -52,6 +52,13 @@ class BodyOverrun(ProxyWasmHostError):
     ``Host.load(raise_on_mistake=False)`` the host logs it and shows what the peer reads."""
 
 
+class NotServed(ProxyWasmHostError):
+    """The test drives the filter through a listener it does not serve: an HTTP request to a filter
+    whose plugins make only L4 contexts (StreamContexts), or an L4 connection to an HTTP-only one.
+    Envoy would never run it there (``proxywasm run`` and ``proxywasm package --type`` choose by the
+    same build record), so the test would exercise nothing."""
+
+
 class EnvoyCrash(ProxyWasmHostError):
     """What the filter did crashes real Envoy (the message says how); the host refuses to answer
     as if nothing happened."""

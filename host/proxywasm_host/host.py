@@ -22,7 +22,7 @@ from .emulator.http import STREAM_IDLE_TIMEOUT_MS, HttpStream, UpstreamHandler, 
 from .emulator.network import Connection
 from .emulator.process import Envoy, ForeignFunction
 from .emulator.vm import Vm
-from .errors import ConfigureError, LoadError, WasmTrap
+from .errors import ConfigureError, LoadError, NotServed, WasmTrap
 from .messages import CUT_OFF, RESET, SLOW, UNREACHABLE, GrpcReply, Request, Response, Route, Tls, pairs_of, to_response
 from .native.guest import NativeGuest
 from .wasm.guest import WasmGuest
@@ -130,6 +130,7 @@ class Host:
         self._next_port = 54320  # the client's ephemeral ports: see _client_address
         self.reloads = 0
         self.raw = RawAccess(self)
+        self._serves: tuple[str, ...] | None = None  # see _check_served; Host.load sets it for a module
         main = self._start_instance()
         self._instances.append(main)
         if workers:
@@ -209,12 +210,17 @@ class Host:
         elif mode == "native":
             raise LoadError(f"{module!r} is not a Python filter's source: native mode runs a .py file or a package")
         compiled: wasmtime.Module | None = None
+        serves: tuple[str, ...] | None = None  # what a module proxywasm build made records (natively: asked later)
         if source is None:
             try:
                 if isinstance(module, (bytes, bytearray)):
                     compiled = compile_module(bytes(module), use_cache=use_cache)
+                    serves = _module_serves(bytes(module)[-64:])
                 else:
                     compiled = load_path(Path(module), use_cache=use_cache)
+                    with Path(module).open("rb") as f:  # only its end: see serves_at_end
+                        f.seek(max(0, f.seek(0, 2) - 64))
+                        serves = _module_serves(f.read())
             except Exception as exc:
                 raise LoadError(f"Failed to load Wasm code: {exc}") from exc
         world = envoy if envoy is not None else Envoy(log_level=log_level)
@@ -235,8 +241,10 @@ class Host:
             vm.property_overrides.update(overrides)
             return vm
 
-        return cls(world, plugin, boot, workers, http1=http1, buffer_limit=buffer_limit,
+        host = cls(world, plugin, boot, workers, http1=http1, buffer_limit=buffer_limit,
                    request_trailers=request_trailers, routes=routes)  # fmt: skip
+        host._serves = serves
+        return host
 
     def _start_instance(self) -> _Instance:
         vm = self._boot()
@@ -504,6 +512,7 @@ class Host:
         address (default: 127.0.0.1 and a new port per stream, from 54321 on; ``source.port`` and
         ``source.address`` include it). ``tls``: the downstream connection is TLS (mTLS with a
         client certificate), see :class:`Tls`."""
+        self._check_served("http")
         source = source or self._client_address()
         instance = self._take_worker()
         vm = instance.vm
@@ -514,12 +523,29 @@ class Host:
 
     def connection(self, *, source: str | None = None, destination: str = "127.0.0.1:10000") -> Connection:
         """A new L4 connection through the plugin's network filter (``source`` as for :meth:`http_stream`)."""
+        self._check_served("stream")
         source = source or self._client_address()
         instance = self._take_worker()
         vm = instance.vm
         skip = vm.failed and self.plugin.fail_open
         return Connection(vm, vm.contexts[instance.root_id], source=source, destination=destination,
                           skip_filter=skip)  # fmt: skip
+
+    def _check_served(self, kind: str) -> None:
+        """Raise :class:`NotServed` when the filter serves only the other kind of traffic."""
+        serves = self._serves
+        if serves is None:
+            guest = self._serving.vm.guest
+            registry = getattr(getattr(guest, "modules", {}).get("proxywasm._dispatch"), "registry", None)
+            serves = tuple(registry.serves()) if registry is not None else ()
+        if serves and kind not in serves:
+            raise NotServed(
+                "this filter serves only L4 connections (its plugins make StreamContexts): Envoy runs it as a network "
+                "filter, never on an HTTP request; drive it with host.connection()"
+                if kind == "http" else
+                "this filter serves only HTTP streams (its plugins make HttpContexts): Envoy runs it as an HTTP "
+                "filter, never on an L4 connection; drive it with host.request() or host.http_stream()"
+            )  # fmt: skip
 
     def request(
         self,
@@ -564,6 +590,13 @@ class Host:
 
 def _is_source(path: Path) -> bool:
     return path.suffix == ".py" or (path.is_dir() and (path / "__init__.py").exists())
+
+
+def _module_serves(tail: bytes) -> tuple[str, ...] | None:
+    """What a module ``proxywasm build`` made serves (its record, at the module's end), or None."""
+    from proxywasm_build.build import serves_at_end
+
+    return serves_at_end(tail)
 
 
 def _why(vm: Vm) -> str:

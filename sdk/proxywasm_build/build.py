@@ -71,6 +71,16 @@ def build(source: Path, requirements: Path | None = None) -> BuildResult:
 SERVES_SECTION = "proxywasm.serves"
 
 
+def serves_at_end(tail: bytes) -> tuple[str, ...] | None:
+    """:func:`module_serves` from the last bytes of a module (64 are enough): ``build`` appends the
+    section last, so the local host reads it without reading the whole module."""
+    name = SERVES_SECTION.encode()
+    at = tail.rfind(bytes([len(name)]) + name)
+    if at < 0:
+        return None
+    return tuple(tail[at + 1 + len(name) :].decode("ascii", "replace").split())
+
+
 def module_serves(module: bytes) -> tuple[str, ...] | None:
     """What a module built by ``proxywasm build`` serves (see :data:`SERVES_SECTION`); ``None`` for
     another module (another SDK's, or an older build)."""

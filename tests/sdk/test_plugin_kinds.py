@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from proxywasm_build.build import module_serves
-from proxywasm_host import Host
+from proxywasm_host import Host, NotServed
 
 BY_METHOD = """
 import proxywasm
@@ -65,3 +65,14 @@ def test_a_plugin_saying_both_serves_http(
     assert module_serves(build_filter(BOTH).read_bytes()) == ("http",)
     response = load_filter(BOTH, mode).request("GET", "/")
     assert response.upstream_request is not None and response.upstream_request.header("x-kind") == "http"
+
+
+@pytest.mark.parametrize("mode", ["wasm", "native"])
+def test_driving_a_filter_through_a_listener_it_does_not_serve_is_refused(
+    load_filter: Callable[..., Host], mode: str
+) -> None:
+    # Envoy would never run it there: a test doing so would pass while exercising nothing (trial).
+    with pytest.raises(NotServed, match="serves only L4 connections .* drive it with host.connection"):
+        load_filter(BY_METHOD, mode).request("GET", "/")
+    with pytest.raises(NotServed, match="serves only HTTP streams .* host.request"):
+        load_filter(BOTH, mode).connection()
