@@ -37,10 +37,10 @@ def python_entries() -> int:
 
 
 SLEEP_MESSAGE = (
-    "time.sleep() in a filter: an Envoy worker cannot wait inside a callback (every stream and connection of "
-    "that worker would wait with it, and Envoy's VM has no clock to sleep on). Wait without blocking: hold "
-    "the stream (return Action.PAUSE) and resume it from on_tick (set_tick_period) or from a callout's answer "
-    "(timeout_ms bounds the wait)"
+    "time.sleep() in a filter: an Envoy worker cannot wait (in a callback every stream and connection of that "
+    "worker would wait with it; module-level code runs once, at build time, where there is nothing to wait "
+    "for). Wait without blocking: hold the stream (return Action.PAUSE) and resume it from on_tick "
+    "(set_tick_period) or from a callout's answer (timeout_ms bounds the wait)"
 )
 
 

@@ -57,7 +57,8 @@ def _run(args: argparse.Namespace) -> int:
         if configuration is not None and configuration.startswith("@"):
             configuration = Path(configuration[1:]).read_text()
         clusters = tuple(parse_cluster(text) for text in args.cluster)
-    except (OSError, RunError) as err:
+        env = _pairs(args.env, "--env")
+    except (OSError, RunError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     options = RunOptions(
@@ -71,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         clusters=clusters,
         stats_tags=args.stats_tags,
+        env=env,
     )
     return run(options)
 
@@ -244,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--watch", action="store_true", help="rebuild and hot-swap the filter on every save")
     p.add_argument("--root-id", default="", help="the plugin's root_id")
     p.add_argument("--concurrency", type=int, default=1, help="Envoy worker threads")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a VM environment variable (repeatable): vm_config.environment_variables, os.environ in the filter",
+    )
     p.add_argument(
         "--cluster",
         action="append",

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -54,6 +54,10 @@ UPSTREAM = "upstream"
 _CALLOUTS = ("http_call", "grpc_call", "grpc_stream", "dispatch_http_call")
 # A callout error that names its cluster: "... cluster 'auth' ..." (or "cluster \"auth\"").
 _CLUSTER_RE = re.compile(r"""cluster ['"]([^'"]+)['"]""")
+
+
+class KindChanged(BuildError):
+    """A rebuilt version serves the other kind of traffic (HTTP vs L4): the listener cannot change."""
 
 
 class RunError(RuntimeError):
@@ -84,6 +88,7 @@ class RunOptions:
     workdir: Path | None = None
     clusters: tuple[Cluster, ...] = ()  # callout targets next to the upstream
     stats_tags: bool = True  # put the build's stats_tags into Envoy's stats_config (labelled metrics)
+    env: dict[str, str] = field(default_factory=dict)  # the VM's environment variables (os.environ in the filter)
 
 
 def ecds_filter(config_path: Path, type_url: str = WASM_TYPE) -> dict[str, Any]:
@@ -156,7 +161,7 @@ class Runner:
         result = build(self.options.source)
         self.last_build = result
         if self.envoy is not None and self._type_url(result) != self.type_url:
-            raise BuildError(
+            raise KindChanged(
                 "this version is "
                 + (
                     "an L4 filter (only StreamContexts)"
@@ -179,7 +184,11 @@ class Runner:
             f"built {self.options.source} ({len(result.module) / 1e6:.1f} MB) in {time.perf_counter() - started:.1f}s"
         )
         return WasmPlugin(
-            wasm, name=FILTER_NAME, root_id=self.options.root_id, configuration=self.options.configuration
+            wasm,
+            name=FILTER_NAME,
+            root_id=self.options.root_id,
+            configuration=self.options.configuration,
+            environment_variables=self.options.env,
         )
 
     @staticmethod
@@ -294,6 +303,9 @@ class Runner:
         changed_at = time.monotonic() if changed_at is None else changed_at
         try:
             plugin = self.build()
+        except KindChanged as err:
+            self.say(f"built, but not served: {err}; still serving the previous version")
+            return False
         except BuildError as err:
             self.say(f"build failed, still serving the previous filter:\n{err}")
             return False
