@@ -34,6 +34,7 @@ class Stream(HttpContext):
         headers["x-at-build"] = str(len(AT_BUILD))
         headers["x-configured"] = self.plugin.seen
         headers["x-home"] = os.environ.get("HOME", "unset")  # the test process's: never
+        headers["x-bytes"] = (os.getenvb(b"REGION") or b"unset").decode()
 
 
 @proxywasm.register
@@ -46,7 +47,10 @@ class Plugin(PluginContext):
 """
 
 ENV = {"REGION": "eu-1", "TIER": "gold"}
-EXPECTED = {"x-region": "eu-1", "x-bound": "gold", "x-at-build": "0", "x-configured": "eu-1", "x-home": "unset"}
+EXPECTED = {
+    "x-region": "eu-1", "x-bound": "gold", "x-at-build": "0", "x-configured": "eu-1", "x-home": "unset",
+    "x-bytes": "eu-1",
+}  # fmt: skip
 
 
 def _seen(headers: list[tuple[str, str]]) -> dict[str, str]:
@@ -56,7 +60,7 @@ def _seen(headers: list[tuple[str, str]]) -> dict[str, str]:
 @pytest.mark.parametrize("mode", ["wasm", "native"])
 def test_in_the_host(load_filter: Callable[..., Host], mode: str) -> None:
     assert _seen(load_filter(FILTER, mode, env=ENV).request("GET", "/").headers) == EXPECTED
-    unset = {**EXPECTED, "x-region": "unset", "x-bound": "unset", "x-configured": "unset"}
+    unset = {**EXPECTED, "x-region": "unset", "x-bound": "unset", "x-configured": "unset", "x-bytes": "unset"}
     assert _seen(load_filter(FILTER, mode).request("GET", "/").headers) == unset
 
 

@@ -13,8 +13,8 @@ empty while the filter loads; ``time.sleep`` and the filter's own ``open`` are r
 SDK's messages; source compilation in callbacks is refused (:mod:`.compiler`). Not as in the VM:
 ``os.listdir`` and other file functions, sockets (the VM's ``socket`` is a stand-in that refuses
 to open one; here it is the test process's, which works), threads, and late imports of modules the
-test process had already loaded (see :mod:`.imports`); ``os.environ`` is swapped for the whole
-process while a callback runs. The Wasm mode is the judge.
+test process had already loaded (see :mod:`.imports`); ``os.environ`` and ``os.environb`` are
+swapped for the whole process while a callback runs. The Wasm mode is the judge.
 """
 
 from __future__ import annotations
@@ -273,6 +273,9 @@ class NativeGuest:
         # The VM's own environment, not the test process's: empty while the filter loads (the build
         # has none), then what the SDK reads from Host.load(env=...) when the VM starts.
         saved["environ"], os.environ = os.environ, self.environ  # type: ignore[assignment]
+        environb = {k.encode("utf-8", "surrogateescape"): v.encode("utf-8", "surrogateescape")
+                    for k, v in self.environ.items()}  # fmt: skip
+        saved["environb"], os.environb = os.environb, environb  # type: ignore[assignment]
         if not loading:
             builtins.__import__ = self.rules.guarded_import(builtins.__import__)
             vm = self.modules.get("proxywasm.vm")
@@ -286,6 +289,7 @@ class NativeGuest:
         if self.no_extensions in sys.meta_path:
             sys.meta_path.remove(self.no_extensions)
         os.environ = saved["environ"]  # noqa: B003 - the test process's mapping back (swapped in _enter)
+        os.environb = saved["environb"]
         if "compiler" in saved:
             CompilerGuard.uninstall(saved["compiler"])
         for stream in (sys.stdout, sys.stderr):
