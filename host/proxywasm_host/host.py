@@ -215,12 +215,12 @@ class Host:
             try:
                 if isinstance(module, (bytes, bytearray)):
                     compiled = compile_module(bytes(module), use_cache=use_cache)
-                    serves = _module_serves(bytes(module)[-64:])
+                    serves = _module_serves(bytes(module)[-256:], root_id)
                 else:
                     compiled = load_path(Path(module), use_cache=use_cache)
                     with Path(module).open("rb") as f:  # only its end: see serves_at_end
-                        f.seek(max(0, f.seek(0, 2) - 64))
-                        serves = _module_serves(f.read())
+                        f.seek(max(0, f.seek(0, 2) - 256))
+                        serves = _module_serves(f.read(), root_id)
             except Exception as exc:
                 raise LoadError(f"Failed to load Wasm code: {exc}") from exc
         world = envoy if envoy is not None else Envoy(log_level=log_level)
@@ -537,7 +537,12 @@ class Host:
         if serves is None:
             guest = self._serving.vm.guest
             registry = getattr(getattr(guest, "modules", {}).get("proxywasm._dispatch"), "registry", None)
-            serves = tuple(registry.serves()) if registry is not None else ()
+            if registry is None:
+                serves = ()
+            else:
+                from proxywasm_build.build import kinds_for
+
+                serves = kinds_for(tuple(registry.serves()), self.plugin.root_id)
         if serves and kind not in serves:
             raise NotServed(
                 "this filter serves only L4 connections (its plugins make StreamContexts): Envoy runs it as a network "
@@ -592,11 +597,12 @@ def _is_source(path: Path) -> bool:
     return path.suffix == ".py" or (path.is_dir() and (path / "__init__.py").exists())
 
 
-def _module_serves(tail: bytes) -> tuple[str, ...] | None:
-    """What a module ``proxywasm build`` made serves (its record, at the module's end), or None."""
+def _module_serves(tail: bytes, root_id: str) -> tuple[str, ...] | None:
+    """What the plugin ``root_id`` selects in a module ``proxywasm build`` made serves (its record,
+    at the module's end), or None."""
     from proxywasm_build.build import serves_at_end
 
-    return serves_at_end(tail)
+    return serves_at_end(tail, root_id)
 
 
 def _why(vm: Vm) -> str:

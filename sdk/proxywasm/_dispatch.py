@@ -204,15 +204,14 @@ class Registry:
         self.plugins[root_id] = plugin
 
     def serves(self) -> list[str]:
-        """What the registered plugins make contexts for: "http" (HTTP streams), "stream" (L4
-        connections), as the dispatcher decides it (:func:`makes_stream_contexts`)."""
-        kinds = []
-        plugins = self.plugins.values()
-        if any(_makes_http_contexts(p) and not makes_stream_contexts(p) for p in plugins):
-            kinds.append("http")
-        if any(makes_stream_contexts(p) for p in plugins):
-            kinds.append("stream")
-        return kinds
+        """What each registered plugin makes contexts for, as "ROOT:KIND" ("*" for a plugin that
+        takes any root id; KIND "http" for HTTP streams, "stream" for L4 connections, "none"), as the
+        dispatcher decides it (:func:`makes_stream_contexts`). proxywasm_build.build reads them."""
+        pairs = []
+        for root_id, plugin in self.plugins.items():
+            kind = "stream" if makes_stream_contexts(plugin) else "http" if _makes_http_contexts(plugin) else "none"
+            pairs.append(f"{'*' if root_id is None else root_id}:{kind}")
+        return pairs
 
     def lookup(self, root_id: str) -> type[PluginContext] | None:
         found = self.plugins.get(root_id) or self.plugins.get(None)

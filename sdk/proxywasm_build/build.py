@@ -32,8 +32,12 @@ class BuildResult:
     #: (metric name, label names) of the metrics the filter declares with labels at module level
     labelled_metrics: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     compiler_kept: bool = False  # the filter called proxywasm.vm.keep_compiler()
-    #: what its plugins make contexts for: "http" (HTTP streams), "stream" (L4 connections), both, or none
-    serves: tuple[str, ...] = ("http",)
+    #: what each plugin makes contexts for, "ROOT:KIND" (see proxywasm._dispatch.Registry.serves)
+    contexts: tuple[str, ...] = ()
+
+    def serves(self, root_id: str | None = None) -> tuple[str, ...]:
+        """What the plugin for ``root_id`` serves ("http", "stream"); all plugins' for None."""
+        return kinds_for(self.contexts, root_id)
 
     @property
     def stats_tags(self) -> list[dict[str, str]]:
@@ -66,28 +70,44 @@ def build(source: Path, requirements: Path | None = None) -> BuildResult:
     )  # fmt: skip
 
 
-#: A custom section (Envoy and V8 ignore it) naming what the module's plugins serve ("http",
-#: "stream" or both, space-separated): ``proxywasm package`` checks its ``--type`` against it.
+#: A custom section (Envoy and V8 ignore it) naming what each of the module's plugins serves
+#: ("ROOT:KIND" pairs, space-separated): ``proxywasm run`` picks its listener and ``proxywasm
+#: package`` checks ``--type`` by it, for the plugin the root id selects.
 SERVES_SECTION = "proxywasm.serves"
 
 
-def serves_at_end(tail: bytes) -> tuple[str, ...] | None:
-    """:func:`module_serves` from the last bytes of a module (64 are enough): ``build`` appends the
-    section last, so the local host reads it without reading the whole module."""
+def kinds_for(contexts: tuple[str, ...], root_id: str | None = None) -> tuple[str, ...]:
+    """What the plugin Envoy's ``root_id`` selects serves, from "ROOT:KIND" pairs, found as the
+    dispatcher finds the plugin (that root id, else the one for any root id, else the only one);
+    for ``root_id`` None, every kind any plugin serves ("http" before "stream")."""
+    kinds: dict[str, str] = {}
+    for pair in contexts:
+        root, _, kind = pair.rpartition(":")
+        kinds[root or "*"] = kind
+    if root_id is not None:
+        only = next(iter(kinds.values())) if len(kinds) == 1 else ""
+        chosen = kinds.get(root_id) or kinds.get("*") or only
+        return (chosen,) if chosen in ("http", "stream") else ()
+    return tuple(k for k in ("http", "stream") if k in kinds.values())
+
+
+def serves_at_end(tail: bytes, root_id: str | None = None) -> tuple[str, ...] | None:
+    """:func:`module_serves` from the last bytes of a module: ``build`` appends the section last,
+    so the local host reads it without reading the whole module (None if the tail does not hold it)."""
     name = SERVES_SECTION.encode()
     at = tail.rfind(bytes([len(name)]) + name)
     if at < 0:
         return None
-    return tuple(tail[at + 1 + len(name) :].decode("ascii", "replace").split())
+    return kinds_for(tuple(tail[at + 1 + len(name) :].decode("utf-8", "replace").split()), root_id)
 
 
-def module_serves(module: bytes) -> tuple[str, ...] | None:
-    """What a module built by ``proxywasm build`` serves (see :data:`SERVES_SECTION`); ``None`` for
-    another module (another SDK's, or an older build)."""
+def module_serves(module: bytes, root_id: str | None = None) -> tuple[str, ...] | None:
+    """What a module built by ``proxywasm build`` serves (see :data:`SERVES_SECTION` and
+    :func:`kinds_for`); ``None`` for another module (another SDK's, or an older build)."""
     try:
         for section in wasm.parse_sections(module):
             if wasm.custom_name(section) == SERVES_SECTION:
-                return tuple(wasm.custom_body(section).decode().split())
+                return kinds_for(tuple(wasm.custom_body(section).decode().split()), root_id)
     except (ValueError, IndexError):  # not a well-formed module (WasmFormatError, a bad name's UTF-8)
         return None
     return None
@@ -98,7 +118,7 @@ def _build_facts(logs: list[str]) -> tuple[list[str], list[tuple[str, tuple[str,
     from the filter's own logs."""
     kept: list[str] = []
     labelled: list[tuple[str, tuple[str, ...]]] = []
-    serves: tuple[str, ...] = ("http",)
+    serves: tuple[str, ...] = ()
     for line in logs:
         _, found, fact = line.partition(_LABELS_FACT)
         _, contexts, kinds = line.partition(CONTEXTS_FACT)

@@ -378,16 +378,18 @@ def check_plugin(
     so an ``on_configure`` that failed on a host call (an ``http_call`` to a mesh cluster) is a
     note, not an error; a rejection with ``--env NAME`` values from the proxy (unset here) says
     so. ``check_config=False`` skips the configuration."""
-    serves = module_serves(module)
+    serves = module_serves(module, options.plugin_name)  # the plugin Envoy's root id (pluginName) selects
     if serves:
         if options.type == "HTTP" and "http" not in serves:
             raise ValueError(
-                f"{module_path} serves only L4 connections (its plugins make StreamContexts): as an HTTP filter "
+                f"{module_path} (plugin {options.plugin_name!r}) serves only L4 connections (it makes StreamContexts): "
+                "as an HTTP filter "
                 "(--type HTTP, the default) Istio would attach it where it never runs; pass --type NETWORK"
             )
         if options.type == "NETWORK" and "stream" not in serves:
             raise ValueError(
-                f"{module_path} serves only HTTP streams (its plugins make HttpContexts): as a network filter "
+                f"{module_path} (plugin {options.plugin_name!r}) serves only HTTP streams (it makes HttpContexts): "
+                "as a network filter "
                 "(--type NETWORK) it would never run; pass --type HTTP"
             )
     if options.plugin_config is None or not check_config:

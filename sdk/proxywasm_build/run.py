@@ -191,11 +191,10 @@ class Runner:
             environment_variables=self.options.env,
         )
 
-    @staticmethod
-    def _type_url(result: BuildResult) -> str:
-        """An L4-only filter runs as a network filter in front of tcp_proxy; anything else (HTTP
-        contexts, or only a plugin context) as an HTTP filter."""
-        return NETWORK_WASM_TYPE if result.serves == ("stream",) else WASM_TYPE
+    def _type_url(self, result: BuildResult) -> str:
+        """The plugin ``--root-id`` selects runs as a network filter in front of tcp_proxy when it
+        makes L4 contexts; anything else (HTTP contexts, or only a plugin context) as an HTTP filter."""
+        return NETWORK_WASM_TYPE if result.serves(self.options.root_id) == ("stream",) else WASM_TYPE
 
     # ---- Envoy ----
 

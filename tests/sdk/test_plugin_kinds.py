@@ -76,3 +76,53 @@ def test_driving_a_filter_through_a_listener_it_does_not_serve_is_refused(
         load_filter(BY_METHOD, mode).request("GET", "/")
     with pytest.raises(NotServed, match="serves only HTTP streams .* host.request"):
         load_filter(BOTH, mode).connection()
+
+
+MIXED = """
+import proxywasm
+from proxywasm import HttpContext, PluginContext, StreamContext, log
+
+
+class Web(HttpContext):
+    pass
+
+
+class Tcp(StreamContext):
+    def on_new_connection(self):
+        log.info("tcp plugin saw a connection")
+
+
+@proxywasm.register(root_id="web")
+class WebPlugin(PluginContext):
+    http_context = Web
+
+
+@proxywasm.register(root_id="tcp")
+class TcpPlugin(PluginContext):
+    stream_context = Tcp
+"""
+
+
+@pytest.mark.parametrize("mode", ["wasm", "native"])
+def test_what_is_served_is_the_selected_plugins(
+    load_filter: Callable[..., Host], build_filter: Callable[[str], Path], mode: str, tmp_path: Path
+) -> None:
+    # One module, an HTTP plugin and an L4 one: the root id (Istio's pluginName, run's --root-id)
+    # selects which, and so the listener (trial: the L4 plugin was attached as an HTTP filter).
+    module = build_filter(MIXED).read_bytes()
+    served = [module_serves(module, root) for root in ("tcp", "web", None)]
+    assert served == [("stream",), ("http",), ("http", "stream")]
+    tcp = load_filter(MIXED, mode, root_id="tcp")
+    with pytest.raises(NotServed):
+        tcp.request("GET", "/")
+    tcp.connection().new_connection()
+    assert tcp.log_messages() == ["tcp plugin saw a connection"]
+    with pytest.raises(NotServed):
+        load_filter(MIXED, mode, root_id="web").connection()
+    if mode == "wasm":
+        from proxywasm_build.package import IstioOptions, package
+
+        (tmp_path / "m.wasm").write_bytes(module)
+        with pytest.raises(ValueError, match="plugin 'tcp'.* pass --type NETWORK"):
+            package(tmp_path / "m.wasm", tmp_path / "a", istio=IstioOptions(plugin_name="tcp"))
+        package(tmp_path / "m.wasm", tmp_path / "b", istio=IstioOptions(plugin_name="tcp", type="NETWORK"))
