@@ -214,7 +214,10 @@ static int refuse_header(const char *format, const char *key, Py_ssize_t key_len
     return 0;
 }
 
-static int header_ok(const char *key, Py_ssize_t key_len, const char *value, Py_ssize_t value_len) {
+/* gRPC metadata (`grpc`) follows the same rules with its own words: Envoy refuses to send it and
+ * the call fails (proxy_grpc_call INTERNAL_FAILURE, or UNAVAILABLE), and "-bin" names carry binary. */
+static int header_or_metadata_ok(const char *key, Py_ssize_t key_len, const char *value, Py_ssize_t value_len,
+                                 int grpc) {
     static const char token_marks[] = "!#$%&'*+-.^_`|~";
     Py_ssize_t i = key_len > 1 && key[0] == ':' ? 1 : 0;
     int valid = key_len > i;
@@ -224,26 +227,37 @@ static int header_ok(const char *key, Py_ssize_t key_len, const char *value, Py_
                 (c != 0 && strchr(token_marks, c) != NULL);
     }
     if (!valid)
-        return refuse_header("%R is not a valid header name: an HTTP token (letters, digits and !#$%%&'*+-.^_`|~) "
-                             "that Envoy can send",
+        return refuse_header(grpc ? "%R is not a valid gRPC metadata name: an HTTP token (letters, digits and "
+                                    "!#$%%&'*+-.^_`|~) that Envoy can send"
+                                  : "%R is not a valid header name: an HTTP token (letters, digits and "
+                                    "!#$%%&'*+-.^_`|~) that Envoy can send",
                              key, key_len);
     for (Py_ssize_t j = 0; j < value_len; j++) {
         unsigned char c = (unsigned char)value[j];
         if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return refuse_header("the value of header %R contains a control character (CR, LF, NUL, ... any below "
-                                 "0x20 but HT, or DEL): Envoy refuses to send it on a request (503 invalid header "
-                                 "value) and writes it to the client as it is on a response (header injection); "
-                                 "remove or encode them",
+            return refuse_header(grpc ? "the value of gRPC metadata %R contains a control character (CR, LF, NUL, "
+                                        "... any below 0x20 but HT, or DEL): Envoy refuses to send it and the call "
+                                        "fails; remove or encode them, or give binary data a name ending in -bin "
+                                        "(Envoy base64-encodes those)"
+                                      : "the value of header %R contains a control character (CR, LF, NUL, ... any "
+                                        "below 0x20 but HT, or DEL): Envoy refuses to send it on a request (503 "
+                                        "invalid header value) and writes it to the client as it is on a response "
+                                        "(header injection); remove or encode them",
                                  key, key_len);
     }
     /* :method and :path go into the HTTP/1 request line as they are: a space or a tab there makes
      * the upstream read a broken line (400), or a different request. */
-    if (((key_len == 5 && memcmp(key, ":path", 5) == 0) || (key_len == 7 && memcmp(key, ":method", 7) == 0)) &&
-        (memchr(value, ' ', (size_t)value_len) || memchr(value, '\t', (size_t)value_len)))
+    int request_line =
+        (key_len == 5 && memcmp(key, ":path", 5) == 0) || (key_len == 7 && memcmp(key, ":method", 7) == 0);
+    if (!grpc && request_line && (memchr(value, ' ', (size_t)value_len) || memchr(value, '\t', (size_t)value_len)))
         return refuse_header("the value of %R contains a space or a tab: Envoy writes it into the request line as "
                              "it is, and the upstream reads a broken request (400); percent-encode it (%%20)",
                              key, key_len);
     return 1;
+}
+
+static int header_ok(const char *key, Py_ssize_t key_len, const char *value, Py_ssize_t value_len) {
+    return header_or_metadata_ok(key, key_len, value, value_len, 0);
 }
 
 static uint32_t read_u32(const char *p) {
@@ -267,7 +281,7 @@ static int map_ok_for(const char *data, Py_ssize_t len, int grpc) {
         uint32_t key_len = read_u32(sizes + i * 8), value_len = read_u32(sizes + i * 8 + 4);
         if ((size_t)(end - p) < (size_t)key_len + value_len + 2) return 1;
         int binary = grpc && key_len >= 4 && memcmp(p + key_len - 4, "-bin", 4) == 0;
-        if (!header_ok(p, key_len, p + key_len + 1, binary ? 0 : value_len)) return 0;
+        if (!header_or_metadata_ok(p, key_len, p + key_len + 1, binary ? 0 : value_len, grpc)) return 0;
         p += key_len + value_len + 2;
     }
     return 1;

@@ -199,8 +199,8 @@ def _get(url: str) -> str:
 META = {
     ("x-m-bin", "0d0a00ff"): "0||[b'\\r\\n\\x00\\xff']",
     ("x-m", "6f6b"): "0||['ok']",
-    ("x-m", "610d0a62"): "the value of header 'x-m' contains a control character",
-    ("bad(name", "6f6b"): "'bad(name' is not a valid header name",
+    ("x-m", "610d0a62"): "the value of gRPC metadata 'x-m' contains a control character",
+    ("bad(name", "6f6b"): "'bad(name' is not a valid gRPC metadata name",
 }
 
 

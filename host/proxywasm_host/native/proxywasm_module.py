@@ -43,22 +43,28 @@ def _y(value: object) -> bytes:
     raise TypeError(f"a bytes-like object is required, not '{type(value).__name__}'")
 
 
-def _header(key: bytes, value: bytes) -> None:
-    """module.c's header_ok: a name that is an HTTP token (a leading ':' for pseudo-headers), a
-    value without a control character but HT: what Envoy can send."""
+def _header(key: bytes, value: bytes, *, grpc: bool = False) -> None:
+    """module.c's header_or_metadata_ok: a name that is an HTTP token (a leading ':' for
+    pseudo-headers), a value without a control character but HT: what Envoy can send."""
     name = key[1:] if len(key) > 1 and key[:1] == b":" else key
     if not name or BAD_NAME.search(name):
         raise ValueError(
-            f"{key.decode('latin-1')!r} is not a valid header name: an HTTP token (letters, digits and "
-            "!#$%&'*+-.^_`|~) that Envoy can send"
+            f"{key.decode('latin-1')!r} is not a valid {'gRPC metadata' if grpc else 'header'} name: an HTTP token "
+            "(letters, digits and !#$%&'*+-.^_`|~) that Envoy can send"
         )
     if BAD_VALUE.search(value):
+        if grpc:
+            raise ValueError(
+                f"the value of gRPC metadata {key.decode('latin-1')!r} contains a control character (CR, LF, NUL, "
+                "... any below 0x20 but HT, or DEL): Envoy refuses to send it and the call fails; remove or encode "
+                "them, or give binary data a name ending in -bin (Envoy base64-encodes those)"
+            )
         raise ValueError(
             f"the value of header {key.decode('latin-1')!r} contains a control character (CR, LF, NUL, ... any "
             "below 0x20 but HT, or DEL): Envoy refuses to send it on a request (503 invalid header value) and "
             "writes it to the client as it is on a response (header injection); remove or encode them"
         )
-    if key in (b":path", b":method") and (b" " in value or b"\t" in value):
+    if not grpc and key in (b":path", b":method") and (b" " in value or b"\t" in value):
         raise ValueError(
             f"the value of {key.decode('latin-1')!r} contains a space or a tab: Envoy writes it into the request "
             "line as it is, and the upstream reads a broken request (400); percent-encode it (%20)"
@@ -71,7 +77,7 @@ def _checked_pairs(raw: bytes, *, grpc: bool = False) -> list[tuple[bytes, bytes
     ``-bin`` key is any bytes (Envoy base64-encodes it), only its name is checked."""
     pairs = _pairs(raw)
     for key, value in pairs:
-        _header(key, b"" if grpc and key.endswith(b"-bin") else value)
+        _header(key, b"" if grpc and key.endswith(b"-bin") else value, grpc=grpc)
     return pairs
 
 
