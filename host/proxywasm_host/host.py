@@ -130,7 +130,7 @@ class Host:
         self._next_port = 54320  # the client's ephemeral ports: see _client_address
         self.reloads = 0
         self.raw = RawAccess(self)
-        self._serves: tuple[str, ...] | None = None  # see _check_served; Host.load sets it for a module
+        self._serves: tuple[str, ...] | None = None  # see _check_served: from the module's record, else asked once
         main = self._start_instance()
         self._instances.append(main)
         if workers:
@@ -543,6 +543,7 @@ class Host:
                 from proxywasm_build.build import kinds_for
 
                 serves = kinds_for(tuple(registry.serves()), self.plugin.root_id)
+            self._serves = serves  # the registry is fixed once the filter loaded: asked once per host
         if serves and kind not in serves:
             raise NotServed(
                 "this filter serves only L4 connections (its plugins make StreamContexts): Envoy runs it as a network "
