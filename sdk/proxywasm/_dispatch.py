@@ -27,6 +27,12 @@ def author_mistake(message: str) -> None:
         pass
 
 
+def _unwaited_text(ctx: Context) -> str:
+    """The last unwaited callout of ``ctx``, for a message: e.g. "http_call to cluster 'auth'"."""
+    call, cluster = ctx._unwaited_what
+    return f"{call} to cluster {cluster!r}"
+
+
 _tasks_module: Any = None  # tasks.py once loaded: an import statement per call costs an import-machinery lookup
 
 
@@ -345,7 +351,7 @@ class Dispatcher:
             side = "let the connection's data through" if isinstance(ctx, StreamContext) else (
                 _FORWARDED[_RESPONSE] if "response" in where else _FORWARDED[_REQUEST])  # fmt: skip
             author_mistake(
-                f"{where} started a callout ({ctx._unwaited_what}) and returned CONTINUE: Envoy {side} without "
+                f"{where} started a callout ({_unwaited_text(ctx)}) and returned CONTINUE: Envoy {side} without "
                 "waiting for the answer (resuming the stream from the callout's callback then fails). Return "
                 "Action.PAUSE and resume from the callback, or await the callout in an async def callback; for a "
                 "callout the stream should not wait for, pass detach=True"
@@ -367,7 +373,7 @@ class Dispatcher:
             where = f"{type(ctx).__name__}.{where}"
         side = "response" if ".on_response_" in where else "request"
         author_mistake(
-            f"{where} paused the {side} for a callout ({ctx._unwaited_what}), and the callout's callback returned "
+            f"{where} paused the {side} for a callout ({_unwaited_text(ctx)}), and the callout's callback returned "
             f"without resuming it: call self.resume_{side}() (or answer with self.send_response(...)) in the "
             f"callback, or Envoy holds the {side} until a timeout"
         )

@@ -138,7 +138,7 @@ _FRAMING = frozenset((b"content-length", b"transfer-encoding"))
 _PSEUDO = frozenset((b":method", b":path", b":authority"))
 
 
-def _track(context: Context, callback: Any, detach: bool, what: str, future: Any) -> None:
+def _track(context: Context, callback: Any, detach: bool, what: tuple[str, str], future: Any) -> None:
     """Count a callout the stream should wait for (see Dispatcher.check_unwaited)."""
     if detach:
         return
@@ -199,7 +199,7 @@ def http_call(
         raise _refused(err, cluster) from None
     if callback is not None or detach:
         _pending[token] = (context, callback, cluster, False)
-        _track(context, callback, detach, f"http_call to cluster {cluster!r}", None)
+        _track(context, callback, detach, ("http_call", cluster), None)
         return token
     # An awaited call: HttpCallFuture(context, cluster) and _track(), inlined without their frames
     # (once per awaited callout).
@@ -212,7 +212,7 @@ def http_call(
     future.cluster = cluster
     future.token = token
     _pending[token] = (context, future, cluster, True)
-    context._unwaited_what = f"http_call to cluster {cluster!r}"
+    context._unwaited_what = ("http_call", cluster)
     context._unwaited += 1
     return future
 
@@ -237,7 +237,7 @@ def grpc_call(
     if future is not None:
         future.token = token
     _pending[token] = (context, callback if future is None else future, cluster, future is not None)
-    _track(context, callback, detach, f"grpc_call {service}/{method} to cluster {cluster!r}", future)
+    _track(context, callback, detach, (f"grpc_call {service}/{method}", cluster), future)
     return token if future is None else future
 
 

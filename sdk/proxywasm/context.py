@@ -60,7 +60,7 @@ class Context:
     plugin: PluginContext
     # Callouts started by the running callback that nothing waits for (see Dispatcher.check_unwaited).
     _unwaited: int = 0
-    _unwaited_what: str = ""
+    _unwaited_what: tuple[str, str] = ("", "")  # the last one's (call, cluster): formatted only for a message
     _streams: tasks.StreamState | None = None  # created when a callback of this context awaits
     _awaits = False  # the class has async def stream callbacks (set by _dispatch.mask_of)
     _own_on_done = False  # the class defines on_done (set by _dispatch.mask_of; see tasks._arm)
