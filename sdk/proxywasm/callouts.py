@@ -204,10 +204,7 @@ def http_call(
     # An awaited call: HttpCallFuture(context, cluster) and _track(), inlined without their frames
     # (once per awaited callout).
     driver = _driver or _awaitable(context, cluster, "http_call")
-    future: HttpCallFuture = driver.new_future(driver.HttpCallFuture)
-    future._state = 0  # pending
-    future._value = future._waiters = None
-    future._claimed = False  # counted until awaited (Future.claim), not a mistake then
+    future: HttpCallFuture = driver.clone(driver.HTTP_CALL_FUTURE)  # pending, not claimed
     future.context = context
     future.cluster = cluster
     future.token = token

@@ -29,6 +29,8 @@ from .abi import Action, BufferType, StreamType
 from .budget import BudgetExceeded
 from .errors import BodyTooLarge, UsageError
 
+_core: Any = getattr(hostcalls.raw, "FutureCore", None)  # the builtin; outside a VM, _outside answers a function
+_C_DRIVER = isinstance(_core, type)  # inside a VM: futures.c's twins of the hot parts below
 TYPE_CHECKING = False  # typing is not imported at run time: it would cost memory in every VM
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -64,8 +66,6 @@ else:
                 raise self._value
             return self._value
 
-    _core = getattr(hostcalls.raw, "FutureCore", None)  # the builtin; outside a VM, _outside answers a function
-
     if isinstance(_core, type):
         _send = _core.send  # (done, value) without a StopIteration: see futures.c
     else:
@@ -87,6 +87,9 @@ else:
 
 _PENDING, _DONE, _FAILED = 0, 1, 2
 _REQUEST, _RESPONSE = int(StreamType.REQUEST), int(StreamType.RESPONSE)  # exact ints: see _dispatch.py
+# Plain ints for the actions the driver answers: ``Action.PAUSE`` is a class attribute behind a
+# metaclass, which CPython 3.11 looks up without specialising (40 ns of VM time each).
+_CONTINUE, _PAUSE = int(Action.CONTINUE), int(Action.PAUSE)
 
 
 from ._dispatch import _COROUTINE as COROUTINE  # noqa: E402 - the type of what an ``async def`` returns
@@ -201,9 +204,12 @@ class Task(Future["Any"]):
             where = self._where = f"{type(self.context).__name__}.{where}"
         return where
 
-    def step(self, exc: BaseException | None = None) -> None:
+    def step(self, exc: BaseException | None = None) -> list[Callable[[Future[Any]], None]] | None:
         """Run the coroutine until it waits or ends (``send(None)``: an awaited future's __next__
-        gives the await its result; or ``throw(exc)``)."""
+        gives the await its result; or ``throw(exc)``). Answers None while it waits; once it
+        ended (the task DONE with what it returned, or FAILED with what it raised) the waiters
+        the caller must call, taken out of the task. Inside a VM, :func:`_step` is the runtime's C
+        twin of this (sdk/runtime/futures.c) for ``exc=None``; the two follow the same rules."""
         global _current
         while True:
             previous, _current = _current, self
@@ -216,25 +222,23 @@ class Task(Future["Any"]):
                     except StopIteration as stop:
                         done, yielded = True, stop.value
             except BaseException as err:
-                if isinstance(err, BudgetExceeded):  # natively a subclass (proxywasm_host.native.budget)
-                    _name_coroutine(err, self)
-                self.set_exception(err)
-                return
+                _ending_with(self, err)
+                self._state, self._value = _FAILED, err
+                waiters, self._waiters = self._waiters, None
+                return waiters
             finally:
                 _current = previous
-            if done:  # set_result(yielded: what the coroutine returned), inlined: once per coroutine
+            if done:
                 self._state, self._value = _DONE, yielded
                 waiters, self._waiters = self._waiters, None
-                for waiter in waiters or ():
-                    waiter(self)
-                return
+                return waiters
             if isinstance(yielded, Future):
                 self.waiting = yielded
                 if yielded._state == _PENDING and yielded._waiters is None:  # add_done_callback, inlined
                     yielded._waiters = [self._resume]
                 else:
                     yielded.add_done_callback(self._resume)
-                return
+                return None
             exc = self._bad_await(yielded)
 
     def _bad_await(self, yielded: Any) -> UsageError:
@@ -254,7 +258,8 @@ class Task(Future["Any"]):
         if switch:  # resumed from another context's callback (a callout answer goes to the root)
             hostcalls.set_effective_context(context.context_id)  # type: ignore[union-attr]
         try:
-            self.step()  # the awaited future's __next__ gives the await its result or raises
+            for waiter in _step(self) or ():  # the awaited future's __next__ gives the await its result or raises
+                waiter(self)
         finally:
             if switch:
                 hostcalls.set_effective_context(running)
@@ -275,6 +280,18 @@ class Task(Future["Any"]):
             _current = previous
 
 
+def _ending_with(task: Task, err: BaseException) -> None:
+    """A task's coroutine raised ``err`` (Task.step and its C twin call this first)."""
+    if isinstance(err, BudgetExceeded):  # natively a subclass (proxywasm_host.native.budget)
+        _name_coroutine(err, task)
+
+
+def _after_bad_await(task: Task, yielded: Any) -> list[Callable[[Future[Any]], None]] | None:
+    """The C step's coroutine awaited something that is no proxywasm Future: the Python step
+    throws the error into it (it may catch it and go on)."""
+    return task.step(task._bad_await(yielded))
+
+
 def _name_coroutine(err: BudgetExceeded, task: Task) -> None:
     """The budget names the Envoy callback whose time ran out; after an await that is another
     callback than the coroutine's own (e.g. on_http_call_response for on_request_headers): say so."""
@@ -283,6 +300,13 @@ def _name_coroutine(err: BudgetExceeded, task: Task) -> None:
     if callback and f".{callback}" not in f".{task.where}" and "(resuming" not in message:
         err.args = (message.replace(" ran longer than", f" (resuming the coroutine of {task.where} after an await) "
                                     "ran longer than", 1),)  # fmt: skip
+
+
+if _C_DRIVER:  # the runtime's C twin of Task.step
+    _core.configure(Future, Task, globals(), _ending_with, _after_bad_await)
+    _step: Callable[[Task], list[Callable[[Future[Any]], None]] | None] = _core.step
+else:
+    _step = Task.step
 
 
 def _report(where: str, exc: BaseException) -> None:
@@ -338,7 +362,7 @@ def gather(*awaitables: Awaitable[Any], return_exceptions: bool = False) -> Futu
             stream = stream_state(parent.context) if parent.context is not None else None
             if stream is not None:
                 stream.tasks.append(child)
-            child.step()
+            _step(child)  # the child is new: it has no waiters to call when it ends here
             children.append(child)
         else:
             raise UsageError(f"gather() takes proxywasm awaitables or coroutines, not {item!r}")
@@ -369,6 +393,7 @@ _ON_DONE = BIT["on_done"]
 
 _update_callbacks = hostcalls.update_callbacks
 _effective_context = hostcalls.raw.effective_context  # the builtin: _resume asks once per await
+_continue_stream = hostcalls.raw.continue_stream
 
 
 def _arm(context: Context, state: StreamState) -> None:
@@ -485,26 +510,15 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], name: str, direction
     (e.g. "on_request_headers"); ``kind``: 0 headers, 1 body, 2 trailers; ``eos``: the callback's
     end_of_stream.
 
-    Once per awaiting request: the StreamState and the Task are made inline here, without their
-    __init__ frames."""
+    Once per awaiting request: the StreamState and the Task are copies of prototypes (see clone)."""
     state = context._streams
     if state is None:
-        state = context._streams = _new(StreamState)
-        state.tasks = []
-        state.suspended = [None, None]
-        state.flags = [0, 0]
-        state.bodies = [None, None]
-        state.in_callback = state.direct = None
-        state.armed = False
+        state = context._streams = clone(_STREAM_STATE)
     if eos or kind == 2:
         state.flags[direction] |= _ENDED
     elif kind == 0:
         state.flags[direction] &= ~_ENDED
-    task = new_future(Task)  # Task(coro, context, name, direction)
-    task._state = _PENDING
-    task._value = task._waiters = task.parent = task.waiting = None
-    task._claimed = True
-    task.closed = False
+    task = clone(_STREAM_TASK)  # Task(coro, context, name, direction)
     task.context = context
     task.coro = coro
     task._where = name
@@ -513,7 +527,7 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], name: str, direction
     state.tasks.append(task)
     outer, state.in_callback = state.in_callback, direction
     try:
-        task.step()
+        _step(task)  # the task is new: it has no waiters to call when it ends here
     finally:
         state.in_callback = outer
     if task._state != _PENDING:
@@ -525,15 +539,29 @@ def start(context: Context, coro: Coroutine[Any, Any, Any], name: str, direction
         if not context._own_on_done:
             _update_callbacks(context.context_id, _ON_DONE, 0)
     if kind == 0 and state.bodies[direction] is not None and not context.allow_on_headers_stop_iteration:  # type: ignore[attr-defined]
-        return Action.CONTINUE  # Envoy delivers the body only after the headers went on
+        return _CONTINUE  # Envoy delivers the body only after the headers went on
     held = state.flags[direction] | _HELD
     state.flags[direction] = (held | _HEADERS_HELD) if kind == 0 else (held & ~_HEADERS_HELD)
-    return Action.PAUSE
+    return _PAUSE
 
 
-_new = object.__new__  # makes a StreamState without its __init__ frame (see start)
-# ... and a Task or an HttpCallFuture (object.__new__ refuses a subclass of the C FutureCore)
-new_future = _FutureBase.__new__
+def _clone_slots(prototype: T) -> T:
+    """A new object of the prototype's class with its slot values, each list copied: what the
+    runtime's ``FutureCore.clone`` does in one call (natively and outside a VM: this twin)."""
+    cls = type(prototype)
+    copy = cls.__new__(cls)
+    for klass in cls.__mro__:
+        for name in klass.__dict__.get("__slots__", ()):
+            value = getattr(prototype, name)
+            setattr(copy, name, value[:] if type(value) is list else value)
+    return copy
+
+
+# What an awaiting stream's objects start as (start() and callouts.http_call fill in the rest):
+# a copy of a prototype costs one call instead of an __init__ frame or a dozen attribute stores.
+clone: Callable[[T], T] = _core.clone if _C_DRIVER else _clone_slots
+_STREAM_STATE = StreamState()
+_STREAM_TASK = Task(None, None, "")  # type: ignore[arg-type]
 
 
 def _end_descendants(context: Context, state: StreamState, task: Task) -> None:
@@ -562,12 +590,12 @@ def _first_result(context: Context, task: Task) -> int:
     if task._state == _FAILED:
         exc = task._value
         if isinstance(exc, BodyTooLarge) and context._local_reply_sent:
-            return Action.PAUSE
+            return _PAUSE
         return dispatcher.stream_error(context, task.where, exc)
     if context._local_reply_sent and not task.replied_before:
-        return Action.PAUSE  # the coroutine's local reply stands: the stream goes no further
+        return _PAUSE  # the coroutine's local reply stands: the stream goes no further
     result = task._value
-    action = Action.CONTINUE if result is None else result
+    action = _CONTINUE if result is None else result
     if context._unwaited:
         dispatcher.check_unwaited(context, task.where, action)
     return action
@@ -595,13 +623,13 @@ def _finished(task: Future[Any]) -> None:
     if task._state == _FAILED:
         exc = task._value
         if isinstance(exc, BodyTooLarge) and replied:
-            action: int = Action.PAUSE
+            action: int = _PAUSE
         else:
             action = dispatcher.stream_error(context, task.where, exc)
     elif replied:
-        action = Action.PAUSE
+        action = _PAUSE
     else:
-        action = Action.CONTINUE if task._value is None else int(task._value)
+        action = _CONTINUE if task._value is None else int(task._value)
         if context._unwaited:
             dispatcher.check_unwaited(context, task.where, action)
     if replied:
@@ -609,9 +637,12 @@ def _finished(task: Future[Any]) -> None:
     if state.in_callback == direction:  # inside an Envoy callback of this direction: answer through it
         state.direct = action
         return
-    if action == Action.CONTINUE:
+    if action == _CONTINUE:
         if state.flags[direction] & _HELD:
-            context._act(hostcalls.continue_stream, direction)
+            if _effective_context() == context.context_id:  # usual: resumed from this stream's callout answer
+                _continue_stream(direction)  # the builtin (context._act's call(*args) costs a frame in V8)
+            else:
+                context._act(hostcalls.continue_stream, direction)
         state.flags[direction] &= ~(_HELD | _HEADERS_HELD)
     else:
         state.flags[direction] |= _AUTHOR_PAUSED
@@ -629,8 +660,8 @@ def _answer(state: StreamState, direction: int, resolve: Callable[[], None]) -> 
     state.direct = None
     if action is None:  # still waiting: keep holding
         state.flags[direction] |= _HELD
-        return Action.PAUSE
-    if action == Action.CONTINUE:
+        return _PAUSE
+    if action == _CONTINUE:
         state.flags[direction] &= ~(_HELD | _HEADERS_HELD)
     else:
         state.flags[direction] |= _HELD | _AUTHOR_PAUSED
@@ -654,13 +685,13 @@ def body_event(context: HttpContext, direction: int, size: int, eos: bool) -> in
                                                                                        waiter.max_bytes)))  # fmt: skip
         if not eos:
             state.flags[direction] |= _HELD
-            return Action.PAUSE  # Envoy buffers; the next call sees all of it so far
+            return _PAUSE  # Envoy buffers; the next call sees all of it so far
         data = hostcalls.get_buffer(_BODY[direction], 0, size) if size else b""
         state.bodies[direction] = None
         return _answer(state, direction, lambda: waiter.set_result(data))
     if state.suspended[direction] is not None or state.flags[direction] & _AUTHOR_PAUSED:
         state.flags[direction] |= _HELD
-        return Action.PAUSE
+        return _PAUSE
     return None
 
 
@@ -681,7 +712,7 @@ def trailers_event(context: HttpContext, direction: int) -> int | None:
         return _answer(state, direction, lambda: waiter.set_result(data))
     if state.suspended[direction] is not None or state.flags[direction] & _AUTHOR_PAUSED:
         state.flags[direction] |= _HELD
-        return Action.PAUSE
+        return _PAUSE
     return None
 
 
@@ -719,7 +750,7 @@ def start_plain(
     task = Task(coro, context, where)
     state = stream_state(context)
     state.tasks.append(task)
-    task.step()
+    _step(task)  # the task is new: it has no waiters to call when it ends here
     if task._state == _PENDING:
 
         def done(finished: Future[Any]) -> None:
@@ -755,6 +786,10 @@ class HttpCallFuture(Future["HttpCallResponse"]):
     def __repr__(self) -> str:
         state = ("pending", "done", "failed")[self._state]
         return f"<HttpCallFuture token={self.token} cluster={self.cluster!r} {state}>"
+
+
+HTTP_CALL_FUTURE = HttpCallFuture(None, "")  # type: ignore[arg-type]  # callouts.http_call's prototype (see clone)
+HTTP_CALL_FUTURE._claimed = False  # counted until awaited (Future.claim), not a mistake then
 
 
 class GrpcCallFuture(Future["GrpcCallResponse"]):
