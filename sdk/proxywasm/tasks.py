@@ -252,11 +252,11 @@ class Task(Future["Any"]):
         if self.closed or self.waiting is not future:
             return
         self.waiting = None
-        context = self.context
+        wanted = self.context.context_id if self.context is not None else 0
         running = _effective_context()
-        switch = context is not None and context.context_id not in (0, running)
+        switch = wanted != 0 and wanted != running  # not `not in (0, running)`: a tuple per await
         if switch:  # resumed from another context's callback (a callout answer goes to the root)
-            hostcalls.set_effective_context(context.context_id)  # type: ignore[union-attr]
+            hostcalls.set_effective_context(wanted)
         try:
             for waiter in _step(self) or ():  # the awaited future's __next__ gives the await its result or raises
                 waiter(self)
