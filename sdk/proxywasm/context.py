@@ -32,6 +32,10 @@ else:
 
 
 _raw = hostcalls.raw  # _act asks the runtime for the current context directly (not a host call)
+# Plain ints (StreamType.REQUEST is a class attribute behind a metaclass: an unspecialised lookup).
+# resume_request/resume_response call the builtin directly when this stream's context is the
+# effective one: _act's call(*args, **kwargs) enters the eval loop again (0.3 virtual us a request).
+_REQUEST, _RESPONSE = int(StreamType.REQUEST), int(StreamType.RESPONSE)
 
 
 def _tasks() -> Any:
@@ -450,14 +454,22 @@ class HttpContext(Context):
 
     def resume_request(self) -> None:
         """Let a paused request continue to the upstream (also from another context's callback)."""
-        self._act(hostcalls.continue_stream, StreamType.REQUEST)
+        context_id = self.context_id
+        if not context_id or context_id == _raw.effective_context():  # the usual case: no _act frame
+            _raw.continue_stream(_REQUEST)
+        else:
+            self._act(hostcalls.continue_stream, StreamType.REQUEST)
         self._held_for_callout = None
         if self._streams is not None:
             _tasks().resumed(self, StreamType.REQUEST)
 
     def resume_response(self) -> None:
         """Let a paused response continue to the client (also from another context's callback)."""
-        self._act(hostcalls.continue_stream, StreamType.RESPONSE)
+        context_id = self.context_id
+        if not context_id or context_id == _raw.effective_context():  # the usual case: no _act frame
+            _raw.continue_stream(_RESPONSE)
+        else:
+            self._act(hostcalls.continue_stream, StreamType.RESPONSE)
         self._held_for_callout = None
         if self._streams is not None:
             _tasks().resumed(self, StreamType.RESPONSE)
