@@ -28,6 +28,14 @@ UNREACHABLE, UNAVAILABLE, NOTHING = range(3)
 _UNREACHABLE_BODY = b"\x00\x00\x0b"  # no locals; unreachable; end
 _NOTHING_BODY = b"\x00\x0b"  # no locals; end
 _CALL = 0x10
+_NOP = 0x01
+# V8 sizes its inlining by the share of a module's function bodies under 50 bytes
+# (WasmModule::num_small_functions; InliningTree::BudgetScaleFactor and NoLiftoffBudget in V8's
+# src/wasm/inlining-tree.h): at 25% or less a function may inline callees up to twice its own size,
+# at 50% or more up to five times. Without Liftoff (Envoy) V8 compiles every function with TurboFan
+# before Envoy is ready, and inlining is most of that work. Stubs are tiny, so they are padded with
+# nops to this size and do not count (bench/README.md, "Start-up: V8's inlining").
+V8_SMALL_FUNCTION = 50
 
 
 @dataclass
@@ -51,12 +59,14 @@ class BuildOnlyCode:
 
     def stub(self, kind: int) -> bytes:
         if kind == UNREACHABLE:
-            return _UNREACHABLE_BODY
-        if kind == UNAVAILABLE:
-            return b"\x00" + bytes([_CALL]) + wasm.uleb(self.unavailable) + bytes([wasm.END])
-        if kind == NOTHING:
-            return _NOTHING_BODY
-        raise wasm.WasmFormatError(f"{SECTION}: unknown stub kind {kind}")
+            body = _UNREACHABLE_BODY
+        elif kind == UNAVAILABLE:
+            body = b"\x00" + bytes([_CALL]) + wasm.uleb(self.unavailable) + bytes([wasm.END])
+        elif kind == NOTHING:
+            body = _NOTHING_BODY
+        else:
+            raise wasm.WasmFormatError(f"{SECTION}: unknown stub kind {kind}")
+        return body[:-1] + bytes([_NOP]) * (V8_SMALL_FUNCTION - len(body)) + body[-1:]
 
 
 def code_bodies(payload: bytes) -> list[bytes]:

@@ -62,6 +62,16 @@ def test_the_served_module_replaces_only_the_listed_bodies(module: Path) -> None
     assert code[1] < code[0] * 0.85
 
 
+def test_v8_counts_at_most_a_quarter_of_the_served_functions_as_small(module: Path) -> None:
+    """V8 lets every function inline more (and Envoy start later) when more than a quarter of a
+    module's bodies are under 50 bytes (served_code.V8_SMALL_FUNCTION): the stubs must not count."""
+    runtime = (RUNTIME_DIR / "python.wasm").read_bytes()
+    listed = served_code.BuildOnlyCode.parse(wasm.custom_body(_sections(runtime)[served_code.SECTION]))
+    assert all(len(listed.stub(kind)) == served_code.V8_SMALL_FUNCTION for kind in range(3))
+    bodies, _ = _bodies(module.read_bytes())
+    assert sum(len(body) < served_code.V8_SMALL_FUNCTION for body in bodies) <= len(bodies) * 0.25
+
+
 def test_scan_reads_calls_and_padded_function_addresses() -> None:
     # no locals; i32.const 5 (padded: a relocated function address); i32.const 5 (plain); call 7;
     # i32.const 900 (padded, not a table slot); block i32 ... end; drop; end
