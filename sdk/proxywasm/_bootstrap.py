@@ -101,6 +101,10 @@ class NotBundled:
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
         top = fullname.partition(".")[0]
+        if self.frozen and top in sys.builtin_module_names:
+            # Linked into the runtime, but the snapshot keeps only the builtin modules the build
+            # initialised (sdk/runtime/inittab.c): the served module leaves the others' code out.
+            raise ModuleNotFoundError(not_imported_at_build(fullname), name=fullname)
         if top in sys.stdlib_module_names and top not in self.stdlib.split():
             linked = ", ".join(sorted(n for n in sys.builtin_module_names if n not in ("__main__", "builtins", "sys")))
             raise ModuleNotFoundError(missing_from_runtime(fullname, linked), name=fullname)

@@ -14,12 +14,18 @@ module's call graph and lists them in a custom section; the snapshotter replaces
 - ``NOTHING``: finalisation-only functions that free memory when the interpreter is torn down,
   which Envoy never does; the body returns at once.
 
+Builtin C modules (``_pickle``, ``_datetime``, ``math``...) are code a filter may never run: the
+snapshot keeps in the builtin-module table only the modules initialised at build time
+(sdk/runtime/inittab.c), so no other can be imported inside Envoy, and the served module leaves
+out the code only the others could reach. ``UNREACHABLE`` above lists it too; ``modules`` says
+which of it each builtin module needs, and ``strip`` keeps that of the modules left in the table.
+
 Function indices, the table and the data stay as they are.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import wasm
 
@@ -42,10 +48,18 @@ V8_SMALL_FUNCTION = 50
 class BuildOnlyCode:
     unavailable: int  # function index of proxywasm_source_compilation_unavailable
     functions: dict[int, int]  # position in the code section -> UNREACHABLE / UNAVAILABLE / NOTHING
+    inittab: int = 0  # address of the builtin-module table (struct _inittab[], 8 bytes an entry)
+    modules: dict[str, list[int]] = field(default_factory=dict)  # builtin module -> positions only it reaches
 
     def encode(self) -> bytes:
         items = sorted(self.functions.items())
-        return wasm.uleb(self.unavailable) + wasm.vec([wasm.uleb(i) + bytes([kind]) for i, kind in items])
+        modules = [wasm.name(m) + wasm.vec([wasm.uleb(i) for i in positions]) for m, positions in self.modules.items()]
+        return (
+            wasm.uleb(self.unavailable)
+            + wasm.vec([wasm.uleb(i) + bytes([kind]) for i, kind in items])
+            + wasm.uleb(self.inittab)
+            + wasm.vec(modules)
+        )
 
     @classmethod
     def parse(cls, body: bytes) -> BuildOnlyCode:
@@ -55,7 +69,21 @@ class BuildOnlyCode:
         for _ in range(r.uleb()):
             index = r.uleb()
             functions[index] = r.byte()
-        return cls(unavailable, functions)
+        inittab = r.uleb()
+        modules = {}
+        for _ in range(r.uleb()):
+            module = r.name()
+            modules[module] = [r.uleb() for _ in range(r.uleb())]
+        return cls(unavailable, functions, inittab, modules)
+
+    def builtin_modules(self, memory: bytes | bytearray) -> list[str]:
+        """The builtin modules left in the snapshot's table (``memory``: its linear memory)."""
+        found = []
+        at = self.inittab
+        while name := int.from_bytes(memory[at : at + 4], "little"):
+            found.append(bytes(memory[name : memory.index(0, name)]).decode())
+            at += 8
+        return found
 
     def stub(self, kind: int) -> bytes:
         if kind == UNREACHABLE:
@@ -79,10 +107,14 @@ def encode_code(bodies: list[bytes]) -> bytes:
     return wasm.vec([wasm.uleb(len(body)) + body for body in bodies])
 
 
-def strip(code: wasm.Section, build_only: BuildOnlyCode) -> wasm.Section:
-    """The code section with the build-only functions' bodies replaced by their stubs."""
+def strip(code: wasm.Section, build_only: BuildOnlyCode, builtin_modules: list[str]) -> wasm.Section:
+    """The code section with the build-only functions' bodies replaced by their stubs, but for the
+    code ``builtin_modules`` (those in the snapshot's table) need."""
     bodies = code_bodies(code.payload)
+    needed = {i for m in builtin_modules for i in build_only.modules.get(m, ())}
     for index, kind in build_only.functions.items():
+        if index in needed:
+            continue
         if index >= len(bodies):
             raise wasm.WasmFormatError(f"{SECTION}: function {index} is not in the code section")
         bodies[index] = build_only.stub(kind)

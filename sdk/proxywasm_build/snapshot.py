@@ -93,7 +93,7 @@ def snapshot(runtime: bytes, mounts: dict[str, Path]) -> SnapshotResult:
         elif s.id == wasm.DATA:
             out.append(wasm.Section(s.id, wasm.encode_data(segments)))
         elif s.id == wasm.CODE and build_only is not None:
-            out.append(served_code.strip(s, build_only))
+            out.append(served_code.strip(s, build_only, build_only.builtin_modules(memory)))
         elif wasm.custom_name(s) in (frozen_objects.SECTION, served_code.SECTION):
             continue
         elif wasm.custom_name(s) == "name":

@@ -23,7 +23,7 @@ if [ -f "$cached/python.wasm" ]; then
     exit 0
 fi
 
-for tool in clang-14 wasm-ld-14 llvm-ar-14; do
+for tool in clang-14 wasm-ld-14 llvm-ar-14 llvm-nm-14; do
     command -v "$tool" >/dev/null || { echo "runtime: $tool missing (apt-get install clang-14 lld-14 llvm-14 wasi-libc libclang-rt-14-dev-wasm32)" >&2; exit 1; }
 done
 
@@ -69,8 +69,9 @@ clang-14 --target=wasm32-wasi -mexec-model=reactor -fuse-ld=lld -O2 -o "$cached.
     -Wl,-z,stack-size=1048576 -Wl,--stack-first -Wl,--strip-debug -Wl,--gc-sections -Wl,--Map="$work/link.map"
 "$python" "$here/data_layout.py" annotate "$work/link.map" "$cached.tmp/python.wasm"
 # The functions the served module leaves out: the compiler and what only initialisation runs
-# (build_only_code.py, served_code.c).
-"$python" "$here/build_only_code.py" "$cached.tmp/python.wasm"
+# (build_only_code.py, served_code.c), and what only builtin modules a filter may not import reach.
+llvm-nm-14 -A "$work/libpython3.11.a" "${objs[@]}" > "$work/symbols.txt"
+"$python" "$here/build_only_code.py" "$cached.tmp/python.wasm" "$work/link.map" "$work/symbols.txt"
 [ -z "${PROXYWASM_LINK_MAP:-}" ] || cp "$work/link.map" "$PROXYWASM_LINK_MAP"  # for memory analysis
 
 # The stdlib the snapshotter maps in at build time; only what a filter imports ends up in the module.

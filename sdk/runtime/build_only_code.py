@@ -1,9 +1,11 @@
 """Finds the runtime's functions that only the build-time snapshot runs (run by build.sh).
 
-``build_only_code.py MODULE`` appends to the linked runtime the custom section that
-proxywasm_build/served_code.py reads: which function bodies the served module replaces, and
+``build_only_code.py MODULE LINK_MAP SYMBOLS`` appends to the linked runtime the custom section
+that proxywasm_build/served_code.py reads: which function bodies the served module replaces, and
 with what. The answer comes from the module itself: its direct calls, and the functions whose
-address is taken (``call_indirect`` can reach any of them).
+address is taken (``call_indirect`` can reach any of them); LINK_MAP (wasm-ld's ``--Map``) and
+SYMBOLS (``llvm-nm -A`` over what was linked) say which object file each function and each
+word of static data comes from, for the builtin modules below.
 
 A function's address is taken where wasm-ld relocated it: in code, an ``i32.const`` with a
 5-byte (padded) immediate whose value is a table slot (static data starts above the 1 MiB
@@ -15,7 +17,7 @@ keeps that function; about 20 KiB of Python-ast.c's ast2obj_* stay so).
 The served module can call (``live``):
 
 - its exports (without those the snapshotter removes),
-- every function whose address static data holds,
+- every function whose address static data holds (but see the builtin modules below),
 - every function whose address code that may have run during the snapshot takes (it may sit in
   the snapshot's heap now), except the code behind the compiler's entry points below: the
   parser hands its rule functions to its own lookahead helpers and no compiler function stores a
@@ -25,13 +27,26 @@ The served module can call (``live``):
 Everything else becomes ``unreachable``; the entry points become calls to
 ``proxywasm_source_compilation_unavailable`` (served_code.c) and the finalisation-only
 functions return at once.
+
+Builtin modules. The snapshot keeps in the builtin-module table only the modules the build
+initialised (inittab.c), so another one's init function can never run in Envoy. A module whose
+object file no other linked object refers to (but the table, for its init function) is
+*separable*: its code and data can be reached only from that init function. Its data's words
+are its roots, not everyone's, and a word or padded constant elsewhere that equals the slot of
+one of its functions is a number (no other object can name them). The section lists, per
+separable module, the functions only it reaches; the build revives those of the modules left in
+the table. ``live`` is worked out once without any of them and once with each: what can run with
+a set of modules initialised is the union (reachability from a union of roots).
 """
 
 from __future__ import annotations
 
+import bisect
+import re
 import struct
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -160,8 +175,105 @@ def closure(roots: Iterable[int], edges: dict[int, list[int]], stop: set[int]) -
     return seen
 
 
-def analyse(module: bytes) -> tuple[served_code.BuildOnlyCode, dict[int, str], dict[int, int]]:
-    """The build-only code of a linked runtime, its function names and body sizes (by index)."""
+@dataclass
+class LinkMap:
+    """What wasm-ld's ``--Map`` says about where things come from."""
+
+    function_objects: list[str]  # the object file of each defined function, in code-section order
+    data: list[tuple[int, int, str, str]]  # (address, size, object file, output segment) of each data input
+    symbols: dict[str, int]  # data symbol -> address
+
+    def owner(self, address: int) -> int | None:
+        """The position in ``data`` of the input section holding ``address``."""
+        k = bisect.bisect_right(self._starts, address) - 1
+        if k >= 0 and address < self.data[k][0] + max(self.data[k][1], 1):
+            return k
+        return None
+
+    def __post_init__(self) -> None:
+        self._starts = [d[0] for d in self.data]
+
+
+_MAP_LINE = re.compile(r"^\s*(\S+)\s+(\S+)\s+(\S+)( +)(.*)$")
+_INPUT = re.compile(r"(?:\(([^()]+\.o)\)|([^/()]+\.o)|<internal>):\((.*)\)$")
+_OUT, _IN, _SYMBOL = 1, 9, 17  # the map's columns: spaces after the size
+
+
+def parse_link_map(text: str) -> LinkMap:
+    functions: list[str] = []
+    data: list[tuple[int, int, str, str]] = []
+    symbols: dict[str, int] = {}
+    out = ""
+    in_memory = False  # the output segments after DATA, before the custom sections
+    for line in text.splitlines():
+        m = _MAP_LINE.match(line)
+        if m is None or line.lstrip().startswith("Addr"):
+            continue
+        address, _, size, column, name = m.groups()
+        level = len(column)
+        if level == _OUT:
+            out = name
+            in_memory = (in_memory or name == "DATA") and not name.startswith("CUSTOM")
+            continue
+        memory = in_memory and out != "DATA"
+        if level == _IN:
+            source = _INPUT.search(name)
+            obj = (source.group(1) or source.group(2) or "<internal>") if source else name
+            if out == "CODE":
+                functions.append(obj)
+            elif memory:
+                data.append((int(address, 16), int(size, 16), obj, out))
+        elif level == _SYMBOL and memory:
+            symbols[name] = int(address, 16)
+    data.sort()
+    return LinkMap(functions, data, symbols)
+
+
+def _words(segments: list[tuple[int, bytes]], start: int, end: int) -> Iterable[tuple[int, int]]:
+    """(address, value) of the aligned 32-bit words of static data in [start, end)."""
+    for offset, data in segments:
+        lo, hi = max(start, offset), min(end, offset + len(data))
+        for at in range(lo + (-lo % 4), hi - 3, 4):
+            yield at, struct.unpack_from("<I", data, at - offset)[0]
+
+
+def _word(segments: list[tuple[int, bytes]], address: int) -> int:
+    """The 32-bit word of static data at ``address`` (0 outside the data segments: .bss)."""
+    return next((value for _, value in _words(segments, address, address + 4)), 0)
+
+
+def _c_string(segments: list[tuple[int, bytes]], address: int) -> str:
+    for offset, data in segments:
+        if offset <= address < offset + len(data):
+            return data[address - offset : data.index(b"\0", address - offset)].decode()
+    raise SystemExit(f"build_only_code: no string at {address:#x}")
+
+
+def parse_symbols(nm_output: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(global symbols defined, symbols referenced but not defined) per object file, from
+    ``llvm-nm -A`` over the linked objects and archives."""
+    defined: dict[str, set[str]] = {}
+    undefined: dict[str, set[str]] = {}
+    for line in nm_output.splitlines():
+        where, _, rest = line.rpartition(": ")
+        fields = rest.split()
+        if len(fields) < 2:
+            continue
+        obj = where.rpartition(":")[2] or where
+        kind, symbol = fields[-2], fields[-1]
+        if kind == "U":
+            undefined.setdefault(obj, set()).add(symbol)
+        elif kind.isupper():
+            defined.setdefault(obj, set()).add(symbol)
+    return defined, undefined
+
+
+def analyse(
+    module: bytes, link_map: str, nm_output: str
+) -> tuple[served_code.BuildOnlyCode, dict[int, str], dict[int, int]]:
+    """The code the served module leaves out of a linked runtime (see the module's docstring),
+    its function names and body sizes (by index). ``link_map``: wasm-ld's ``--Map`` output for
+    it; ``nm_output``: ``llvm-nm -A`` over what was linked."""
     sections = wasm.parse_sections(module)
     by_id = {s.id: s for s in sections}
     imported = wasm.imported_count(by_id[wasm.IMPORT].payload, wasm.FUNC_KIND)
@@ -171,6 +283,13 @@ def analyse(module: bytes) -> tuple[served_code.BuildOnlyCode, dict[int, str], d
     slot_range = range(min(slots), max(slots) + 1)
     bodies = served_code.code_bodies(by_id[wasm.CODE].payload)
     sizes = {imported + i: len(body) for i, body in enumerate(bodies)}
+    segments = wasm.parse_data(by_id[wasm.DATA].payload)
+    if min(offset for offset, _ in segments) <= slot_range.stop:
+        raise SystemExit("build_only_code: static data starts among the table slots (link with --stack-first)")
+    layout = parse_link_map(link_map)
+    if len(layout.function_objects) != len(bodies):
+        raise SystemExit("build_only_code: the link map does not list every function")
+    function_object = {imported + i: obj for i, obj in enumerate(layout.function_objects)}
 
     edges: dict[int, list[int]] = {}
     taken: dict[int, list[int]] = {}
@@ -178,15 +297,47 @@ def analyse(module: bytes) -> tuple[served_code.BuildOnlyCode, dict[int, str], d
         calls, slots_taken = scan(body, slot_range)
         taken[imported + i] = [slots[s] for s in slots_taken]
         edges[imported + i] = calls + taken[imported + i]
-    segments = wasm.parse_data(by_id[wasm.DATA].payload)
-    if min(offset for offset, _ in segments) <= slot_range.stop:
-        raise SystemExit("build_only_code: static data starts among the table slots (link with --stack-first)")
-    in_data = set()
+
+    table = layout.symbols.get("_PyImport_Inittab")
+    if table is None:
+        raise SystemExit("build_only_code: the link map has no _PyImport_Inittab")
+    entries: dict[str, int] = {}  # builtin module -> its init function (inittab.c's wrapper)
+    at = table
+    while (name := _word(segments, at)) != 0:
+        if (init := _word(segments, at + 4)) in slots:
+            entries[_c_string(segments, name)] = slots[init]
+        at += 8
+    table_end = at + 8
+
+    defined, undefined = parse_symbols(nm_output)
+    table_object = function_object[next(iter(entries.values()))]
+    linked = set(layout.function_objects) | {obj for _, _, obj, _ in layout.data}
+    separable: dict[str, str] = {}  # module -> its object file
+    for module_name, wrapper in entries.items():
+        inits = [g for g in edges[wrapper] if function_object.get(g) != table_object]
+        if len(inits) != 1:
+            continue
+        obj = function_object[inits[0]]
+        users = {o for o, wanted in undefined.items() if o in linked and o != obj and wanted & defined.get(obj, set())}
+        if obj != table_object and users <= {table_object} and obj not in separable.values():
+            separable[module_name] = obj
+    own = {obj: m for m, obj in separable.items()}
+    owner_module = {f: own[obj] for f, obj in function_object.items() if obj in own}
+    for f in edges:  # outside its module (and the table), a separable module's function is never named: a number
+        if f not in owner_module and function_object[f] != table_object:
+            edges[f] = [g for g in edges[f] if g not in owner_module]
+            taken[f] = [g for g in taken[f] if g not in owner_module]
+
+    in_data: dict[str | None, set[int]] = {}  # module (None: the rest) -> functions its data points to
     for offset, data in segments:
         for at in range(-offset % 4, len(data) - 3, 4):
-            value = struct.unpack_from("<I", data, at)[0]
-            if value in slots:
-                in_data.add(slots[value])
+            f = slots.get(struct.unpack_from("<I", data, at)[0])
+            if f is None or table <= offset + at < table_end:
+                continue
+            k = layout.owner(offset + at)
+            module_name = own.get(layout.data[k][2]) if k is not None else None
+            if f not in owner_module or owner_module[f] == module_name:
+                in_data.setdefault(module_name, set()).add(f)
 
     missing = [n for n in (*UNAVAILABLE, *NOTHING, HELPER) if n not in index]
     if missing:
@@ -207,32 +358,44 @@ def analyse(module: bytes) -> tuple[served_code.BuildOnlyCode, dict[int, str], d
     served_exports = [e.index for e in exports if e.kind == wasm.FUNC_KIND and e.name not in snapshot.REMOVED_EXPORTS]
     if index[HELPER] not in served_exports:
         raise SystemExit(f"build_only_code: {HELPER} is not exported")
-    ran = closure([*every_export, *in_data], edges, cut)
-    stored = {g for f in ran for g in taken.get(f, ())}
-    live = closure([*served_exports, *in_data, *stored], edges, cut)
+    always = [w for m, w in entries.items() if m not in separable]  # their data is everyone's
 
+    def live(modules: list[str]) -> set[int]:
+        """What the served module can run when the snapshot initialised ``modules`` (separable
+        ones) and the rest: anything the snapshot may have run may have left function addresses
+        in the heap."""
+        roots = [*always, *in_data.get(None, ()), *(entries[m] for m in modules)]
+        roots += [f for m in modules for f in in_data.get(m, ())]
+        ran = closure([*every_export, *roots], edges, cut)
+        stored = {g for f in ran for g in taken.get(f, ())}
+        return closure([*served_exports, *roots, *stored], edges, cut)
+
+    core = live([])
+    modules = {m: sorted(f - imported for f in live([m]) - core if f in sizes and f not in cut) for m in separable}
     functions = {}
     for f in sizes:
-        if f not in live:
-            functions[f - imported] = served_code.UNREACHABLE
-        elif f in cut:
+        if f in cut:
             functions[f - imported] = served_code.UNAVAILABLE if names[f] in UNAVAILABLE else served_code.NOTHING
-    return served_code.BuildOnlyCode(index[HELPER], functions), names, sizes
+        elif f not in core:
+            functions[f - imported] = served_code.UNREACHABLE
+    return served_code.BuildOnlyCode(index[HELPER], functions, table, modules), names, sizes
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
+    if len(argv) != 3:
         raise SystemExit(__doc__)
     path = Path(argv[0])
     module = path.read_bytes()
-    build_only, _, sizes = analyse(module)
+    build_only, _, sizes = analyse(module, Path(argv[1]).read_text(), Path(argv[2]).read_text())
     imported = min(sizes)
-    saved = sum(sizes[imported + i] for i in build_only.functions)
+    by_module = {i for positions in build_only.modules.values() for i in positions}
+    build = [i for i in build_only.functions if i not in by_module]
     section = wasm.custom_section(served_code.SECTION, build_only.encode())
     path.write_bytes(wasm.build_module([*wasm.parse_sections(module), section]))
     print(
-        f"runtime: {len(build_only.functions)} functions ({saved // 1024} KiB of {sum(sizes.values()) // 1024} KiB "
-        "of code) serve only the build"
+        f"runtime: {len(build)} functions ({sum(sizes[imported + i] for i in build) // 1024} KiB of "
+        f"{sum(sizes.values()) // 1024} KiB of code) serve only the build, {len(by_module)} "
+        f"({sum(sizes[imported + i] for i in by_module) // 1024} KiB) only builtin modules a filter may not import"
     )
 
 

@@ -437,6 +437,7 @@ static int32_t initialize(void) {
         PyErr_Print();
         return 3;
     }
+    inittab_keep_initialised();
     return 0;
 }
 

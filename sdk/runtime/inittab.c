@@ -1,8 +1,15 @@
 /* The builtin modules linked into the runtime: CPython's own list without the test modules,
  * CJK codecs, decimal, expat, sockets, unicodedata (1 MB of tables in every VM) and other
  * modules that cannot work inside Envoy or cost more than they give.
- * Defining _PyImport_Inittab here keeps libpython's config.o (and their code) out of the link. */
+ * Defining _PyImport_Inittab here keeps libpython's config.o (and their code) out of the link.
+ *
+ * Each entry's init function is a wrapper that records that the module was initialised. When
+ * the snapshot ends, inittab_keep_initialised() keeps only those entries: a builtin module the
+ * filter did not import at build time cannot be imported inside Envoy (like a stdlib module
+ * written in Python), so the served module can leave its code out (build_only_code.py finds
+ * that code; proxywasm_build/served_code.py reads which entries are left from this table). */
 #include <Python.h>
+#include <string.h>
 
 #include "runtime.h"
 
@@ -14,18 +21,55 @@
     X(_functools) X(_locale) X(_operator) X(_stat) X(array) X(_imp) X(gc) X(_ast) X(_tokenize)         \
     X(_string)
 
-#define DECLARE(name) extern PyObject *PyInit_##name(void);
-MODULES(DECLARE)
+/* One flag per entry of _PyImport_Inittab below, in its order. */
+enum {
+#define INDEX(name) INITTAB_##name,
+    MODULES(INDEX)
+#undef INDEX
+    INITTAB_marshal, INITTAB__warnings, INITTAB__proxywasm, INITTAB_COUNT
+};
+static unsigned char initialised[INITTAB_COUNT];
+
+#define WRAP(name)                                  \
+    extern PyObject *PyInit_##name(void);           \
+    static PyObject *init_##name(void) {            \
+        initialised[INITTAB_##name] = 1;            \
+        return PyInit_##name();                     \
+    }
+MODULES(WRAP)
+#undef WRAP
 extern PyObject *PyMarshal_Init(void);
 extern PyObject *_PyWarnings_Init(void);
+static PyObject *init_marshal(void) {
+    initialised[INITTAB_marshal] = 1;
+    return PyMarshal_Init();
+}
+static PyObject *init__warnings(void) {
+    initialised[INITTAB__warnings] = 1;
+    return _PyWarnings_Init();
+}
+static PyObject *init__proxywasm(void) {
+    initialised[INITTAB__proxywasm] = 1;
+    return PyInit__proxywasm();
+}
 
-#define ENTRY(name) {#name, PyInit_##name},
+#define ENTRY(name) {#name, init_##name},
 struct _inittab _PyImport_Inittab[] = {
     MODULES(ENTRY)
-    {"marshal", PyMarshal_Init},
-    {"_warnings", _PyWarnings_Init},
-    {"_proxywasm", PyInit__proxywasm},
+    ENTRY(marshal)
+    ENTRY(_warnings)
+    ENTRY(_proxywasm)
     {"builtins", NULL},
     {"sys", NULL},
     {0, 0},
 };
+#undef ENTRY
+
+void inittab_keep_initialised(void) {
+    struct _inittab *kept = _PyImport_Inittab;
+    for (struct _inittab *p = _PyImport_Inittab; p->name != NULL; p++) {
+        size_t i = (size_t)(p - _PyImport_Inittab);
+        if (i >= INITTAB_COUNT || initialised[i]) *kept++ = *p;
+    }
+    memset(kept, 0, (size_t)((char *)(_PyImport_Inittab + sizeof _PyImport_Inittab / sizeof *_PyImport_Inittab) - (char *)kept));
+}

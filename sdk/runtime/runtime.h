@@ -19,6 +19,9 @@ void snapshot_hygiene_end(void);
 void static_data_before_init(void);
 int static_data_after_init(void);
 
+/* See inittab.c: the snapshot keeps only the builtin modules initialised at build time. */
+void inittab_keep_initialised(void);
+
 /* See budget.c: the CPU budget of a callback and the VM's memory limit. */
 void budget_begin(int32_t ms, const char *callback, int configuring);
 void budget_end(void);

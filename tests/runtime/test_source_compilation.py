@@ -40,24 +40,41 @@ def _bodies(module: bytes) -> tuple[list[bytes], dict[str, int]]:
     return served_code.code_bodies(next(s for s in sections if s.id == wasm.CODE).payload), names
 
 
-def test_the_served_module_replaces_only_the_listed_bodies(module: Path) -> None:
+def served_memory(module: bytes) -> bytearray:
+    """The linear memory a served module starts with (its data segments)."""
+    segments = wasm.parse_data(_sections(module)[wasm.DATA].payload)
+    memory = bytearray(max(offset + len(data) for offset, data in segments))
+    for offset, data in segments:
+        memory[offset : offset + len(data)] = data
+    return memory
+
+
+def replaced(module: bytes) -> tuple[served_code.BuildOnlyCode, dict[int, int]]:
+    """The runtime's list, and what it replaces in ``module``: its build-only code and the code
+    only builtin modules the snapshot did not keep reach."""
     runtime = (RUNTIME_DIR / "python.wasm").read_bytes()
     listed = served_code.BuildOnlyCode.parse(wasm.custom_body(_sections(runtime)[served_code.SECTION]))
+    needed = {i for m in listed.builtin_modules(served_memory(module)) for i in listed.modules.get(m, ())}
+    return listed, {i: kind for i, kind in listed.functions.items() if i not in needed}
+
+
+def test_the_served_module_replaces_only_the_listed_bodies(module: Path) -> None:
+    runtime = (RUNTIME_DIR / "python.wasm").read_bytes()
+    listed, functions = replaced(module.read_bytes())
     before, names = _bodies(runtime)
     after, _ = _bodies(module.read_bytes())
     assert served_code.SECTION not in _sections(module.read_bytes())
     assert len(after) == len(before)  # function indices unchanged
     for i, (old, new) in enumerate(zip(before, after, strict=True)):
-        assert new == (listed.stub(listed.functions[i]) if i in listed.functions else old)
-    stubbed = {name for name, i in names.items() if i in listed.functions}
+        assert new == (listed.stub(functions[i]) if i in functions else old)
+    stubbed = {name for name, i in names.items() if i in functions}
     # The compiler's entry points raise; the parser, AST conversion, compiler and the start-up
     # configuration are gone; the interpreter and what traceback printing uses stay.
-    assert {n for n in stubbed if listed.functions[names[n]] == served_code.UNAVAILABLE} == set(
-        build_only_code.UNAVAILABLE
-    )
+    assert {n for n in stubbed if functions[names[n]] == served_code.UNAVAILABLE} == set(build_only_code.UNAVAILABLE)
     assert {"obj2ast_stmt", "compiler_visit_stmt", "_PyPegen_parse", "symtable_visit_stmt", "_PyConfig_Read"} <= stubbed
     assert not stubbed & {"_PyEval_EvalFrameDefault", "builtin_exec", "PyEval_EvalCode", "_PyTraceBack_Print_Indented"}
-    assert not stubbed & {"_PyTokenizer_Get", "ast_type_init", "_Py_Mangle", "malloc", "proxy_on_request_headers"}
+    assert not stubbed & {"_PyTokenizer_FindEncodingFilename", "ast_type_init", "_Py_Mangle", "malloc"}
+    assert "proxy_on_request_headers" not in stubbed
     code = [len(s.payload) for m in (runtime, module.read_bytes()) for s in wasm.parse_sections(m) if s.id == wasm.CODE]
     assert code[1] < code[0] * 0.85
 
@@ -65,8 +82,7 @@ def test_the_served_module_replaces_only_the_listed_bodies(module: Path) -> None
 def test_v8_counts_at_most_a_quarter_of_the_served_functions_as_small(module: Path) -> None:
     """V8 lets every function inline more (and Envoy start later) when more than a quarter of a
     module's bodies are under 50 bytes (served_code.V8_SMALL_FUNCTION): the stubs must not count."""
-    runtime = (RUNTIME_DIR / "python.wasm").read_bytes()
-    listed = served_code.BuildOnlyCode.parse(wasm.custom_body(_sections(runtime)[served_code.SECTION]))
+    listed, _ = replaced(module.read_bytes())
     assert all(len(listed.stub(kind)) == served_code.V8_SMALL_FUNCTION for kind in range(3))
     bodies, _ = _bodies(module.read_bytes())
     assert sum(len(body) < served_code.V8_SMALL_FUNCTION for body in bodies) <= len(bodies) * 0.25
@@ -109,12 +125,14 @@ def test_only_the_parser_takes_the_address_of_code_it_leaves_out() -> None:
     listed = served_code.BuildOnlyCode.parse(wasm.custom_body(_sections(runtime)[served_code.SECTION]))
     bodies, positions = _bodies(runtime)
     name_at = {position: name for name, position in positions.items()}
+    by_module = {i for positions in listed.modules.values() for i in positions}
+    always_left_out = {i for i in listed.functions if i not in by_module}
     imported = wasm.imported_count(next(s for s in sections if s.id == wasm.IMPORT).payload, wasm.FUNC_KIND)
     slots = build_only_code.table_slots(next(s for s in sections if s.id == wasm.ELEMENT).payload)
     taken = set()
     for i, body in enumerate(bodies):
         for slot in build_only_code.scan(body, range(min(slots), max(slots) + 1))[1]:
-            if slots[slot] - imported in listed.functions:
+            if slots[slot] - imported in always_left_out:
                 taken.add((name_at[i], name_at[slots[slot] - imported]))
     assert taken  # the scan finds the parser's lookaheads
     for taker, target in taken:
