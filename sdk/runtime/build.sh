@@ -70,7 +70,7 @@ clang-14 --target=wasm32-wasi -mexec-model=reactor -fuse-ld=lld -O2 -o "$cached.
 "$python" "$here/data_layout.py" annotate "$work/link.map" "$cached.tmp/python.wasm"
 # The functions the served module leaves out: the compiler and what only initialisation runs
 # (build_only_code.py, served_code.c), and what only builtin modules a filter may not import reach.
-llvm-nm-14 -A "$work/libpython3.11.a" "${objs[@]}" > "$work/symbols.txt"
+llvm-nm-14 -A "$work/libpython3.11.a" "${objs[@]}" > "$work/symbols.txt" 2>/dev/null  # "no symbols" notes
 "$python" "$here/build_only_code.py" "$cached.tmp/python.wasm" "$work/link.map" "$work/symbols.txt"
 [ -z "${PROXYWASM_LINK_MAP:-}" ] || cp "$work/link.map" "$PROXYWASM_LINK_MAP"  # for memory analysis
 
