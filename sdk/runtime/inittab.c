@@ -21,49 +21,35 @@
     X(_functools) X(_locale) X(_operator) X(_stat) X(array) X(_imp) X(gc) X(_ast) X(_tokenize)         \
     X(_string)
 
+/* The entries whose init function is not PyInit_<name>, after MODULES in the table. */
+#define OTHERS(X) X(marshal, PyMarshal_Init) X(_warnings, _PyWarnings_Init) X(_proxywasm, PyInit__proxywasm)
+#define STANDARD(name) EACH(name, PyInit_##name)
+
 /* One flag per entry of _PyImport_Inittab below, in its order. */
-enum {
-#define INDEX(name) INITTAB_##name,
-    MODULES(INDEX)
-#undef INDEX
-    INITTAB_marshal, INITTAB__warnings, INITTAB__proxywasm, INITTAB_COUNT
-};
+#define EACH(name, init) INITTAB_##name,
+enum { MODULES(STANDARD) OTHERS(EACH) INITTAB_COUNT };
+#undef EACH
 static unsigned char initialised[INITTAB_COUNT];
 
-#define WRAP(name)                                  \
-    extern PyObject *PyInit_##name(void);           \
+#define EACH(name, init)                            \
+    extern PyObject *init(void);                    \
     static PyObject *init_##name(void) {            \
         initialised[INITTAB_##name] = 1;            \
-        return PyInit_##name();                     \
+        return init();                              \
     }
-MODULES(WRAP)
-#undef WRAP
-extern PyObject *PyMarshal_Init(void);
-extern PyObject *_PyWarnings_Init(void);
-static PyObject *init_marshal(void) {
-    initialised[INITTAB_marshal] = 1;
-    return PyMarshal_Init();
-}
-static PyObject *init__warnings(void) {
-    initialised[INITTAB__warnings] = 1;
-    return _PyWarnings_Init();
-}
-static PyObject *init__proxywasm(void) {
-    initialised[INITTAB__proxywasm] = 1;
-    return PyInit__proxywasm();
-}
+MODULES(STANDARD)
+OTHERS(EACH)
+#undef EACH
 
-#define ENTRY(name) {#name, init_##name},
+#define EACH(name, init) {#name, init_##name},
 struct _inittab _PyImport_Inittab[] = {
-    MODULES(ENTRY)
-    ENTRY(marshal)
-    ENTRY(_warnings)
-    ENTRY(_proxywasm)
+    MODULES(STANDARD)
+    OTHERS(EACH)
     {"builtins", NULL},
     {"sys", NULL},
     {0, 0},
 };
-#undef ENTRY
+#undef EACH
 
 void inittab_keep_initialised(void) {
     struct _inittab *kept = _PyImport_Inittab;
@@ -71,5 +57,6 @@ void inittab_keep_initialised(void) {
         size_t i = (size_t)(p - _PyImport_Inittab);
         if (i >= INITTAB_COUNT || initialised[i]) *kept++ = *p;
     }
-    memset(kept, 0, (size_t)((char *)(_PyImport_Inittab + sizeof _PyImport_Inittab / sizeof *_PyImport_Inittab) - (char *)kept));
+    const struct _inittab *end = _PyImport_Inittab + sizeof _PyImport_Inittab / sizeof *_PyImport_Inittab;
+    memset(kept, 0, (size_t)(end - kept) * sizeof *kept);
 }
