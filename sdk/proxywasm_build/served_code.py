@@ -78,12 +78,7 @@ class BuildOnlyCode:
 
     def builtin_modules(self, memory: bytes | bytearray) -> list[str]:
         """The builtin modules left in the snapshot's table (``memory``: its linear memory)."""
-        found = []
-        at = self.inittab
-        while name := int.from_bytes(memory[at : at + 4], "little"):
-            found.append(bytes(memory[name : memory.index(0, name)]).decode())
-            at += 8
-        return found
+        return [name for name, _ in inittab_entries(memory, self.inittab)]
 
     def stub(self, kind: int) -> bytes:
         if kind == UNREACHABLE:
@@ -95,6 +90,22 @@ class BuildOnlyCode:
         else:
             raise wasm.WasmFormatError(f"{SECTION}: unknown stub kind {kind}")
         return body[:-1] + bytes([_NOP]) * (V8_SMALL_FUNCTION - len(body)) + body[-1:]
+
+
+INITTAB_ENTRY = 8  # struct _inittab on wasm32: const char *name; PyObject *(*initfunc)(void)
+
+
+def inittab_entries(memory: bytes | bytearray, address: int) -> list[tuple[str, int]]:
+    """(name, init function's table slot or 0) of each entry of the builtin-module table at
+    ``address`` in ``memory``, up to its terminator (a NULL name)."""
+    entries: list[tuple[str, int]] = []
+    for at in range(address, len(memory), INITTAB_ENTRY):
+        name = int.from_bytes(memory[at : at + 4], "little")
+        if not name:
+            return entries
+        init = int.from_bytes(memory[at + 4 : at + 8], "little")
+        entries.append((bytes(memory[name : memory.index(0, name)]).decode(), init))
+    raise wasm.WasmFormatError(f"{SECTION}: the builtin-module table at {address:#x} has no end")
 
 
 def code_bodies(payload: bytes) -> list[bytes]:

@@ -247,6 +247,14 @@ def parse_data(payload: bytes) -> list[tuple[int, bytes]]:
     return segments
 
 
+def initial_memory(segments: list[tuple[int, bytes]]) -> bytearray:
+    """Linear memory as ``segments`` (``parse_data``) fill it, up to the end of the last one."""
+    memory = bytearray(max((offset + len(data) for offset, data in segments), default=0))
+    for offset, data in segments:
+        memory[offset : offset + len(data)] = data
+    return memory
+
+
 def custom_name(section: Section) -> str | None:
     """The name of a custom section (``None`` for other sections)."""
     return Reader(section.payload).name() if section.id == CUSTOM else None

@@ -229,26 +229,6 @@ def parse_link_map(text: str) -> LinkMap:
     return LinkMap(functions, data, symbols)
 
 
-def _words(segments: list[tuple[int, bytes]], start: int, end: int) -> Iterable[tuple[int, int]]:
-    """(address, value) of the aligned 32-bit words of static data in [start, end)."""
-    for offset, data in segments:
-        lo, hi = max(start, offset), min(end, offset + len(data))
-        for at in range(lo + (-lo % 4), hi - 3, 4):
-            yield at, struct.unpack_from("<I", data, at - offset)[0]
-
-
-def _word(segments: list[tuple[int, bytes]], address: int) -> int:
-    """The 32-bit word of static data at ``address`` (0 outside the data segments: .bss)."""
-    return next((value for _, value in _words(segments, address, address + 4)), 0)
-
-
-def _c_string(segments: list[tuple[int, bytes]], address: int) -> str:
-    for offset, data in segments:
-        if offset <= address < offset + len(data):
-            return data[address - offset : data.index(b"\0", address - offset)].decode()
-    raise SystemExit(f"build_only_code: no string at {address:#x}")
-
-
 def parse_symbols(nm_output: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     """(global symbols defined, symbols referenced but not defined) per object file, from
     ``llvm-nm -A`` over the linked objects and archives."""
@@ -301,13 +281,10 @@ def analyse(
     table = layout.symbols.get("_PyImport_Inittab")
     if table is None:
         raise SystemExit("build_only_code: the link map has no _PyImport_Inittab")
-    entries: dict[str, int] = {}  # builtin module -> its init function (inittab.c's wrapper)
-    at = table
-    while (name := _word(segments, at)) != 0:
-        if (init := _word(segments, at + 4)) in slots:
-            entries[_c_string(segments, name)] = slots[init]
-        at += 8
-    table_end = at + 8
+    table_entries = served_code.inittab_entries(wasm.initial_memory(segments), table)
+    # builtin module -> its init function (inittab.c's wrapper); builtins and sys have none
+    entries = {name: slots[init] for name, init in table_entries if init in slots}
+    table_end = table + served_code.INITTAB_ENTRY * (len(table_entries) + 1)
 
     defined, undefined = parse_symbols(nm_output)
     table_object = function_object[next(iter(entries.values()))]

@@ -42,11 +42,7 @@ def _bodies(module: bytes) -> tuple[list[bytes], dict[str, int]]:
 
 def served_memory(module: bytes) -> bytearray:
     """The linear memory a served module starts with (its data segments)."""
-    segments = wasm.parse_data(_sections(module)[wasm.DATA].payload)
-    memory = bytearray(max(offset + len(data) for offset, data in segments))
-    for offset, data in segments:
-        memory[offset : offset + len(data)] = data
-    return memory
+    return wasm.initial_memory(wasm.parse_data(_sections(module)[wasm.DATA].payload))
 
 
 def replaced(module: bytes) -> tuple[served_code.BuildOnlyCode, dict[int, int]]:
