@@ -41,15 +41,14 @@ a set of modules initialised is the union (reachability from a union of roots).
 
 from __future__ import annotations
 
-import bisect
-import re
 import struct
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from data_layout import parse_link_map  # beside this file
 
 from proxywasm_build import served_code, snapshot, wasm
 
@@ -175,60 +174,6 @@ def closure(roots: Iterable[int], edges: dict[int, list[int]], stop: set[int]) -
     return seen
 
 
-@dataclass
-class LinkMap:
-    """What wasm-ld's ``--Map`` says about where things come from."""
-
-    function_objects: list[str]  # the object file of each defined function, in code-section order
-    data: list[tuple[int, int, str, str]]  # (address, size, object file, output segment) of each data input
-    symbols: dict[str, int]  # data symbol -> address
-
-    def owner(self, address: int) -> int | None:
-        """The position in ``data`` of the input section holding ``address``."""
-        k = bisect.bisect_right(self._starts, address) - 1
-        if k >= 0 and address < self.data[k][0] + max(self.data[k][1], 1):
-            return k
-        return None
-
-    def __post_init__(self) -> None:
-        self._starts = [d[0] for d in self.data]
-
-
-_MAP_LINE = re.compile(r"^\s*(\S+)\s+(\S+)\s+(\S+)( +)(.*)$")
-_INPUT = re.compile(r"(?:\(([^()]+\.o)\)|([^/()]+\.o)|<internal>):\((.*)\)$")
-_OUT, _IN, _SYMBOL = 1, 9, 17  # the map's columns: spaces after the size
-
-
-def parse_link_map(text: str) -> LinkMap:
-    functions: list[str] = []
-    data: list[tuple[int, int, str, str]] = []
-    symbols: dict[str, int] = {}
-    out = ""
-    in_memory = False  # the output segments after DATA, before the custom sections
-    for line in text.splitlines():
-        m = _MAP_LINE.match(line)
-        if m is None or line.lstrip().startswith("Addr"):
-            continue
-        address, _, size, column, name = m.groups()
-        level = len(column)
-        if level == _OUT:
-            out = name
-            in_memory = (in_memory or name == "DATA") and not name.startswith("CUSTOM")
-            continue
-        memory = in_memory and out != "DATA"
-        if level == _IN:
-            source = _INPUT.search(name)
-            obj = (source.group(1) or source.group(2) or "<internal>") if source else name
-            if out == "CODE":
-                functions.append(obj)
-            elif memory:
-                data.append((int(address, 16), int(size, 16), obj, out))
-        elif level == _SYMBOL and memory:
-            symbols[name] = int(address, 16)
-    data.sort()
-    return LinkMap(functions, data, symbols)
-
-
 def parse_symbols(nm_output: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     """(global symbols defined, symbols referenced but not defined) per object file, from
     ``llvm-nm -A`` over the linked objects and archives."""
@@ -278,7 +223,7 @@ def analyse(
         taken[imported + i] = [slots[s] for s in slots_taken]
         edges[imported + i] = calls + taken[imported + i]
 
-    table = layout.symbols.get("_PyImport_Inittab")
+    table = layout.symbol("_PyImport_Inittab")
     if table is None:
         raise SystemExit("build_only_code: the link map has no _PyImport_Inittab")
     table_entries = served_code.inittab_entries(wasm.initial_memory(segments), table)

@@ -16,13 +16,16 @@ copies. wasm-ld keeps segments of one name together and places names it does not
 ``.data``; names that are C identifiers get ``__start_``/``__stop_`` symbols (static_data.c).
 
 ``annotate MAP MODULE`` appends to the linked runtime the custom section listing the address and
-size of every deep-frozen object, read from the linker's map.
+size of every deep-frozen object, read from the linker's map (``parse_link_map``, which
+build_only_code.py reads the map with too).
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -96,27 +99,74 @@ def regroup(module: bytes, obj: str) -> bytes:
     return wasm.build_module(sections)
 
 
-_MAP_SEGMENT = re.compile(r"\s+([0-9a-f]+)\s+[0-9a-f]+\s+[0-9a-f]+ (\S+)")
-_MAP_SYMBOL = re.compile(r"\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s{17}\S+")
+@dataclass
+class LinkMap:
+    """What wasm-ld's ``--Map`` says about where things come from and where they go."""
+
+    function_objects: list[str]  # the object file of each defined function, in code-section order
+    data: list[tuple[int, int, str, str]]  # (address, size, object file, output segment) of each data input
+    symbols: list[tuple[str, int, int, str]]  # (name, address, size, output segment) of each data symbol
+    segments: dict[str, tuple[int, int]]  # output segment in memory -> (address, size)
+
+    def __post_init__(self) -> None:
+        self._starts = [d[0] for d in self.data]
+
+    def owner(self, address: int) -> int | None:
+        """The position in ``data`` of the input section holding ``address``."""
+        k = bisect.bisect_right(self._starts, address) - 1
+        if k >= 0 and address < self.data[k][0] + max(self.data[k][1], 1):
+            return k
+        return None
+
+    def symbol(self, name: str) -> int | None:
+        """The address of the data symbol ``name`` (the first, if static symbols share it)."""
+        return next((address for n, address, _, _ in self.symbols if n == name), None)
+
+
+_MAP_LINE = re.compile(r"^\s*(\S+)\s+(\S+)\s+(\S+)( +)(.*)$")
+_INPUT = re.compile(r"(?:\(([^()]+\.o)\)|([^/()]+\.o)|<internal>):\((.*)\)$")
+_OUT, _IN, _SYMBOL = 1, 9, 17  # the map's columns: spaces after the size
+
+
+def parse_link_map(text: str) -> LinkMap:
+    functions: list[str] = []
+    data: list[tuple[int, int, str, str]] = []
+    symbols: list[tuple[str, int, int, str]] = []
+    segments: dict[str, tuple[int, int]] = {}
+    out = ""
+    in_memory = False  # the output segments after DATA, before the custom sections
+    for line in text.splitlines():
+        m = _MAP_LINE.match(line)
+        if m is None or line.lstrip().startswith("Addr"):
+            continue
+        address, _, size, column, name = m.groups()
+        level = len(column)
+        if level == _OUT:
+            out = name
+            in_memory = (in_memory or name == "DATA") and not name.startswith("CUSTOM")
+            if in_memory and out != "DATA":
+                segments[out] = (int(address, 16), int(size, 16))
+            continue
+        memory = in_memory and out != "DATA"
+        if level == _IN:
+            source = _INPUT.search(name)
+            obj = (source.group(1) or source.group(2) or "<internal>") if source else name
+            if out == "CODE":
+                functions.append(obj)
+            elif memory:
+                data.append((int(address, 16), int(size, 16), obj, out))
+        elif level == _SYMBOL and memory:
+            symbols.append((name, int(address, 16), int(size, 16), out))
+    data.sort()
+    return LinkMap(functions, data, symbols, segments)
 
 
 def frozen_objects_in(link_map: str) -> frozen_objects.FrozenObjects:
     """Each symbol the map places in a pyfrozen.* output segment, and where .rodata lies."""
-    objects = set()
-    constant_data = (0, 0)
-    in_frozen = False
-    for line in link_map.splitlines():
-        segment = _MAP_SEGMENT.fullmatch(line)
-        if segment:
-            in_frozen = segment.group(2).startswith("pyfrozen.")
-            if segment.group(2) == ".rodata":
-                start = int(segment.group(1), 16)
-                constant_data = (start, start + int(line.split()[2], 16))
-            continue
-        symbol = _MAP_SYMBOL.fullmatch(line)
-        if in_frozen and symbol:
-            objects.add((int(symbol.group(1), 16), int(symbol.group(2), 16)))
-    return frozen_objects.FrozenObjects(constant_data, sorted(objects))
+    layout = parse_link_map(link_map)
+    start, size = layout.segments.get(".rodata", (0, 0))
+    objects = {(address, size) for _, address, size, out in layout.symbols if out.startswith("pyfrozen.")}
+    return frozen_objects.FrozenObjects((start, start + size), sorted(objects))
 
 
 def annotate(link_map: str, module: bytes) -> bytes:
