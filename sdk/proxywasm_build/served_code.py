@@ -76,6 +76,12 @@ class BuildOnlyCode:
             modules[module] = [r.uleb() for _ in range(r.uleb())]
         return cls(unavailable, functions, inittab, modules)
 
+    def replaced(self, builtin_modules: list[str]) -> dict[int, int]:
+        """Position -> stub kind of the bodies the served module replaces when the snapshot's
+        table keeps ``builtin_modules`` (all of ``modules``: the build-only code alone)."""
+        needed = {i for m in builtin_modules for i in self.modules.get(m, ())}
+        return {i: kind for i, kind in self.functions.items() if i not in needed}
+
     def builtin_modules(self, memory: bytes | bytearray) -> list[str]:
         """The builtin modules left in the snapshot's table (``memory``: its linear memory)."""
         return [name for name, _ in inittab_entries(memory, self.inittab)]
@@ -122,10 +128,7 @@ def strip(code: wasm.Section, build_only: BuildOnlyCode, builtin_modules: list[s
     """The code section with the build-only functions' bodies replaced by their stubs, but for the
     code ``builtin_modules`` (those in the snapshot's table) need."""
     bodies = code_bodies(code.payload)
-    needed = {i for m in builtin_modules for i in build_only.modules.get(m, ())}
-    for index, kind in build_only.functions.items():
-        if index in needed:
-            continue
+    for index, kind in build_only.replaced(builtin_modules).items():
         if index >= len(bodies):
             raise wasm.WasmFormatError(f"{SECTION}: function {index} is not in the code section")
         bodies[index] = build_only.stub(kind)

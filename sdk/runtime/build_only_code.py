@@ -310,8 +310,8 @@ def main(argv: list[str]) -> None:
     module = path.read_bytes()
     build_only, _, sizes = analyse(module, Path(argv[1]).read_text(), Path(argv[2]).read_text())
     imported = min(sizes)
-    by_module = {i for positions in build_only.modules.values() for i in positions}
-    build = [i for i in build_only.functions if i not in by_module]
+    build = build_only.replaced(list(build_only.modules))
+    by_module = [i for i in build_only.functions if i not in build]
     section = wasm.custom_section(served_code.SECTION, build_only.encode())
     path.write_bytes(wasm.build_module([*wasm.parse_sections(module), section]))
     print(

@@ -121,8 +121,7 @@ def test_only_the_parser_takes_the_address_of_code_it_leaves_out() -> None:
     listed = served_code.BuildOnlyCode.parse(wasm.custom_body(_sections(runtime)[served_code.SECTION]))
     bodies, positions = _bodies(runtime)
     name_at = {position: name for name, position in positions.items()}
-    by_module = {i for positions in listed.modules.values() for i in positions}
-    always_left_out = {i for i in listed.functions if i not in by_module}
+    always_left_out = listed.replaced(list(listed.modules))
     imported = wasm.imported_count(next(s for s in sections if s.id == wasm.IMPORT).payload, wasm.FUNC_KIND)
     slots = build_only_code.table_slots(next(s for s in sections if s.id == wasm.ELEMENT).payload)
     taken = set()
