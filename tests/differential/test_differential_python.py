@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from differential import Call, EnvoyDriver, HostDriver, Plugin, Reply, check, drivers
+from differential import Call, EnvoyDriver, HostDriver, Plugin, Reply, assert_same, check, drivers
 
 Pair = tuple[EnvoyDriver, HostDriver]
 Build = Callable[[str], Path]
@@ -432,6 +432,44 @@ def test_exceptions_fail_open(fail_open: Pair) -> None:
         Call("POST", "/", (("x-fail", "body"),), b"data"),
         Call("GET", "/", (("x-fail", "response"),)),
     )
+
+
+LATE_IMPORTS = (
+    PROBE
+    + """
+import importlib
+import math
+
+import proxywasm
+from proxywasm import HttpContext
+
+@proxywasm.register
+class LateImports(HttpContext):
+    def on_response_headers(self, headers, end_of_stream):
+        # math was initialised at build time; _pickle and cmath were not: the served module left
+        # their code out, and their import fails with the build-time rule's message.
+        for name in ("math", "_pickle", "cmath", "no_such_module"):
+            headers["x-import-" + name.strip("_")] = probe(lambda: importlib.import_module(name).__name__)
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def late_imports(build_filter: Build) -> Iterator[Pair]:
+    with drivers(Plugin(build_filter(LATE_IMPORTS))) as pair:
+        yield pair
+
+
+def test_late_imports_of_builtin_modules(late_imports: Pair) -> None:
+    envoy, host = late_imports
+    calls = [Call("GET", "/")]
+    outcome = envoy.run(calls)
+    assert_same(outcome, host.run(calls))
+    answered = dict(outcome.exchanges[0].headers)
+    assert answered["x-import-math"] == "'math'"
+    for name in ("pickle", "cmath"):  # linked, not initialised at build time: the build-time rule
+        assert answered[f"x-import-{name}"].startswith("ModuleNotFoundError: No module named"), answered
+        assert "was not imported while the filter was built" in answered[f"x-import-{name}"]
 
 
 SHARED = """
