@@ -4,6 +4,7 @@ split it into sections, and read or write the globals, memories, exports and dat
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 MAGIC = b"\0asm\x01\0\0\0"
@@ -16,6 +17,8 @@ FUNC_KIND, TABLE_KIND, MEMORY_KIND, GLOBAL_KIND = range(4)
 I32, I64, F32, F64 = 0x7F, 0x7E, 0x7D, 0x7C
 _CONST_OPCODE = {I32: 0x41, I64: 0x42, F32: 0x43, F64: 0x44}
 END = 0x0B
+# Opcodes rewritten or read by name
+CALL, CALL_INDIRECT, I32_CONST = 0x10, 0x11, 0x41
 # Subsections of the "name" custom section
 NAME_FUNCTIONS, NAME_GLOBALS, NAME_DATA_SEGMENTS = 1, 7, 9
 
@@ -99,6 +102,56 @@ class Reader:
     @property
     def done(self) -> bool:
         return self.pos >= len(self.data)
+
+
+# Immediates of the MVP opcodes CPython's compiler emits (clang 14, wasm32-wasi, no SIMD, no
+# bulk memory): what `instructions` needs to step over each one.
+_NO_IMMEDIATE = {0x00, 0x01, 0x05, 0x0B, 0x0F, 0x1A, 0x1B, 0xD1, *range(0x45, 0xC5)}
+_MEMARG = set(range(0x28, 0x3F))
+_ONE_ULEB = {0x0C, 0x0D, CALL, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0xD2}
+_VALTYPES = {0x7F, 0x7E, 0x7D, 0x7C, 0x7B, 0x70, 0x6F}
+
+
+def body_locals_end(body: bytes) -> int:
+    """Where a function body's expression starts (after its local declarations)."""
+    r = Reader(body)
+    for _ in range(r.uleb()):
+        r.uleb()
+        r.byte()
+    return r.pos
+
+
+def instructions(body: bytes) -> Iterator[tuple[int, int, int]]:
+    """(position, opcode, end of its immediates) of each instruction of a function body."""
+    r = Reader(body, body_locals_end(body))
+    while not r.done:
+        at = r.pos
+        op = r.byte()
+        if op in _NO_IMMEDIATE:
+            pass
+        elif op in _ONE_ULEB or op in (I32_CONST, 0x42):
+            r.uleb()  # LEB128's length is the same read signed or not
+        elif op in _MEMARG or op == CALL_INDIRECT:
+            r.uleb()
+            r.uleb()
+        elif op in (0x02, 0x03, 0x04):  # block, loop, if: a block type
+            if body[r.pos] == 0x40 or body[r.pos] in _VALTYPES:
+                r.pos += 1
+            else:
+                r.sleb()
+        elif op == 0x0E:  # br_table
+            for _ in range(r.uleb()):
+                r.uleb()
+            r.uleb()
+        elif op == 0x43:
+            r.take(4)
+        elif op == 0x44:
+            r.take(8)
+        elif op in (0x3F, 0x40):  # memory.size, memory.grow
+            r.byte()
+        else:
+            raise WasmFormatError(f"opcode 0x{op:02x} at {at} is not supported")
+        yield at, op, r.pos
 
 
 def uleb(value: int) -> bytes:
@@ -253,6 +306,23 @@ def initial_memory(segments: list[tuple[int, bytes]]) -> bytearray:
     for offset, data in segments:
         memory[offset : offset + len(data)] = data
     return memory
+
+
+def element_slots(payload: bytes) -> dict[int, int]:
+    """Table slot -> function index, from an element section of plain active segments for table 0
+    (what wasm-ld writes: flags 0, an i32.const offset, function indices)."""
+    r = Reader(payload)
+    slots = {}
+    for _ in range(r.uleb()):
+        if r.uleb() != 0:
+            raise WasmFormatError("only plain active element segments are supported")
+        offset = Reader(r.const_expr())
+        if offset.byte() != I32_CONST:
+            raise WasmFormatError("an element segment's offset is not an i32 constant")
+        base = offset.sleb()
+        for k in range(r.uleb()):
+            slots[base + k] = r.uleb()
+    return slots
 
 
 def custom_name(section: Section) -> str | None:

@@ -69,58 +69,18 @@ UNAVAILABLE = (
 NOTHING = ("_Py_Deepfreeze_Fini", "_PyAST_Fini")
 HELPER = "proxywasm_source_compilation_unavailable"
 
-_NO_IMMEDIATE = {0x00, 0x01, 0x05, 0x0B, 0x0F, 0x1A, 0x1B, 0xD1, *range(0x45, 0xC5)}
-_MEMARG = set(range(0x28, 0x3F))
-_ONE_ULEB = {0x0C, 0x0D, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0xD2}
-_VALTYPES = {0x7F, 0x7E, 0x7D, 0x7C, 0x7B, 0x70, 0x6F}
-
 
 def scan(body: bytes, slots: range) -> tuple[list[int], list[int]]:
     """(functions called directly, table slots whose address is taken) of one function body."""
-    r = wasm.Reader(body)
-    for _ in range(r.uleb()):
-        r.uleb()
-        r.byte()
     calls: list[int] = []
     taken: list[int] = []
-    while not r.done:
-        op = r.byte()
-        if op in _NO_IMMEDIATE:
-            continue
-        if op == 0x10:  # call
-            calls.append(r.uleb())
-        elif op in _MEMARG:
-            r.uleb()
-            r.uleb()
-        elif op in _ONE_ULEB:
-            r.uleb()
-        elif op == 0x41:  # i32.const
-            start = r.pos
-            value = r.sleb()
-            if r.pos - start == 5 and value in slots:
+    for at, op, end in wasm.instructions(body):
+        if op == wasm.CALL:
+            calls.append(wasm.Reader(body, at + 1).uleb())
+        elif op == wasm.I32_CONST and end - at == 6:  # a padded (relocated) immediate
+            value = wasm.Reader(body, at + 1).sleb()
+            if value in slots:
                 taken.append(value)
-        elif op == 0x42:
-            r.sleb()
-        elif op in (0x02, 0x03, 0x04):  # block, loop, if: a block type
-            if body[r.pos] == 0x40 or body[r.pos] in _VALTYPES:
-                r.pos += 1
-            else:
-                r.sleb()
-        elif op == 0x11:  # call_indirect
-            r.uleb()
-            r.uleb()
-        elif op == 0x0E:  # br_table
-            for _ in range(r.uleb()):
-                r.uleb()
-            r.uleb()
-        elif op == 0x43:
-            r.take(4)
-        elif op == 0x44:
-            r.take(8)
-        elif op in (0x3F, 0x40):  # memory.size, memory.grow
-            r.byte()
-        else:
-            raise wasm.WasmFormatError(f"build_only_code: opcode 0x{op:02x} is not supported")
     return calls, taken
 
 
@@ -143,22 +103,6 @@ def result_types(sections: list[wasm.Section], imported: int) -> dict[int, bytes
         types.append(r.take(r.uleb()))
     f = wasm.Reader(by_id[wasm.FUNCTION].payload)
     return {imported + i: types[f.uleb()] for i in range(f.uleb())}
-
-
-def table_slots(payload: bytes) -> dict[int, int]:
-    """Table slot -> function index, from active element segments of table 0 (what wasm-ld writes)."""
-    r = wasm.Reader(payload)
-    slots = {}
-    for _ in range(r.uleb()):
-        if r.uleb() != 0:
-            raise wasm.WasmFormatError("build_only_code: only plain active element segments are supported")
-        offset = wasm.Reader(r.const_expr())
-        if offset.byte() != 0x41:
-            raise wasm.WasmFormatError("build_only_code: an element segment's offset is not an i32 constant")
-        base = offset.sleb()
-        for k in range(r.uleb()):
-            slots[base + k] = r.uleb()
-    return slots
 
 
 def closure(roots: Iterable[int], edges: dict[int, list[int]], stop: set[int]) -> set[int]:
@@ -204,7 +148,7 @@ def analyse(
     imported = wasm.imported_count(by_id[wasm.IMPORT].payload, wasm.FUNC_KIND)
     names = function_names(sections)
     index = {name: i for i, name in names.items()}
-    slots = table_slots(by_id[wasm.ELEMENT].payload)
+    slots = wasm.element_slots(by_id[wasm.ELEMENT].payload)
     slot_range = range(min(slots), max(slots) + 1)
     bodies = served_code.code_bodies(by_id[wasm.CODE].payload)
     sizes = {imported + i: len(body) for i, body in enumerate(bodies)}

@@ -123,7 +123,7 @@ def test_only_the_parser_takes_the_address_of_code_it_leaves_out() -> None:
     name_at = {position: name for name, position in positions.items()}
     always_left_out = listed.replaced(list(listed.modules))
     imported = wasm.imported_count(next(s for s in sections if s.id == wasm.IMPORT).payload, wasm.FUNC_KIND)
-    slots = build_only_code.table_slots(next(s for s in sections if s.id == wasm.ELEMENT).payload)
+    slots = wasm.element_slots(next(s for s in sections if s.id == wasm.ELEMENT).payload)
     taken = set()
     for i, body in enumerate(bodies):
         for slot in build_only_code.scan(body, range(min(slots), max(slots) + 1))[1]:
