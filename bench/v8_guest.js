@@ -144,6 +144,7 @@ function makeVm(path, opts) {
   if (!ex.proxy_on_configure(1, pluginConfig.length)) throw new Error('configure failed');
   let ctx = 1;
   return {
+    exports: () => ex,
     // One stream, as Envoy calls the filter for the timed request.
     request(w) { this.batch(w, 1); return { replies, request: maps[0], response: maps[2] }; },
     // k streams at once: each one's request callbacks, then the callouts' answers, then each
@@ -213,6 +214,20 @@ function main() {
   for (const v of vms) {
     checks[v.label] = v.vm.request(w);
     for (let i = 0; i < spec.warmup; i++) v.vm.request(w);
+  }
+  if (spec.profile) {  // bench/hot_functions.py: its instrumented modules count function entries
+    const prefix = 'proxywasm_profile_';
+    const counts = (vm) => Object.entries(vm.exports()).filter(([k]) => k.startsWith(prefix))
+      .map(([k, g]) => [k.slice(prefix.length), g.value]);
+    const profiles = {};
+    for (const v of vms) {
+      const before = Object.fromEntries(counts(v.vm));
+      for (let k = 0; k < spec.requests; k += spec.concurrent) v.vm.batch(w, spec.concurrent);
+      profiles[v.label] = Object.fromEntries(counts(v.vm).filter(([k, n]) => n !== before[k])
+        .map(([k, n]) => [k, (n - before[k]) / spec.requests]));
+    }
+    process.stdout.write(JSON.stringify({ checks, profiles }) + '\n');
+    return;
   }
   const samples = Object.fromEntries(vms.map((v) => [v.label, []]));
   for (let r = 0; r < spec.rounds; r++) {

@@ -13,7 +13,7 @@ cache=${PROXYWASM_CACHE:-$HOME/.cache/proxywasm-python}
 python=${PYTHON:-python3}
 case $python in */*) python=$(cd "$(dirname "$python")" && pwd)/$(basename "$python") ;; esac  # used after cd
 
-key=$(cd "$here" && cat build.sh prune-stdlib.txt ./*.c ./*.h ./*.py shim/* stdlib_stubs/*.py | sha256sum | cut -c1-16)
+key=$(cd "$here" && cat build.sh prune-stdlib.txt hot_functions.txt ./*.c ./*.h ./*.py shim/* stdlib_stubs/*.py | sha256sum | cut -c1-16)
 cached=$cache/runtime-$key
 if [ -f "$cached/python.wasm" ]; then
     if ! cmp -s "$cached/python.wasm" "$out/python.wasm" 2>/dev/null; then
@@ -72,6 +72,7 @@ clang-14 --target=wasm32-wasi -mexec-model=reactor -fuse-ld=lld -O2 -o "$cached.
 # (build_only_code.py, served_code.c), and what only builtin modules a filter may not import reach.
 llvm-nm-14 -A "$work/libpython3.11.a" "${objs[@]}" > "$work/symbols.txt" 2>/dev/null  # "no symbols" notes
 "$python" "$here/build_only_code.py" "$cached.tmp/python.wasm" "$work/link.map" "$work/symbols.txt"
+"$python" "$here/indirect_calls.py" "$cached.tmp/python.wasm" "$here/hot_functions.txt"  # after: it reads direct calls
 [ -z "${PROXYWASM_LINK_MAP:-}" ] || cp "$work/link.map" "$PROXYWASM_LINK_MAP"  # for memory analysis
 
 # The stdlib the snapshotter maps in at build time; only what a filter imports ends up in the module.

@@ -1,0 +1,34 @@
+"""sdk/runtime/hot_functions.txt still names every function the main bench workloads run per
+request (bench/hot_functions.py measures it), so the runtime's build leaves their calls direct
+and V8 inlines into them (sdk/runtime/indirect_calls.py): a change to the SDK's hot paths that
+reaches new functions fails here until the list is measured again."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import hot_functions  # noqa: E402
+
+import bench  # noqa: E402
+
+WORKLOADS = {w.name: w for w in bench.WORKLOADS}
+
+pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is installed by ./dev.sh setup")
+
+
+@pytest.mark.parametrize("name", ["headers", "json_body", "rate_limit", "callout"])
+def test_the_list_names_what_the_workload_runs(name: str) -> None:
+    measured = hot_functions.measure(WORKLOADS[name], requests=20)
+    listed = hot_functions.listed()
+    for label, entries in measured.items():
+        # the counters count entries: the host's callbacks, once a request (v8_guest.js's host)
+        assert entries["proxy_on_context_create"] == entries["proxy_on_log"] == entries["proxy_on_delete"] == 1
+        assert entries["_PyEval_EvalFrameDefault"] >= 1
+        assert set(entries) <= listed, (label, sorted(set(entries) - listed))
