@@ -70,11 +70,13 @@ def rewrite(module: bytes, hot: list[str]) -> tuple[bytes, str]:
     sections = wasm.parse_sections(module)
     by_id = {s.id: s for s in sections}
     imported = wasm.imported_count(by_id[wasm.IMPORT].payload, wasm.FUNC_KIND) if wasm.IMPORT in by_id else 0
-    index = {name: i for i, name in wasm.function_names(sections).items()}
-    missing = [name for name in hot if name not in index]
+    names = wasm.function_names(sections)
+    wanted = set(hot)
+    missing = sorted(wanted - set(names.values()))
     if missing:
         raise SystemExit(f"indirect_calls: hot_functions.txt names functions the runtime lacks: {', '.join(missing)}")
-    hot_set = {index[name] for name in hot}
+    # Static functions of different files can share a name (46 names in CPython): all are hot.
+    hot_set = {i for i, name in names.items() if name in wanted}
     types = function_types(sections, imported)
     bodies = served_code.code_bodies(by_id[wasm.CODE].payload)
 
