@@ -4,12 +4,11 @@ of their own: the same filter, SDK, runtime and toolchain give the same bytes, b
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import proxywasm
 
+from . import compiled
 from .build import RUNTIME_DIR, build, stats_config_path, stats_config_yaml
 from .bundle import is_test_file, siblings
 
@@ -17,9 +16,7 @@ _SKIP = {"__pycache__", ".git", ".venv", "node_modules", ".pytest_cache", ".mypy
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("PROXYWASM_CACHE_DIR")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "proxywasm"
-    return base / "builds"
+    return compiled.cache_root() / "builds"
 
 
 def _files(root: Path) -> list[Path]:
@@ -62,13 +59,6 @@ def build_cached(source: Path, requirements: Path | None = None) -> Path:
     result = build(Path(source), requirements)
     out.parent.mkdir(parents=True, exist_ok=True)
     if result.labelled_metrics:  # beside the module, as `proxywasm build -o` writes it
-        _write_atomically(stats_config_path(out), stats_config_yaml(result, str(source)).encode())
-    _write_atomically(out, result.module)  # last: a module in the cache has its stats_config
+        compiled.write_atomically(stats_config_path(out), stats_config_yaml(result, str(source)).encode())
+    compiled.write_atomically(out, result.module)  # last: a module in the cache has its stats_config
     return out
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)  # concurrent test workers never see half a file

@@ -8,6 +8,7 @@ that the same inputs give the same module bytes.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import wasmtime
 
 from proxywasm.abi import KEEP_COMPILER_FACT
 
-from . import frozen_objects, served_code, wasm
+from . import compiled, frozen_objects, served_code, wasm
 from .buildfs import BuildFilesystem
 
 INIT_EXPORT = "proxywasm_snapshot_init"
@@ -140,11 +141,23 @@ def _segments(memory: bytes) -> list[tuple[int, bytes]]:
     return [(off + len(data) - len(data.lstrip(b"\0")), data.lstrip(b"\0")) for off, data in segments]
 
 
+def _compiled(engine: wasmtime.Engine, code: bytes) -> wasmtime.Module:
+    """The runtime compiled by Cranelift: 1.7-2.7 s, and the same for every build of one
+    installation, so its artefact is kept in the cache (keyed by the bytes and wasmtime's version)."""
+    key = hashlib.sha256(code).hexdigest()[:32]
+    path = compiled.cache_root() / "snapshot" / f"{key}-wasmtime{compiled.wasmtime_version()}.cwasm"
+    module = compiled.load(engine, path)
+    if module is None:
+        module = wasmtime.Module(engine, code)
+        compiled.store(path, module)
+    return module
+
+
 def _run_init(
     module_bytes: bytes, mounts: dict[str, Path]
 ) -> tuple[bytearray, dict[int, int | float], frozen_objects.Layout | None, list[str]]:
     engine = wasmtime.Engine()
-    module = wasmtime.Module(engine, module_bytes)
+    module = _compiled(engine, module_bytes)
     store = wasmtime.Store(engine)
     logs: list[str] = []
     output: list[str] = []

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import wasmtime
+
+from proxywasm_build import compiled
 
 _ENGINE: wasmtime.Engine | None = None
 
@@ -29,19 +30,10 @@ def engine() -> wasmtime.Engine:
 
 
 def cache_dir() -> Path:
+    """``$PROXYWASM_CACHE_DIR`` itself when set (the build keeps its own files in subdirectories
+    of it), else ``~/.cache/proxywasm/host``."""
     env = os.environ.get("PROXYWASM_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "proxywasm" / "host"
-
-
-def _wasmtime_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("wasmtime")
-    except Exception:  # pragma: no cover - metadata missing in odd installs
-        return "unknown"
+    return Path(env) if env else compiled.cache_root() / "host"
 
 
 # Compiled modules already in this process, by artefact path (a Module is shared by many stores).
@@ -51,7 +43,7 @@ _PATH_HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def _artefact(key: str) -> Path:
-    return cache_dir() / f"{key}-wasmtime{_wasmtime_version()}-fuel.cwasm"
+    return cache_dir() / f"{key}-wasmtime{compiled.wasmtime_version()}-fuel.cwasm"
 
 
 def load_path(path: Path, *, use_cache: bool = True) -> wasmtime.Module:
@@ -90,10 +82,8 @@ def _from_cache(key: str) -> wasmtime.Module | None:
     module = _LOADED.get(str(path))
     if module is not None:
         return module
-    try:
-        module = wasmtime.Module.deserialize_file(engine(), str(path))
-    except Exception:
-        path.unlink(missing_ok=True)  # stale or truncated artefact: the caller recompiles
+    module = compiled.load(engine(), path)
+    if module is None:
         return None
     _LOADED[str(path)] = module
     return module
@@ -117,12 +107,5 @@ def compile_module(code: bytes, *, use_cache: bool = True, key: str | None = Non
     path = _artefact(key)
     module = wasmtime.Module(eng, code)
     _LOADED[str(path)] = module
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(module.serialize())
-        os.replace(tmp, path)  # atomic: concurrent test workers never see half a file
-    except OSError:
-        pass
+    compiled.store(path, module)
     return module
