@@ -11,7 +11,7 @@ import wasmtime
 
 from proxywasm_build.build import build
 
-FILTER = '''
+FILTER = """
 import proxywasm
 from proxywasm import HttpContext
 
@@ -20,7 +20,7 @@ from proxywasm import HttpContext
 class Hello(HttpContext):
     def on_request_headers(self, headers, end_of_stream):
         headers["x-hello"] = "1"
-'''
+"""
 
 
 def test_later_builds_use_the_compiled_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
