@@ -8,10 +8,11 @@ makes the other functions' calls to larger callees indirect, so Envoy starts soo
 (sdk/runtime/indirect_calls.py). This measures the list: each workload's Python builds (bench.py's,
 with both styles where a workload has two) get one exported counter per function, incremented on
 entry; node runs them behind bench/v8_guest.js's host for the workload's timed request (after 200
-warm-up requests, ``--requests`` more, 4 streams at a time); a function is hot when a counter moved.
-Function indices are the runtime's (a build changes bodies, never indices), named from its name
-section. The list is data for the build: regenerate it when the SDK's or the runtime's hot paths
-change (tests/runtime/test_indirect_calls.py runs ``--check`` for the main workloads).
+warm-up requests, 100 more, 4 streams at a time), next to the builds as they are, which must answer
+the same; a function is hot when its counter moved. Function indices are the runtime's (a build
+changes bodies, never indices), named from its name section. The list is data for the build:
+measure it again when the SDK's or the runtime's hot paths change
+(tests/bench_anchors/test_hot_functions.py checks it still covers the main workloads).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk" / "runtime"))
+from indirect_calls import hot_names
 from v8_guest import SCRIPT, spec
 
 from bench import ROOT, WORKLOADS, Workload, python_variants
@@ -72,25 +75,28 @@ def measure(workload: Workload, requests: int = 100) -> dict[str, dict[str, floa
     """Variant label -> name -> entries per request, of each function its timed request runs."""
     modules = {v.label: v.wasm for v in python_variants(workload) if v.wasm is not None}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {}
+        variants = []
         for label, path in modules.items():
-            paths[label] = Path(tmp) / f"{label}.wasm"
-            paths[label].write_bytes(instrumented(path.read_bytes()))
-        args = argparse.Namespace(module=None, anchors=False, rounds=1, requests=requests, concurrent=4, evict=0)
-        job = spec(workload, args) | {"profile": True}
-        job["variants"] = [{"label": label, "path": str(path)} for label, path in paths.items()]
+            counted = Path(tmp) / f"{label}.wasm"
+            counted.write_bytes(instrumented(path.read_bytes()))
+            variants += [{"label": label, "path": str(counted)}, {"label": f"{label} as built", "path": str(path)}]
+        args = argparse.Namespace(anchors=False, rounds=1, requests=requests, concurrent=4, evict=0)
+        job = spec(workload, args, variants) | {"profile": True}
         job_file = Path(tmp) / "spec.json"
         job_file.write_text(json.dumps(job))
         out = subprocess.run(["node", str(SCRIPT), str(job_file)], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{workload.name}: node failed:\n{out.stderr}")
-    profiles: dict[str, dict[str, float]] = json.loads(out.stdout)["profiles"]
+    result = json.loads(out.stdout)
+    for label in modules:  # the counters must not change what the filter does
+        if result["checks"][label] != result["checks"][f"{label} as built"]:
+            raise SystemExit(f"{workload.name}: the instrumented {label} build answered differently")
     names = {label: wasm.function_names(wasm.parse_sections(path.read_bytes())) for label, path in modules.items()}
-    return {label: {names[label][int(i)]: n for i, n in entered.items()} for label, entered in profiles.items()}
+    return {label: {names[label][int(i)]: n for i, n in result["profiles"][label].items()} for label in modules}
 
 
 def listed() -> set[str]:
-    return {line for line in HOT_FUNCTIONS.read_text().splitlines() if line and not line.startswith("#")}
+    return set(hot_names(HOT_FUNCTIONS.read_text()))
 
 
 def main() -> None:

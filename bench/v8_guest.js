@@ -222,7 +222,7 @@ function main() {
     const profiles = {};
     for (const v of vms) {
       const before = Object.fromEntries(counts(v.vm));
-      for (let k = 0; k < spec.requests; k += spec.concurrent) v.vm.batch(w, spec.concurrent);
+      for (let k = 0; k < spec.requests; k += spec.concurrent) v.vm.batch(w, Math.min(spec.concurrent, spec.requests - k));
       profiles[v.label] = Object.fromEntries(counts(v.vm).filter(([k, n]) => n !== before[k])
         .map(([k, n]) => [k, (n - before[k]) / spec.requests]));
     }

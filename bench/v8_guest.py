@@ -45,9 +45,15 @@ from bench import AS_OUT, WORKLOADS, Workload, python_variants, timed_request
 SCRIPT = Path(__file__).resolve().parent / "v8_guest.js"
 
 
-def spec(workload: Workload, args: argparse.Namespace) -> dict[str, object]:
+def spec(
+    workload: Workload, args: argparse.Namespace, variants: list[dict[str, str]] | None = None
+) -> dict[str, object]:
+    """v8_guest.js's job: the workload's timed request and configuration, and the modules to run
+    (``variants``, else ``--module`` or the workload's builds, and its AssemblyScript twin)."""
     method, body, headers = timed_request(workload)
-    if args.module:
+    if variants is not None:
+        variants = list(variants)
+    elif args.module:
         variants = [{"label": path, "path": path} for path in args.module]
     else:
         variants = [{"label": v.label, "path": str(v.wasm)} for v in python_variants(workload)]

@@ -9,6 +9,7 @@ that the same inputs give the same module bytes.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,23 +142,25 @@ def _segments(memory: bytes) -> list[tuple[int, bytes]]:
     return [(off + len(data) - len(data.lstrip(b"\0")), data.lstrip(b"\0")) for off, data in segments]
 
 
-def _compiled(engine: wasmtime.Engine, code: bytes) -> wasmtime.Module:
+def _compile_runtime(engine: wasmtime.Engine, code: bytes) -> wasmtime.Module:
     """The runtime compiled by Cranelift: 1.7-2.7 s, and the same for every build of one
-    installation, so its artefact is kept in the cache (keyed by the bytes and wasmtime's version)."""
+    installation, so its artefact is kept in the cache (keyed by the bytes and wasmtime's
+    version) unless ``PROXYWASM_COMPILED_CACHE=0`` or there is no home directory to keep it in."""
+    if os.environ.get("PROXYWASM_COMPILED_CACHE", "1") == "0":
+        return wasmtime.Module(engine, code)
+    try:
+        folder = compiled.cache_root() / "snapshot"
+    except RuntimeError:
+        return wasmtime.Module(engine, code)
     key = hashlib.sha256(code).hexdigest()[:32]
-    path = compiled.cache_root() / "snapshot" / f"{key}-wasmtime{compiled.wasmtime_version()}.cwasm"
-    module = compiled.load(engine, path)
-    if module is None:
-        module = wasmtime.Module(engine, code)
-        compiled.store(path, module)
-    return module
+    return compiled.load_or_compile(engine, code, folder / f"{key}-wasmtime{compiled.wasmtime_version()}.cwasm")
 
 
 def _run_init(
     module_bytes: bytes, mounts: dict[str, Path]
 ) -> tuple[bytearray, dict[int, int | float], frozen_objects.Layout | None, list[str]]:
     engine = wasmtime.Engine()
-    module = _compiled(engine, module_bytes)
+    module = _compile_runtime(engine, module_bytes)
     store = wasmtime.Store(engine)
     logs: list[str] = []
     output: list[str] = []

@@ -134,10 +134,9 @@ def instructions(body: bytes) -> Iterator[tuple[int, int, int]]:
         elif op in _MEMARG or op == CALL_INDIRECT:
             r.uleb()
             r.uleb()
-        elif op in (0x02, 0x03, 0x04):  # block, loop, if: a block type
-            if body[r.pos] == 0x40 or body[r.pos] in _VALTYPES:
-                r.pos += 1
-            else:
+        elif op in (0x02, 0x03, 0x04):  # block, loop, if: a block type (empty, a value type or a type index)
+            if r.byte() not in _VALTYPES | {0x40}:
+                r.pos -= 1
                 r.sleb()
         elif op == 0x0E:  # br_table
             for _ in range(r.uleb()):
@@ -306,6 +305,14 @@ def initial_memory(segments: list[tuple[int, bytes]]) -> bytearray:
     for offset, data in segments:
         memory[offset : offset + len(data)] = data
     return memory
+
+
+def function_type_indices(sections: list[Section]) -> dict[int, int]:
+    """Function index -> type index of each function the module defines."""
+    by_id = {s.id: s for s in sections}
+    imported = imported_count(by_id[IMPORT].payload, FUNC_KIND) if IMPORT in by_id else 0
+    r = Reader(by_id[FUNCTION].payload)
+    return {imported + i: r.uleb() for i in range(r.uleb())}
 
 
 def element_slots(payload: bytes) -> dict[int, int]:

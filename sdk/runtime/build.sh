@@ -13,7 +13,9 @@ cache=${PROXYWASM_CACHE:-$HOME/.cache/proxywasm-python}
 python=${PYTHON:-python3}
 case $python in */*) python=$(cd "$(dirname "$python")" && pwd)/$(basename "$python") ;; esac  # used after cd
 
-key=$(cd "$here" && cat build.sh prune-stdlib.txt hot_functions.txt ./*.c ./*.h ./*.py shim/* stdlib_stubs/*.py | sha256sum | cut -c1-16)
+# what the post-link steps import from the build package counts too (the wasm reader, the stubs, REMOVED_EXPORTS)
+key=$(cd "$here" && cat build.sh prune-stdlib.txt hot_functions.txt ./*.c ./*.h ./*.py shim/* stdlib_stubs/*.py \
+    ../proxywasm_build/wasm.py ../proxywasm_build/served_code.py ../proxywasm_build/snapshot.py | sha256sum | cut -c1-16)
 cached=$cache/runtime-$key
 if [ -f "$cached/python.wasm" ]; then
     if ! cmp -s "$cached/python.wasm" "$out/python.wasm" 2>/dev/null; then

@@ -91,18 +91,16 @@ def function_names(sections: list[wasm.Section]) -> dict[int, str]:
     return names
 
 
-def result_types(sections: list[wasm.Section], imported: int) -> dict[int, bytes]:
+def result_types(sections: list[wasm.Section]) -> dict[int, bytes]:
     """The result types of each defined function, by function index."""
-    by_id = {s.id: s for s in sections}
-    r = wasm.Reader(by_id[wasm.TYPE].payload)
+    r = wasm.Reader(next(s for s in sections if s.id == wasm.TYPE).payload)
     types = []
     for _ in range(r.uleb()):
         if r.byte() != 0x60:
             raise wasm.WasmFormatError("build_only_code: a type is not a function type")
         r.take(r.uleb())
         types.append(r.take(r.uleb()))
-    f = wasm.Reader(by_id[wasm.FUNCTION].payload)
-    return {imported + i: types[f.uleb()] for i in range(f.uleb())}
+    return {f: types[t] for f, t in wasm.function_type_indices(sections).items()}
 
 
 def closure(roots: Iterable[int], edges: dict[int, list[int]], stop: set[int]) -> set[int]:
@@ -148,6 +146,11 @@ def analyse(
     imported = wasm.imported_count(by_id[wasm.IMPORT].payload, wasm.FUNC_KIND)
     names = function_names(sections)
     index = {name: i for i, name in names.items()}
+    if wasm.Reader(by_id[wasm.ELEMENT].payload).uleb() != 1:  # wasm-ld writes one; indirect_calls.py adds one
+        raise SystemExit(
+            "build_only_code: the module's cold calls were made indirect (indirect_calls.py), which hides the "
+            "call edges this analysis reads: analyse the linked module before that step"
+        )
     slots = wasm.element_slots(by_id[wasm.ELEMENT].payload)
     slot_range = range(min(slots), max(slots) + 1)
     bodies = served_code.code_bodies(by_id[wasm.CODE].payload)
@@ -208,7 +211,7 @@ def analyse(
     missing = [n for n in (*UNAVAILABLE, *NOTHING, HELPER) if n not in index]
     if missing:
         raise SystemExit(f"build_only_code: the runtime has no function {', '.join(missing)}")
-    results = result_types(sections, imported)
+    results = result_types(sections)
     for name in UNAVAILABLE:
         if results[index[name]] != bytes([wasm.I32]):
             raise SystemExit(f"build_only_code: {name} does not return an i32")

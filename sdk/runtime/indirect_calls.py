@@ -11,14 +11,17 @@ not run while a filter serves requests: there the inlining is compile time spent
 
 HOT_FUNCTIONS (hot_functions.txt, beside this file) names the functions the bench's workloads run
 per request (the interpreter's core, the SDK's host functions, what JSON, JWT and shared data
-use); bench/hot_functions.py measures it and tests/runtime/test_indirect_calls.py checks it
-still covers them. Their calls stay direct, so V8 inlines into them as before. In every other
-function a call to a defined function whose body is at least ``MIN_CALLEE`` bytes becomes
-``i32.const SLOT; call_indirect TYPE 0`` through the function table: the callee's existing slot,
-or one appended to the table. Calls to smaller callees stay direct (cheap to inline, and most of
-what inlining gains). The constant is encoded in as few bytes as it needs, so
-build_only_code.scan (which takes a padded ``i32.const`` for a relocated function address) does
-not read these slots as addresses taken.
+use); bench/hot_functions.py measures it and tests/bench_anchors/test_hot_functions.py checks it
+still covers the main workloads. Their calls stay direct, so V8 inlines into them as before. In
+every other function the served module keeps, a call to a function whose body is at least
+``MIN_CALLEE`` bytes becomes ``i32.const SLOT; call_indirect TYPE 0`` through the function table:
+the callee's existing slot, or one appended to the table. Calls to smaller callees stay direct
+(cheap to inline, and most of what inlining gains). Neither side counts the code every served
+module replaces (build_only_code.py's list, without the builtin modules' code): the snapshot runs
+it on wasmtime, where calls are never inlined. The constant is encoded in as few bytes as it
+needs, so build_only_code.scan (which takes a padded ``i32.const`` for a relocated function
+address) does not read these slots as addresses taken; and since its call_indirects hide call
+edges, build_only_code.py refuses a module this step has rewritten.
 """
 
 from __future__ import annotations
@@ -30,21 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxywasm_build import served_code, wasm
 
-# Bytes of body. The build-only stubs are padded to 50 (served_code.V8_SMALL_FUNCTION) and stay
-# below. Measured on the header filter in node 26 (bench/v8_start.py, compile CPU): every direct
-# call 2.20 s; cold calls indirect from 30 bytes 1.48 s, from 60 1.53 s, from 100 about 1.85 s.
+# Bytes of body, in the linked runtime. Measured on the header filter in node 26 (bench/v8_start.py,
+# compile CPU): every call direct 2.20 s; cold calls indirect from 30 bytes 1.48 s, from 60 1.53 s,
+# from 100 about 1.85 s.
 MIN_CALLEE = 60
-TABLE = 0  # wasm-ld's function table, the only one
+TABLE_INDEX = 0  # wasm-ld's function table, the only one
 
 
 def hot_names(text: str) -> list[str]:
+    """The names a hot-function list holds (one a line; ``#`` starts a comment line)."""
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-
-
-def function_types(sections: list[wasm.Section], imported: int) -> dict[int, int]:
-    """Type index of each defined function, by function index."""
-    r = wasm.Reader(next(s for s in sections if s.id == wasm.FUNCTION).payload)
-    return {imported + i: r.uleb() for i in range(r.uleb())}
 
 
 def rewrite_body(body: bytes, slots: dict[int, int], types: dict[int, int]) -> tuple[bytes, int]:
@@ -58,7 +56,7 @@ def rewrite_body(body: bytes, slots: dict[int, int], types: dict[int, int]) -> t
         callee = wasm.Reader(body, at + 1).uleb()
         if callee in slots:
             out += body[last:at] + bytes([wasm.I32_CONST]) + wasm.sleb(slots[callee])
-            out += bytes([wasm.CALL_INDIRECT]) + wasm.uleb(types[callee]) + wasm.uleb(TABLE)
+            out += bytes([wasm.CALL_INDIRECT]) + wasm.uleb(types[callee]) + wasm.uleb(TABLE_INDEX)
             last = end
             changed += 1
     return bytes(out + body[last:]), changed
@@ -77,19 +75,22 @@ def rewrite(module: bytes, hot: list[str]) -> tuple[bytes, str]:
         raise SystemExit(f"indirect_calls: hot_functions.txt names functions the runtime lacks: {', '.join(missing)}")
     # Static functions of different files can share a name (46 names in CPython): all are hot.
     hot_set = {i for i, name in names.items() if name in wanted}
-    types = function_types(sections, imported)
+    types = wasm.function_type_indices(sections)
     bodies = served_code.code_bodies(by_id[wasm.CODE].payload)
+    listed = [wasm.custom_body(s) for s in sections if wasm.custom_name(s) == served_code.SECTION]
+    build_only = served_code.BuildOnlyCode.parse(listed[0]) if listed else None
+    never_served = {imported + i for i in build_only.replaced(list(build_only.modules))} if build_only else set()
 
-    table_size, rest = _table(by_id[wasm.TABLE].payload)
+    table_size, reftype_and_flags = _table(by_id[wasm.TABLE].payload)
     slots = {f: slot for slot, f in wasm.element_slots(by_id[wasm.ELEMENT].payload).items()}
-    callees = [imported + i for i, body in enumerate(bodies) if len(body) >= MIN_CALLEE]
+    callees = [f for f, body in enumerate(bodies, imported) if len(body) >= MIN_CALLEE and f not in never_served]
     appended = [f for f in callees if f not in slots]
     slots.update({f: table_size + k for k, f in enumerate(appended)})
     targets = {f: slots[f] for f in callees}
 
     changed = cold = 0
     for i, body in enumerate(bodies):
-        if imported + i not in hot_set:
+        if imported + i not in hot_set and imported + i not in never_served:
             bodies[i], n = rewrite_body(body, targets, types)
             changed += n
             cold += n > 0
@@ -97,7 +98,7 @@ def rewrite(module: bytes, hot: list[str]) -> tuple[bytes, str]:
     out = []
     for s in sections:
         if s.id == wasm.TABLE:
-            s = wasm.Section(s.id, wasm.uleb(1) + rest + wasm.uleb(grown) + wasm.uleb(grown))
+            s = wasm.Section(s.id, wasm.uleb(1) + reftype_and_flags + wasm.uleb(grown) + wasm.uleb(grown))
         elif s.id == wasm.ELEMENT:
             r = wasm.Reader(s.payload)
             count = r.uleb()
@@ -108,13 +109,15 @@ def rewrite(module: bytes, hot: list[str]) -> tuple[bytes, str]:
         out.append(s)
     report = (
         f"runtime: {changed} calls in {cold} functions not run per request made indirect "
-        f"({len(hot_set)} hot functions keep theirs; table {table_size} -> {grown} slots)"
+        f"({len(hot_set)} hot functions keep theirs, {len(never_served)} no served module keeps are left as they are; "
+        f"table {table_size} -> {grown} slots)"
     )
     return wasm.build_module(out), report
 
 
 def _table(payload: bytes) -> tuple[int, bytes]:
-    """(size, reference type) of the module's one funcref table, whose minimum and maximum are equal."""
+    """(size, its reference type and limits flag bytes) of the module's one funcref table, whose
+    minimum and maximum are equal."""
     r = wasm.Reader(payload)
     if r.uleb() != 1:
         raise SystemExit("indirect_calls: the runtime must have one table")

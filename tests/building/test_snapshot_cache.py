@@ -1,6 +1,7 @@
 """The build compiles the runtime once per installation: the snapshot keeps Cranelift's artefact
 in the cache (proxywasm_build/compiled.py), so later builds skip the seconds that compile costs
-and give the same module; a broken artefact is compiled again, not fatal."""
+and give the same module; a broken artefact is compiled again, not fatal; and
+``PROXYWASM_COMPILED_CACHE=0`` keeps the build off the cache."""
 
 from __future__ import annotations
 
@@ -43,3 +44,8 @@ def test_later_builds_use_the_compiled_runtime(tmp_path: Path, monkeypatch: pyte
     broken.replace(artefact)
     assert build(source).module == first
     assert artefact.read_bytes() != b"corrupt"
+
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path / "unused"))
+    monkeypatch.setenv("PROXYWASM_COMPILED_CACHE", "0")  # docs/deploying.md: release builds on shared caches
+    assert build(source).module == first
+    assert not (tmp_path / "unused" / "snapshot").exists()

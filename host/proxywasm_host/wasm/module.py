@@ -100,12 +100,7 @@ def compile_module(code: bytes, *, use_cache: bool = True, key: str | None = Non
     eng = engine()
     if not use_cache:
         return wasmtime.Module(eng, code)
-    key = key or hashlib.sha256(code).hexdigest()
-    cached = _from_cache(key) if (str(_artefact(key)) in _LOADED or _artefact(key).exists()) else None
-    if cached is not None:
-        return cached
-    path = _artefact(key)
-    module = wasmtime.Module(eng, code)
+    path = _artefact(key or hashlib.sha256(code).hexdigest())
+    module = _LOADED.get(str(path)) or compiled.load_or_compile(eng, code, path)
     _LOADED[str(path)] = module
-    compiled.store(path, module)
     return module
