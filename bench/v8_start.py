@@ -57,8 +57,7 @@ def small_share(module: bytes) -> tuple[int, float]:
     """(code bytes, share of bodies under V8's small-function size)."""
     code = next(s for s in wasm.parse_sections(module) if s.id == wasm.CODE)
     bodies = served_code.code_bodies(code.payload)
-    small = sum(len(body) < served_code.V8_SMALL_FUNCTION for body in bodies)
-    return sum(len(body) for body in bodies), small / len(bodies)
+    return sum(len(body) for body in bodies), served_code.v8_small_share(bodies)
 
 
 def compile_once(path: Path, inlining: bool) -> dict[str, float]:

@@ -114,6 +114,11 @@ def inittab_entries(memory: bytes | bytearray, address: int) -> list[tuple[str, 
     raise wasm.WasmFormatError(f"{SECTION}: the builtin-module table at {address:#x} has no end")
 
 
+def v8_small_share(bodies: list[bytes]) -> float:
+    """The share of ``bodies`` V8 counts as small (under ``V8_SMALL_FUNCTION`` bytes)."""
+    return sum(len(body) < V8_SMALL_FUNCTION for body in bodies) / len(bodies)
+
+
 def code_bodies(payload: bytes) -> list[bytes]:
     """The function bodies of a code section, in order (each: locals and expression)."""
     r = wasm.Reader(payload)

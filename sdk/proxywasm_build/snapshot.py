@@ -143,7 +143,8 @@ def _segments(memory: bytes) -> list[tuple[int, bytes]]:
 
 
 def _compile_runtime(engine: wasmtime.Engine, code: bytes) -> wasmtime.Module:
-    """The runtime compiled by Cranelift: 1.7-2.7 s, and the same for every build of one
+    """The runtime compiled by Cranelift: about 2 s (its cold calls are indirect, which Cranelift
+    compiles more slowly: 1.4 s without them), and the same for every build of one
     installation, so its artefact is kept in the cache (keyed by the bytes and wasmtime's
     version) unless ``PROXYWASM_COMPILED_CACHE=0`` or there is no home directory to keep it in."""
     if os.environ.get("PROXYWASM_COMPILED_CACHE", "1") == "0":

@@ -81,7 +81,7 @@ def test_v8_counts_at_most_a_quarter_of_the_served_functions_as_small(module: Pa
     listed, _ = replaced(module.read_bytes())
     assert all(len(listed.stub(kind)) == served_code.V8_SMALL_FUNCTION for kind in range(3))
     bodies, _ = _bodies(module.read_bytes())
-    assert sum(len(body) < served_code.V8_SMALL_FUNCTION for body in bodies) <= len(bodies) * 0.25
+    assert served_code.v8_small_share(bodies) <= 0.25
 
 
 def test_scan_reads_calls_and_padded_function_addresses() -> None:
