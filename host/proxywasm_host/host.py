@@ -443,8 +443,8 @@ class Host:
                 handler = vm.clusters.get(callout.cluster)
                 if handler is None or callout.done or callout.slow or callout.refused is not None:
                     continue
-                if callout.stream and not callout.local_closed:
-                    continue
+                if callout.stream and not callout.local_closed and handler is not UNREACHABLE:
+                    continue  # a server answers a stream once it is half-closed; a refused connection at once
                 try:
                     reply = handler(callout)
                 except ConnectionError:

@@ -116,7 +116,12 @@ class Response:
 
 
 class _Outcome:
-    """A cluster handler's answer that is not a response (see :data:`SLOW`, :data:`RESET`, :data:`UNREACHABLE`)."""
+    """A cluster handler's answer that is not a response (see :data:`SLOW`, :data:`RESET`, :data:`UNREACHABLE`).
+
+    An outcome is also a handler that answers every call with itself: ``clusters={"down": UNREACHABLE}``
+    is a cluster whose hosts refuse every connection. Given so, :data:`UNREACHABLE` also ends a gRPC
+    stream as soon as Envoy's connection attempt fails, before the filter half-closes it, as Envoy
+    1.40 does; a handler function is asked about a stream only once the filter half-closed it."""
 
     def __init__(self, name: str, description: str) -> None:
         self.name = name
@@ -124,6 +129,9 @@ class _Outcome:
 
     def __repr__(self) -> str:
         return self.name
+
+    def __call__(self, request: object) -> _Outcome:
+        return self
 
 
 #: A callout handler's answer: the cluster does not answer in time; the call gets Envoy's 504

@@ -50,7 +50,7 @@ class Outcomes(HttpContext):
         cluster, method = headers[":path"].split("/")[1:3]
         if method.startswith("Stream"):
             stream = self.grpc_stream(cluster, "test.Echo", method, Collect(self))
-            stream.send(b"x", end_stream=True)
+            stream.send(b"x", end_stream=not method.endswith("Open"))  # StreamOpen: never half-closed
         elif method == "Meta":
             metadata = [(headers["x-meta-name"], bytes.fromhex(headers["x-meta-hex"]))]
             try:
@@ -80,6 +80,9 @@ EXPECTED = {
     "/dead/Say": f"14|{REFUSED}|",
     "/grpc/StreamOk": "stream 0|via_upstream|X",
     "/grpc/StreamAbort": "stream 8|late no{via_upstream}|X",
+    # A stream to a cluster that refuses the connection ends at once, half-closed or not.
+    "/dead/StreamOk": f"stream 14|{REFUSED}|",
+    "/dead/StreamOpen": f"stream 14|{REFUSED}|",
 }
 
 
@@ -220,7 +223,7 @@ def test_in_envoy(envoy: Envoy, path: str) -> None:
 @pytest.mark.parametrize("mode", ["wasm", "native"])
 def test_in_the_host(wasm: Path, mode: str) -> None:
     source = wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
-    clusters = {"grpc": host_server, "dead": lambda callout: UNREACHABLE, "silent": lambda callout: SLOW}
+    clusters = {"grpc": host_server, "dead": UNREACHABLE, "silent": lambda callout: SLOW}
     host = Host.load(source, mode=mode, clusters=clusters)
     seen = {path: host.request("GET", path).body.decode() for path in EXPECTED}
     assert seen == EXPECTED
