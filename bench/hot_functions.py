@@ -1,4 +1,4 @@
-"""Which of the runtime's functions the bench's workloads run per request: sdk/runtime/hot_functions.txt.
+"""Which of the runtime's functions the filters run per request: sdk/runtime/hot_functions.txt.
 
     .venv/bin/python bench/hot_functions.py            # measure every workload, rewrite the list
     .venv/bin/python bench/hot_functions.py --check    # exit 1 if a workload runs one it lacks
@@ -13,6 +13,12 @@ the same; a function is hot when its counter moved. Function indices are the run
 changes bodies, never indices), named from its name section. The list is data for the build:
 measure it again when the SDK's or the runtime's hot paths change
 (tests/bench_anchors/test_hot_functions.py checks it still covers the main workloads).
+
+The production filters the bench does not time (telemetry, canary, fault_injection,
+identity_policy, ext_authz: their request paths read properties, metrics and callouts that
+v8_guest.js only stubs) are profiled the same way in the local host (``HOST_WORKLOADS``): each
+runs with the configuration its ``envoy.yaml`` serves, 20 rounds of its requests to warm up, then
+50 more counted, and must answer the same instrumented as built.
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk" / "runtime"))
@@ -95,6 +104,113 @@ def measure(workload: Workload, requests: int = 100) -> dict[str, dict[str, floa
     return {label: {names[label][int(i)]: n for i, n in result["profiles"][label].items()} for label in modules}
 
 
+def envoy_yaml_configuration(filter_dir: Path) -> str:
+    """The plugin configuration ``filter_dir/envoy.yaml`` gives the filter (its first Wasm filter's)."""
+    import yaml  # a dev dependency (mkdocs needs it): only this tool's process reads the file
+
+    def find(node: Any) -> str | None:
+        if isinstance(node, dict):
+            config = node.get("configuration")
+            if isinstance(config, dict) and "value" in config and "vm_config" in node:
+                return str(config["value"])
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            return None
+        for child in children:
+            found = find(child)
+            if found is not None:
+                return found
+        return None
+
+    found = find(yaml.safe_load((filter_dir / "envoy.yaml").read_text()))
+    if found is None:
+        raise SystemExit(f"{filter_dir / 'envoy.yaml'}: no Wasm filter with a configuration")
+    return found
+
+
+Answer = tuple[int, tuple[str, ...], bytes]
+
+
+@dataclass(frozen=True)
+class HostWorkload:
+    """A production filter's requests, run in the local host with its envoy.yaml configuration."""
+
+    name: str  # filters/<name>
+    requests: Callable[[Any], list[Any]]  # Host -> the Responses of one round of requests
+    clusters: dict[str, Any] = field(default_factory=dict)
+
+
+def _telemetry(host: Any) -> list[Any]:
+    traceparent = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    headers = [("user-agent", "curl/8"), ("x-request-id", "r1"), ("traceparent", traceparent)]
+    return [host.request("GET", "/api/items?page=2", headers=headers), host.request("POST", "/api/items", body=b"{}")]
+
+
+def _canary(host: Any) -> list[Any]:
+    return [
+        host.request("GET", "/", headers=[("x-user-id", "user-7")]),
+        host.request("GET", "/", headers=[("cookie", "a=1; canary_variant=canary")]),
+        host.request("GET", "/", headers=[("x-canary", "always")]),
+    ]
+
+
+def _fault_injection(host: Any) -> list[Any]:
+    return [host.request("GET", "/"), host.request("GET", "/", headers=[("x-envoy-fault-abort-request", "503")])]
+
+
+def _identity_policy(host: Any) -> list[Any]:
+    host.set_property("connection.mtls", True)
+    host.set_property("connection.uri_san_peer_certificate", "spiffe://cluster.local/ns/web/sa/frontend")
+    return [host.request("GET", "/api/items"), host.request("DELETE", "/api/items")]
+
+
+def _ext_authz(host: Any) -> list[Any]:
+    headers = [("authorization", "Bearer t"), ("cookie", "c=1")]
+    return [host.request("POST", "/items", headers=headers, body=b"payload")]
+
+
+HOST_WORKLOADS = [
+    HostWorkload("telemetry", _telemetry),
+    HostWorkload("canary", _canary),
+    HostWorkload("fault_injection", _fault_injection),
+    HostWorkload("identity_policy", _identity_policy),
+    HostWorkload(
+        "ext_authz", _ext_authz, {"authz": lambda request: (200, [("x-auth-user", "alice"), ("set-cookie", "s=1")], "")}
+    ),
+]
+
+
+def measure_in_host(workload: HostWorkload, warmup: int = 20, rounds: int = 50) -> dict[str, float]:
+    """Name -> entries per round of ``workload``'s requests, of each function they run."""
+    from proxywasm_build.cache import build_cached
+    from proxywasm_host import Host
+
+    filter_dir = ROOT / "filters" / workload.name
+    built = build_cached(filter_dir / "filter.py").read_bytes()
+    config = envoy_yaml_configuration(filter_dir)
+    answers: dict[str, list[Answer]] = {}
+    counts: dict[int, int] = {}
+    for label, module in (("instrumented", instrumented(built)), ("as built", built)):
+        host = Host.load(module, plugin_name=workload.name, plugin_config=config, clusters=dict(workload.clusters),
+                         use_cache=False)  # fmt: skip
+        for _ in range(warmup):
+            workload.requests(host)
+        counters = [n for n in host.raw.global_names() if n.startswith(PREFIX)]
+        before = {n: host.raw.global_value(n) for n in counters}
+        seen: list[Answer] = []
+        for _ in range(rounds):
+            seen += [(r.status, tuple(sorted(k for k, _ in r.headers)), r.body) for r in workload.requests(host)]
+        answers[label] = seen
+        if label == "instrumented":
+            counts = {int(n[len(PREFIX) :]): int(host.raw.global_value(n) - before[n]) for n in counters}
+    if answers["instrumented"] != answers["as built"]:
+        raise SystemExit(f"{workload.name}: the instrumented build answered differently")
+    names = wasm.function_names(wasm.parse_sections(built))
+    return {names[i]: n / rounds for i, n in counts.items() if n}
+
+
 def listed() -> set[str]:
     return set(hot_names(HOT_FUNCTIONS.read_text()))
 
@@ -102,15 +218,22 @@ def listed() -> set[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", action="append", choices=[w.name for w in WORKLOADS], help="default: all")
+    parser.add_argument("--filter", action="append", choices=[w.name for w in HOST_WORKLOADS], help="default: all")
     parser.add_argument("--check", action="store_true", help="compare with the list instead of rewriting it")
     args = parser.parse_args()
     if shutil.which("node") is None:
         raise SystemExit("node is not installed: ./dev.sh setup installs it")
     hot: set[str] = set()
-    for workload in (w for w in WORKLOADS if w.name in (args.workload or [w.name for w in WORKLOADS])):
+    everything = not args.workload and not args.filter
+    for workload in (w for w in WORKLOADS if everything or w.name in (args.workload or ())):
         for label, names in measure(workload).items():
             print(f"{workload.name} ({label}): {len(names)} functions", file=sys.stderr)
             hot |= set(names)
+    for host_workload in (w for w in HOST_WORKLOADS if everything or w.name in (args.filter or ())):
+        found = measure_in_host(host_workload)
+        print(f"{host_workload.name} (local host): {len(found)} functions, {len(set(found) - listed())} not listed",
+              file=sys.stderr)  # fmt: skip
+        hot |= set(found)
     if args.check:
         missing = sorted(hot - listed())
         if missing:

@@ -73,10 +73,7 @@ class RawAccess:
 
     def memory_of(self, vm: int | None) -> GuestMemory:
         """The linear memory of VM ``vm`` (0: the first; see :attr:`Host.vm_count`)."""
-        guest = self._instance(vm).vm.guest
-        if not isinstance(guest, WasmGuest):
-            raise TypeError("raw memory access needs a Wasm module")
-        return guest.mem
+        return self._guest(vm).mem
 
     def call(
         self, export: str, *args: int, on: HttpStream | Connection | None = None, vm: int | None = None
@@ -90,6 +87,22 @@ class RawAccess:
         if ctx is None:
             raise ValueError(f"context {context_id} no longer exists")
         return instance.vm.call(export, ctx, *args)
+
+    def global_value(self, name: str, vm: int | None = None) -> int | float:
+        """The current value of the global the module exports as ``name``, in VM ``vm`` (default:
+        the serving VM). Raises ``KeyError`` when the module exports no such global, ``TypeError`` in
+        native mode."""
+        return self._guest(vm).exported_global(name)
+
+    def global_names(self, vm: int | None = None) -> list[str]:
+        """The names of the globals the module exports (``TypeError`` in native mode)."""
+        return self._guest(vm).exported_globals()
+
+    def _guest(self, vm: int | None) -> WasmGuest:
+        guest = self._instance(vm).vm.guest
+        if not isinstance(guest, WasmGuest):
+            raise TypeError("raw access needs a Wasm module")
+        return guest
 
     def cpu_ns(self, vm: int | None = None) -> int:
         """Virtual CPU time VM ``vm`` (default: the serving VM) has used so far, in nanoseconds: the

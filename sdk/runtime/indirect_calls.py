@@ -9,13 +9,14 @@ src/wasm/turboshaft-graph-interface.cc ``should_inline``, src/wasm/inlining-tree
 V8's inlining"). V8 never inlines ``call_indirect`` without feedback. Most of CPython's code does
 not run while a filter serves requests: there the inlining is compile time spent for nothing.
 
-HOT_FUNCTIONS (hot_functions.txt, beside this file) names the functions the bench's workloads run
-per request (the interpreter's core, the SDK's host functions, what JSON, JWT and shared data
-use); bench/hot_functions.py measures it and tests/bench_anchors/test_hot_functions.py checks it
-still covers the main workloads. Their calls stay direct, so V8 inlines into them as before. In
-every other function the served module keeps, a call to a function whose body is at least
-``MIN_CALLEE`` bytes becomes ``i32.const SLOT; call_indirect TYPE 0`` through the function table:
-the callee's existing slot, or one appended to the table. Calls to smaller callees stay direct
+HOT_FUNCTIONS (hot_functions.txt, beside this file) names the functions the bench's workloads and
+the production filters run per request (the interpreter's core, the SDK's host functions, what
+JSON, JWT, shared data, metrics and properties use); bench/hot_functions.py measures it and
+tests/bench_anchors/test_hot_functions.py checks it still covers the main workloads and filters.
+Their calls stay direct, so V8 inlines into them as before. In every other function the served
+module keeps, a call to a function whose body is at least ``MIN_CALLEE`` bytes becomes
+``i32.const SLOT; call_indirect TYPE 0`` through the function table: the callee's existing slot,
+or one appended to the table. Calls to smaller callees stay direct
 (cheap to inline, and most of what inlining gains). Neither side counts the code every served
 module replaces (build_only_code.py's list, without the builtin modules' code): the snapshot runs
 it on wasmtime, where calls are never inlined. The constant is encoded in as few bytes as it

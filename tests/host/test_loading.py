@@ -165,3 +165,16 @@ def test_wasi_clock_and_random(probe: Probe) -> None:
     assert probe.call("random_get", buf, 32) == 0
     assert probe.mem.read(buf, 32) != b"\0" * 32
     assert probe.call("random_get", buf, 65537) == 28  # EINVAL above 64 KiB
+
+
+def test_exported_globals_are_read_through_raw_access() -> None:
+    body = """(global $n (export "counter") (mut i32) (i32.const 41))
+  (global (export "pi") f64 (f64.const 3.5))
+  (func (export "bump") (global.set $n (i32.add (global.get $n) (i32.const 1))))"""
+    host = Host.load(_module(body=body))
+    assert sorted(host.raw.global_names()) == ["counter", "pi"]
+    assert (host.raw.global_value("counter"), host.raw.global_value("pi")) == (41, 3.5)
+    host.raw.call("bump")
+    assert host.raw.global_value("counter") == 42
+    with pytest.raises(KeyError):
+        host.raw.global_value("missing")

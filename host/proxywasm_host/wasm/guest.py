@@ -65,6 +65,7 @@ class WasmGuest:
         self._entries = 0
         instance = self._link(module)
         exports = instance.exports(self.store)
+        self._globals = {name: item for name, item in exports.items() if isinstance(item, wasmtime.Global)}
         memory = exports.get("memory")
         self.mem = GuestMemory(self.store, memory if isinstance(memory, wasmtime.Memory) else None)
         self.exports: dict[str, TypedFunc] = {}
@@ -126,6 +127,16 @@ class WasmGuest:
             if left < _HANG_FUEL + _MARGIN_FUEL:
                 self.store.set_fuel(left + _MARGIN_FUEL)
                 self._fuel_added += _MARGIN_FUEL
+
+    def exported_global(self, name: str) -> int | float:
+        """The current value of the global the module exports as ``name`` (KeyError: none such)."""
+        value = self._globals[name].value(self.store)
+        assert isinstance(value, (int, float))
+        return value
+
+    def exported_globals(self) -> list[str]:
+        """The names of the globals the module exports."""
+        return list(self._globals)
 
     def cpu_ns(self) -> int:
         """Virtual CPU time the guest has used so far: the fuel it burnt, at :data:`NS_PER_FUEL`.
