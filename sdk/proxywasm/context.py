@@ -425,7 +425,7 @@ class HttpContext(Context):
         (the client gets a cut response, never this reply; differential suite). Log it as an author
         mistake (the local host raises it in tests) and let Envoy reset. Envoy holds the response
         headers exactly while they have not gone on (reading them answers BAD_ARGUMENT after), so
-        that is the test: only here, on the rare local-reply path, never per request."""
+        that is the test, made only from those two callbacks (the runtime records which one runs)."""
         callback = running_callback()
         if callback not in ("on_response_body", "on_response_trailers") or _raw.effective_context() != self.context_id:
             return

@@ -11,8 +11,6 @@ Text and bytes: a value read as ``str`` is decoded as UTF-8 with ``surrogateesca
 
 from __future__ import annotations
 
-import sys
-
 from . import hostcalls
 from .abi import MapType, Status
 from .errors import HeadersUnavailable, HostCallError
@@ -103,14 +101,9 @@ _CALLOUT_RULE = ("the callout's answer headers", "Envoy holds them only while it
 
 
 def running_callback() -> str:
-    """The Envoy callback being handled (``on_request_body``, ``on_http_call_response``, ...), found
-    on the stack from the dispatcher's frame; "" outside one. Only for error messages."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_globals.get("__name__") == "proxywasm._dispatch" and frame.f_code.co_name.startswith("on_"):
-            return frame.f_code.co_name
-        frame = frame.f_back  # type: ignore[assignment]
-    return ""
+    """The Envoy callback being handled, innermost first (``on_request_body``,
+    ``on_http_call_response``, ...; "" outside one), as the runtime's C entry points record it."""
+    return str(_raw.running_callback())
 
 
 def unavailable(map_type: MapType, err: HostCallError) -> HostCallError:

@@ -29,6 +29,7 @@ enum callback { CALLBACKS(ENUM) CB_COUNT };
 
 uint32_t effective_context;
 uint64_t python_entries; /* how often a callback entered Python (tests check the masks with it) */
+const char *current_callback = "";
 
 static PyObject *methods[CB_COUNT];
 static PyObject *create_method;
@@ -198,6 +199,8 @@ static long call(enum callback cb, uint32_t context_id, size_t nargs, const uint
     if (slot == NULL || !(slot->mask & (1u << cb)) || methods[cb] == NULL) return fallback;
     effective_context = context_id;
     python_entries++;
+    const char *outer = current_callback; /* Envoy may call in during a host call */
+    current_callback = names[cb];
     budget_begin(slot->budget_ms, names[cb], configuring(cb));
     PyObject *argv[6];
     argv[0] = PyLong_FromUnsignedLong(context_id);
@@ -227,6 +230,7 @@ static long call(enum callback cb, uint32_t context_id, size_t nargs, const uint
         Py_DECREF(result);
     }
     budget_end();
+    current_callback = outer;
     return out;
 }
 
@@ -267,6 +271,8 @@ EXPORT(proxy_on_context_create) void proxy_on_context_create(uint32_t context_id
     /* A stream context inherits its plugin's budget; a plugin's comes from its class (see budget.c). */
     slot_t *parent = parent_id ? slot_find(parent_id) : NULL;
     int32_t budget_ms = parent ? parent->budget_ms : budget_of_plugin(NULL);
+    const char *outer = current_callback;
+    current_callback = "on_context_create";
     budget_begin(budget_ms, "creating a context", 0);
     PyObject *argv[2] = {PyLong_FromUnsignedLong(context_id), PyLong_FromUnsignedLong(parent_id)};
     PyObject *result = PyObject_Vectorcall(create_method, argv, 2, NULL);
@@ -275,6 +281,7 @@ EXPORT(proxy_on_context_create) void proxy_on_context_create(uint32_t context_id
         budget_ms = budget_of_plugin(PyDict_GetItemWithError(contexts, argv[0]));
     Py_XDECREF(argv[1]);
     budget_end();
+    current_callback = outer;
     if (result == NULL) {
         report_error("on_context_create");
         return;
@@ -363,11 +370,14 @@ EXPORT(proxy_on_delete) void proxy_on_delete(uint32_t ctx) {
     } else if (contexts != NULL) {
         /* Nothing to run in Python: drop the context object here, saving a crossing (a __del__
          * of the filter's may still run, under the context's budget). */
+        const char *outer = current_callback;
+        current_callback = "on_delete";
         budget_begin(slot ? slot->budget_ms : 0, "deleting a context", 0);
         PyObject *key = PyLong_FromUnsignedLong(ctx);
         if (key != NULL && PyDict_DelItem(contexts, key) < 0) PyErr_Clear();
         Py_XDECREF(key);
         budget_end();
+        current_callback = outer;
     }
     mask_remove(ctx);
 }

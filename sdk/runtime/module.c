@@ -136,6 +136,10 @@ static PyObject *pw_effective_context(PyObject *self, PyObject *unused) {
     return PyLong_FromUnsignedLong(effective_context);
 }
 
+static PyObject *pw_running_callback(PyObject *self, PyObject *unused) {
+    return PyUnicode_FromString(current_callback);
+}
+
 static PyObject *pw_done(PyObject *self, PyObject *unused) {
     CHECK(proxy_done, proxy_done());
     Py_RETURN_NONE;
@@ -657,6 +661,7 @@ static PyMethodDef methods[] = {
     ONEARG(set_tick_period_milliseconds),
     ONEARG(set_effective_context),
     NOARGS(effective_context),
+    NOARGS(running_callback),
     NOARGS(done),
     FASTCALL(call_foreign_function),
     FASTCALL(get_buffer_bytes),

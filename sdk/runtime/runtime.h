@@ -13,6 +13,9 @@ void snapshot_hygiene_begin(void);
  * proxy_set_effective_context. Tracked here so redundant switches cost no host call. */
 extern uint32_t effective_context;
 extern uint64_t python_entries;
+/* The innermost proxy_on_* callback running ("on_request_body", ...; "" outside one): what the
+ * SDK's error messages and its local-reply check name, without walking Python's frames. */
+extern const char *current_callback;
 void snapshot_hygiene_end(void);
 
 /* See static_data.c: what becomes of CPython's static data around initialisation. */

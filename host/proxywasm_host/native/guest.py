@@ -313,11 +313,18 @@ class NativeGuest:
                 sys.modules[name] = module
 
     @contextmanager
-    def running(self) -> Iterator[None]:
+    def running(self, callback: str | None = None) -> Iterator[None]:
+        """The VM's modules installed while the filter's code runs; ``callback``: the proxy_on_*
+        callback it runs for (callbacks.c's current_callback, restored after: Envoy may call in
+        during a host call)."""
         saved = self._enter()
+        outer = self.api.callback
+        if callback is not None:
+            self.api.callback = callback
         try:
             yield
         finally:
+            self.api.callback = outer
             self._leave(saved)
 
     # -- callbacks, as runtime/callbacks.c implements them --------------------------------------------
@@ -333,7 +340,7 @@ class NativeGuest:
         api.entries += 1
         # A stream context inherits its plugin's budget; a plugin's comes from its class.
         ms = self._budgets[parent_id] if parent_id in self._budgets else self.budget.of_plugin(None)
-        with self.running(), self.budget.running(ms, "creating a context", configuring=False):
+        with self.running("on_context_create"), self.budget.running(ms, "creating a context", configuring=False):
             try:
                 self._masks[context_id] = int(api.dispatcher.on_context_create(context_id, parent_id))
             except BaseException as exc:
@@ -375,7 +382,7 @@ class NativeGuest:
             api.effective = context_id
             api.entries += 1
             result: Any = None
-            with self.running(), self.budget.running(self._budgets.get(context_id, 0), method, configuring):
+            with self.running(method), self.budget.running(self._budgets.get(context_id, 0), method, configuring):
                 try:
                     result = func(context_id, *(list(args[:nargs]) + [0] * (nargs - len(args))))
                 except BaseException as exc:
@@ -387,7 +394,7 @@ class NativeGuest:
             if stream and (type(result) is bool or not isinstance(result, int) or not 0 <= result <= 4):
                 # callbacks.c's bad_result: what Envoy has no status for goes to the SDK
                 try:
-                    with self.running():
+                    with self.running(method):
                         return int(api.dispatcher.bad_result(context_id, method, result))
                 except BaseException as exc:
                     self._report("callback result", exc)
@@ -427,7 +434,8 @@ class NativeGuest:
     def _exports_delete(self, context_id: int) -> None:
         api = self.api
         api.entries += 1
-        with self.running(), self.budget.running(self._budgets.get(context_id, 0), "on_delete", configuring=False):
+        ms = self._budgets.get(context_id, 0)
+        with self.running("on_delete"), self.budget.running(ms, "on_delete", configuring=False):
             try:
                 api.dispatcher.on_delete(context_id)
             except BaseException as exc:

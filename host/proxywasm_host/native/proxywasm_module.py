@@ -118,6 +118,7 @@ class ProxyWasmModule(ModuleType):
         self.dispatcher: Any = None
         self.contexts: dict[int, Any] | None = None
         self.effective = 0  # the context Envoy's host calls act on (module.c's effective_context)
+        self.callback = ""  # the innermost callback running (callbacks.c's current_callback)
         self.entries = 0  # callbacks that entered Python (module.c's python_entries)
         self.masks: dict[int, int] = {}  # context id -> callback mask (callbacks.c's table)
 
@@ -168,6 +169,9 @@ class ProxyWasmModule(ModuleType):
 
     def effective_context(self) -> int:
         return self.effective
+
+    def running_callback(self) -> str:
+        return self.callback
 
     # -- logging, time, lifecycle ---------------------------------------------------------------------
     def log(self, level: int, message: object) -> None:
