@@ -17,7 +17,9 @@ from typing import Any
 
 import grpc
 import pytest
+import wasmtime
 
+from proxywasm.abi import encode_map
 from proxywasm_build.envoy import Cluster, Envoy, WasmPlugin, http_bootstrap
 from proxywasm_build.upstream import UpstreamServer
 from proxywasm_host import SLOW, UNREACHABLE, GrpcReply, Host
@@ -250,3 +252,108 @@ def test_metadata_in_the_host(wasm: Path, mode: str) -> None:
         return host.request("GET", "/grpc/Meta", headers=list(headers.items())).body.decode()
 
     assert _meta_call(run) == META
+
+
+# ---- metadata Envoy cannot send, below the SDK (which refuses it at the call) ----
+#
+# A module written in WAT calls proxy_grpc_call with the metadata of request N (in order) and
+# answers with the outcome as the HTTP status: 500 + the call's status when proxy_grpc_call fails,
+# 400 + the gRPC status when the call closes, 200 when the server answers. Envoy 1.40's codec
+# refuses a value with a control character and a name that is not a token: on a cold cluster the
+# call starts and ends UNAVAILABLE (14); once the cluster's HTTP/2 connection is up,
+# proxy_grpc_call itself answers INTERNAL_FAILURE (10). A "-bin" value is any bytes. The module
+# exports no response callbacks: Envoy runs its local reply through the missing
+# proxy_on_response_headers as Continue (the host once kept the stop flag of the reply's own
+# send_local_response for it and stalled the stream).
+RAW_METADATA: list[tuple[list[tuple[bytes, bytes]], int]] = [
+    ([(b"x-m", b"a\r\nx-evil: 1")], 414),  # cold cluster: refused once the connection is up
+    ([(b"x-ok", b"1")], 200),
+    ([(b"x-m", b"a\x01b")], 510),  # the connection is up: refused inside the call
+    ([(b"bad name", b"1")], 510),
+    ([(b"x-m-bin", b"\r\n\x00\xff")], 200),
+]
+
+
+def _wat_bytes(data: bytes) -> str:
+    return "".join(f"\\{b:02x}" for b in data)
+
+
+def raw_metadata_module() -> bytes:
+    """The WAT module above, with each request's metadata in a data segment of its own."""
+    segments, cases, at = [], [], 1024
+    strings = {"cluster": b"grpc", "service": b"test.Echo", "method": b"Say", "message": b"hi"}
+    where = {}
+    for name, data in strings.items():
+        where[name] = at
+        segments.append(f'(data (i32.const {at}) "{_wat_bytes(data)}")')
+        at += 64
+    for n, (pairs, _) in enumerate(RAW_METADATA, start=1):
+        blob = encode_map(pairs)
+        segments.append(f'(data (i32.const {at}) "{_wat_bytes(blob)}")')
+        cases.append(f"(if (i32.eq (global.get $n) (i32.const {n})) (then (local.set $p (i32.const {at})) "
+                     f"(local.set $s (i32.const {len(blob)}))))")  # fmt: skip
+        at += len(blob) + 8
+    c, s, m, b = (where[k] for k in ("cluster", "service", "method", "message"))
+    wat = f"""(module
+  (import "env" "proxy_grpc_call"
+    (func $grpc_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_send_local_response" (func $reply (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_effective_context" (func $effective (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $n (mut i32) (i32.const 0))
+  (global $stream (mut i32) (i32.const 0))
+  (global $heap (mut i32) (i32.const 8192))
+  {" ".join(segments)}
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "malloc") (param $size i32) (result i32)
+    (local $at i32) (local.set $at (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get $size) (i32.const 7)) (i32.const -8))))
+    (local.get $at))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func $answer (param $status i32)
+    (drop (call $effective (global.get $stream)))
+    (drop (call $reply (local.get $status) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+                       (i32.const 0) (i32.const 0) (i32.const -1))))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param i32 i32) (result i32)
+    (local $p i32) (local $s i32) (local $rc i32)
+    (global.set $stream (local.get $ctx))
+    (global.set $n (i32.add (global.get $n) (i32.const 1)))
+    {" ".join(cases)}
+    (local.set $rc (call $grpc_call (i32.const {c}) (i32.const 4) (i32.const {s}) (i32.const 9) (i32.const {m})
+                                    (i32.const 3) (local.get $p) (local.get $s) (i32.const {b}) (i32.const 2)
+                                    (i32.const 5000) (i32.const 512)))
+    (if (local.get $rc) (then (call $answer (i32.add (i32.const 500) (local.get $rc)))))
+    (i32.const 1))
+  (func (export "proxy_on_grpc_receive") (param i32 i32 i32) (call $answer (i32.const 200)))
+  (func (export "proxy_on_grpc_close") (param i32 i32) (param $status i32)
+    (call $answer (i32.add (i32.const 400) (local.get $status)))))"""
+    return bytes(wasmtime.wat2wasm(wat))
+
+
+def _statuses(get: Callable[[], int]) -> list[int]:
+    return [get() for _ in RAW_METADATA]
+
+
+def test_raw_metadata_in_envoy(grpc_port: int, tmp_path: Path) -> None:
+    module = tmp_path / "raw_metadata.wasm"
+    module.write_bytes(raw_metadata_module())
+    with UpstreamServer() as upstream:
+        config = http_bootstrap(upstream_port=upstream.port, plugins=[WasmPlugin(module, name="raw")],
+                                clusters=[Cluster("grpc", grpc_port, http2=True)])  # fmt: skip
+        with Envoy(config) as envoy:
+
+            def get() -> int:
+                try:
+                    with urllib.request.urlopen(envoy.url + "/", timeout=10) as response:
+                        return int(response.status)
+                except urllib.error.HTTPError as err:
+                    return int(err.code)
+
+            assert _statuses(get) == [status for _, status in RAW_METADATA]
+
+
+def test_raw_metadata_in_the_host() -> None:
+    host = Host.load(raw_metadata_module(), clusters={"grpc": host_server})
+    assert _statuses(lambda: host.request("GET", "/").status) == [status for _, status in RAW_METADATA]

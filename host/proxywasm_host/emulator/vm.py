@@ -141,6 +141,10 @@ class Vm:
         The effects the call requested run once the outermost call returns."""
         func = self.guest.exports.get(name) if self.guest is not None else None
         if func is None or self.failed:
+            if self._depth == 0:
+                # A callback the module does not export asks nothing: not even to stop iterating
+                # after a local reply that an earlier call sent (cpp-host answers Continue).
+                self.last_call_stopped = False
             return None
         saved = (self.current, self.effective_id)
         self.current, self.effective_id = ctx, 0
