@@ -65,6 +65,16 @@ DOCUMENTS = [
     b"\x00\x00\x00",
     b'{"\xff": 1}',
     b'["\xed\xa0\x80"]',
+    # json.loads's inline path: no whitespace around, so the scanner runs from json.loads itself
+    b'{"a":1}x',
+    b"[1]]",
+    b"x",
+    b'"unterminated',
+    b"[1,]",
+    b"NaN",
+    b"-",
+    b"1e5x",
+    b'{"a" 1}',
 ]
 
 
@@ -77,6 +87,7 @@ def expected(data: bytes | str) -> str:
 
 def test_the_runtime_stdlib_is_patched() -> None:
     assert "proxywasm:" in (RUNTIME_DIR / "stdlib" / "json" / "decoder.py").read_text()
+    assert "proxywasm:" in (RUNTIME_DIR / "stdlib" / "json" / "__init__.py").read_text()
 
 
 @pytest.mark.parametrize("as_str", [False, True], ids=["bytes", "str"])
