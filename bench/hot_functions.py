@@ -45,7 +45,8 @@ from proxywasm_build import served_code, wasm
 HOT_FUNCTIONS = ROOT / "sdk" / "runtime" / "hot_functions.txt"
 PREFIX = "proxywasm_profile_"  # bench/v8_guest.js reads the exported globals named so
 HEADER = """\
-# The runtime's functions the bench's workloads run per request, one name a line (sorted).
+# The runtime's functions the bench's workloads and the production filters run per request, one name
+# a line (sorted).
 # Measured by bench/hot_functions.py (which rewrites this file); read by the runtime's build
 # (sdk/runtime/indirect_calls.py): these keep their direct calls, so V8 inlines into them.
 """
@@ -221,10 +222,12 @@ def main() -> None:
     parser.add_argument("--filter", action="append", choices=[w.name for w in HOST_WORKLOADS], help="default: all")
     parser.add_argument("--check", action="store_true", help="compare with the list instead of rewriting it")
     args = parser.parse_args()
-    if shutil.which("node") is None:
+    everything = not args.workload and not args.filter
+    if not everything and not args.check:
+        raise SystemExit("the list is written from every workload: measure a subset only with --check")
+    if (everything or args.workload) and shutil.which("node") is None:
         raise SystemExit("node is not installed: ./dev.sh setup installs it")
     hot: set[str] = set()
-    everything = not args.workload and not args.filter
     for workload in (w for w in WORKLOADS if everything or w.name in (args.workload or ())):
         for label, names in measure(workload).items():
             print(f"{workload.name} ({label}): {len(names)} functions", file=sys.stderr)

@@ -470,6 +470,11 @@ class Host:
                     callout.slow = True  # only its timeout ends it
                 elif isinstance(reply, GrpcReply):
                     callout.reply(reply)
+                elif reply is RESET or reply is CUT_OFF:
+                    raise TypeError(
+                        f"cluster {callout.cluster!r} answered a gRPC call with {reply!r}, which only HTTP callouts "
+                        "take: answer a GrpcReply (a status for a failure), SLOW or UNREACHABLE"
+                    )
                 else:
                     callout.respond(bytes(reply))
                 progressed = True

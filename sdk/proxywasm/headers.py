@@ -101,8 +101,9 @@ _CALLOUT_RULE = ("the callout's answer headers", "Envoy holds them only while it
 
 
 def running_callback() -> str:
-    """The Envoy callback being handled, innermost first (``on_request_body``,
-    ``on_http_call_response``, ...; "" outside one), as the runtime's C entry points record it."""
+    """The Envoy callback being handled (``on_request_body``, ``on_http_call_response``, ...; the
+    innermost one when Envoy calls in during a host call; "" outside one), as the runtime's C entry
+    points record it."""
     return str(_raw.running_callback())
 
 

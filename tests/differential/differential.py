@@ -324,7 +324,7 @@ class HostDriver:
         self.level = _LEVELS.index(plugin.log_level)
         self.callouts: list[tuple[str, Seen]] = []
         clusters: dict[str, Any] = {name: self._cluster_handler(name, reply) for name, reply in plugin.clusters.items()}
-        clusters.update({name: lambda _req: UNREACHABLE for name in plugin.unreachable})
+        clusters.update({name: UNREACHABLE for name in plugin.unreachable})  # refuses every connection
         options: dict[str, Any] = {"failure_policy": plugin.failure_policy or "FAIL_CLOSED"}
         if plugin.reload_backoff_ms is not None:
             options["reload_backoff_ms"] = plugin.reload_backoff_ms

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from guest import Act
 from host_support import Probe
 
 from proxywasm.abi import BufferType, MapType, Status, encode_map
-from proxywasm_host import GrpcReply, Request
+from proxywasm_host import RESET, GrpcReply, Request
 from proxywasm_host.emulator.callouts import grpc_status_message
 from proxywasm_host.emulator.http1 import refused_details
 
@@ -162,3 +163,12 @@ def test_grpc_status_message_as_envoy_builds_it() -> None:
     assert grpc_status_message(refused, refused_details(refused)) == (
         "invalid header value for: x-m{filter_removed_required_request_headers{invalid_header_value_for:_x-m}}"
     )
+
+
+def test_grpc_cluster_answering_an_http_only_outcome_is_named(probe: Probe) -> None:
+    probe.host.add_cluster("grpc", RESET)
+    args = [*probe.put("grpc"), *probe.put("pkg.Svc"), *probe.put("Do"), *probe.put(encode_map([]))]
+    assert probe.call("proxy_grpc_call", *args, *probe.put("ping"), 1000, probe.slot()) == Status.OK
+    with pytest.raises(TypeError, match="answered a gRPC call with RESET, which only HTTP callouts take"):
+        while probe.host.pump():
+            pass

@@ -80,6 +80,7 @@ EXPECTED = {
     # and may answer DEADLINE_EXCEEDED first: "4|Deadline Exceeded{via_upstream}", a race.)
     "/silent/Say": "14|upstream request timeout{response_timeout}|",
     "/dead/Say": f"14|{REFUSED}|",
+    "/gone/Say": f"14|{REFUSED}|",  # the host: a handler answering UNREACHABLE, asked once the call is made
     "/grpc/StreamOk": "stream 0|via_upstream|X",
     "/grpc/StreamAbort": "stream 8|late no{via_upstream}|X",
     # A stream to a cluster that refuses the connection ends at once, half-closed or not.
@@ -184,6 +185,7 @@ def envoy(wasm: Path, grpc_port: int, silent_port: int) -> Iterator[Envoy]:
         clusters = [
             Cluster("grpc", grpc_port, http2=True),
             Cluster("dead", 1, http2=True),  # port 1: refused
+            Cluster("gone", 1, http2=True),
             Cluster("silent", silent_port, http2=True),
         ]
         config = http_bootstrap(upstream_port=upstream.port, plugins=[WasmPlugin(wasm, name="g")], clusters=clusters)
@@ -225,7 +227,8 @@ def test_in_envoy(envoy: Envoy, path: str) -> None:
 @pytest.mark.parametrize("mode", ["wasm", "native"])
 def test_in_the_host(wasm: Path, mode: str) -> None:
     source = wasm.parent / wasm.stem / "filter.py" if mode == "native" else wasm
-    clusters = {"grpc": host_server, "dead": UNREACHABLE, "silent": lambda callout: SLOW}
+    clusters = {"grpc": host_server, "dead": UNREACHABLE, "gone": lambda callout: UNREACHABLE,
+                "silent": lambda callout: SLOW}  # fmt: skip
     host = Host.load(source, mode=mode, clusters=clusters)
     seen = {path: host.request("GET", path).body.decode() for path in EXPECTED}
     assert seen == EXPECTED

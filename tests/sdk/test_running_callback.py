@@ -39,6 +39,9 @@ class Stream(HttpContext):
 
     def on_log(self):
         SEEN.append(("log", running_callback()))
+
+    def __del__(self):  # no on_delete here: the runtime drops the context without entering the dispatcher
+        SEEN.append(("del", running_callback()))
         proxywasm.log.info(repr(SEEN))
         SEEN.clear()
 
@@ -59,6 +62,7 @@ EXPECTED = [
     ("answer", "on_http_call_response"),
     ("response_body", "on_response_body"),
     ("log", "on_log"),
+    ("del", "on_delete"),
 ]
 
 

@@ -162,8 +162,9 @@ class Vm:
             self._depth -= 1
             self.current, self.effective_id = saved
             if self._depth == 0:
-                self.last_call_stopped = self.stop_next_iteration
-                self.run_after_actions()
+                stopped = self.stop_next_iteration
+                self.run_after_actions()  # may call the guest again (a local reply's callbacks)
+                self.last_call_stopped = stopped  # this call's, not theirs
         if self._depth == 0 and self._mistakes:
             mistakes, self._mistakes = self._mistakes, []
             raise AuthorMistake("\n".join(m.removeprefix(AUTHOR_MISTAKE_PREFIX) for m in mistakes), self.logs)

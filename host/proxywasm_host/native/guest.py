@@ -426,7 +426,11 @@ class NativeGuest:
         if self._masks.get(context_id, 0) & (1 << bit):
             self._exports_delete(context_id)
         elif api.contexts is not None:
-            api.contexts.pop(context_id, None)  # nothing to run in Python: drop the context object
+            # Nothing to run in Python: drop the context object (a __del__ of the filter's may still
+            # run, under the context's budget, as callbacks.c's proxy_on_delete does it).
+            ms = self._budgets.get(context_id, 0)
+            with self.running("on_delete"), self.budget.running(ms, "deleting a context", configuring=False):
+                api.contexts.pop(context_id, None)
         self._masks.pop(context_id, None)
         self._budgets.pop(context_id, None)
         return 0

@@ -131,7 +131,8 @@ class WasmGuest:
     def exported_global(self, name: str) -> int | float:
         """The current value of the global the module exports as ``name`` (KeyError: none such)."""
         value = self._globals[name].value(self.store)
-        assert isinstance(value, (int, float))
+        if not isinstance(value, (int, float)):
+            raise TypeError(f"global {name!r} is not a number (a {type(value).__name__})")
         return value
 
     def exported_globals(self) -> list[str]:
