@@ -4,8 +4,9 @@ Every SDK exports every callback, so a host tested only with SDK modules never r
 where Envoy skips a callback the module lacks (cpp-host answers Continue, true or nothing). The
 host once kept the stop flag of a local reply sent from a callout's answer for the missing
 ``proxy_on_response_headers`` and stalled the stream; these cases keep that kind fixed: local
-replies from request headers and from callout answers, resuming from a callout answer, and a
-response header added by a module with no request callbacks at all, none of them exporting
+replies from request headers (with PAUSE, and with Continue after the reply) and from callout
+answers, resuming from a callout answer, and a response header and a local reply from a module with
+no request callbacks at all, none of them exporting
 ``proxy_on_context_create``, ``proxy_on_vm_start``, ``proxy_on_configure``, ``proxy_on_done`` or
 ``proxy_on_log``."""
 
@@ -64,6 +65,18 @@ MODULES = {
     (drop (call $reply (i32.const 403) (i32.const 0) (i32.const 0) {ptr("body")} {ptr("reply_headers")}
                        (i32.const -1)))
     (i32.const 1))""",
+    # A local reply, then Continue: the reply still wins, the request goes no further.
+    "reply_continue": f"""
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $reply (i32.const 403) (i32.const 0) (i32.const 0) {ptr("body")} {ptr("reply_headers")}
+                       (i32.const -1)))
+    (i32.const 0))""",
+    # A local reply from the response headers, from a module with no request callbacks.
+    "response_reply": f"""
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (drop (call $reply (i32.const 503) (i32.const 0) (i32.const 0) {ptr("body")} (i32.const 0) (i32.const 0)
+                       (i32.const -1)))
+    (i32.const 1))""",
     # A response header, from a module with no request callbacks.
     "response_header": f"""
   (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
@@ -107,6 +120,8 @@ def module(body: str) -> bytes:
 # What the client gets from each module, for GET / and POST /items: status, whether the upstream saw it.
 EXPECTED = {
     "reply": [(403, False), (403, False)],
+    "reply_continue": [(403, False), (403, False)],
+    "response_reply": [(503, True), (503, True)],
     "response_header": [(200, True), (200, True)],
     "callout_reply": [(202, False), (202, False)],
     "callout_continue": [(200, True), (200, True)],
