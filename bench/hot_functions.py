@@ -57,7 +57,7 @@ def instrumented(module: bytes) -> bytes:
     index and incremented when the function is entered."""
     sections = wasm.parse_sections(module)
     by_id = {s.id: s for s in sections}
-    imported = wasm.imported_count(by_id[wasm.IMPORT].payload, wasm.FUNC_KIND)
+    imported = wasm.imported_functions(sections)
     first = wasm.imported_count(by_id[wasm.IMPORT].payload, wasm.GLOBAL_KIND) + len(
         wasm.parse_globals(by_id[wasm.GLOBAL].payload)
     )

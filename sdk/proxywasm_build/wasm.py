@@ -307,11 +307,16 @@ def initial_memory(segments: list[tuple[int, bytes]]) -> bytearray:
     return memory
 
 
+def imported_functions(sections: list[Section]) -> int:
+    """How many functions the module imports: its own functions' indices start there."""
+    imports = next((s for s in sections if s.id == IMPORT), None)
+    return imported_count(imports.payload, FUNC_KIND) if imports is not None else 0
+
+
 def function_type_indices(sections: list[Section]) -> dict[int, int]:
     """Function index -> type index of each function the module defines."""
-    by_id = {s.id: s for s in sections}
-    imported = imported_count(by_id[IMPORT].payload, FUNC_KIND) if IMPORT in by_id else 0
-    r = Reader(by_id[FUNCTION].payload)
+    imported = imported_functions(sections)
+    r = Reader(next(s for s in sections if s.id == FUNCTION).payload)
     return {imported + i: r.uleb() for i in range(r.uleb())}
 
 

@@ -143,7 +143,7 @@ def analyse(
     it; ``nm_output``: ``llvm-nm -A`` over what was linked."""
     sections = wasm.parse_sections(module)
     by_id = {s.id: s for s in sections}
-    imported = wasm.imported_count(by_id[wasm.IMPORT].payload, wasm.FUNC_KIND)
+    imported = wasm.imported_functions(sections)
     names = function_names(sections)
     index = {name: i for i, name in names.items()}
     if wasm.Reader(by_id[wasm.ELEMENT].payload).uleb() != 1:  # wasm-ld writes one; indirect_calls.py adds one

@@ -68,7 +68,7 @@ def rewrite(module: bytes, hot: list[str]) -> tuple[bytes, str]:
     and a one-line report."""
     sections = wasm.parse_sections(module)
     by_id = {s.id: s for s in sections}
-    imported = wasm.imported_count(by_id[wasm.IMPORT].payload, wasm.FUNC_KIND) if wasm.IMPORT in by_id else 0
+    imported = wasm.imported_functions(sections)
     names = wasm.function_names(sections)
     wanted = set(hot)
     missing = sorted(wanted - set(names.values()))

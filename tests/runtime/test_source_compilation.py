@@ -35,7 +35,7 @@ def _sections(module: bytes) -> dict[int | str | None, wasm.Section]:
 
 def _bodies(module: bytes) -> tuple[list[bytes], dict[str, int]]:
     sections = wasm.parse_sections(module)
-    imported = wasm.imported_count(next(s for s in sections if s.id == wasm.IMPORT).payload, wasm.FUNC_KIND)
+    imported = wasm.imported_functions(sections)
     names = {name: i - imported for i, name in build_only_code.function_names(sections).items() if i >= imported}
     return served_code.code_bodies(next(s for s in sections if s.id == wasm.CODE).payload), names
 
@@ -122,7 +122,7 @@ def test_only_the_parser_takes_the_address_of_code_it_leaves_out() -> None:
     bodies, positions = _bodies(runtime)
     name_at = {position: name for name, position in positions.items()}
     always_left_out = listed.replaced(list(listed.modules))
-    imported = wasm.imported_count(next(s for s in sections if s.id == wasm.IMPORT).payload, wasm.FUNC_KIND)
+    imported = wasm.imported_functions(sections)
     slots = wasm.element_slots(next(s for s in sections if s.id == wasm.ELEMENT).payload)
     taken = set()
     for i, body in enumerate(bodies):
