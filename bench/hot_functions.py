@@ -36,6 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk" / "runtime"))
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # envoy_yaml, the tests' reader
 from indirect_calls import hot_names
 from v8_guest import SCRIPT, spec
 
@@ -106,29 +107,11 @@ def measure(workload: Workload, requests: int = 100) -> dict[str, dict[str, floa
 
 
 def envoy_yaml_configuration(filter_dir: Path) -> str:
-    """The plugin configuration ``filter_dir/envoy.yaml`` gives the filter (its first Wasm filter's)."""
+    """The plugin configuration ``filter_dir/envoy.yaml`` gives the filter (its Wasm filter's)."""
     import yaml  # a dev dependency (mkdocs needs it): only this tool's process reads the file
+    from envoy_yaml import wasm_config  # the tests' reader of a deployment's envoy.yaml
 
-    def find(node: Any) -> str | None:
-        if isinstance(node, dict):
-            config = node.get("configuration")
-            if isinstance(config, dict) and "value" in config and "vm_config" in node:
-                return str(config["value"])
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            return None
-        for child in children:
-            found = find(child)
-            if found is not None:
-                return found
-        return None
-
-    found = find(yaml.safe_load((filter_dir / "envoy.yaml").read_text()))
-    if found is None:
-        raise SystemExit(f"{filter_dir / 'envoy.yaml'}: no Wasm filter with a configuration")
-    return found
+    return str(wasm_config(yaml.safe_load((filter_dir / "envoy.yaml").read_text()))["configuration"]["value"])
 
 
 Answer = tuple[int, tuple[str, ...], bytes]

@@ -24,6 +24,14 @@ def walk(node: Any) -> Iterator[dict[str, Any]]:
             yield from walk(value)
 
 
+def wasm_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The PluginConfig (``config`` of the envoy.filters.http.wasm filter) of a bootstrap."""
+    found = [node["typed_config"]["config"] for node in walk(config) if node.get("name") == "envoy.filters.http.wasm"]
+    assert len(found) == 1, f"expected one Wasm HTTP filter, found {len(found)}"
+    plugin: dict[str, Any] = found[0]
+    return plugin
+
+
 def runnable_config(path: Path, wasm: Path, upstreams: Mapping[str, int]) -> dict[str, Any]:
     """``path`` (an envoy.yaml) made runnable here: the admin and the listeners clients use bind
     port 0; a listener a cluster targets (a second hop inside the same Envoy) gets a free port and

@@ -11,31 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from differential import EXAMPLES, Call, EnvoyDriver, HostDriver, Plugin, Reply, check, drivers
+from envoy_yaml import walk
 
 Pair = tuple[EnvoyDriver, HostDriver]
 Build = Callable[[str], Path]
 JSON = (("content-type", "application/json"),)
 
 
-def _walk(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
-
-
 def example_plugin(name: str, wasm: Path, clusters: dict[str, Reply] | None = None) -> Plugin:
     """The first HTTP Wasm plugin of examples/<name>/envoy.yaml, as a Plugin."""
     config = yaml.safe_load((EXAMPLES / name / "envoy.yaml").read_text())
-    wasm_filter = next(n for n in _walk(config) if n.get("name") == "envoy.filters.http.wasm")
+    wasm_filter = next(n for n in walk(config) if n.get("name") == "envoy.filters.http.wasm")
     plugin = wasm_filter["typed_config"]["config"]
     vm = plugin.get("vm_config", {})
     return Plugin(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import wasmtime
+import wat
 from differential import Call, Plugin, Reply, assert_same, drivers
 
 from proxywasm.abi import encode_map
@@ -98,23 +99,16 @@ MODULES = {
 }
 
 
-def wat_string(data: bytes) -> str:
-    return "".join(f"\\{b:02x}" for b in data)
-
-
 def module(body: str) -> bytes:
-    data = "\n".join(f'  (data (i32.const {AT[n][0]}) "{wat_string(d)}")' for n, d in DATA.items())
-    wat = f"""(module{IMPORTS}
+    data = "\n".join(f'  (data (i32.const {AT[n][0]}) "{wat.string(d)}")' for n, d in DATA.items())
+    text = f"""(module{IMPORTS}
   (memory (export "memory") 1)
   (global $stream (mut i32) (i32.const 0))
   (global $heap (mut i32) (i32.const {HEAP}))
 {data}
   (func (export "proxy_abi_version_0_2_1"))
-  (func (export "malloc") (param $size i32) (result i32)
-    (local $at i32) (local.set $at (global.get $heap))
-    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get $size) (i32.const 7)) (i32.const -8))))
-    (local.get $at)){body})"""
-    return bytes(wasmtime.wat2wasm(wat))
+{wat.MALLOC}{body})"""
+    return bytes(wasmtime.wat2wasm(text))
 
 
 # What the client gets from each module, for GET / and POST /items: status, whether the upstream saw it.

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import yaml  # type: ignore[import-untyped,unused-ignore]
 from envoy_yaml import runnable_config
 from envoy_yaml import walk as walk
+from envoy_yaml import wasm_config as wasm_config
 
 from proxywasm_build.cache import build_cached
 from proxywasm_build.envoy import Envoy
@@ -27,14 +28,6 @@ T = TypeVar("T")
 def filter_wasm(name: str) -> Path:
     """filters/<name>/filter.py built (cached by content, shared with the host tests' wasm mode)."""
     return Path(build_cached(FILTERS / name / "filter.py"))
-
-
-def wasm_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The PluginConfig (``config`` of the envoy.filters.http.wasm filter) of a bootstrap."""
-    found = [node["typed_config"]["config"] for node in walk(config) if node.get("name") == "envoy.filters.http.wasm"]
-    assert len(found) == 1, f"expected one Wasm HTTP filter, found {len(found)}"
-    plugin: dict[str, Any] = found[0]
-    return plugin
 
 
 def plugin_configuration(config: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import struct
 from dataclasses import dataclass
 
 import wasmtime
+from wat import MALLOC
+from wat import string as wat_string
 
 from proxywasm.abi import encode_map
 from proxywasm_host.wasm.imports import ABI_0_1_0, ABI_0_2_1, import_table
@@ -112,10 +114,6 @@ def _strings() -> dict[str, _Str]:
     return out
 
 
-def _wat_bytes(data: bytes) -> str:
-    return "".join(f"\\{b:02x}" for b in data)
-
-
 def _sig(kinds: str) -> str:
     return " ".join("i32" if c == "i" else "i64" for c in kinds)
 
@@ -142,7 +140,7 @@ def build_wat(
     name_pos: dict[str, tuple[int, int]] = {}
     for name, _, _ in CALLBACKS:
         short = name.removeprefix("proxy_").encode()
-        lines.append(f'  (data (i32.const {name_addr}) "{_wat_bytes(short)}")')
+        lines.append(f'  (data (i32.const {name_addr}) "{wat_string(short)}")')
         name_pos[name] = (name_addr, len(short))
         name_addr += len(short)
     assert name_addr < ACTIONS
@@ -150,7 +148,7 @@ def build_wat(
         lines.append(f'  (data (i32.const {RETS + 4 * INDEX[name]}) "\\01")')
     strings = _strings()
     for s in strings.values():
-        lines.append(f'  (data (i32.const {s.addr}) "{_wat_bytes(s.data)}")')
+        lines.append(f'  (data (i32.const {s.addr}) "{wat_string(s.data)}")')
 
     def sv(key: str) -> str:
         s = strings[key]
@@ -215,18 +213,7 @@ def build_wat(
             body.append(f"(i32.load (i32.const {RETS + 4 * idx}))")
         result = "(result i32)" if returns else ""
         lines.append(f'  (func (export "{name}") (param {params}) {result} {" ".join(body)})')
-    lines.append(
-        '  (func $malloc (export "malloc") (param $n i32) (result i32) (local $p i32)\n'
-        "    (if (i32.gt_u (local.get $n) (i32.const 0x4000000)) (then (return (i32.const 0))))\n"
-        "    (local.set $p (global.get $heap))\n"
-        "    (global.set $heap (i32.and (i32.add (i32.add (local.get $p) (local.get $n)) (i32.const 7))"
-        " (i32.const -8)))\n"
-        "    (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))\n"
-        "      (then (if (i32.eq (memory.grow (i32.add (i32.shr_u (i32.sub (global.get $heap)"
-        " (i32.mul (memory.size) (i32.const 65536))) (i32.const 16)) (i32.const 1))) (i32.const -1))"
-        " (then (return (i32.const 0))))))\n"
-        "    (local.get $p))"
-    )
+    lines.append(MALLOC)
     lines.append(f'  (func (export "proxy_abi_version_{abi}"))')
     for module, name, params, results in env_names:
         alias = f"${module}.{name}"

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 import wasmtime
+import wat
 
 from proxywasm.abi import encode_map
 from proxywasm_build.envoy import Cluster, Envoy, WasmPlugin, http_bootstrap
@@ -277,10 +278,6 @@ RAW_METADATA: list[tuple[list[tuple[bytes, bytes]], int]] = [
 ]
 
 
-def _wat_bytes(data: bytes) -> str:
-    return "".join(f"\\{b:02x}" for b in data)
-
-
 def raw_metadata_module() -> bytes:
     """The WAT module above, with each request's metadata in a data segment of its own."""
     segments, cases, at = [], [], 1024
@@ -288,16 +285,16 @@ def raw_metadata_module() -> bytes:
     where = {}
     for name, data in strings.items():
         where[name] = at
-        segments.append(f'(data (i32.const {at}) "{_wat_bytes(data)}")')
+        segments.append(f'(data (i32.const {at}) "{wat.string(data)}")')
         at += 64
     for n, (pairs, _) in enumerate(RAW_METADATA, start=1):
         blob = encode_map(pairs)
-        segments.append(f'(data (i32.const {at}) "{_wat_bytes(blob)}")')
+        segments.append(f'(data (i32.const {at}) "{wat.string(blob)}")')
         cases.append(f"(if (i32.eq (global.get $n) (i32.const {n})) (then (local.set $p (i32.const {at})) "
                      f"(local.set $s (i32.const {len(blob)}))))")  # fmt: skip
         at += len(blob) + 8
     c, s, m, b = (where[k] for k in ("cluster", "service", "method", "message"))
-    wat = f"""(module
+    text = f"""(module
   (import "env" "proxy_grpc_call"
     (func $grpc_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_send_local_response" (func $reply (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
@@ -308,10 +305,7 @@ def raw_metadata_module() -> bytes:
   (global $heap (mut i32) (i32.const 8192))
   {" ".join(segments)}
   (func (export "proxy_abi_version_0_2_1"))
-  (func (export "malloc") (param $size i32) (result i32)
-    (local $at i32) (local.set $at (global.get $heap))
-    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get $size) (i32.const 7)) (i32.const -8))))
-    (local.get $at))
+{wat.MALLOC}
   (func (export "proxy_on_context_create") (param i32 i32))
   (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
   (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
@@ -332,7 +326,7 @@ def raw_metadata_module() -> bytes:
   (func (export "proxy_on_grpc_receive") (param i32 i32 i32) (call $answer (i32.const 200)))
   (func (export "proxy_on_grpc_close") (param i32 i32) (param $status i32)
     (call $answer (i32.add (i32.const 400) (local.get $status)))))"""
-    return bytes(wasmtime.wat2wasm(wat))
+    return bytes(wasmtime.wat2wasm(text))
 
 
 def _statuses(get: Callable[[], int]) -> list[int]:
