@@ -8,8 +8,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import wasmtime
-
 from proxywasm.abi import LogLevel
 
 from .emulator import http1
@@ -27,7 +25,7 @@ from .messages import CUT_OFF, RESET, SLOW, UNREACHABLE, GrpcReply, Request, Res
 from .native.guest import NativeGuest
 from .wasm.guest import WasmGuest
 from .wasm.memory import GuestMemory
-from .wasm.module import compile_module, load_path
+from .wasm.module import Compiled, compile_module, load_path
 
 ConfigInput = bytes | str | dict[str, Any] | list[Any] | None
 
@@ -222,7 +220,7 @@ class Host:
                 module, source = build_cached(source), None
         elif mode == "native":
             raise LoadError(f"{module!r} is not a Python filter's source: native mode runs a .py file or a package")
-        compiled: wasmtime.Module | None = None
+        compiled: Compiled | None = None
         serves: tuple[str, ...] | None = None  # what a module proxywasm build made records (natively: asked later)
         if source is None:
             try:

@@ -170,7 +170,7 @@ def test_logging_levels() -> None:
 def test_load_speed_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path))
     _load("headers")
-    assert list(tmp_path.glob("*.cwasm"))
+    assert list((tmp_path / "host").glob("*.cwasm"))
 
 
 def test_no_body_on_a_204_local_reply() -> None:

@@ -14,7 +14,7 @@ from ..errors import LoadError
 from .calls import TypedFunc, host_func
 from .imports import ABI_0_1_0, ABI_0_2_0, ABI_0_2_1, Import, lookup
 from .memory import GuestMemory
-from .module import engine
+from .module import Compiled, engine
 
 if TYPE_CHECKING:
     from ..emulator.host_functions import HostFunctions
@@ -44,7 +44,7 @@ def _type_str(types: list[wasmtime.ValType]) -> str:
     return " ".join(str(t) for t in types) or "void"
 
 
-def detect_abi(module: wasmtime.Module) -> str:
+def detect_abi(module: Compiled) -> str:
     names = {e.name for e in module.exports}
     for export, abi in _ABI_EXPORTS.items():
         if export in names:
@@ -55,7 +55,7 @@ def detect_abi(module: wasmtime.Module) -> str:
 class WasmGuest:
     """One instance of a compiled module serving one :class:`~proxywasm_host.emulator.vm.Vm`."""
 
-    def __init__(self, module: wasmtime.Module, vm: Vm) -> None:
+    def __init__(self, module: Compiled, vm: Vm) -> None:
         self.vm = vm
         self.functions: HostFunctions = vm.host_functions
         self.abi = detect_abi(module)
@@ -65,7 +65,10 @@ class WasmGuest:
         self._entries = 0
         instance = self._link(module)
         exports = instance.exports(self.store)
-        self._globals = {name: item for name, item in exports.items() if isinstance(item, wasmtime.Global)}
+        public = {e.name for e in module.exports}
+        self._globals = {
+            name: item for name, item in exports.items() if isinstance(item, wasmtime.Global) and name in public
+        }
         memory = exports.get("memory")
         self.mem = GuestMemory(self.store, memory if isinstance(memory, wasmtime.Memory) else None)
         self.exports: dict[str, TypedFunc] = {}
@@ -81,7 +84,7 @@ class WasmGuest:
             raise LoadError("Wasm module is missing malloc function.")
         self.mem.malloc = malloc
 
-    def _link(self, module: wasmtime.Module) -> wasmtime.Instance:
+    def _link(self, module: Compiled) -> wasmtime.Instance:
         imports: list[wasmtime.Func] = []
         for imp in module.imports:
             where = f"{imp.module}.{imp.name}"
@@ -99,7 +102,7 @@ class WasmGuest:
                 )
             imports.append(host_func(self.store, ty, found.params, bool(found.results), self._bind(found)))
         try:
-            return wasmtime.Instance(self.store, module, imports)
+            return module.instantiate(self.store, imports)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise LoadError(f"Failed to create new Wasm instance: {exc}") from exc
 

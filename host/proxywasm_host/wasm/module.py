@@ -1,4 +1,5 @@
-"""Compiled-module cache: ``Module.serialize()`` output keyed by sha256(bytes) and the wasmtime version.
+"""Compiled-module cache: ``Module.serialize()`` output keyed by the sha256 of what wasmtime compiled (a
+module's template, :mod:`.template`, or the module itself) and by the wasmtime version.
 
 Cranelift takes seconds for a CPython-sized module; deserialising the cached artefact takes milliseconds.
 The engine counts fuel (one unit per Wasm operation, about): the guest's clocks advance with the work
@@ -9,12 +10,14 @@ the artefact's name.
 from __future__ import annotations
 
 import hashlib
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import wasmtime
 
 from proxywasm_build import compiled
+
+from .template import Fill, public_exports, split
 
 _ENGINE: wasmtime.Engine | None = None
 
@@ -30,77 +33,84 @@ def engine() -> wasmtime.Engine:
 
 
 def cache_dir() -> Path:
-    """``$PROXYWASM_CACHE_DIR`` itself when set (the build keeps its own files in subdirectories
-    of it), else ``~/.cache/proxywasm/host``."""
-    env = os.environ.get("PROXYWASM_CACHE_DIR")
-    return Path(env) if env else compiled.cache_root() / "host"
+    """``host`` in the cache root (``compiled.cache_root``: ``$PROXYWASM_CACHE_DIR``, else
+    ``~/.cache/proxywasm``), beside the build's ``builds`` and ``snapshot``."""
+    return compiled.cache_root() / "host"
 
 
-# Compiled modules already in this process, by artefact path (a Module is shared by many stores).
+# Compiled code already in this process, by artefact path (one Module serves many stores).
 _LOADED: dict[str, wasmtime.Module] = {}
-# (absolute path, size, mtime_ns) -> content hash, so a known file is not re-read and re-hashed.
-_PATH_HASHES: dict[tuple[str, int, int], str] = {}
+# Modules already prepared in this process, by cache directory and content hash or file (absolute
+# path, size, mtime_ns): a file seen before is not read again. Bounded: each holds its module's data.
+_PREPARED: dict[object, Compiled] = {}
+_PREPARED_MAX = 64
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A module ready to instantiate: wasmtime's compiled code, of the module itself or of its
+    template, and then what fills each new instance of the template (:mod:`.template`)."""
+
+    module: wasmtime.Module
+    fill: Fill | None = None
+
+    @property
+    def exports(self) -> list[wasmtime.ExportType]:
+        """The module's exports (a template's own are left out)."""
+        return public_exports(self.module.exports)
+
+    @property
+    def imports(self) -> list[wasmtime.ImportType]:
+        return self.module.imports
+
+    def instantiate(self, store: wasmtime.Store, imports: list[wasmtime.Func]) -> wasmtime.Instance:
+        """An instance as instantiating the module makes it (raises what ``wasmtime.Instance`` does)."""
+        instance = wasmtime.Instance(store, self.module, imports)
+        if self.fill is not None:
+            self.fill.apply(store, instance)
+        return instance
 
 
 def _artefact(key: str) -> Path:
     return cache_dir() / f"{key}-wasmtime{compiled.wasmtime_version()}-fuel.cwasm"
 
 
-def load_path(path: Path, *, use_cache: bool = True) -> wasmtime.Module:
-    """Compile a module file. A file whose path, size and mtime were seen before (in this process or,
-    through a small index in the cache directory, in an earlier one) is neither read nor hashed."""
+def _remember(key: object, prepared: Compiled) -> Compiled:
+    if len(_PREPARED) >= _PREPARED_MAX:
+        del _PREPARED[next(iter(_PREPARED))]
+    _PREPARED[key] = prepared
+    return prepared
+
+
+def load_path(path: Path, *, use_cache: bool = True) -> Compiled:
+    """Compile a module file (see :func:`compile_module`). A file whose path, size and mtime were
+    seen before in this process is not read again."""
     if not use_cache:
-        return wasmtime.Module(engine(), path.read_bytes())
+        return compile_module(path.read_bytes(), use_cache=False)
     st = path.stat()
-    stamp = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    key = _PATH_HASHES.get(stamp)
-    index = cache_dir() / "index" / hashlib.sha256(repr(stamp).encode()).hexdigest()
-    if key is None:
-        try:
-            key = index.read_text().strip() or None
-        except OSError:
-            key = None
-    if key is not None and (str(_artefact(key)) in _LOADED or _artefact(key).exists()):
-        module = _from_cache(key)
-        if module is not None:
-            _PATH_HASHES[stamp] = key
-            return module
-    code = path.read_bytes()
-    key = hashlib.sha256(code).hexdigest()
-    module = compile_module(code, key=key)
-    _PATH_HASHES[stamp] = key
-    try:
-        index.parent.mkdir(parents=True, exist_ok=True)
-        index.write_text(key)
-    except OSError:
-        pass
-    return module
-
-
-def _from_cache(key: str) -> wasmtime.Module | None:
-    path = _artefact(key)
-    module = _LOADED.get(str(path))
-    if module is not None:
-        return module
-    module = compiled.load(engine(), path)
-    if module is None:
-        return None
-    _LOADED[str(path)] = module
-    return module
+    stamp = (str(cache_dir()), str(path.resolve()), st.st_size, st.st_mtime_ns)
+    found = _PREPARED.get(stamp)
+    return found if found is not None else _remember(stamp, compile_module(path.read_bytes()))
 
 
 def forget() -> None:
-    """Drop the in-process memo (the on-disk cache stays)."""
+    """Drop the in-process memos (the on-disk cache stays)."""
     _LOADED.clear()
-    _PATH_HASHES.clear()
+    _PREPARED.clear()
 
 
-def compile_module(code: bytes, *, use_cache: bool = True, key: str | None = None) -> wasmtime.Module:
-    """Compile ``code`` (wasm bytes), going through the on-disk cache when allowed."""
-    eng = engine()
+def compile_module(code: bytes, *, use_cache: bool = True) -> Compiled:
+    """Compile ``code`` (wasm bytes), its template when it has one (:mod:`.template`), going through
+    the on-disk cache when allowed: every build of one runtime with the same code shares an artefact."""
     if not use_cache:
-        return wasmtime.Module(eng, code)
-    path = _artefact(key or hashlib.sha256(code).hexdigest())
-    module = _LOADED.get(str(path)) or compiled.load_or_compile(eng, code, path)
+        body, fill = split(code)
+        return Compiled(wasmtime.Module(engine(), body), fill)
+    digest = hashlib.sha256(code).hexdigest()
+    found = _PREPARED.get((str(cache_dir()), digest))
+    if found is not None:
+        return found
+    body, fill = split(code)
+    path = _artefact(hashlib.sha256(body).hexdigest() if fill is not None else digest)
+    module = _LOADED.get(str(path)) or compiled.load_or_compile(engine(), body, path)
     _LOADED[str(path)] = module
-    return module
+    return _remember((str(cache_dir()), digest), Compiled(module, fill))
