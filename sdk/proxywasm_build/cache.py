@@ -55,10 +55,13 @@ def build_cached(source: Path, requirements: Path | None = None) -> Path:
     (``build.stats_config_path``). Raises ``BuildError`` as ``proxywasm build`` does."""
     out = cache_dir() / f"{Path(source).stem}-{build_key(Path(source), requirements)}.wasm"
     if out.exists():
+        compiled.touch(out)
+        compiled.touch(stats_config_path(out))
         return out
     result = build(Path(source), requirements)
     out.parent.mkdir(parents=True, exist_ok=True)
     if result.labelled_metrics:  # beside the module, as `proxywasm build -o` writes it
         compiled.write_atomically(stats_config_path(out), stats_config_yaml(result, str(source)).encode())
     compiled.write_atomically(out, result.module)  # last: a module in the cache has its stats_config
+    compiled.evict()
     return out

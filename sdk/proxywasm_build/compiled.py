@@ -6,17 +6,32 @@ the engine configuration (each caller keeps its own directory; wasmtime also ref
 made with another configuration, and ``load`` then drops it). Loading runs the artefact's machine
 code: the cache must be as trusted as the installation itself. The build's snapshot keeps the
 runtime compiled, unless ``PROXYWASM_COMPILED_CACHE=0`` (docs/deploying.md); the local host keeps
-each module it loads. Nothing is evicted: remove the directory to reclaim it.
+each module it loads (one artefact serves every build with the same code).
+
+The whole cache (``builds``, ``host`` and ``snapshot`` under :func:`cache_root`) is kept under
+``$PROXYWASM_CACHE_MAX_MB`` (default 2048) by :func:`evict`, least recently used first.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import wasmtime
+
+#: The cache's default size limit, in MB (``$PROXYWASM_CACHE_MAX_MB`` sets another).
+DEFAULT_MAX_MB = 2048
+#: The cache's parts under the root: built modules, the host's and the snapshot's compiled code.
+PARTS = ("builds", "host", "snapshot")
+#: A file used less than this long ago (seconds) is never evicted: another process may be about
+#: to open it. The cache can stay over its limit for that long.
+IN_USE_S = 600
+# Files the cache writes are readable as the umask allows, as any other file (mkstemp makes 0600).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def cache_root() -> Path:
@@ -42,7 +57,9 @@ def load(engine: wasmtime.Engine, path: Path) -> wasmtime.Module | None:
     if not path.exists():
         return None
     try:
-        return wasmtime.Module.deserialize_file(engine, str(path))
+        module = wasmtime.Module.deserialize_file(engine, str(path))
+        touch(path)
+        return module
     except Exception:
         try:
             path.unlink(missing_ok=True)
@@ -57,7 +74,8 @@ def store(path: Path, module: wasmtime.Module) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, module.serialize())
     except (OSError, wasmtime.WasmtimeError):
-        pass
+        return
+    evict()
 
 
 def load_or_compile(engine: wasmtime.Engine, code: bytes, path: Path) -> wasmtime.Module:
@@ -77,7 +95,62 @@ def write_atomically(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def touch(path: Path) -> None:
+    """Mark a cache file as just used: eviction goes by the time of last use (the file's mtime)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def max_bytes() -> int:
+    """The cache's size limit in bytes: ``$PROXYWASM_CACHE_MAX_MB`` or :data:`DEFAULT_MAX_MB`.
+    Raises RuntimeError when the variable is not a whole number of megabytes."""
+    text = os.environ.get("PROXYWASM_CACHE_MAX_MB", str(DEFAULT_MAX_MB))
+    try:
+        megabytes = int(text)
+    except ValueError:
+        megabytes = -1
+    if megabytes < 0:
+        raise RuntimeError(f"PROXYWASM_CACHE_MAX_MB must be a whole number of megabytes, not {text!r}")
+    return megabytes * 1_000_000
+
+
+def evict(now: float | None = None) -> list[Path]:
+    """Remove the least recently used entries of the cache until its parts (:data:`PARTS`) hold no
+    more than :func:`max_bytes`, and return the files removed. An entry is a file and the files
+    beside it named alike up to their first dot (a built module and its ``.stats_config.yaml``);
+    one used in the last :data:`IN_USE_S` seconds stays. A cache that cannot be read or written
+    is left as it is. Raises RuntimeError as :func:`max_bytes` does."""
+    now = time.time() if now is None else now
+    limit = max_bytes()
+    try:
+        root = cache_root()
+        groups: dict[tuple[Path, str], tuple[float, int, list[Path]]] = {}
+        for part in PARTS:
+            for folder, _, names in os.walk(root / part):
+                for name in names:
+                    path = Path(folder, name)
+                    st = path.stat()
+                    key = (path.parent, name.split(".")[0])
+                    used, size, files = groups.get(key, (0.0, 0, []))
+                    groups[key] = (max(used, st.st_mtime), size + st.st_size, [*files, path])
+        total = sum(size for _, size, _ in groups.values())
+        removed: list[Path] = []
+        for used, size, files in sorted(groups.values(), key=lambda g: g[0]):
+            if total <= limit or now - used < IN_USE_S:
+                break
+            for path in files:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+            total -= size
+        return removed
+    except (OSError, RuntimeError):  # RuntimeError: no home directory for the cache
+        return []

@@ -1,0 +1,97 @@
+"""The cache stays under its size limit (proxywasm_build/compiled.py ``evict``): least recently used
+entries go first, a built module with its stats_config, nothing used in the last ten minutes; a
+cache hit counts as a use; the files are as readable as the umask allows."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from proxywasm_build import compiled
+from proxywasm_build.cache import build_cached
+
+HOUR = 3600.0
+MB = 1_000_000
+
+
+def _file(path: Path, megabytes: float, used_hours_ago: float, now: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\0" * int(megabytes * MB))
+    os.utime(path, (now - used_hours_ago * HOUR, now - used_hours_ago * HOUR))
+    return path
+
+
+def test_least_recently_used_entries_go_until_the_cache_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("PROXYWASM_CACHE_MAX_MB", "3")
+    now = time.time()
+    oldest = _file(tmp_path / "host" / "aaaa-wasmtime50.0.1-fuel.cwasm", 1, 5, now)
+    module = _file(tmp_path / "builds" / "filter-1234.wasm", 1, 4, now)
+    stats = _file(tmp_path / "builds" / "filter-1234.stats_config.yaml", 0.01, 3.5, now)  # used after its module
+    newer = _file(tmp_path / "snapshot" / "bbbb-wasmtime50.0.1.cwasm", 1, 3.75, now)
+    newest = _file(tmp_path / "builds" / "other-5678.wasm", 1, 2, now)
+    elsewhere = _file(tmp_path / "not-ours" / "big.bin", 5, 9, now)
+
+    # 4.01 MB in the cache's parts, over 3: the least recently used entries go until it fits. The
+    # module counts as used when its stats_config was (3.5 hours ago), after the snapshot's file.
+    assert sorted(compiled.evict(now)) == sorted([oldest, newer])
+    assert module.exists() and stats.exists() and newest.exists() and elsewhere.exists()
+    assert compiled.evict(now) == []
+
+    monkeypatch.setenv("PROXYWASM_CACHE_MAX_MB", "1")
+    assert sorted(compiled.evict(now)) == sorted([module, stats])  # together
+    assert newest.exists()
+
+
+def test_files_used_in_the_last_ten_minutes_stay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("PROXYWASM_CACHE_MAX_MB", "0")
+    now = time.time()
+    old = _file(tmp_path / "host" / "old.cwasm", 1, 1, now)
+    recent = _file(tmp_path / "host" / "recent.cwasm", 1, (compiled.IN_USE_S - 60) / HOUR, now)
+    assert compiled.evict(now) == [old]
+    assert recent.exists()
+
+
+def test_a_bad_limit_is_named() -> None:
+    os.environ["PROXYWASM_CACHE_MAX_MB"] = "2G"
+    try:
+        with pytest.raises(RuntimeError, match="PROXYWASM_CACHE_MAX_MB must be a whole number of megabytes, not '2G'"):
+            compiled.evict()
+    finally:
+        del os.environ["PROXYWASM_CACHE_MAX_MB"]
+
+
+FILTER = """
+import proxywasm
+from proxywasm import HttpContext
+
+
+@proxywasm.register
+class Hello(HttpContext):
+    pass
+"""
+
+
+def test_a_cache_hit_is_a_use_and_files_are_readable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path / "cache"))
+    source = tmp_path / "hello.py"
+    source.write_text(FILTER)
+    out = build_cached(source)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~_umask()
+    long_ago = time.time() - 5 * HOUR
+    os.utime(out, (long_ago, long_ago))
+    assert build_cached(source) == out
+    assert out.stat().st_mtime > long_ago + HOUR
+    (artefact,) = (tmp_path / "cache" / "snapshot").glob("*.cwasm")  # the compiled runtime, loaded by the build
+    assert stat.S_IMODE(artefact.stat().st_mode) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
