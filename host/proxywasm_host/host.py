@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from proxywasm.abi import LogLevel
+from proxywasm_build.compiled import CacheLimitError
 
 from .emulator import http1
 from .emulator.attributes import normalize_path
@@ -232,6 +233,8 @@ class Host:
                     with Path(module).open("rb") as f:  # only its end: see serves_at_end
                         f.seek(max(0, f.seek(0, 2) - 256))
                         serves = _module_serves(f.read(), root_id)
+            except CacheLimitError:
+                raise  # the cache's setting, not the module
             except Exception as exc:
                 raise LoadError(f"Failed to load Wasm code: {exc}") from exc
         world = envoy if envoy is not None else Envoy(log_level=log_level)

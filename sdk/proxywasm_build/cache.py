@@ -52,10 +52,11 @@ def build_key(source: Path, requirements: Path | None = None) -> str:
 def build_cached(source: Path, requirements: Path | None = None) -> Path:
     """The module built from ``source`` (a ``.py`` file or a package directory), from the cache when
     nothing it depends on changed, with its stats_config beside it when it declares labelled metrics
-    (``build.stats_config_path``). Raises ``BuildError`` as ``proxywasm build`` does."""
+    (``build.stats_config_path``). Raises ``BuildError`` as ``proxywasm build`` does, and
+    ``compiled.CacheLimitError`` for a bad ``$PROXYWASM_CACHE_MAX_MB``."""
+    compiled.max_bytes()  # a bad limit is named on every use
     out = cache_dir() / f"{Path(source).stem}-{build_key(Path(source), requirements)}.wasm"
-    if out.exists():
-        compiled.touch(out)
+    if compiled.touch(out):  # a use: eviction goes least recently used first
         compiled.touch(stats_config_path(out))
         return out
     result = build(Path(source), requirements)

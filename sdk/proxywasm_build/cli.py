@@ -9,6 +9,7 @@ from typing import Any
 
 from .build import STATS_CONFIG_HEADER, build, stats_config_path, stats_config_yaml
 from .bundle import BuildError
+from .compiled import CacheLimitError
 from .envoy import EnvoyError
 
 
@@ -321,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except EnvoyError as err:
         print(f"error: Envoy could not serve the filter: {err}", file=sys.stderr)
+        return 1
+    except CacheLimitError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 1
 
 

@@ -9,7 +9,8 @@ runtime compiled, unless ``PROXYWASM_COMPILED_CACHE=0`` (docs/deploying.md); the
 each module it loads (one artefact serves every build with the same code).
 
 The whole cache (``builds``, ``host`` and ``snapshot`` under :func:`cache_root`) is kept under
-``$PROXYWASM_CACHE_MAX_MB`` (default 2048) by :func:`evict`, least recently used first.
+``$PROXYWASM_CACHE_MAX_MB`` (default 2048) by :func:`evict`, least recently used first; a file
+used in the last ten minutes stays.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def store(path: Path, module: wasmtime.Module) -> None:
 
 def load_or_compile(engine: wasmtime.Engine, code: bytes, path: Path) -> wasmtime.Module:
     """``code`` compiled, from the artefact at ``path`` when there is a good one, else compiled
-    and stored there."""
+    and stored there. Raises CacheLimitError for a bad ``$PROXYWASM_CACHE_MAX_MB``."""
+    max_bytes()  # named on every use, not only when something new is stored
     module = load(engine, path)
     if module is None:
         module = wasmtime.Module(engine, code)
@@ -102,55 +104,76 @@ def write_atomically(path: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
-def touch(path: Path) -> None:
-    """Mark a cache file as just used: eviction goes by the time of last use (the file's mtime)."""
+class CacheLimitError(RuntimeError):
+    """``$PROXYWASM_CACHE_MAX_MB`` is not a whole number of megabytes."""
+
+
+def touch(path: Path) -> bool:
+    """Mark a cache file as just used (eviction goes by the time of last use, the file's mtime);
+    False when it is gone."""
     try:
         os.utime(path)
+        return True
     except OSError:
-        pass
+        return False
 
 
 def max_bytes() -> int:
     """The cache's size limit in bytes: ``$PROXYWASM_CACHE_MAX_MB`` or :data:`DEFAULT_MAX_MB`.
-    Raises RuntimeError when the variable is not a whole number of megabytes."""
+    Raises CacheLimitError when the variable is not a whole number of megabytes. What uses the
+    cache calls it before anything else, so a bad value is named on every use, not only when
+    something new is cached."""
     text = os.environ.get("PROXYWASM_CACHE_MAX_MB", str(DEFAULT_MAX_MB))
     try:
         megabytes = int(text)
     except ValueError:
         megabytes = -1
     if megabytes < 0:
-        raise RuntimeError(f"PROXYWASM_CACHE_MAX_MB must be a whole number of megabytes, not {text!r}")
+        raise CacheLimitError(f"PROXYWASM_CACHE_MAX_MB must be a whole number of megabytes, not {text!r}")
     return megabytes * 1_000_000
 
 
+def _entry(name: str) -> str:
+    """The entry a cache file belongs to: its name without its suffix (a built module and its
+    ``.stats_config.yaml`` are one entry)."""
+    return os.path.splitext(name.removesuffix(".stats_config.yaml"))[0]
+
+
 def evict(now: float | None = None) -> list[Path]:
-    """Remove the least recently used entries of the cache until its parts (:data:`PARTS`) hold no
-    more than :func:`max_bytes`, and return the files removed. An entry is a file and the files
-    beside it named alike up to their first dot (a built module and its ``.stats_config.yaml``);
-    one used in the last :data:`IN_USE_S` seconds stays. A cache that cannot be read or written
-    is left as it is. Raises RuntimeError as :func:`max_bytes` does."""
+    """Remove the least recently used entries (:func:`_entry`) of the cache until its parts
+    (:data:`PARTS`) hold no more than :func:`max_bytes`, and return the files removed. An entry's
+    last use is its files' latest; none used in the last :data:`IN_USE_S` seconds is removed, and
+    each file is looked at again just before it goes (another process may have used it since).
+    What cannot be read or removed is left as it is. Raises CacheLimitError as :func:`max_bytes`."""
     now = time.time() if now is None else now
     limit = max_bytes()
     try:
         root = cache_root()
-        groups: dict[tuple[Path, str], tuple[float, int, list[Path]]] = {}
-        for part in PARTS:
-            for folder, _, names in os.walk(root / part):
-                for name in names:
-                    path = Path(folder, name)
-                    st = path.stat()
-                    key = (path.parent, name.split(".")[0])
-                    used, size, files = groups.get(key, (0.0, 0, []))
-                    groups[key] = (max(used, st.st_mtime), size + st.st_size, [*files, path])
-        total = sum(size for _, size, _ in groups.values())
-        removed: list[Path] = []
-        for used, size, files in sorted(groups.values(), key=lambda g: g[0]):
-            if total <= limit or now - used < IN_USE_S:
-                break
-            for path in files:
-                path.unlink(missing_ok=True)
-                removed.append(path)
-            total -= size
-        return removed
-    except (OSError, RuntimeError):  # RuntimeError: no home directory for the cache
+    except RuntimeError:  # no home directory: no cache
         return []
+    groups: dict[tuple[str, str], tuple[float, int, list[Path]]] = {}
+    for part in PARTS:
+        for folder, _, names in os.walk(root / part):
+            for name in names:
+                path = Path(folder, name)
+                try:
+                    st = path.stat()
+                except OSError:  # gone meanwhile (a temporary file renamed, another eviction)
+                    continue
+                key = (folder, _entry(name))
+                used, size, files = groups.get(key, (0.0, 0, []))
+                groups[key] = (max(used, st.st_mtime), size + st.st_size, [*files, path])
+    total = sum(size for _, size, _ in groups.values())
+    removed: list[Path] = []
+    for used, size, files in sorted(groups.values(), key=lambda g: g[0]):
+        if total <= limit or now - used < IN_USE_S:
+            break
+        for path in files:
+            try:
+                if now - path.stat().st_mtime >= IN_USE_S:
+                    path.unlink()
+                    removed.append(path)
+            except OSError:
+                pass
+        total -= size
+    return removed

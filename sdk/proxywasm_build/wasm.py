@@ -255,16 +255,6 @@ def const_expr(valtype: int, value: int | float) -> bytes:
     raise WasmFormatError(f"cannot snapshot a global of type 0x{valtype:02x}")
 
 
-def integer_const(init: bytes) -> int | None:
-    """The value of a constant expression that is one ``i32.const`` or ``i64.const`` (signed), else
-    None."""
-    if len(init) < 3 or init[0] not in (_CONST_OPCODE[I32], _CONST_OPCODE[I64]) or init[-1] != END:
-        return None
-    r = Reader(init, 1)
-    value = r.sleb()
-    return value if r.pos == len(init) - 1 else None
-
-
 def parse_exports(payload: bytes) -> list[Export]:
     r = Reader(payload)
     return [Export(r.name(), r.byte(), r.uleb()) for _ in range(r.uleb())]

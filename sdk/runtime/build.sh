@@ -18,7 +18,7 @@ key=$(cd "$here" && cat build.sh prune-stdlib.txt hot_functions.txt ./*.c ./*.h 
     ../proxywasm_build/wasm.py ../proxywasm_build/served_code.py ../proxywasm_build/snapshot.py | sha256sum | cut -c1-16)
 cached=$cache/runtime-$key
 if [ -f "$cached/python.wasm" ]; then
-    touch "$cached"  # used: the pruning below keeps the most recently used builds
+    touch -c "$cached"  # used: the pruning below keeps the most recently used builds
     if ! cmp -s "$cached/python.wasm" "$out/python.wasm" 2>/dev/null; then
         rm -rf "$out" && mkdir -p "$out" && cp -a "$cached/." "$out/"
     fi
@@ -99,6 +99,6 @@ cp "$wasi_python/lib/python3.11/LICENSE.txt" "$cached.tmp/LICENSE-CPython.txt"
 
 rm -rf "$cached" && mv "$cached.tmp" "$cached"
 # Only the four most recently used runtime builds stay (21 MB each; one per change to an input).
-ls -dt "$cache"/runtime-* 2>/dev/null | grep -v '\.tmp$' | tail -n +5 | while read -r old; do rm -rf "$old"; done
+ls -dt "$cache"/runtime-* 2>/dev/null | grep -v '\.tmp$' | tail -n +5 | while read -r old; do rm -rf "$old" || true; done
 rm -rf "$out" && mkdir -p "$out" && cp -a "$cached/." "$out/"
 echo "runtime: built $(du -h "$out/python.wasm" | cut -f1) python.wasm ($key)"

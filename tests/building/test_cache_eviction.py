@@ -1,18 +1,26 @@
 """The cache stays under its size limit (proxywasm_build/compiled.py ``evict``): least recently used
 entries go first, a built module with its stats_config, nothing used in the last ten minutes; a
-cache hit counts as a use; the files are as readable as the umask allows."""
+cache hit counts as a use; what caches something new evicts; a bad limit is named on every use;
+the files are as readable as the umask allows."""
 
 from __future__ import annotations
 
 import os
 import stat
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from proxywasm_build import compiled
+from proxywasm_build import cli, compiled
 from proxywasm_build.cache import build_cached
+from proxywasm_build.compiled import CacheLimitError
+from proxywasm_host import Host
+from proxywasm_host.wasm import module as cache
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
+from guest import probe_wasm
 
 HOUR = 3600.0
 MB = 1_000_000
@@ -35,11 +43,13 @@ def test_least_recently_used_entries_go_until_the_cache_fits(tmp_path: Path, mon
     newer = _file(tmp_path / "snapshot" / "bbbb-wasmtime50.0.1.cwasm", 1, 3.75, now)
     newest = _file(tmp_path / "builds" / "other-5678.wasm", 1, 2, now)
     elsewhere = _file(tmp_path / "not-ours" / "big.bin", 5, 9, now)
+    dotted = _file(tmp_path / "builds" / "my.filter-9abc.wasm", 0, 0.5, now)  # an entry of its own,
+    dotted_old = _file(tmp_path / "builds" / "my.filter-0000.wasm", 1, 6, now)  # not "my" with this one
 
-    # 4.01 MB in the cache's parts, over 3: the least recently used entries go until it fits. The
+    # 5.01 MB in the cache's parts, over 3: the least recently used entries go until it fits. The
     # module counts as used when its stats_config was (3.5 hours ago), after the snapshot's file.
-    assert sorted(compiled.evict(now)) == sorted([oldest, newer])
-    assert module.exists() and stats.exists() and newest.exists() and elsewhere.exists()
+    assert sorted(compiled.evict(now)) == sorted([dotted_old, oldest, newer])
+    assert module.exists() and stats.exists() and newest.exists() and elsewhere.exists() and dotted.exists()
     assert compiled.evict(now) == []
 
     monkeypatch.setenv("PROXYWASM_CACHE_MAX_MB", "1")
@@ -55,15 +65,6 @@ def test_files_used_in_the_last_ten_minutes_stay(tmp_path: Path, monkeypatch: py
     recent = _file(tmp_path / "host" / "recent.cwasm", 1, (compiled.IN_USE_S - 60) / HOUR, now)
     assert compiled.evict(now) == [old]
     assert recent.exists()
-
-
-def test_a_bad_limit_is_named() -> None:
-    os.environ["PROXYWASM_CACHE_MAX_MB"] = "2G"
-    try:
-        with pytest.raises(RuntimeError, match="PROXYWASM_CACHE_MAX_MB must be a whole number of megabytes, not '2G'"):
-            compiled.evict()
-    finally:
-        del os.environ["PROXYWASM_CACHE_MAX_MB"]
 
 
 FILTER = """
@@ -82,16 +83,52 @@ def test_a_cache_hit_is_a_use_and_files_are_readable(tmp_path: Path, monkeypatch
     source = tmp_path / "hello.py"
     source.write_text(FILTER)
     out = build_cached(source)
-    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~_umask()
+    (artefact,) = (tmp_path / "cache" / "snapshot").glob("*.cwasm")  # the compiled runtime the build ran
+    for written in (out, artefact):
+        mode = stat.S_IMODE(written.stat().st_mode)
+        assert mode == 0o666 & ~compiled._UMASK
+        if not compiled._UMASK & 0o044:  # as here (umask 022): readable by all, not mkstemp's 0600
+            assert mode & 0o044 == 0o044
     long_ago = time.time() - 5 * HOUR
     os.utime(out, (long_ago, long_ago))
     assert build_cached(source) == out
     assert out.stat().st_mtime > long_ago + HOUR
-    (artefact,) = (tmp_path / "cache" / "snapshot").glob("*.cwasm")  # the compiled runtime, loaded by the build
-    assert stat.S_IMODE(artefact.stat().st_mode) == 0o666 & ~_umask()
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def test_what_caches_something_new_evicts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PROXYWASM_CACHE_MAX_MB", "0")
+    now = time.time()
+    stale = [_file(tmp_path / "cache" / part / f"old-{part}.bin", 0.1, 1, now) for part in compiled.PARTS]
+    source = tmp_path / "hello.py"
+    source.write_text(FILTER)
+    build_cached(source)  # a new build (and the runtime's artefact for the snapshot): both evict
+    assert not any(path.exists() for path in stale)
+    old = _file(tmp_path / "cache" / "host" / "old.cwasm", 0.1, 1, now)
+    Host.load(probe_wasm())  # a new host artefact
+    assert not old.exists()
+
+
+def test_a_bad_limit_is_named_on_every_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path / "cache"))
+    source = tmp_path / "hello.py"
+    source.write_text(FILTER)
+    build_cached(source)
+    Host.load(probe_wasm())
+    monkeypatch.setenv("PROXYWASM_CACHE_MAX_MB", "2G")
+    message = "PROXYWASM_CACHE_MAX_MB must be a whole number of megabytes, not '2G'"
+    cache.forget()
+    for use in (lambda: build_cached(source), lambda: Host.load(probe_wasm())):  # both cache hits
+        with pytest.raises(CacheLimitError, match=message):
+            use()
+
+
+def test_the_command_names_a_bad_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PROXYWASM_CACHE_MAX_MB", "-1")
+    source = tmp_path / "hello.py"
+    source.write_text(FILTER)
+    assert cli.main(["build", str(source), "-o", str(tmp_path / "hello.wasm")]) == 1
+    assert "error: PROXYWASM_CACHE_MAX_MB must be a whole number of megabytes, not '-1'" in capsys.readouterr().err

@@ -9,7 +9,6 @@ import pytest
 import wasmtime
 from guest import probe_wasm
 
-from proxywasm_build import wasm
 from proxywasm_build.cache import build_cached
 from proxywasm_host import Host, LoadError
 from proxywasm_host.wasm import module as cache
@@ -53,33 +52,71 @@ def _plain_instance(code: bytes) -> tuple[wasmtime.Store, wasmtime.Instance]:
     return store, linker.instantiate(store, module)
 
 
+def _filled_instance(code: bytes) -> tuple[wasmtime.Store, wasmtime.Instance]:
+    prepared = compile_module(code, use_cache=False)
+    assert prepared.fill is not None
+    store = wasmtime.Store(engine())
+    store.set_fuel(10**6)
+    linker = wasmtime.Linker(engine())
+    linker.define_unknown_imports_as_traps(prepared.module)
+    instance = linker.instantiate(store, prepared.module)
+    prepared.fill.apply(store, instance)
+    return store, instance
+
+
+def _memory(store: wasmtime.Store, instance: wasmtime.Instance, name: str = "memory") -> tuple[int, bytes]:
+    memory = instance.exports(store)[name]
+    assert isinstance(memory, wasmtime.Memory)
+    return memory.size(store), memory.read(store, 0, memory.data_len(store))
+
+
 @pytest.mark.parametrize("which", ["python filter", "probe"])
 def test_a_filled_template_is_the_module_instantiated(tmp_path: Path, which: str) -> None:
     code = _built(tmp_path, "same").read_bytes() if which == "python filter" else probe_wasm()
-    store, plain = _plain_instance(code)
-    prepared = compile_module(code, use_cache=False)
-    assert prepared.fill is not None
-    other = wasmtime.Store(engine())
-    linker = wasmtime.Linker(engine())
-    linker.define_unknown_imports_as_traps(prepared.module)
-    filled = linker.instantiate(other, prepared.module)
-    prepared.fill.apply(other, filled)
+    plain, filled = _plain_instance(code), _filled_instance(code)
+    assert _memory(*filled) == _memory(*plain)
+    assert [e.name for e in compile_module(code, use_cache=False).exports] == list(plain[1].exports(plain[0]))
 
-    plain_memory, filled_memory = plain.exports(store)["memory"], filled.exports(other)["memory"]
-    assert isinstance(plain_memory, wasmtime.Memory) and isinstance(filled_memory, wasmtime.Memory)
-    assert filled_memory.size(other) == plain_memory.size(store)
-    assert filled_memory.read(other, 0, filled_memory.data_len(other)) == plain_memory.read(
-        store, 0, plain_memory.data_len(store)
+
+TRAPS = """(module
+  (memory $m {export} 2)
+  (data (i32.const 100) "\\01\\02\\03\\04")
+  (data (i32.const 65600) "second page")
+  (func (export "load") (param i32) (result i32) (i32.load (local.get 0)))
+  (func (export "proxy_abi_version_0_2_1")))"""
+
+
+@pytest.mark.parametrize("export", ['(export "memory")', ""], ids=["memory exported", "memory not exported"])
+def test_traps_and_reads_are_the_modules_own(export: str) -> None:
+    code = bytes(wasmtime.wat2wasm(TRAPS.format(export=export)))
+    plain, filled = _plain_instance(code), _filled_instance(code)
+    answers = []
+    for store, instance in (plain, filled):
+        load = instance.exports(store)["load"]
+        assert isinstance(load, wasmtime.Func)
+        assert load(store, 100) == 0x04030201
+        with pytest.raises(wasmtime.Trap) as trap:
+            load(store, 2 * 65536 - 2)
+        answers.append(str(trap.value))
+    if export:  # the same bytes before the data section: backtraces name the module's own offsets
+        assert answers[0] == answers[1] and "0x" in answers[0]
+    else:
+        assert _memory(*filled, name=PRIVATE_EXPORT)[0] == 2
+        assert [e.name for e in compile_module(code, use_cache=False).exports] == ["load", "proxy_abi_version_0_2_1"]
+
+
+def test_an_invalid_module_is_refused_as_wasmtime_refuses_it() -> None:
+    # A global of type i32 initialised by an i64 constant: the template keeps the global as it is,
+    # but wasmtime must still see the whole module to refuse it.
+    wat = TRAPS.format(export='(export "memory")').replace(
+        "(func (export", "(global (mut i32) (i32.const 7)) (func (export", 1
     )
-    # The globals the template set to 0 hold the module's values again (the stack pointer among them).
-    sections = wasm.parse_sections(code)
-    globals_ = wasm.parse_globals(next(s for s in sections if s.id == wasm.GLOBAL).payload)
-    expected = {f"{PRIVATE_EXPORT}global{i}": wasm.integer_const(g.init) for i, g in enumerate(globals_) if g.mutable}
-    found = {name: item.value(other) for name, item in filled.exports(other).items() if name in expected}
-    assert found == expected and any(expected.values())
-    # The host's views leave the template's own exports out.
-    assert not [e for e in prepared.exports if e.name.startswith(PRIVATE_EXPORT)]
-    assert len(prepared.exports) == len(plain.exports(store))
+    code = bytes(wasmtime.wat2wasm(wat))
+    assert code.count(b"\x7f\x01\x41\x07\x0b") == 1
+    bad = code.replace(b"\x7f\x01\x41\x07\x0b", b"\x7f\x01\x42\x07\x0b")
+    assert split(bad)[1] is not None
+    with pytest.raises(LoadError, match="Failed to load Wasm code: .*type mismatch"):
+        Host.load(bad, use_cache=False)
 
 
 START = """(module
@@ -113,7 +150,7 @@ def test_a_data_segment_beyond_the_memory_fails_the_load_as_wasmtime_words_it() 
         '(module (import "env" "memory" (memory 1)) (data (i32.const 0) "x"))',
         '(module (memory 1) (data "passive")'
         ' (func (export "f") (memory.init 0 (i32.const 0) (i32.const 0) (i32.const 1))))',
-        '(module (memory 1) (data (i32.const 0) "x"))',  # no exports: not a proxy-wasm module
+        '(module (memory 1) (data (i32.const 0) "x"))',  # neither memory nor any export to fill it by
         '(module (memory 100) (data (i32.const 0) "x") (data (i32.const 6000000) "y") (func (export "f")))',
     ],
     ids=["imported memory", "passive segment", "no exports", "data far apart"],

@@ -65,10 +65,7 @@ class WasmGuest:
         self._entries = 0
         instance = self._link(module)
         exports = instance.exports(self.store)
-        public = {e.name for e in module.exports}
-        self._globals = {
-            name: item for name, item in exports.items() if isinstance(item, wasmtime.Global) and name in public
-        }
+        self._globals = {name: item for name, item in exports.items() if isinstance(item, wasmtime.Global)}
         memory = exports.get("memory")
         self.mem = GuestMemory(self.store, memory if isinstance(memory, wasmtime.Memory) else None)
         self.exports: dict[str, TypedFunc] = {}

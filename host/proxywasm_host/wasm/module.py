@@ -41,7 +41,7 @@ def cache_dir() -> Path:
 # Compiled code already in this process, by artefact path (one Module serves many stores).
 _LOADED: dict[str, wasmtime.Module] = {}
 # Modules already prepared in this process, by cache directory and content hash or file (absolute
-# path, size, mtime_ns): a file seen before is not read again. Bounded: each holds its module's data.
+# path, inode, size, mtime and ctime): a file seen before is not read again. Bounded: each holds its module's data.
 _PREPARED: dict[object, Compiled] = {}
 _PREPARED_MAX = 64
 
@@ -77,20 +77,29 @@ def _artefact(key: str) -> Path:
 
 def _remember(key: object, prepared: Compiled) -> Compiled:
     if len(_PREPARED) >= _PREPARED_MAX:
-        del _PREPARED[next(iter(_PREPARED))]
+        _PREPARED.pop(next(iter(_PREPARED)), None)
     _PREPARED[key] = prepared
     return prepared
 
 
 def load_path(path: Path, *, use_cache: bool = True) -> Compiled:
-    """Compile a module file (see :func:`compile_module`). A file whose path, size and mtime were
-    seen before in this process is not read again."""
+    """Compile a module file (see :func:`compile_module`). A file seen before in this process, with
+    the same inode, size and times, is not read again."""
     if not use_cache:
         return compile_module(path.read_bytes(), use_cache=False)
     st = path.stat()
-    stamp = (str(cache_dir()), str(path.resolve()), st.st_size, st.st_mtime_ns)
+    stamp = (str(cache_dir()), str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     found = _PREPARED.get(stamp)
     return found if found is not None else _remember(stamp, compile_module(path.read_bytes()))
+
+
+def _split(code: bytes) -> tuple[bytes, Fill | None]:
+    """``template.split``, with the whole module validated first when it has a template: wasmtime
+    must refuse what it would have refused in the parts the template leaves out (17 ms)."""
+    body, fill = split(code)
+    if fill is not None:
+        wasmtime.Module.validate(engine(), code)
+    return body, fill
 
 
 def forget() -> None:
@@ -103,13 +112,13 @@ def compile_module(code: bytes, *, use_cache: bool = True) -> Compiled:
     """Compile ``code`` (wasm bytes), its template when it has one (:mod:`.template`), going through
     the on-disk cache when allowed: every build of one runtime with the same code shares an artefact."""
     if not use_cache:
-        body, fill = split(code)
+        body, fill = _split(code)
         return Compiled(wasmtime.Module(engine(), body), fill)
     digest = hashlib.sha256(code).hexdigest()
     found = _PREPARED.get((str(cache_dir()), digest))
     if found is not None:
         return found
-    body, fill = split(code)
+    body, fill = _split(code)
     path = _artefact(hashlib.sha256(body).hexdigest() if fill is not None else digest)
     module = _LOADED.get(str(path)) or compiled.load_or_compile(engine(), body, path)
     _LOADED[str(path)] = module
