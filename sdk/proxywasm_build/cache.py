@@ -10,8 +10,11 @@ import proxywasm
 
 from . import compiled
 from .build import RUNTIME_DIR, build, stats_config_path, stats_config_yaml
-from .bundle import is_test_file, siblings
+from .bundle import BuildError, is_test_file, siblings
 
+# Builds that failed in this process, by the module they would have been: the same error again
+# without the build (a filter's wasm-mode tests each load it).
+_FAILED: dict[Path, BuildError] = {}
 _SKIP = {"__pycache__", ".git", ".venv", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 
 
@@ -59,7 +62,14 @@ def build_cached(source: Path, requirements: Path | None = None) -> Path:
     if compiled.touch(out):  # a use: eviction goes least recently used first
         compiled.touch(stats_config_path(out))
         return out
-    result = build(Path(source), requirements)
+    failed = _FAILED.get(out)
+    if failed is not None:  # the same inputs failed before in this process: each test would rebuild
+        raise BuildError(*failed.args)
+    try:
+        result = build(Path(source), requirements)
+    except BuildError as err:
+        _FAILED[out] = err
+        raise
     out.parent.mkdir(parents=True, exist_ok=True)
     if result.labelled_metrics:  # beside the module, as `proxywasm build -o` writes it
         compiled.write_atomically(stats_config_path(out), stats_config_yaml(result, str(source)).encode())

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -407,13 +408,17 @@ class Runner:
         if self.envoy.proc is not None and not self.envoy.running:
             self.say(f"Envoy exited; see {self.envoy.log_path}")
 
-    def stop(self) -> None:
+    def stop(self, keep_logs: bool = True) -> None:
+        """Stop Envoy and the upstream. A working directory of its own goes, unless ``keep_logs``
+        (after a failure, whose message names the log): then only the modules go (Envoy read them
+        into memory)."""
         if self.envoy is not None:
             self.envoy.stop()
         if self.upstream is not None:
             self.upstream.stop()
-        if self._own_workdir:
-            # Envoy read the modules into memory; the logs stay for a look afterwards.
+        if self._own_workdir and not keep_logs:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        elif self._own_workdir:
             for wasm in self.workdir.glob("filter-*.wasm"):
                 wasm.unlink(missing_ok=True)
 
@@ -429,6 +434,7 @@ def run(options: RunOptions) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
+    stopped = False  # by Ctrl-C or SIGTERM while serving: nothing to look at afterwards
     try:
         runner.start()
         runner.serve()
@@ -437,6 +443,7 @@ def run(options: RunOptions) -> int:
         return 1
     except KeyboardInterrupt:
         print("proxywasm: stopping", file=sys.stderr, flush=True)
+        stopped = True
     finally:
-        runner.stop()
+        runner.stop(keep_logs=not stopped)
     return 0

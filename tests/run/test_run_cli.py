@@ -179,9 +179,13 @@ def test_cluster_flag_serves_callouts_and_names_unknown_clusters(
     assert hint[1] == "auth, upstream"
     assert "BAD_ARGUMENT" in out.text()
 
+    log = Path(out.wait_for(r"log: (\S+)   pid")[1])
+    workdir = next(p for p in log.parents if p.name.startswith("proxywasm-run-"))
+    assert workdir.is_dir()
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     assert "proxywasm: stopping" in out.text()
+    assert not workdir.exists()  # a clean stop leaves no temporary directory behind
 
 
 def test_rejected_first_configuration_exits_with_envoys_reason(
