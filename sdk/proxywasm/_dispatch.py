@@ -332,9 +332,11 @@ class Dispatcher:
         hint = ""
         if type(result) is bool:
             hint = f" (a bool: Envoy would read {result} as {'PAUSE' if result else 'CONTINUE'})"
+        replied = isinstance(ctx, HttpContext) and ctx._local_reply_sent  # fail_stream keeps that reply
         author_mistake(
             f"{where} returned {result!r}{hint}: a stream callback returns an Action (Action.CONTINUE, "
-            "Action.PAUSE, ...) or None for CONTINUE; the plugin's failure policy applies"
+            "Action.PAUSE, ...) or None for CONTINUE; "
+            + ("the local reply it sent stands" if replied else "the plugin's failure policy applies")
         )
         if ctx is None:
             return Action.CONTINUE

@@ -79,6 +79,9 @@ class Stream(HttpContext):
             return Action.PAUSE
         elif path == "/returns-true":
             return True  # what on_configure returns; Envoy would read it as PAUSE and hold the request
+        elif path == "/reply-then-true":
+            self.send_response(403, "no tenant\\n")
+            return True  # after a local reply: the reply stands
         elif path == "/returns-str":
             return "continue"
         elif path == "/returns-200":

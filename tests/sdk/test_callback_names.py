@@ -11,6 +11,7 @@ import pytest
 from proxywasm_build.build import build
 from proxywasm_build.bundle import BuildError
 from proxywasm_build.cli import main
+from proxywasm_host import Host, LoadError
 
 
 def build_error(tmp_path: Path, source: str) -> str:
@@ -208,3 +209,21 @@ def test_cli_prints_the_location(tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}:5: A.on_request_header is not an HttpContext callback")
     assert not (tmp_path / "out.wasm").exists()
+
+
+def test_native_mode_words_it_as_the_build_does(tmp_path: Path) -> None:
+    source = """
+        import proxywasm
+        from proxywasm import Action, HttpContext
+
+
+        @proxywasm.register
+        class Auth(HttpContext):
+            def on_request_header(self, headers, end_of_stream):
+                return Action.PAUSE
+        """
+    built = build_error(tmp_path, source)
+    with pytest.raises(LoadError) as native:
+        Host.load(tmp_path / "filter.py", mode="native")
+    assert str(native.value) == built
+    assert native.value.__cause__ is None and native.value.__suppress_context__

@@ -105,6 +105,16 @@ def test_host_a_result_that_is_not_an_action_is_named_and_fails_closed(wasm: Pat
         assert [m for m in host.log_messages() if m.startswith(MISTAKE)] == [
             f"{MISTAKE}Stream.on_request_headers {what}{NOT_AN_ACTION}"
         ]
+    host.clear_logs()
+    response = host.request("GET", "/reply-then-true")
+    assert (response.status, response.body, response.upstream_request) == (403, b"no tenant\n", None)
+    assert [m for m in host.log_messages() if m.startswith(MISTAKE)] == [REPLY_STANDS]
+
+
+REPLY_STANDS = (
+    f"{MISTAKE}Stream.on_request_headers returned True (a bool: Envoy would read True as PAUSE): a stream callback "
+    "returns an Action (Action.CONTINUE, Action.PAUSE, ...) or None for CONTINUE; the local reply it sent stands"
+)
 
 
 CONTROL = (
@@ -273,6 +283,11 @@ def test_envoy_a_result_that_is_not_an_action_is_named_and_fails_closed(
         assert [m for m in wasm_lines(proxy, offset) if m.startswith(MISTAKE)] == [
             f"{MISTAKE}Stream.on_request_headers {what}{NOT_AN_ACTION}"
         ]
+    offset = len(proxy.logs())
+    status, _, body = get(proxy, "/reply-then-true")
+    assert (status, body) == (403, b"no tenant\n")
+    proxy.wait_for_log(re.escape("the local reply it sent stands"))
+    assert [m for m in wasm_lines(proxy, offset) if m.startswith(MISTAKE)] == [REPLY_STANDS]
 
 
 def test_envoy_a_header_envoy_cannot_send_is_refused_at_the_write(

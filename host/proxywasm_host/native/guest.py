@@ -175,6 +175,8 @@ class NativeGuest:
                 with self.rules.recording(), guard.building():
                     __import__(self.entry)
             except Exception as exc:
+                if type(exc).__name__ == "CallbackNameError":  # register() named the method's file:line
+                    raise LoadError(str(exc)) from None  # as the build words it; the SDK's frames add nothing
                 raise LoadError(self._explain(exc)) from exc
             finally:
                 self.api._f = functions
