@@ -295,7 +295,11 @@ def parse_data(payload: bytes) -> list[tuple[int, bytes]]:
         if expr.byte() != _CONST_OPCODE[I32]:
             raise WasmFormatError("a data segment's offset is not an i32 constant")
         offset = expr.sleb() & 0xFFFFFFFF
+        if expr.pos != len(expr.data) - 1:
+            raise WasmFormatError("a data segment's offset is more than an i32 constant")
         segments.append((offset, r.take(r.uleb())))
+    if not r.done:
+        raise WasmFormatError("bytes after the last data segment")
     return segments
 
 

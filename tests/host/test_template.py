@@ -9,6 +9,7 @@ import pytest
 import wasmtime
 from guest import probe_wasm
 
+from proxywasm_build import wasm
 from proxywasm_build.cache import build_cached
 from proxywasm_host import Host, LoadError
 from proxywasm_host.wasm import module as cache
@@ -115,8 +116,47 @@ def test_an_invalid_module_is_refused_as_wasmtime_refuses_it() -> None:
     assert code.count(b"\x7f\x01\x41\x07\x0b") == 1
     bad = code.replace(b"\x7f\x01\x41\x07\x0b", b"\x7f\x01\x42\x07\x0b")
     assert split(bad)[1] is not None
-    with pytest.raises(LoadError, match="Failed to load Wasm code: .*type mismatch"):
+    with pytest.raises(wasmtime.WasmtimeError) as whole:
+        wasmtime.Module(engine(), bad)
+    with pytest.raises(LoadError) as refused:
         Host.load(bad, use_cache=False)
+    assert str(refused.value) == f"Failed to load Wasm code: {whole.value}"
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["data offset an expression", "bytes after the data", "data before the code", "minimum over maximum"],
+)
+def test_what_the_template_leaves_out_is_checked_before(change: str) -> None:
+    """Modules whose data or memory the split does not read as a template: compiled whole, so
+    wasmtime decides (an offset computed by an extended constant expression is valid; the others
+    are refused as wasmtime refuses them)."""
+    code = bytes(wasmtime.wat2wasm(TRAPS.format(export='(export "memory")')))
+    assert split(code)[1] is not None
+    sections = wasm.parse_sections(code)
+    data = next(s for s in sections if s.id == wasm.DATA)
+    if change == "data offset an expression":  # i32.const 100, i32.const 0, i32.add
+        data.payload = data.payload.replace(b"\x00\x41\xe4\x00\x0b", b"\x00\x41\xe4\x00\x41\x00\x6a\x0b", 1)
+    elif change == "bytes after the data":
+        data.payload += b"\x00"
+    elif change == "data before the code":
+        sections.remove(data)
+        sections.insert(next(i for i, s in enumerate(sections) if s.id == wasm.CODE), data)
+    else:
+        memory = next(s for s in sections if s.id == wasm.MEMORY)
+        memory.payload = wasm.encode_memories([(2, 1)])
+    changed = wasm.build_module(sections)
+    assert split(changed) == (changed, None)
+    if change == "data offset an expression":
+        store, instance = _plain_instance(changed)
+        load = instance.exports(store)["load"]
+        assert isinstance(load, wasmtime.Func) and load(store, 100) == 0x04030201
+        return
+    with pytest.raises(wasmtime.WasmtimeError) as whole:
+        wasmtime.Module(engine(), changed)
+    with pytest.raises(LoadError) as refused:
+        Host.load(changed, use_cache=False)
+    assert str(refused.value) == f"Failed to load Wasm code: {whole.value}"
 
 
 START = """(module

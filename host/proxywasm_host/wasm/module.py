@@ -93,15 +93,6 @@ def load_path(path: Path, *, use_cache: bool = True) -> Compiled:
     return found if found is not None else _remember(stamp, compile_module(path.read_bytes()))
 
 
-def _split(code: bytes) -> tuple[bytes, Fill | None]:
-    """``template.split``, with the whole module validated first when it has a template: wasmtime
-    must refuse what it would have refused in the parts the template leaves out (17 ms)."""
-    body, fill = split(code)
-    if fill is not None:
-        wasmtime.Module.validate(engine(), code)
-    return body, fill
-
-
 def forget() -> None:
     """Drop the in-process memos (the on-disk cache stays)."""
     _LOADED.clear()
@@ -112,13 +103,13 @@ def compile_module(code: bytes, *, use_cache: bool = True) -> Compiled:
     """Compile ``code`` (wasm bytes), its template when it has one (:mod:`.template`), going through
     the on-disk cache when allowed: every build of one runtime with the same code shares an artefact."""
     if not use_cache:
-        body, fill = _split(code)
+        body, fill = split(code)
         return Compiled(wasmtime.Module(engine(), body), fill)
     digest = hashlib.sha256(code).hexdigest()
     found = _PREPARED.get((str(cache_dir()), digest))
     if found is not None:
         return found
-    body, fill = _split(code)
+    body, fill = split(code)
     path = _artefact(hashlib.sha256(body).hexdigest() if fill is not None else digest)
     module = _LOADED.get(str(path)) or compiled.load_or_compile(engine(), body, path)
     _LOADED[str(path)] = module

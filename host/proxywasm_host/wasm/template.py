@@ -17,6 +17,10 @@ initial memory (one that does not is left for wasmtime to refuse, with its messa
 enough together to be written as one image. Any other module is compiled as it is. The template
 keeps every byte before the data section where it was (the memory's minimum is written in as many
 bytes as before), so offsets in traps' backtraces are the module's own.
+
+Wasmtime validates the template when it compiles it; what the template changes or leaves out (the
+memory's limits, the data section, the custom sections after the code) is checked here, and any
+doubt compiles the module whole, so an invalid module is refused as wasmtime refuses it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from proxywasm_build import wasm
 #: sees exports; :func:`public_exports` hides it from the host's own views.
 PRIVATE_EXPORT = "proxywasm-host:memory"
 _PAGE = 65536
+_MAX_PAGES = 65536  # a 32-bit memory's limit
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,7 @@ def public_exports(exports: list[wasmtime.ExportType]) -> list[wasmtime.ExportTy
 
 def split(code: bytes) -> tuple[bytes, Fill | None]:
     """``code`` as a template and what fills an instance of it, or ``(code, None)`` for a module
-    that must be compiled as it is (see the module docstring). Checks only what the split needs:
-    validate the module before instantiating a template."""
+    that must be compiled as it is (see the module docstring)."""
     try:
         return _split(code)
     except (wasm.WasmFormatError, UnicodeDecodeError, IndexError, ValueError):
@@ -77,7 +81,12 @@ def _split(code: bytes) -> tuple[bytes, Fill | None]:
     memory = by_id[wasm.MEMORY].payload
     if memory[:1] != b"\x01" or memory[1] not in (0, 1):  # one memory, 32-bit, not shared
         return code, None
-    ((pages, _),) = wasm.parse_memories(memory)
+    ((pages, maximum),) = wasm.parse_memories(memory)
+    if pages > _MAX_PAGES or (maximum is not None and not pages <= maximum <= _MAX_PAGES):
+        return code, None  # invalid limits: wasmtime words it
+    data_at = ids.index(wasm.DATA)
+    if wasm.CODE not in ids[:data_at] or any(i != wasm.CUSTOM for i in ids[data_at + 1 :]):
+        return code, None  # sections out of order: the module is invalid, as wasmtime will say
     minimum_end = wasm.Reader(memory, 2)
     minimum_end.uleb()
     width = minimum_end.pos - 2  # 0 in as many bytes as the minimum took (LEB128 may pad)
