@@ -207,7 +207,9 @@ class Host:
         ``properties`` overrides attributes by path (``"node.id"`` or a tuple; ``None`` removes one).
 
         Raises :class:`LoadError` (module rejected, start trapped) or :class:`ConfigureError`
-        (``proxy_on_vm_start`` or ``proxy_on_configure`` returned false: Envoy rejects the plugin).
+        (``proxy_on_vm_start`` or ``proxy_on_configure`` returned false: Envoy rejects the plugin);
+        a source in wasm mode raises ``proxywasm_build.bundle.BuildError`` as ``proxywasm build`` does, and a
+        bad ``$PROXYWASM_CACHE_MAX_MB`` ``proxywasm_build.compiled.CacheLimitError``.
         """
         policy: FailurePolicy = "FAIL_OPEN" if fail_open else "FAIL_RELOAD" if fail_reload else failure_policy
         if policy not in FAILURE_POLICIES:

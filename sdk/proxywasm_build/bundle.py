@@ -27,6 +27,10 @@ class BuildError(Exception):
     """A problem with the filter or its dependencies, phrased for the filter's author."""
 
 
+class RequirementsError(BuildError):
+    """pip could not install the requirements (the index may be unreachable: worth another try)."""
+
+
 @dataclass
 class Bundle:
     root: Path
@@ -142,8 +146,10 @@ def _copy_from_environment(name: str, dest: Path, left_out: dict[str, str]) -> b
 
 
 def _install_requirements(requirements: Path, dest: Path, left_out: dict[str, str]) -> None:
-    lines = (line.split("#", 1)[0].strip() for line in requirements.read_text().splitlines())
-    if not any(lines):  # only comments (as `proxywasm new` writes it): no pip run, 0.4 s a build
+    # Only comments (as `proxywasm new` writes the file): no pip run, 0.4 s a build. Read as bytes:
+    # pip also reads other encodings (UTF-16 has NUL bytes, which count as content here).
+    lines = (line.split(b"#", 1)[0].strip() for line in requirements.read_bytes().splitlines())
+    if not any(lines):
         return
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check",
@@ -152,7 +158,7 @@ def _install_requirements(requirements: Path, dest: Path, left_out: dict[str, st
         text=True,
     )  # fmt: skip
     if result.returncode != 0:
-        raise BuildError(f"installing {requirements} failed:\n{result.stderr.strip()}")
+        raise RequirementsError(f"installing {requirements} failed:\n{result.stderr.strip()}")
     for junk in list(dest.glob("*.dist-info")) + list(dest.glob("bin")):
         shutil.rmtree(junk)
     _drop_extensions(dest, left_out)

@@ -10,7 +10,7 @@ import proxywasm
 
 from . import compiled
 from .build import RUNTIME_DIR, build, stats_config_path, stats_config_yaml
-from .bundle import BuildError, is_test_file, siblings
+from .bundle import BuildError, RequirementsError, is_test_file, siblings
 
 # Builds that failed in this process, by the module they would have been: the same error again
 # without the build (a filter's wasm-mode tests each load it).
@@ -59,14 +59,16 @@ def build_cached(source: Path, requirements: Path | None = None) -> Path:
     ``compiled.CacheLimitError`` for a bad ``$PROXYWASM_CACHE_MAX_MB``."""
     compiled.max_bytes()  # a bad limit is named on every use
     out = cache_dir() / f"{Path(source).stem}-{build_key(Path(source), requirements)}.wasm"
-    if compiled.touch(out):  # a use: eviction goes least recently used first
-        compiled.touch(stats_config_path(out))
+    if compiled.touch(out) or out.is_file():  # a use (eviction goes least recently used first); a
+        compiled.touch(stats_config_path(out))  # read-only cache still answers
         return out
     failed = _FAILED.get(out)
     if failed is not None:  # the same inputs failed before in this process: each test would rebuild
         raise BuildError(*failed.args)
     try:
         result = build(Path(source), requirements)
+    except RequirementsError:
+        raise  # pip and the index may do better next time
     except BuildError as err:
         _FAILED[out] = err
         raise

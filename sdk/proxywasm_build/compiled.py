@@ -8,9 +8,9 @@ code: the cache must be as trusted as the installation itself. The build's snaps
 runtime compiled, unless ``PROXYWASM_COMPILED_CACHE=0`` (docs/deploying.md); the local host keeps
 each module it loads (one artefact serves every build with the same code).
 
-The whole cache (``builds``, ``host`` and ``snapshot`` under :func:`cache_root`) is kept under
-``$PROXYWASM_CACHE_MAX_MB`` (default 2048) by :func:`evict`, least recently used first; a file
-used in the last ten minutes stays.
+The whole cache (``builds``, ``host`` and ``snapshot`` under :func:`cache_root`) is brought back
+under ``$PROXYWASM_CACHE_MAX_MB`` (default 2048, in millions of bytes) by :func:`evict` whenever
+something new is cached, least recently used first; a file used in the last ten minutes stays.
 """
 
 from __future__ import annotations
@@ -30,9 +30,23 @@ PARTS = ("builds", "host", "snapshot")
 #: A file used less than this long ago (seconds) is never evicted: another process may be about
 #: to open it. The cache can stay over its limit for that long.
 IN_USE_S = 600
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (since 4.7)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and put back
+    os.umask(mask)
+    return mask
+
+
 # Files the cache writes are readable as the umask allows, as any other file (mkstemp makes 0600).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+_UMASK = _umask()
 
 
 def cache_root() -> Path:
@@ -110,8 +124,11 @@ class CacheLimitError(RuntimeError):
 
 def touch(path: Path) -> bool:
     """Mark a cache file as just used (eviction goes by the time of last use, the file's mtime);
-    False when it is gone."""
+    False when it is gone or cannot be marked. A file marked in the last half of :data:`IN_USE_S`
+    is left as it is (its times stay, so memos keyed by them still hold)."""
     try:
+        if time.time() - path.stat().st_mtime < IN_USE_S / 2:
+            return True
         os.utime(path)
         return True
     except OSError:

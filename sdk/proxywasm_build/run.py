@@ -410,14 +410,14 @@ class Runner:
 
     def stop(self, keep_logs: bool = True) -> None:
         """Stop Envoy and the upstream. A working directory of its own goes, unless ``keep_logs``
-        (after a failure, whose message names the log): then only the modules go (Envoy read them
-        into memory)."""
+        (after a failure, whose message names the log) and Envoy ran: then only the modules go
+        (Envoy read them into memory)."""
         if self.envoy is not None:
             self.envoy.stop()
         if self.upstream is not None:
             self.upstream.stop()
-        if self._own_workdir and not keep_logs:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._own_workdir and (not keep_logs or self.envoy is None or self.envoy.proc is None):
+            shutil.rmtree(self.workdir, ignore_errors=True)  # no log to keep when Envoy never ran
         elif self._own_workdir:
             for wasm in self.workdir.glob("filter-*.wasm"):
                 wasm.unlink(missing_ok=True)

@@ -99,6 +99,6 @@ cp "$wasi_python/lib/python3.11/LICENSE.txt" "$cached.tmp/LICENSE-CPython.txt"
 
 rm -rf "$cached" && mv "$cached.tmp" "$cached"
 # Only the four most recently used runtime builds stay (21 MB each; one per change to an input).
-ls -dt "$cache"/runtime-* 2>/dev/null | grep -v '\.tmp$' | tail -n +5 | while read -r old; do rm -rf "$old" || true; done
+{ ls -dt "$cache"/runtime-* 2>/dev/null || true; } | grep -v '\.tmp$' | tail -n +5 | while read -r old; do rm -rf "$old" || true; done
 rm -rf "$out" && mkdir -p "$out" && cp -a "$cached/." "$out/"
 echo "runtime: built $(du -h "$out/python.wasm" | cut -f1) python.wasm ($key)"

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from proxywasm_build import bundle, cache
 from proxywasm_build.build import build
-from proxywasm_build.bundle import BuildError
+from proxywasm_build.bundle import BuildError, RequirementsError
 from proxywasm_build.cache import build_cached
 
 FILTER = """
@@ -33,7 +34,7 @@ def _pip_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
         calls.append(command)
         return subprocess.CompletedProcess(command, 1, "", "pip: no network here")
 
-    monkeypatch.setattr(bundle.subprocess, "run", run)
+    monkeypatch.setattr(bundle, "subprocess", SimpleNamespace(run=run))  # bundle's pip runs only
     return calls
 
 
@@ -43,10 +44,26 @@ def test_comments_only_requirements_run_no_pip(tmp_path: Path, monkeypatch: pyte
     calls = _pip_calls(monkeypatch)
     build(tmp_path / "filter.py")
     assert calls == []
-    (tmp_path / "requirements.txt").write_text("# a dependency\nsix==1.16.0  # pinned\n")
-    with pytest.raises(BuildError, match="installing .*requirements.txt failed:\npip: no network here"):
+    for content in ("# a dependency\nsix==1.16.0  # pinned\n", "-r more.txt\n", "--index-url https://x/\n"):
+        (tmp_path / "requirements.txt").write_text(content)
+        with pytest.raises(RequirementsError, match="installing .*requirements.txt failed:\npip: no network here"):
+            build(tmp_path / "filter.py")
+        assert calls.pop()[-1] == str(tmp_path / "requirements.txt")
+    (tmp_path / "requirements.txt").write_text("# only a comment\n", encoding="utf-16")  # pip reads this too
+    with pytest.raises(RequirementsError):
         build(tmp_path / "filter.py")
-    assert len(calls) == 1 and calls[0][-1] == str(tmp_path / "requirements.txt")
+    assert calls
+
+
+def test_a_failed_requirements_install_is_tried_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "filter.py").write_text(FILTER)
+    (tmp_path / "requirements.txt").write_text("six==1.16.0\n")
+    calls = _pip_calls(monkeypatch)
+    for _ in range(2):  # the index may answer next time
+        with pytest.raises(RequirementsError):
+            build_cached(tmp_path / "filter.py")
+    assert len(calls) == 2
 
 
 def test_a_failed_build_is_not_run_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,3 +84,17 @@ def test_a_failed_build_is_not_run_again(tmp_path: Path, monkeypatch: pytest.Mon
     assert str(again.value) == str(first.value)
     source.write_text(FILTER)  # fixed: new inputs, a new build
     assert build_cached(source).exists()
+
+
+def test_a_read_only_cache_still_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path / "cache"))
+    source = tmp_path / "hello.py"
+    source.write_text(FILTER)
+    out = build_cached(source)
+
+    def no_building(*args: object) -> None:
+        raise AssertionError("a cached module whose times cannot be set is still a hit")
+
+    monkeypatch.setattr(cache.compiled, "touch", lambda path: False)  # as on a read-only filesystem
+    monkeypatch.setattr(cache, "build", no_building)
+    assert build_cached(source) == out

@@ -219,6 +219,23 @@ def test_bad_cluster_flag_is_refused_before_anything_starts(tmp_path: Path) -> N
     assert "--cluster 'auth:9000': expected NAME=HOST:PORT" in result.stderr
 
 
+def test_a_first_build_that_fails_leaves_no_folder(tmp_path: Path) -> None:
+    source = tmp_path / "broken.py"
+    source.write_text("import proxywasm\n\ndef oops(:\n")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "proxywasm_build.cli", "run", str(source), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
+    assert result.returncode == 1 and "broken.py:3" in result.stderr, result.stderr
+    assert not list(scratch.glob("proxywasm-run-*"))  # Envoy never ran: no log to keep
+
+
 def test_parse_cluster() -> None:
     assert parse_cluster("auth=127.0.0.1:9000") == Cluster("auth", 9000, host="127.0.0.1")
     assert parse_cluster("grpc=h2c://localhost:50051") == Cluster("grpc", 50051, host="localhost", http2=True)

@@ -61,6 +61,7 @@ class Compiled:
 
     @property
     def imports(self) -> list[wasmtime.ImportType]:
+        """The module's imports (a template has the module's own)."""
         return self.module.imports
 
     def instantiate(self, store: wasmtime.Store, imports: list[wasmtime.Func]) -> wasmtime.Instance:
@@ -87,6 +88,7 @@ def load_path(path: Path, *, use_cache: bool = True) -> Compiled:
     the same inode, size and times, is not read again."""
     if not use_cache:
         return compile_module(path.read_bytes(), use_cache=False)
+    compiled.max_bytes()  # a bad limit is named on every use
     st = path.stat()
     stamp = (str(cache_dir()), str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     found = _PREPARED.get(stamp)
@@ -105,6 +107,7 @@ def compile_module(code: bytes, *, use_cache: bool = True) -> Compiled:
     if not use_cache:
         body, fill = split(code)
         return Compiled(wasmtime.Module(engine(), body), fill)
+    compiled.max_bytes()  # a bad limit is named on every use
     digest = hashlib.sha256(code).hexdigest()
     found = _PREPARED.get((str(cache_dir()), digest))
     if found is not None:

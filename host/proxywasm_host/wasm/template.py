@@ -14,9 +14,10 @@ segments, leaves the instance as instantiating the module would have, before any
 That needs a module with no start function (instantiation would run it before the data is in
 place), one memory of its own, and only active segments at constant offsets that fit in the
 initial memory (one that does not is left for wasmtime to refuse, with its message) and lie close
-enough together to be written as one image. Any other module is compiled as it is. The template
-keeps every byte before the data section where it was (the memory's minimum is written in as many
-bytes as before), so offsets in traps' backtraces are the module's own.
+enough together to be written as one image. Any other module is compiled as it is. When the
+module exports its memory, the template keeps every byte before the data section where it was (the
+memory's minimum is written in as many bytes as before), so offsets in traps' backtraces are the
+module's own.
 
 Wasmtime validates the template when it compiles it; what the template changes or leaves out (the
 memory's limits, the data section, the custom sections after the code) is checked here, and any
@@ -58,6 +59,7 @@ class Fill:
 
 
 def public_exports(exports: list[wasmtime.ExportType]) -> list[wasmtime.ExportType]:
+    """``exports`` without the one a template adds."""
     return [e for e in exports if e.name != PRIVATE_EXPORT]
 
 
