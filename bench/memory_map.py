@@ -1,0 +1,122 @@
+"""Where each variant's memory per extra Envoy worker goes, by kind of mapping.
+
+    .venv/bin/python bench/memory_map.py [--workload headers] [--rounds 2]
+
+For no filter, Lua, AssemblyScript and Python, Envoy starts at ``--concurrency`` 1 and 8, serves
+until every worker has had connections (bench.serve_every_worker), and each mapping in
+``/proc/<pid>/smaps`` is classified: a Wasm VM's linear memory (a read-write region followed by
+V8's guard reservation of 4 GiB or more), a thread's stack (8 MiB after a guard page), other
+anonymous memory (V8's heaps and code, Envoy's per-worker state, malloc), the rest (files, the
+main stack, the kernel's). The table
+gives each kind's resident MB per extra worker ((8 workers - 1 worker) / 7, medians over rounds),
+the split of bench.py's "RSS MB per extra worker".
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench import (
+    WORKLOADS,
+    Variant,
+    assemblyscript_variant,
+    build_python,
+    direct_upstream,
+    lua_variant,
+    serve_every_worker,
+    start_envoy,
+)
+
+_GUARD = 1 << 32
+_STACK = 8 << 20
+
+
+def classify(pid: int) -> collections.Counter[str]:
+    """Resident bytes of Envoy's mappings, by kind."""
+    maps: list[dict[str, int | str]] = []
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if "-" in head[0] and ":" not in head[0] and len(head) >= 5:
+            low, high = (int(x, 16) for x in head[0].split("-"))
+            maps.append({"low": low, "high": high, "perm": head[1], "name": head[5] if len(head) > 5 else "", "rss": 0})
+        elif head[0] == "Rss:" and maps:
+            maps[-1]["rss"] = int(head[1]) * 1024
+    kinds: collections.Counter[str] = collections.Counter()
+    for i, m in enumerate(maps):
+        after = maps[i + 1] if i + 1 < len(maps) else None
+        before = maps[i - 1] if i else None
+        size = int(m["high"]) - int(m["low"])
+        if m["name"] and m["name"] != "[heap]":
+            kind = "files, main stack, kernel"  # the binary and libraries, [stack], [vdso], ...
+        elif (
+            m["perm"] == "rw-p"
+            and after
+            and after["perm"] == "---p"
+            and after["low"] == m["high"]
+            and (int(after["high"]) - int(after["low"]) >= _GUARD)
+        ):
+            kind = "Wasm linear memory"
+        elif (
+            m["perm"] == "rw-p"
+            and before
+            and before["perm"] == "---p"
+            and before["high"] == m["low"]
+            and int(before["high"]) - int(before["low"]) <= 65536
+            and (size in (_STACK, _STACK - 4096))
+        ):
+            kind = "thread stack"
+        else:
+            kind = "other anonymous"  # V8's heaps and code, Envoy's state, malloc ([heap] too)
+        kinds[kind] += int(m["rss"])
+    return kinds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", default="headers", choices=[w.name for w in WORKLOADS])
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    workload = next(w for w in WORKLOADS if w.name == args.workload)
+    found = [Variant("no filter", None), lua_variant(workload), assemblyscript_variant(workload)]
+    found.append(build_python(workload))
+    present = [v for v in found if v is not None]
+    lua = Path(tempfile.mkstemp(suffix=".lua")[1])
+    lua.write_text(workload.wrk_lua)
+    upstream = direct_upstream()
+    seen: dict[tuple[str, str, int], list[int]] = collections.defaultdict(list)
+    try:
+        for r in range(args.rounds):
+            for v in present:
+                for workers in (1, 8):
+                    envoy, _ = start_envoy(v, upstream.port(), concurrency=workers)
+                    try:
+                        serve_every_worker(envoy, lua, workers)
+                        for kind, resident in classify(envoy.pid).items():
+                            seen[v.label, kind, workers].append(resident)
+                    finally:
+                        envoy.stop()
+            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    finally:
+        upstream.stop()
+        lua.unlink()
+    kinds = sorted({kind for _, kind, _ in seen})
+    print(f"{workload.name}: resident MB per extra worker by kind of mapping, medians of {args.rounds} rounds")
+    print("| variant | " + " | ".join(kinds) + " | total |")
+    print("|---" * (len(kinds) + 2) + "|")
+    for v in present:
+        row = []
+        for kind in kinds:
+            one, eight = (statistics.median(seen.get((v.label, kind, n)) or [0]) for n in (1, 8))
+            row.append((eight - one) / 7 / 1e6)
+        print(f"| {v.label} | " + " | ".join(f"{x:.2f}" for x in row) + f" | {sum(row):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
