@@ -4,18 +4,22 @@ bundle) that the runtime imports at build time."""
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.machinery
 import importlib.util
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import proxywasm
 
-from . import bytecode
+from . import bytecode, compiled
 
 MANIFEST = "proxywasm-bundle.txt"
 RUNTIME_PYTHON = (3, 11)  # the CPython inside the runtime: its bytecode format
@@ -145,23 +149,70 @@ def _copy_from_environment(name: str, dest: Path, left_out: dict[str, str]) -> b
     return True
 
 
+# A requirement pinned to one version of a named distribution, with extras: what the cache of installs
+# takes (options, files, URLs, markers and ranges run pip every time).
+_PINNED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?==[A-Za-z0-9.!+_-]+")
+_INSTALLED = ".proxywasm-installed"  # marks a finished install in the cache; its mtime is the last use
+
+
 def _install_requirements(requirements: Path, dest: Path, left_out: dict[str, str]) -> None:
+    """pip install ``requirements`` into ``dest``, without C extensions (noted in ``left_out``).
+    A file of exact pins only (``name==1.2.3``) is installed once per Python and platform and
+    copied from the cache (``requirements`` under the cache root) after that: no pip, no index.
+    Raises RequirementsError with pip's message."""
     # Only comments (as `proxywasm new` writes the file): no pip run, 0.4 s a build. Read as bytes:
     # pip also reads other encodings (UTF-16 has NUL bytes, which count as content here).
-    lines = (line.split(b"#", 1)[0].strip() for line in requirements.read_bytes().splitlines())
+    lines = [line.split(b"#", 1)[0].strip() for line in requirements.read_bytes().splitlines()]
     if not any(lines):
         return
+    cached = _cached_install(lines)
+    if cached is not None and compiled.touch(cached / _INSTALLED):
+        shutil.copytree(cached, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(_INSTALLED))
+        _drop_extensions(dest, left_out)
+        return
+    target = dest if cached is None else Path(tempfile.mkdtemp(prefix=".tmp-", dir=cached.parent))
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check",
-         "--target", str(dest), "-r", str(requirements)],
+         "--target", str(target), "-r", str(requirements)],
         capture_output=True,
         text=True,
     )  # fmt: skip
     if result.returncode != 0:
+        if cached is not None:
+            shutil.rmtree(target, ignore_errors=True)
         raise RequirementsError(f"installing {requirements} failed:\n{result.stderr.strip()}")
-    for junk in list(dest.glob("*.dist-info")) + list(dest.glob("bin")):
+    for junk in list(target.glob("*.dist-info")) + list(target.glob("bin")):
         shutil.rmtree(junk)
+    if cached is not None:
+        (target / _INSTALLED).touch()
+        os.chmod(target, 0o777 & ~compiled.UMASK)  # mkdtemp makes it 0700
+        if cached.exists() and not (cached / _INSTALLED).exists():
+            shutil.rmtree(cached, ignore_errors=True)  # a partial folder (an eviction cut short)
+        try:
+            target.rename(cached)  # whole or not at all; another build may have put it there first
+        except OSError:
+            shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(cached, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(_INSTALLED))
+        compiled.evict()
     _drop_extensions(dest, left_out)
+
+
+def _cached_install(lines: list[bytes]) -> Path | None:
+    """Where the cache keeps the install of these requirement lines, or None when they are not all
+    exact pins or there is no cache."""
+    try:
+        pins = sorted(line.decode().replace(" ", "").lower() for line in lines if line)
+    except UnicodeDecodeError:
+        return None
+    if not all(_PINNED.fullmatch(pin) for pin in pins):
+        return None
+    key = hashlib.sha256("\n".join([sys.version, sys.platform, platform.machine(), *pins]).encode()).hexdigest()
+    try:
+        folder = compiled.cache_root() / "requirements"
+        folder.mkdir(parents=True, exist_ok=True)
+    except (RuntimeError, OSError):
+        return None
+    return folder / key[:24]
 
 
 def _precompile(staging: Path) -> None:

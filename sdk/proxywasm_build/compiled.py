@@ -16,6 +16,7 @@ something new is cached, least recently used first; a file used in the last ten 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -25,8 +26,10 @@ import wasmtime
 
 #: The cache's default size limit, in MB (``$PROXYWASM_CACHE_MAX_MB`` sets another).
 DEFAULT_MAX_MB = 2048
-#: The cache's parts under the root: built modules, the host's and the snapshot's compiled code.
-PARTS = ("builds", "host", "snapshot")
+#: The cache's parts under the root: built modules, the host's and the snapshot's compiled code,
+#: installed requirements (a folder each: one entry).
+PARTS = ("builds", "host", "snapshot", "requirements")
+_FOLDER_ENTRIES = "requirements"
 #: A file used less than this long ago (seconds) is never evicted: another process may be about
 #: to open it. The cache can stay over its limit for that long.
 IN_USE_S = 600
@@ -45,8 +48,9 @@ def _umask() -> int:
     return mask
 
 
-# Files the cache writes are readable as the umask allows, as any other file (mkstemp makes 0600).
-_UMASK = _umask()
+#: The process's umask: the cache's files are as readable as it allows, as any other file (mkstemp
+#: makes them 0600).
+UMASK = _umask()
 
 
 def cache_root() -> Path:
@@ -111,7 +115,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -157,11 +161,12 @@ def _entry(name: str) -> str:
 
 
 def evict(now: float | None = None) -> list[Path]:
-    """Remove the least recently used entries (:func:`_entry`) of the cache until its parts
-    (:data:`PARTS`) hold no more than :func:`max_bytes`, and return the files removed. An entry's
-    last use is its files' latest; none used in the last :data:`IN_USE_S` seconds is removed, and
-    each file is looked at again just before it goes (another process may have used it since).
-    What cannot be read or removed is left as it is. Raises CacheLimitError as :func:`max_bytes`."""
+    """Remove the least recently used entries of the cache until its parts (:data:`PARTS`) hold no
+    more than :func:`max_bytes`, and return the files removed. An entry is a file with its
+    companions (:func:`_entry`), or in ``requirements`` one install's whole folder; its last use is
+    its files' latest. None used in the last :data:`IN_USE_S` seconds is removed, and each is looked
+    at again just before it goes (another process may have used it since). What cannot be read or
+    removed is left as it is. Raises CacheLimitError as :func:`max_bytes`."""
     now = time.time() if now is None else now
     limit = max_bytes()
     try:
@@ -171,20 +176,30 @@ def evict(now: float | None = None) -> list[Path]:
     groups: dict[tuple[str, str], tuple[float, int, list[Path]]] = {}
     for part in PARTS:
         for folder, _, names in os.walk(root / part):
+            inside = Path(folder).relative_to(root / part).parts
             for name in names:
                 path = Path(folder, name)
                 try:
                     st = path.stat()
                 except OSError:  # gone meanwhile (a temporary file renamed, another eviction)
                     continue
-                key = (folder, _entry(name))
+                key = (part, inside[0]) if part == _FOLDER_ENTRIES and inside else (folder, _entry(name))
                 used, size, files = groups.get(key, (0.0, 0, []))
                 groups[key] = (max(used, st.st_mtime), size + st.st_size, [*files, path])
     total = sum(size for _, size, _ in groups.values())
     removed: list[Path] = []
-    for used, size, files in sorted(groups.values(), key=lambda g: g[0]):
+    for (part, name), (used, size, files) in sorted(groups.items(), key=lambda g: g[1][0]):
         if total <= limit or now - used < IN_USE_S:
             break
+        total -= size
+        if part == _FOLDER_ENTRIES:
+            try:
+                if all(now - path.stat().st_mtime >= IN_USE_S for path in files):
+                    shutil.rmtree(root / part / name)
+                    removed.extend(files)
+            except OSError:
+                pass
+            continue
         for path in files:
             try:
                 if now - path.stat().st_mtime >= IN_USE_S:
@@ -192,5 +207,4 @@ def evict(now: float | None = None) -> list[Path]:
                     removed.append(path)
             except OSError:
                 pass
-        total -= size
     return removed

@@ -1,5 +1,6 @@
 """What a build costs when nothing needs doing: a requirements.txt of comments only (as `proxywasm
-new` writes it) runs no pip, and a build that failed is not run again for the same inputs in one
+new` writes it) runs no pip; one of exact pins is installed once and copied from the cache after
+that (no pip, no index); and a build that failed is not run again for the same inputs in one
 process (each wasm-mode test of a broken filter would otherwise rebuild it to fail the same way)."""
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def _pip_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 
 def test_comments_only_requirements_run_no_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "filter.py").write_text(FILTER)
     (tmp_path / "requirements.txt").write_text("# pure-Python dependencies, one per line\n\n   # none yet\n")
     calls = _pip_calls(monkeypatch)
@@ -98,3 +100,51 @@ def test_a_read_only_cache_still_answers(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(cache.compiled, "touch", lambda path: False)  # as on a read-only filesystem
     monkeypatch.setattr(cache, "build", no_building)
     assert build_cached(source) == out
+
+
+def _installing_pip(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """A pip that installs ``tinydep`` (one module) into --target."""
+    calls: list[list[str]] = []
+
+    def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(command)
+        target = Path(command[command.index("--target") + 1])
+        (target / "tinydep.py").write_text("VERSION = '1.0'\n")
+        (target / "tinydep-1.0.dist-info").mkdir()
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(bundle, "subprocess", SimpleNamespace(run=run))
+    return calls
+
+
+USES_DEP = FILTER.replace("import proxywasm\n", "import proxywasm\nimport tinydep\n", 1)
+
+
+def test_pinned_requirements_are_installed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "filter.py").write_text(USES_DEP)
+    (tmp_path / "requirements.txt").write_text("# pinned\nTinyDep == 1.0\n")
+    calls = _installing_pip(monkeypatch)
+    first = build(tmp_path / "filter.py").module
+    (tmp_path / "requirements.txt").write_text("tinydep==1.0  # the same pin, written otherwise\n")
+    assert build(tmp_path / "filter.py").module == first  # from the cache: the same bundle
+    assert len(calls) == 1
+    (folder,) = (tmp_path / "cache" / "requirements").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == [".proxywasm-installed", "tinydep.py"]
+    (tmp_path / "requirements.txt").write_text("tinydep==1.1\n")  # another pin: another install
+    build(tmp_path / "filter.py")
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    "line", ["tinydep>=1.0", "tinydep", "-r more.txt", "./local/tinydep", "tinydep==1.0; os_name=='nt'"]
+)
+def test_other_requirements_run_pip_each_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str) -> None:
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "filter.py").write_text(USES_DEP)
+    (tmp_path / "requirements.txt").write_text(line + "\n")
+    calls = _installing_pip(monkeypatch)
+    for _ in range(2):
+        build(tmp_path / "filter.py")
+    assert len(calls) == 2
+    assert not list((tmp_path / "cache" / "requirements").glob("*"))

@@ -56,6 +56,18 @@ def test_least_recently_used_entries_go_until_the_cache_fits(tmp_path: Path, mon
     assert newest.exists()
 
 
+def test_an_installed_requirements_folder_goes_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("PROXYWASM_CACHE_MAX_MB", "1")
+    now = time.time()
+    old = tmp_path / "requirements" / "aaaa"
+    files = [_file(old / "pkg" / "__init__.py", 0.5, 3, now), _file(old / ".proxywasm-installed", 0, 3, now)]
+    recent = _file(tmp_path / "requirements" / "bbbb" / "dep.py", 0.6, 0.01, now)  # minutes ago
+    _file(tmp_path / "requirements" / "bbbb" / "old.py", 0.5, 5, now)  # an old file of a recent install
+    assert sorted(compiled.evict(now)) == sorted(files)
+    assert not old.exists() and recent.exists() and (recent.parent / "old.py").exists()
+
+
 def test_files_used_in_the_last_ten_minutes_stay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("PROXYWASM_CACHE_MAX_MB", "0")
