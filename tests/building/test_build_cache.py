@@ -39,10 +39,15 @@ def _pip_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return calls
 
 
-def test_comments_only_requirements_run_no_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _filter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, requirements: str, source: str = FILTER) -> None:
+    """tmp_path/filter.py with its requirements.txt, built with a cache of its own."""
     monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path / "cache"))
-    (tmp_path / "filter.py").write_text(FILTER)
-    (tmp_path / "requirements.txt").write_text("# pure-Python dependencies, one per line\n\n   # none yet\n")
+    (tmp_path / "filter.py").write_text(source)
+    (tmp_path / "requirements.txt").write_text(requirements)
+
+
+def test_comments_only_requirements_run_no_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _filter(tmp_path, monkeypatch, "# pure-Python dependencies, one per line\n\n   # none yet\n")
     calls = _pip_calls(monkeypatch)
     build(tmp_path / "filter.py")
     assert calls == []
@@ -58,9 +63,7 @@ def test_comments_only_requirements_run_no_pip(tmp_path: Path, monkeypatch: pyte
 
 
 def test_a_failed_requirements_install_is_tried_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path / "cache"))
-    (tmp_path / "filter.py").write_text(FILTER)
-    (tmp_path / "requirements.txt").write_text("six==1.16.0\n")
+    _filter(tmp_path, monkeypatch, "six==1.16.0\n")
     calls = _pip_calls(monkeypatch)
     for _ in range(2):  # the index may answer next time
         with pytest.raises(RequirementsError):
@@ -121,9 +124,7 @@ USES_DEP = FILTER.replace("import proxywasm\n", "import proxywasm\nimport tinyde
 
 
 def test_pinned_requirements_are_installed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path / "cache"))
-    (tmp_path / "filter.py").write_text(USES_DEP)
-    (tmp_path / "requirements.txt").write_text("# pinned\nTinyDep == 1.0\n")
+    _filter(tmp_path, monkeypatch, "# pinned\nTinyDep == 1.0\n", USES_DEP)
     calls = _installing_pip(monkeypatch)
     first = build(tmp_path / "filter.py").module
     (tmp_path / "requirements.txt").write_text("tinydep==1.0  # the same pin, written otherwise\n")
@@ -140,9 +141,7 @@ def test_pinned_requirements_are_installed_once(tmp_path: Path, monkeypatch: pyt
     "line", ["tinydep>=1.0", "tinydep", "-r more.txt", "./local/tinydep", "tinydep==1.0; os_name=='nt'"]
 )
 def test_other_requirements_run_pip_each_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str) -> None:
-    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path / "cache"))
-    (tmp_path / "filter.py").write_text(USES_DEP)
-    (tmp_path / "requirements.txt").write_text(line + "\n")
+    _filter(tmp_path, monkeypatch, line + "\n", USES_DEP)
     calls = _installing_pip(monkeypatch)
     for _ in range(2):
         build(tmp_path / "filter.py")

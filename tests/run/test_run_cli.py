@@ -122,6 +122,12 @@ def start_run(*args: str) -> tuple[subprocess.Popen[str], Output]:
     return proc, Output(proc)
 
 
+def run_to_end(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``proxywasm run ARGS`` that is expected to stop by itself (a refusal, a failed build)."""
+    command = [sys.executable, "-m", "proxywasm_build.cli", "run", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=env)
+
+
 def get(port: int, path: str = "/", headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
     try:
@@ -208,13 +214,7 @@ def test_rejected_first_configuration_exits_with_envoys_reason(
 def test_bad_cluster_flag_is_refused_before_anything_starts(tmp_path: Path) -> None:
     source = tmp_path / "ask_auth.py"
     source.write_text(CALLOUT_FILTER)
-    result = subprocess.run(
-        [sys.executable, "-m", "proxywasm_build.cli", "run", str(source), "--cluster", "auth:9000"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_to_end(str(source), "--cluster", "auth:9000")
     assert result.returncode == 1
     assert "--cluster 'auth:9000': expected NAME=HOST:PORT" in result.stderr
 
@@ -224,14 +224,7 @@ def test_a_first_build_that_fails_leaves_no_folder(tmp_path: Path) -> None:
     source.write_text("import proxywasm\n\ndef oops(:\n")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "proxywasm_build.cli", "run", str(source), "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "TMPDIR": str(scratch)},
-    )
+    result = run_to_end(str(source), "--port", "0", env={**os.environ, "TMPDIR": str(scratch)})
     assert result.returncode == 1 and "broken.py:3" in result.stderr, result.stderr
     assert not list(scratch.glob("proxywasm-run-*"))  # Envoy never ran: no log to keep
 
