@@ -40,8 +40,13 @@ _STACK = 8 << 20
 
 def classify(pid: int) -> collections.Counter[str]:
     """Resident bytes of Envoy's mappings, by kind."""
+    return classify_smaps(Path(f"/proc/{pid}/smaps").read_text())
+
+
+def classify_smaps(text: str) -> collections.Counter[str]:
+    """Resident bytes of the mappings an smaps text lists, by kind (see the module docstring)."""
     maps: list[dict[str, int | str]] = []
-    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+    for line in text.splitlines():
         head = line.split()
         if "-" in head[0] and ":" not in head[0] and len(head) >= 5:
             low, high = (int(x, 16) for x in head[0].split("-"))
