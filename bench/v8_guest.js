@@ -183,6 +183,8 @@ function makeVm(path, opts) {
 // parsing, routing, the upstream and the kernel run between a stream's callbacks; then only the
 // time inside the callbacks is counted (the sweeps are not).
 let guestNs = 0n;
+let timing = null;  // the variant whose rounds are timed: each callback's time is kept by name (--evict)
+const callbackNs = {};
 let evictBuffer = new Uint8Array(0);
 function evict() {
   const b = evictBuffer;
@@ -195,7 +197,9 @@ function timedExports(raw) {
       evict();
       const t0 = process.hrtime.bigint();
       const result = f(...args);
-      guestNs += process.hrtime.bigint() - t0;
+      const ns = process.hrtime.bigint() - t0;
+      guestNs += ns;
+      if (timing !== null) ((callbackNs[timing] ||= {})[name] ||= []).push(Number(ns) / 1000);
       return result;
     };
   }
@@ -234,8 +238,10 @@ function main() {
     const order = vms.slice(r % vms.length).concat(vms.slice(0, r % vms.length));
     for (const v of order) {
       const t0 = process.hrtime.bigint(), g0 = guestNs;
+      timing = v.label;
       if (spec.concurrent > 1) for (let k = 0; k < spec.requests; k += spec.concurrent) v.vm.batch(w, spec.concurrent);
       else for (let k = 0; k < spec.requests; k++) v.vm.request(w);
+      timing = null;
       const ns = spec.evict ? guestNs - g0 : process.hrtime.bigint() - t0;
       samples[v.label].push(Number(ns) / spec.requests / 1000);
     }
@@ -245,6 +251,7 @@ function main() {
     label: v.label,
     us: median(samples[v.label]),
     paired: median(samples[v.label].map((x, i) => x / samples[first][i])),
+    callbacks: Object.fromEntries(Object.entries(callbackNs[v.label] || {}).map(([k, a]) => [k, median(a)])),
   }));
   process.stdout.write(JSON.stringify({ checks, results: out }) + '\n');
 }

@@ -26,6 +26,9 @@ callbacks, which brings the numbers closer to Envoy's: the await style's extra c
 is about twice as large with ``--evict 2000000`` as without (bench/README.md).
 
     .venv/bin/python bench/v8_guest.py --workload callout --module before.wasm --module after.wasm --evict 2000000
+
+``--callbacks`` (with ``--evict``) also prints each callback's median time per variant: where a
+module's cold-cache cost is.
 """
 
 from __future__ import annotations
@@ -105,11 +108,16 @@ def arguments() -> argparse.ArgumentParser:
         "--module", action="append", metavar="PATH", help="time these .wasm files instead of the workload's builds"
     )
     parser.add_argument("--no-anchors", dest="anchors", action="store_false", help="leave the AssemblyScript twins out")
+    parser.add_argument(
+        "--callbacks", action="store_true", help="with --evict: each callback's median microseconds per variant too"
+    )
     return parser
 
 
 def main() -> None:
     args = arguments().parse_args()
+    if args.callbacks and not args.evict:
+        raise SystemExit("--callbacks times each callback between the sweeps of --evict: give --evict too")
     if shutil.which("node") is None:
         raise SystemExit("node is not installed: ./dev.sh setup installs it")
     print("| workload | variant | us/req (V8, node --no-liftoff) | per-round ratio to the first |")
@@ -122,6 +130,11 @@ def main() -> None:
             raise SystemExit(f"{workload.name}: the variants answered differently: {checks}")
         for row in result["results"]:  # type: ignore[attr-defined]
             print(f"| {workload.name} | {row['label']} | {row['us']:.2f} | {row['paired']:.3f} |")
+        if args.callbacks:
+            for row in result["results"]:  # type: ignore[attr-defined]
+                each = sorted(row["callbacks"].items(), key=lambda item: -item[1])
+                calls = ", ".join(f"{name} {us:.2f}" for name, us in each)
+                print(f"\n{workload.name}, {row['label']}, median us per call: {calls}")
 
 
 if __name__ == "__main__":
