@@ -10,8 +10,9 @@ without linking, so give it an empty ``PROXYWASM_CACHE`` with the downloads copi
 
 The heap is read as wasi-libc's dlmalloc leaves it (8-byte chunk headers: size with PINUSE and
 CINUSE bits; a chunk is in use when the next one's PINUSE bit is set). A live chunk's type is the
-static type object its ``ob_type`` points to (at offset 4, or 12 behind a GC header), named by the
-link map; "heap type instance" when it points to a type allocated in the heap; "untyped" for
+static type object its ``ob_type`` points to (at offset 4; 12 behind a GC header; 20 behind the GC
+header and the two pointers CPython 3.11 puts before objects with a managed ``__dict__``), named by
+the link map; "heap type instance" when it points to a type allocated in the heap; "untyped" for
 blocks that are no object (dict key tables, arrays, buffers). Pages are 4 KiB pages with a non-zero
 byte: what each Envoy worker's VM makes resident.
 """
@@ -105,13 +106,15 @@ def main() -> None:
     by_type: collections.Counter[str] = collections.Counter()
     count: collections.Counter[str] = collections.Counter()
     for user, size in live:
-        plain, behind_gc = (struct.unpack_from("<I", memory, user + offset)[0] for offset in (4, 12))
+        plain, behind_gc, managed = (struct.unpack_from("<I", memory, user + at)[0] for at in (4, 12, 20))
         if plain in types:
             kind = types[plain]
         elif behind_gc in types:
             kind = types[behind_gc]
-        elif plain in heap_types or behind_gc in heap_types:
+        elif behind_gc in heap_types or managed in heap_types:
             kind = "heap type instance"
+        elif managed in types:
+            kind = types[managed]
         else:
             kind = "untyped"
         by_type[kind] += size

@@ -157,8 +157,9 @@ _INSTALLED = ".proxywasm-installed"  # marks a finished install in the cache; it
 
 def _install_requirements(requirements: Path, dest: Path, left_out: dict[str, str]) -> None:
     """pip install ``requirements`` into ``dest``, without C extensions (noted in ``left_out``).
-    A file of exact pins only (``name==1.2.3``) is installed once per Python and platform and
-    copied from the cache (``requirements`` under the cache root) after that: no pip, no index.
+    A file of exact pins only (``name==1.2.3``) is installed once per Python, platform and pip
+    settings and copied from the cache (``requirements`` under the cache root) after that: no pip,
+    no index (not with ``PROXYWASM_COMPILED_CACHE=0``, nor when the cache cannot be written).
     Raises RequirementsError with pip's message."""
     # Only comments (as `proxywasm new` writes the file): no pip run, 0.4 s a build. Read as bytes:
     # pip also reads other encodings (UTF-16 has NUL bytes, which count as content here).
@@ -166,11 +167,23 @@ def _install_requirements(requirements: Path, dest: Path, left_out: dict[str, st
     if not any(lines):
         return
     cached = _cached_install(lines)
-    if cached is not None and compiled.touch(cached / _INSTALLED):
-        shutil.copytree(cached, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(_INSTALLED))
-        _drop_extensions(dest, left_out)
-        return
-    target = dest if cached is None else Path(tempfile.mkdtemp(prefix=".tmp-", dir=cached.parent))
+    if cached is None or not _copy_install(cached, dest):
+        scratch = _scratch(cached)
+        try:
+            _pip_install(requirements, scratch or dest)
+            if cached is not None and scratch is not None:
+                (scratch / _INSTALLED).touch()
+                os.chmod(scratch, 0o777 & ~compiled.UMASK)  # mkdtemp makes it 0700
+                shutil.copytree(scratch, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(_INSTALLED))
+                _publish(scratch, cached)
+                compiled.evict()
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)  # gone already when it became the cache's
+    _drop_extensions(dest, left_out)
+
+
+def _pip_install(requirements: Path, target: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check",
          "--target", str(target), "-r", str(requirements)],
@@ -178,41 +191,75 @@ def _install_requirements(requirements: Path, dest: Path, left_out: dict[str, st
         text=True,
     )  # fmt: skip
     if result.returncode != 0:
-        if cached is not None:
-            shutil.rmtree(target, ignore_errors=True)
         raise RequirementsError(f"installing {requirements} failed:\n{result.stderr.strip()}")
     for junk in list(target.glob("*.dist-info")) + list(target.glob("bin")):
         shutil.rmtree(junk)
-    if cached is not None:
-        (target / _INSTALLED).touch()
-        os.chmod(target, 0o777 & ~compiled.UMASK)  # mkdtemp makes it 0700
-        if cached.exists() and not (cached / _INSTALLED).exists():
-            shutil.rmtree(cached, ignore_errors=True)  # a partial folder (an eviction cut short)
-        try:
-            target.rename(cached)  # whole or not at all; another build may have put it there first
-        except OSError:
-            shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(cached, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(_INSTALLED))
-        compiled.evict()
-    _drop_extensions(dest, left_out)
 
 
 def _cached_install(lines: list[bytes]) -> Path | None:
     """Where the cache keeps the install of these requirement lines, or None when they are not all
-    exact pins or there is no cache."""
+    exact pins or there is no cache to use."""
+    if os.environ.get("PROXYWASM_COMPILED_CACHE", "1") == "0":  # release builds: nothing from a cache
+        return None
     try:
         pins = sorted(line.decode().replace(" ", "").lower() for line in lines if line)
     except UnicodeDecodeError:
         return None
     if not all(_PINNED.fullmatch(pin) for pin in pins):
         return None
-    key = hashlib.sha256("\n".join([sys.version, sys.platform, platform.machine(), *pins]).encode()).hexdigest()
+    settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("PIP_"))
+    inputs = [sys.version, sys.platform, platform.machine(), *settings, "", *pins]
     try:
         folder = compiled.cache_root() / "requirements"
-        folder.mkdir(parents=True, exist_ok=True)
-    except (RuntimeError, OSError):
+    except RuntimeError:  # no home directory
         return None
-    return folder / key[:24]
+    return folder / hashlib.sha256("\n".join(inputs).encode()).hexdigest()[:24]
+
+
+def _copy_install(cached: Path, dest: Path) -> bool:
+    """Copy a finished install from the cache into ``dest``; False (``dest`` untouched) when there
+    is none, or when it went while being copied (eviction moves a folder aside before removing it)."""
+    marker = cached / _INSTALLED
+    if not (compiled.touch(marker) or marker.is_file()):
+        return False
+    copy = Path(tempfile.mkdtemp(dir=dest.parent)) / "copy"
+    try:
+        shutil.copytree(cached, copy, ignore=shutil.ignore_patterns(_INSTALLED))
+        if not marker.is_file():
+            return False
+        shutil.copytree(copy, dest, dirs_exist_ok=True)
+        return True
+    except (OSError, shutil.Error):
+        return False
+    finally:
+        shutil.rmtree(copy.parent, ignore_errors=True)
+
+
+def _scratch(cached: Path | None) -> Path | None:
+    """A folder beside the cache's installs to install into, or None (no cache, or not writable)."""
+    if cached is None:
+        return None
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".tmp-", dir=cached.parent))
+    except OSError:
+        return None
+
+
+def _publish(scratch: Path, cached: Path) -> None:
+    """Make a finished install the cache's, whole or not at all (another build may have put one
+    there first). A folder there without its mark is moved aside and removed first."""
+    if cached.exists() and not (cached / _INSTALLED).is_file():
+        aside = cached.with_name(f".gone-{cached.name}-{os.getpid()}")
+        try:
+            cached.rename(aside)
+        except OSError:
+            return
+        shutil.rmtree(aside, ignore_errors=True)
+    try:
+        scratch.rename(cached)
+    except OSError:
+        pass
 
 
 def _precompile(staging: Path) -> None:

@@ -8,9 +8,10 @@ code: the cache must be as trusted as the installation itself. The build's snaps
 runtime compiled, unless ``PROXYWASM_COMPILED_CACHE=0`` (docs/deploying.md); the local host keeps
 each module it loads (one artefact serves every build with the same code).
 
-The whole cache (``builds``, ``host`` and ``snapshot`` under :func:`cache_root`) is brought back
-under ``$PROXYWASM_CACHE_MAX_MB`` (default 2048, in millions of bytes) by :func:`evict` whenever
-something new is cached, least recently used first; a file used in the last ten minutes stays.
+The whole cache (``builds``, ``host``, ``snapshot`` and ``requirements`` under :func:`cache_root`)
+is brought back under ``$PROXYWASM_CACHE_MAX_MB`` (default 2048, in millions of bytes) by
+:func:`evict` whenever something new is cached, least recently used first; a file used in the last
+ten minutes stays.
 """
 
 from __future__ import annotations
@@ -195,7 +196,9 @@ def evict(now: float | None = None) -> list[Path]:
         if part == _FOLDER_ENTRIES:
             try:
                 if all(now - path.stat().st_mtime >= IN_USE_S for path in files):
-                    shutil.rmtree(root / part / name)
+                    aside = root / part / f".gone-{name}-{os.getpid()}"  # whole at once: a build copying
+                    (root / part / name).rename(aside)  # it sees it there or not, never half of it
+                    shutil.rmtree(aside, ignore_errors=True)
                     removed.extend(files)
             except OSError:
                 pass

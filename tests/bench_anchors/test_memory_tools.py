@@ -56,3 +56,6 @@ def test_dlmalloc_chunks_live_and_free() -> None:
     assert live == [(48, 16), (96, 48), (144, 24)]  # user address = chunk + 8
     assert (free, free_chunks) == (32 + 64, 2)  # the free one, and the top chunk (nothing after it)
     assert snapshot_memory.first_chunk(memory, 33) == 40  # the start whose chain runs longest
+    junk = struct.pack("<II", 0, 8 | 1) + bytes(8)  # a 16-byte run that parses as a lone chunk
+    shifted = bytes(24) + junk + memory[40:]
+    assert snapshot_memory.first_chunk(shifted, 17) == 40  # past the junk, not the first aligned offset

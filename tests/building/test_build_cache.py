@@ -147,3 +147,37 @@ def test_other_requirements_run_pip_each_time(tmp_path: Path, monkeypatch: pytes
         build(tmp_path / "filter.py")
     assert len(calls) == 2
     assert not list((tmp_path / "cache" / "requirements").glob("*"))
+
+
+def test_pinned_requirements_without_a_usable_cache_still_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _filter(tmp_path, monkeypatch, "tinydep==1.0\n", USES_DEP)
+    calls = _installing_pip(monkeypatch)
+    monkeypatch.setenv("PROXYWASM_COMPILED_CACHE", "0")  # release builds: pip each time, nothing cached
+    build(tmp_path / "filter.py")
+    build(tmp_path / "filter.py")
+    assert len(calls) == 2 and not list((tmp_path / "cache" / "requirements").glob("*"))
+    monkeypatch.delenv("PROXYWASM_COMPILED_CACHE")
+    (tmp_path / "cache").mkdir(exist_ok=True)
+    (tmp_path / "cache" / "requirements").write_text("not a folder")  # a cache nothing can be put in
+    build(tmp_path / "filter.py")
+    assert len(calls) == 3
+
+
+def test_a_failed_install_leaves_nothing_and_a_partial_folder_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _filter(tmp_path, monkeypatch, "tinydep==1.0\n", USES_DEP)
+    failing = _pip_calls(monkeypatch)
+    with pytest.raises(RequirementsError):
+        build(tmp_path / "filter.py")
+    assert failing and not list((tmp_path / "cache" / "requirements").glob("*"))  # no .tmp- folder left
+    calls = _installing_pip(monkeypatch)
+    first = build(tmp_path / "filter.py").module
+    (folder,) = (tmp_path / "cache" / "requirements").iterdir()
+    (folder / ".proxywasm-installed").unlink()  # as if its install or removal had been cut short
+    (folder / "tinydep.py").write_text("broken = (\n")
+    assert build(tmp_path / "filter.py").module == first  # installed again, not copied from the remains
+    assert len(calls) == 2 and (folder / ".proxywasm-installed").is_file()
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]
