@@ -199,7 +199,8 @@ def _pip_install(requirements: Path, target: Path) -> None:
 def _cached_install(lines: list[bytes]) -> Path | None:
     """Where the cache keeps the install of these requirement lines, or None when they are not all
     exact pins or there is no cache to use."""
-    if os.environ.get("PROXYWASM_COMPILED_CACHE", "1") == "0":  # release builds: nothing from a cache
+    folder = compiled.build_folder("requirements")  # None for release builds, and with no cache
+    if folder is None:
         return None
     try:
         pins = sorted(line.decode().replace(" ", "").lower() for line in lines if line)
@@ -209,10 +210,6 @@ def _cached_install(lines: list[bytes]) -> Path | None:
         return None
     settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("PIP_"))
     inputs = [sys.version, sys.platform, platform.machine(), *settings, "", *pins]
-    try:
-        folder = compiled.cache_root() / "requirements"
-    except RuntimeError:  # no home directory
-        return None
     return folder / hashlib.sha256("\n".join(inputs).encode()).hexdigest()[:24]
 
 

@@ -64,6 +64,18 @@ def cache_root() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "proxywasm"
 
 
+def build_folder(part: str) -> Path | None:
+    """``part`` under the cache root, for what a build takes from the cache into the module it
+    makes (the compiled runtime, pinned requirements); None with ``PROXYWASM_COMPILED_CACHE=0``
+    (release builds on shared or restored caches, docs/deploying.md) or no home directory."""
+    if os.environ.get("PROXYWASM_COMPILED_CACHE", "1") == "0":
+        return None
+    try:
+        return cache_root() / part
+    except RuntimeError:
+        return None
+
+
 def wasmtime_version() -> str:
     try:
         return version("wasmtime")
@@ -174,7 +186,8 @@ def evict(now: float | None = None) -> list[Path]:
         root = cache_root()
     except RuntimeError:  # no home directory: no cache
         return []
-    groups: dict[tuple[str, str], tuple[float, int, list[Path]]] = {}
+    # An entry: the folder removed whole (None for entries of single files), and a name in its folder.
+    groups: dict[tuple[Path | None, Path, str], tuple[float, int, list[Path]]] = {}
     for part in PARTS:
         for folder, _, names in os.walk(root / part):
             inside = Path(folder).relative_to(root / part).parts
@@ -184,20 +197,23 @@ def evict(now: float | None = None) -> list[Path]:
                     st = path.stat()
                 except OSError:  # gone meanwhile (a temporary file renamed, another eviction)
                     continue
-                key = (part, inside[0]) if part == _FOLDER_ENTRIES and inside else (folder, _entry(name))
+                if part == _FOLDER_ENTRIES and inside:
+                    key: tuple[Path | None, Path, str] = (root / part / inside[0], root / part, inside[0])
+                else:
+                    key = (None, Path(folder), _entry(name))
                 used, size, files = groups.get(key, (0.0, 0, []))
                 groups[key] = (max(used, st.st_mtime), size + st.st_size, [*files, path])
     total = sum(size for _, size, _ in groups.values())
     removed: list[Path] = []
-    for (part, name), (used, size, files) in sorted(groups.items(), key=lambda g: g[1][0]):
+    for (whole, parent, name), (used, size, files) in sorted(groups.items(), key=lambda g: g[1][0]):
         if total <= limit or now - used < IN_USE_S:
             break
         total -= size
-        if part == _FOLDER_ENTRIES:
+        if whole is not None:
             try:
                 if all(now - path.stat().st_mtime >= IN_USE_S for path in files):
-                    aside = root / part / f".gone-{name}-{os.getpid()}"  # whole at once: a build copying
-                    (root / part / name).rename(aside)  # it sees it there or not, never half of it
+                    aside = parent / f".gone-{name}-{os.getpid()}"  # whole at once: a build copying it
+                    whole.rename(aside)  # sees it there or not, never half of it
                     shutil.rmtree(aside, ignore_errors=True)
                     removed.extend(files)
             except OSError:

@@ -9,7 +9,6 @@ that the same inputs give the same module bytes.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,11 +146,8 @@ def _compile_runtime(engine: wasmtime.Engine, code: bytes) -> wasmtime.Module:
     compiles more slowly: 1.4 s without them), and the same for every build of one
     installation, so its artefact is kept in the cache (keyed by the bytes and wasmtime's
     version) unless ``PROXYWASM_COMPILED_CACHE=0`` or there is no home directory to keep it in."""
-    if os.environ.get("PROXYWASM_COMPILED_CACHE", "1") == "0":
-        return wasmtime.Module(engine, code)
-    try:
-        folder = compiled.cache_root() / "snapshot"
-    except RuntimeError:
+    folder = compiled.build_folder("snapshot")
+    if folder is None:
         return wasmtime.Module(engine, code)
     key = hashlib.sha256(code).hexdigest()[:32]
     return compiled.load_or_compile(engine, code, folder / f"{key}-wasmtime{compiled.wasmtime_version()}.cwasm")
