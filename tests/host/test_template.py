@@ -199,3 +199,11 @@ def test_a_data_segment_beyond_the_memory_fails_the_load_as_wasmtime_words_it() 
 def test_modules_a_template_cannot_fill_are_compiled_whole(module: str) -> None:
     code = bytes(wasmtime.wat2wasm(module))
     assert split(code) == (code, None)
+
+
+def test_a_module_exporting_the_templates_own_name_is_compiled_whole() -> None:
+    # Its memory not exported, and the name a template would give it already the module's.
+    code = bytes(wasmtime.wat2wasm(TRAPS.format(export="").replace('"load"', f'"{PRIVATE_EXPORT}"')))
+    assert split(code) == (code, None)
+    prepared = compile_module(code, use_cache=False)
+    assert [e.name for e in prepared.exports] == [PRIVATE_EXPORT, "proxy_abi_version_0_2_1"]

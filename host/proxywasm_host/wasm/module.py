@@ -57,7 +57,7 @@ class Compiled:
     @property
     def exports(self) -> list[wasmtime.ExportType]:
         """The module's exports (a template's own are left out)."""
-        return public_exports(self.module.exports)
+        return public_exports(self.module.exports, self.fill)
 
     @property
     def imports(self) -> list[wasmtime.ImportType]:

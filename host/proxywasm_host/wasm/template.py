@@ -58,8 +58,10 @@ class Fill:
             ctypes.memmove(ctypes.addressof(memory.data_ptr(store).contents) + self.offset, self.image, len(self.image))
 
 
-def public_exports(exports: list[wasmtime.ExportType]) -> list[wasmtime.ExportType]:
-    """``exports`` without the one a template adds."""
+def public_exports(exports: list[wasmtime.ExportType], fill: Fill | None) -> list[wasmtime.ExportType]:
+    """``exports`` without the one a template adds for its memory, when it added one (``fill``)."""
+    if fill is None or fill.memory != PRIVATE_EXPORT:
+        return exports
     return [e for e in exports if e.name != PRIVATE_EXPORT]
 
 
@@ -103,8 +105,8 @@ def _split(code: bytes) -> tuple[bytes, Fill | None]:
     exports = wasm.parse_exports(by_id[wasm.EXPORT].payload) if wasm.EXPORT in by_id else []
     name = next((e.name for e in exports if e.kind == wasm.MEMORY_KIND and e.index == 0), None)
     if name is None:
-        if wasm.EXPORT not in by_id:
-            return code, None
+        if wasm.EXPORT not in by_id or any(e.name == PRIVATE_EXPORT for e in exports):
+            return code, None  # nothing to add the export to, or the name is the module's own
         name = PRIVATE_EXPORT
         exports.append(wasm.Export(name, wasm.MEMORY_KIND, 0))
     template: list[wasm.Section] = []
