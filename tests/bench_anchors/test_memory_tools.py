@@ -14,6 +14,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import memory_map  # noqa: E402
 import snapshot_memory  # noqa: E402
 
+from proxywasm_build.envoy import parse_smaps  # noqa: E402
+
 KIB = 1024
 
 
@@ -34,7 +36,7 @@ def test_smaps_mappings_by_kind() -> None:
             _mapping(0x6000_0000, 132 * KIB, "rw-p", 12, "[stack]"),
         ]
     )
-    kinds = memory_map.classify_smaps(text)
+    kinds = memory_map.classify_mappings(parse_smaps(text))
     assert kinds == {
         "Wasm linear memory": 1856 * KIB,
         "thread stack": 40 * KIB,
