@@ -75,6 +75,8 @@ class Rules(HttpContext):
                          ("xds", "route_metadata", "filter_metadata", "limits", "missing"),
                          ("xds", "route_metadata", "filter_metadata", "nobody")):
                 log.info(f"prop {'.'.join(path)} = {probe(lambda: properties.get(*path))}")
+            # The SDK's helpers over them (an unnamed route's "" is None; one read, not the pre-xds one too).
+            log.info(f"prop route_name() = {properties.route_name()!r}, cluster_name() = {properties.cluster_name()!r}")
             # The Metadata message whole: protobuf maps have no order, so compare it decoded.
             decoded = properties._filter_metadata(properties.get("xds", "route_metadata") or b"")
             log.info(f"prop xds.route_metadata decoded = {json.dumps(decoded, sort_keys=True)}")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from proxywasm import abi, headers, msgpack
+from proxywasm import abi, headers, msgpack, properties
 from proxywasm_host import Host
 
 
@@ -158,3 +158,56 @@ def test_header_values_keep_their_bytes_through_the_fast_paths(build_filter: Any
         raw.decode("utf-8", "surrogateescape").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     )
     assert (2, f"raw {logged}") in host.logs
+
+
+class FakeProperties:
+    """Stands for the builtin module's get_property: Envoy's answers by encoded path, and each read."""
+
+    def __init__(self, served: dict[bytes, bytes]) -> None:
+        self.served = served
+        self.reads: list[bytes] = []
+
+    def get_property(self, path: bytes) -> bytes | None:
+        self.reads.append(path)
+        return self.served.get(path)
+
+
+def test_route_and_cluster_names_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Envoy 1.40 answers "" for an unnamed route: that is the answer, not a reason to read the
+    # pre-xds path too (each read costs a crossing into Envoy: bench/README.md, "Property reads").
+    fake = FakeProperties({b"xds\0route_name": b"", b"xds\0cluster_name": b"backend", b"route_name": b"stale"})
+    monkeypatch.setattr(properties, "_raw", fake)
+    assert properties.route_name() is None
+    assert properties.cluster_name() == "backend"
+    assert fake.reads == [b"xds\0route_name", b"xds\0cluster_name"]
+    # An Envoy that does not serve "xds" (before 1.3x): the top-level attribute.
+    fake = FakeProperties({b"route_name": b"api", b"cluster_name": b"\xffc"})
+    monkeypatch.setattr(properties, "_raw", fake)
+    assert (properties.route_name(), properties.cluster_name()) == ("api", "\udcffc")
+    assert fake.reads == [b"xds\0route_name", b"route_name", b"xds\0cluster_name", b"cluster_name"]
+
+
+def test_property_paths_encode_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    served = {
+        b"request\0path": b"/a?b",
+        b"response\0code": (503).to_bytes(8, "little"),
+        b"request\0headers": abi.encode_map([(b"k", b"v")]),
+        b"filter_state\0wasm.\xffk": b"raw",
+    }
+    fake = FakeProperties(served)
+    monkeypatch.setattr(properties, "_raw", fake)
+    monkeypatch.setattr(properties, "_encoded", {})
+    for _ in range(2):  # encoded, then from the cache
+        assert properties.get_str("request", "path") == "/a?b"
+        assert properties.get_int("response", "code") == 503
+        assert properties.get_map("request", "headers") == [(b"k", b"v")]
+        assert properties.get("filter_state", b"wasm.\xffk") == b"raw"  # type: ignore[arg-type]
+        assert properties.get("never") is None
+    paths: list[tuple[str | bytes, ...]] = [("request", "path"), ("response", "code"), ("request", "headers")]
+    paths += [("filter_state", b"wasm.\xffk"), ("never",)]
+    assert fake.reads == [abi.encode_property_path(p) for p in paths] * 2
+    # Paths built from data stay bounded, and still read what they name.
+    for i in range(300):
+        served[f"p{i}".encode()] = str(i).encode()
+        assert properties.get_str(f"p{i}") == str(i)
+    assert len(properties._encoded) == 256
