@@ -1,6 +1,6 @@
 """Where each variant's memory per extra Envoy worker goes, by kind of mapping.
 
-    .venv/bin/python bench/memory_map.py [--workload headers] [--rounds 2]
+    .venv/bin/python bench/memory_map.py [--workload headers] [--rounds 2] [--python a.wasm --python b.wasm]
 
 For no filter, Lua, AssemblyScript and Python, Envoy starts at ``--concurrency`` 1 and 8, serves
 until every worker has had connections (bench.serve_every_worker), and each mapping in
@@ -9,7 +9,9 @@ V8's guard reservation of 4 GiB or more), a thread's stack (8 MiB after a guard 
 anonymous memory (V8's heaps and code, Envoy's per-worker state, malloc), the rest (files, the
 main stack, the kernel's). The table
 gives each kind's resident MB per extra worker ((8 workers - 1 worker) / 7, medians over rounds),
-the split of bench.py's "RSS MB per extra worker".
+the split of bench.py's "RSS MB per extra worker". ``--python`` measures built modules (before and
+after a change) instead of building the workload's filter from this tree; ``--no-anchors`` leaves
+Lua and AssemblyScript out.
 """
 
 from __future__ import annotations
@@ -72,10 +74,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", default="headers", choices=[w.name for w in WORKLOADS])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--python", type=Path, action="append", help="a built module (repeat to compare)")
+    parser.add_argument("--no-anchors", action="store_true", help="leave Lua and AssemblyScript out")
     args = parser.parse_args()
     workload = next(w for w in WORKLOADS if w.name == args.workload)
-    found = [Variant("no filter", None), lua_variant(workload), assemblyscript_variant(workload)]
-    found.append(build_python(workload))
+    found = [Variant("no filter", None)]
+    if not args.no_anchors:
+        found += [lua_variant(workload), assemblyscript_variant(workload)]
+    if args.python:
+        found += [Variant(str(m), m, m.stat().st_size, configuration=workload.configuration) for m in args.python]
+    else:
+        found.append(build_python(workload))
     present = [v for v in found if v is not None]
     lua = Path(tempfile.mkstemp(suffix=".lua")[1])
     lua.write_text(workload.wrk_lua)

@@ -19,8 +19,9 @@ key=$(cd "$here" && cat build.sh prune-stdlib.txt hot_functions.txt ./*.c ./*.h 
 cached=$cache/runtime-$key
 if [ -f "$cached/python.wasm" ]; then
     touch -c "$cached"  # used: the pruning below keeps the most recently used builds
-    if ! cmp -s "$cached/python.wasm" "$out/python.wasm" 2>/dev/null; then
-        rm -rf "$out" && mkdir -p "$out" && cp -a "$cached/." "$out/"
+    # the whole build, not only python.wasm: a stdlib patch leaves python.wasm byte-identical
+    if [ "$(cat "$out/build-key" 2>/dev/null)" != "$key" ]; then
+        rm -rf "$out" && mkdir -p "$out" && cp -a "$cached/." "$out/" && echo "$key" > "$out/build-key"
     fi
     echo "runtime: up to date ($key)"
     exit 0
@@ -86,7 +87,7 @@ while read -r entry; do
 done < "$here/prune-stdlib.txt"
 find "$stdlib" -name __pycache__ -type d -prune -exec rm -rf {} +
 "$python" "$here/stdlib_patches.py" "$stdlib"  # same results, less work in the VM (see the file)
-cp "$here"/stdlib_stubs/*.py "$stdlib/"  # pure-Python stand-ins for C modules not linked (_socket, select)
+cp "$here"/stdlib_stubs/*.py "$stdlib/"  # pure-Python stand-ins: C modules not linked (_socket, select), re in json
 # Bytecode compiled ahead (-OO, unchecked hashes: no source timestamps involved): importing it at
 # build time leaves far fewer compiler temporaries fragmenting the snapshot's heap.
 "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "runtime: needs Python 3.11 to compile the stdlib" >&2; exit 1; }
@@ -97,6 +98,7 @@ cp "$wasi_python/lib/python3.11/LICENSE.txt" "$cached.tmp/LICENSE-CPython.txt"
 "$python" -c 'import re, sys; src = open(sys.argv[1]).read(); print("\n".join(sorted(set(re.findall(r"X\((\w+)\)", src)) | set(re.findall(r"\{\"(\w+)\",", src)))))' \
     "$here/inittab.c" > "$cached.tmp/builtin-modules.txt"
 
+echo "$key" > "$cached.tmp/build-key"  # which inputs made it (cache.build_key hashes it: python.wasm alone misses stdlib changes)
 rm -rf "$cached" && mv "$cached.tmp" "$cached"
 # Only the four most recently used runtime builds stay (21 MB each; one per change to an input).
 { ls -dt "$cache"/runtime-* 2>/dev/null || true; } | grep -v '\.tmp$' | tail -n +5 | while read -r old; do rm -rf "$old" || true; done

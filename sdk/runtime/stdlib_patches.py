@@ -56,6 +56,32 @@ PATCHES: list[tuple[str, str, str, str]] = [
         "        return _default_decoder.decode(s)\n",
         "json.loads with the default decoder without the decode() and raw_decode() frames",
     ),
+    # json without re: importing re (with enum, functools, collections) cost every Envoy worker's VM
+    # 0.77 MB (stdlib_stubs/_lazy_re.py); with _json linked in, only WHITESPACE serves json itself.
+    (
+        "json/decoder.py",
+        "import re\n",
+        "import _lazy_re as re  # proxywasm: patterns compiled on first use (stdlib_stubs/_lazy_re.py)\n",
+        "json.decoder without importing re",
+    ),
+    (
+        "json/decoder.py",
+        "WHITESPACE = re.compile(r'[ \\t\\n\\r]*', FLAGS)\n",
+        "WHITESPACE = re.whitespace  # proxywasm: the same matches without re (stdlib_stubs/_lazy_re.py)\n",
+        "json.decoder's WHITESPACE without re",
+    ),
+    (
+        "json/scanner.py",
+        "import re\n",
+        "import _lazy_re as re  # proxywasm: patterns compiled on first use (stdlib_stubs/_lazy_re.py)\n",
+        "json.scanner without importing re",
+    ),
+    (
+        "json/encoder.py",
+        "import re\n",
+        "import _lazy_re as re  # proxywasm: patterns compiled on first use (stdlib_stubs/_lazy_re.py)\n",
+        "json.encoder without importing re",
+    ),
 ]
 
 

@@ -1,8 +1,8 @@
 """The runtime's stdlib patches (sdk/runtime/stdlib_patches.py) give the same results as CPython's
 own code: json.loads of bytes and str, with and without surrounding whitespace, BOMs, UTF-16/32,
 extra data and invalid documents (the same value, or the same exception and message, which
-carries the position). Run in the VM (the local host on the built module) against the test
-process's unpatched json."""
+carries the position), and json.dumps and the pure-Python fallbacks with json importing no ``re``.
+Run in the VM (the local host on the built module) against the test process's unpatched json."""
 
 from __future__ import annotations
 
@@ -75,6 +75,15 @@ DOCUMENTS = [
     b"-",
     b"1e5x",
     b'{"a" 1}',
+    # whitespace runs around the document, shorter and longer than _lazy_re's 64-character strips
+    b" " * 200 + b"[1]" + b"\n" * 130,
+    b"\n" * 64,
+    b"\n" * 64 + b"1",
+    b"1" + b" " * 63,
+    b"1" + b" " * 64,
+    b"1" + b" " * 65 + b"2",
+    b" \t\n\r",
+    b"\t" * 129,
 ]
 
 
@@ -97,3 +106,54 @@ def test_json_loads_answers_as_cpython_does(build_filter: Callable[[str], Path],
         data: bytes | str = document.decode("latin-1") if as_str else document
         response = host.request("POST", "/", headers=[("x-as-str", "1" if as_str else "0")], body=document)
         assert response.body.decode() == expected(data), document
+
+
+NO_RE = """
+import sys
+
+import json
+
+import proxywasm
+from proxywasm import HttpContext
+
+IMPORTED_RE = "re" in sys.modules  # at build time, when the snapshot is taken
+
+
+@proxywasm.register
+class Encode(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        lines = [f"re at build: {IMPORTED_RE}"]
+        lines.append(json.dumps({"a": ["x\\"\\n\\u00e9", 1.5, None, True]}))
+        lines.append(json.dumps("\\u00e9\\ud800") + json.dumps("\\u00e9", ensure_ascii=False))
+        # the pure-Python fallbacks compile their patterns when first used
+        try:
+            lines.append(repr(json.decoder.py_scanstring('a b"c', 0)))
+            lines.append(repr(json.scanner.py_make_scanner(json.JSONDecoder())("-12.5e3]", 0)))
+            lines.append(json.encoder.py_encode_basestring('a"\\x01'))
+            lines.append(json.encoder.py_encode_basestring_ascii("\\u00e9\\U0001f600"))
+        except ModuleNotFoundError as exc:
+            lines.append(str(exc))
+        self.send_response(200, "\\n".join(lines))
+        return proxywasm.Action.PAUSE
+"""
+
+
+@pytest.mark.parametrize("filter_imports_re", [False, True])
+def test_json_imports_no_re(build_filter: Callable[[str], Path], filter_imports_re: bool) -> None:
+    # Importing re cost every Envoy worker's VM 0.77 MB (sdk/runtime/stdlib_stubs/_lazy_re.py).
+    source = ("import re\n" if filter_imports_re else "") + NO_RE
+    answer = Host.load(build_filter(source)).request("GET", "/").body.decode().split("\n")
+    dumped = [
+        json.dumps({"a": ['x"\n\u00e9', 1.5, None, True]}),
+        json.dumps("\u00e9\ud800") + json.dumps("\u00e9", ensure_ascii=False),
+    ]
+    assert answer[:3] == [f"re at build: {filter_imports_re}", *dumped]
+    if filter_imports_re:
+        assert answer[3:] == [
+            repr(json.decoder.py_scanstring('a b"c', 0)),  # type: ignore[attr-defined]
+            repr(json.scanner.py_make_scanner(json.JSONDecoder())("-12.5e3]", 0)),  # type: ignore[attr-defined]
+            json.encoder.py_encode_basestring('a"\x01'),
+            json.encoder.py_encode_basestring_ascii("\u00e9\U0001f600"),
+        ]
+    else:  # a module the build did not import cannot be imported in Envoy: the usual message
+        assert answer[3].startswith("No module named 're' in this filter"), answer
