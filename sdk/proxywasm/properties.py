@@ -124,7 +124,7 @@ def _xds(path: bytes, old_path: bytes) -> str | None:
 
 # ---- route metadata: Envoy has no per-route Wasm config; route metadata stands in for it ----
 
-_XDS_ROUTE_METADATA = b"xds\0route_metadata"
+_XDS_ROUTE_METADATA = b"xds\0route_metadata"  # HttpContext.route_config reads it too
 _route_cache: dict[bytes, dict[str, Any]] = {}
 _ROUTE_CACHE_SIZE = 64
 
@@ -141,7 +141,12 @@ def route_metadata(filter_name: str) -> dict[str, Any]:
     types (numbers are doubles in protobuf; whole ones within 2**53 become ``int``). The dict is
     cached by the message's bytes and shared by the streams of the route: read it, do not change it.
     """
-    raw = _raw.get_property(_XDS_ROUTE_METADATA)
+    return _for_filter(_raw.get_property(_XDS_ROUTE_METADATA), filter_name)
+
+
+def _for_filter(raw: bytes | None, filter_name: str) -> dict[str, Any]:
+    """``filter_metadata[filter_name]`` of ``raw``, the ``xds.route_metadata`` Envoy served (see
+    :func:`route_metadata`); ``{}`` for none."""
     if not raw:
         return {}
     cached = _route_cache.get(raw)

@@ -119,3 +119,43 @@ def test_host_routes_behave_as_in_envoy(build_filter: Callable[[str], Path]) -> 
         "other": {"k": "v"},
         "limits": LENIENT,
     }
+
+
+FROM_TICK = """
+import proxywasm
+from proxywasm import Action, HttpContext, PluginContext
+
+
+class Held(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        self.plugin.held.append(self)
+        return Action.PAUSE
+
+
+@proxywasm.register
+class Plugin(PluginContext):
+    http_context = Held
+
+    def on_configure(self, configuration):
+        self.held = []
+        self.set_tick_period(10)
+        return True
+
+    def on_tick(self):
+        while self.held:
+            stream = self.held.pop()
+            # the stream's route, read from the plugin's callback: the SDK acts on the stream's context
+            stream.request_headers["x-mode"] = str(stream.route_config.get("mode"))
+            stream.resume_request()
+"""
+
+
+def test_route_config_from_another_context_s_callback(build_filter: Callable[[str], Path]) -> None:
+    table = [Route(r["match"]["prefix"], metadata=r["metadata"]["filter_metadata"]) for r in routes()]
+    host = Host.load(build_filter(FROM_TICK), plugin_name="limits", routes=table)
+    for path, mode in (("/strict", "strict"), ("/lenient", "lenient"), ("/foreign", "None"), ("/elsewhere", "None")):
+        stream = host.http_stream()
+        stream.request_headers([(":path", path), (":method", "GET")])
+        assert stream.request_headers_map is not None and stream.request_headers_map.get("x-mode") is None
+        host.tick()
+        assert stream.request_headers_map.get("x-mode") == mode.encode(), path
