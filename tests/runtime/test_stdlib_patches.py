@@ -157,3 +157,59 @@ def test_json_imports_no_re(build_filter: Callable[[str], Path], filter_imports_
         ]
     else:  # a module the build did not import cannot be imported in Envoy: the usual message
         assert answer[3].startswith("No module named 're' in this filter"), answer
+
+
+BASE64 = """
+import base64
+import binascii
+import sys
+
+import proxywasm
+from proxywasm import HttpContext
+
+IMPORTED_RE = "re" in sys.modules
+INPUTS = [b"", b"00ff", b"00FF", b"0G", b"abc", b"ABC", b"12 3", b"\\xff\\xfe", bytearray(b"CAFE"), "C0DE"]
+
+
+def answer(call):
+    try:
+        return repr(call())
+    except (binascii.Error, ValueError, TypeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+@proxywasm.register
+class Decode(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        lines = [f"re: {IMPORTED_RE}"]
+        for data in INPUTS:
+            for casefold in (False, True):
+                lines.append(answer(lambda: base64.b16decode(data, casefold)))
+        lines.append(answer(lambda: base64.b64decode(b"dXNlcjpwYXNz")))
+        lines.append(answer(lambda: base64.urlsafe_b64decode(b"-_8=")))
+        lines.append(answer(lambda: base64.b32decode(b"MFRGG===")))
+        self.send_response(200, "\\n".join(lines))
+        return proxywasm.Action.PAUSE
+"""
+
+
+def test_base64_imports_no_re_and_answers_as_cpython_does(build_filter: Callable[[str], Path]) -> None:
+    import base64
+    import binascii
+
+    def answer(call: Callable[[], object]) -> str:
+        try:
+            return repr(call())
+        except (binascii.Error, ValueError, TypeError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    inputs: list[bytes | bytearray | str] = [b"", b"00ff", b"00FF", b"0G", b"abc", b"ABC", b"12 3", b"\xff\xfe"]
+    inputs += [bytearray(b"CAFE"), "C0DE"]
+    lines = ["re: False"]
+    for data in inputs:
+        for casefold in (False, True):
+            lines.append(answer(lambda: base64.b16decode(data, casefold)))  # noqa: B023 - called at once
+    lines.append(answer(lambda: base64.b64decode(b"dXNlcjpwYXNz")))
+    lines.append(answer(lambda: base64.urlsafe_b64decode(b"-_8=")))
+    lines.append(answer(lambda: base64.b32decode(b"MFRGG===")))
+    assert Host.load(build_filter(BASE64)).request("GET", "/").body.decode().split("\n") == lines
