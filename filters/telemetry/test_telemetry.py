@@ -208,3 +208,17 @@ def test_the_readme_configurations_are_accepted(proxywasm_host: HostFactory, pro
         for route in routes:
             host.request("GET", route.prefix)
         assert [m for m in host.log_messages() if "metadata" in m] == []
+
+
+def test_ids_are_never_all_zeros(monkeypatch: pytest.MonkeyPatch) -> None:
+    # W3C forbids an all-zero trace or span id: an all-zero draw is drawn again.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("telemetry_filter", FILTER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    draws = [bytes(8), b"\4" * 8, bytes(16), bytes(16), b"\5" * 16]
+    monkeypatch.setattr(module.os, "urandom", lambda n: draws.pop(0)[:n])
+    assert (module.random_hex(8), module.random_hex(16)) == ("04" * 8, "05" * 16)
+    assert not draws
