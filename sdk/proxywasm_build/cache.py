@@ -39,9 +39,6 @@ def build_key(source: Path, requirements: Path | None = None) -> str:
     digest = hashlib.sha256()
     toolchain = [RUNTIME_DIR / "python.wasm", *_files(Path(proxywasm.__file__).parent), *_files(Path(__file__).parent)]
     inputs = [p for p in toolchain if p.suffix in (".py", ".wasm")]
-    runtime_key = RUNTIME_DIR / "build-key"  # the runtime build's inputs: its stdlib changes python.wasm does not show
-    if runtime_key.is_file():
-        inputs.append(runtime_key)
     neighbour = (source.parent if source.is_file() else source) / "requirements.txt"
     for path in [
         *_files(source),

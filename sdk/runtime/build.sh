@@ -17,11 +17,17 @@ case $python in */*) python=$(cd "$(dirname "$python")" && pwd)/$(basename "$pyt
 key=$(cd "$here" && cat build.sh prune-stdlib.txt hot_functions.txt ./*.c ./*.h ./*.py shim/* stdlib_stubs/*.py \
     ../proxywasm_build/wasm.py ../proxywasm_build/served_code.py ../proxywasm_build/snapshot.py | sha256sum | cut -c1-16)
 cached=$cache/runtime-$key
+# The package's copy of a cached build, replaced whole (a copy cut short never looks up to date);
+# build-key says which inputs made it (written last: a cached build from before it has none).
+install_runtime() {
+    rm -rf "$out.tmp" && mkdir -p "$out.tmp" && cp -a "$cached/." "$out.tmp/" && echo "$key" > "$out.tmp/build-key"
+    rm -rf "$out" && mv "$out.tmp" "$out"
+}
 if [ -f "$cached/python.wasm" ]; then
     touch -c "$cached"  # used: the pruning below keeps the most recently used builds
     # the whole build, not only python.wasm: a stdlib patch leaves python.wasm byte-identical
-    if [ "$(cat "$out/build-key" 2>/dev/null)" != "$key" ]; then
-        rm -rf "$out" && mkdir -p "$out" && cp -a "$cached/." "$out/" && echo "$key" > "$out/build-key"
+    if [ ! -f "$out/python.wasm" ] || [ "$(cat "$out/build-key" 2>/dev/null)" != "$key" ]; then
+        install_runtime
     fi
     echo "runtime: up to date ($key)"
     exit 0
@@ -98,9 +104,8 @@ cp "$wasi_python/lib/python3.11/LICENSE.txt" "$cached.tmp/LICENSE-CPython.txt"
 "$python" -c 'import re, sys; src = open(sys.argv[1]).read(); print("\n".join(sorted(set(re.findall(r"X\((\w+)\)", src)) | set(re.findall(r"\{\"(\w+)\",", src)))))' \
     "$here/inittab.c" > "$cached.tmp/builtin-modules.txt"
 
-echo "$key" > "$cached.tmp/build-key"  # which inputs made it (cache.build_key hashes it: python.wasm alone misses stdlib changes)
 rm -rf "$cached" && mv "$cached.tmp" "$cached"
 # Only the four most recently used runtime builds stay (21 MB each; one per change to an input).
 { ls -dt "$cache"/runtime-* 2>/dev/null || true; } | grep -v '\.tmp$' | tail -n +5 | while read -r old; do rm -rf "$old" || true; done
-rm -rf "$out" && mkdir -p "$out" && cp -a "$cached/." "$out/"
+install_runtime
 echo "runtime: built $(du -h "$out/python.wasm" | cut -f1) python.wasm ($key)"
