@@ -24,10 +24,18 @@ _encoded: dict[tuple[str | bytes, ...], bytes] = {}
 
 
 def _path(path: tuple[str | bytes, ...]) -> bytes:
-    encoded = _encoded.get(path)
+    try:
+        encoded = _encoded.get(path)
+    except TypeError:  # a bytearray segment: not a key, encoded each time
+        return encode_property_path(path)
     if encoded is None:
         encoded = encode_property_path(path)
-        if len(_encoded) < 256:  # paths come from code, so few; a filter building them from data stays bounded
+        # Paths written in the code are few and short. One built from request data (a filter-state
+        # key per client) must not pin request text in every VM: long ones are not kept, and a full
+        # table starts again (the fixed paths come back on their next read).
+        if len(encoded) <= 128:
+            if len(_encoded) >= 256:
+                _encoded.clear()
             _encoded[path] = encoded
     return encoded
 

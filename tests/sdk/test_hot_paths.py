@@ -206,8 +206,15 @@ def test_property_paths_encode_as_before(monkeypatch: pytest.MonkeyPatch) -> Non
     paths: list[tuple[str | bytes, ...]] = [("request", "path"), ("response", "code"), ("request", "headers")]
     paths += [("filter_state", b"wasm.\xffk"), ("never",)]
     assert fake.reads == [abi.encode_property_path(p) for p in paths] * 2
-    # Paths built from data stay bounded, and still read what they name.
+    # Paths built from data stay bounded, and still read what they name; long ones are not kept.
     for i in range(300):
         served[f"p{i}".encode()] = str(i).encode()
         assert properties.get_str(f"p{i}") == str(i)
-    assert len(properties._encoded) == 256
+        assert 0 < len(properties._encoded) <= 256
+    assert len(properties._encoded) < 256
+    long = "k" * 200
+    served[b"filter_state\0" + long.encode()] = b"v"
+    assert properties.get("filter_state", long) == b"v"
+    assert ("filter_state", long) not in properties._encoded
+    # A bytearray segment (unhashable) still reads, as encode_property_path joins it.
+    assert properties.get("filter_state", bytearray(long.encode())) == b"v"  # type: ignore[arg-type]
