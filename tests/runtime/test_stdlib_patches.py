@@ -16,6 +16,8 @@ import pytest
 from proxywasm_build.build import RUNTIME_DIR
 from proxywasm_host import Host
 
+RUNTIME_SOURCE = Path(__file__).resolve().parents[2] / "sdk" / "runtime"
+
 FILTER = """
 import json
 
@@ -213,3 +215,27 @@ def test_base64_imports_no_re_and_answers_as_cpython_does(build_filter: Callable
     lines.append(answer(lambda: base64.urlsafe_b64decode(b"-_8=")))
     lines.append(answer(lambda: base64.b32decode(b"MFRGG===")))
     assert Host.load(build_filter(BASE64)).request("GET", "/").body.decode().split("\n") == lines
+
+
+def test_the_whitespace_stand_in_matches_as_re_does() -> None:
+    # sdk/runtime/stdlib_stubs/_lazy_re.py's whitespace against re's [ \t\n\r]* for any pos and
+    # endpos, runs shorter and longer than its 64-character strips, and other space characters.
+    import copy
+    import importlib.util
+    import random
+    import re
+
+    spec = importlib.util.spec_from_file_location("_lazy_re", RUNTIME_SOURCE / "stdlib_stubs" / "_lazy_re.py")
+    assert spec is not None and spec.loader is not None
+    lazy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lazy)
+    pattern = re.compile(r"[ \t\n\r]*")
+    assert lazy.whitespace.pattern == pattern.pattern
+    rng = random.Random(14)
+    for _ in range(20000):
+        text = "".join(rng.choice(" \t\n\rab\x0b\u3000") for _ in range(rng.randint(0, 150)))
+        pos, endpos = rng.randint(-3, len(text) + 3), rng.choice([None, rng.randint(-3, len(text) + 3)])
+        args = (text, pos) if endpos is None else (text, pos, endpos)
+        ours, theirs = lazy.whitespace.match(*args), pattern.match(*args)
+        assert (None if ours is None else ours.end()) == (None if theirs is None else theirs.end()), args
+    assert copy.copy(lazy.compile("a+")).pattern == "a+"  # copying a lazy pattern does not recurse

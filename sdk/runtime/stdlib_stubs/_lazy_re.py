@@ -3,7 +3,9 @@ patterns when imported. ``import json`` then imported ``re`` (with enum, functoo
 0.77 MB more resident memory in every Envoy worker's VM of every filter that reads a JSON
 configuration. With the C accelerator (``_json``, linked in) json uses one pattern, ``WHITESPACE``
 in ``JSONDecoder.decode``, which :data:`whitespace` matches without ``re``; the others serve the
-pure-Python fallbacks and are compiled by ``re`` on first use.
+pure-Python fallbacks (``py_scanstring``, ``py_make_scanner``, ``py_encode_basestring*``) and are
+compiled by ``re`` on first use. In a VM that needs ``re`` imported by the filter at build time: a
+module the build did not import cannot be imported inside Envoy (ModuleNotFoundError saying so).
 """
 
 # re's flag values (re.MULTILINE, re.DOTALL, re.VERBOSE), the same since Python 3.0
@@ -36,11 +38,15 @@ class compile:  # lower case: json calls re.compile(...)
     def sub(self, *args):
         return self._pattern().sub(*args)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # .pattern, .flags, ...: a real pattern's
+        if name.startswith("_"):  # copy/pickle probing, or a slot not yet set: not the pattern's
+            raise AttributeError(name)
         return getattr(self._pattern(), name)
 
 
 class _Match:
+    """What json reads of a match: ``end()``."""
+
     __slots__ = ("_end",)
 
     def __init__(self, end):
@@ -55,16 +61,22 @@ class _Whitespace:
     of JSON whitespace starting at ``pos`` ends (the only use json makes of it)."""
 
     __slots__ = ()
-    pattern = "[ \t\n\r]*"
+    pattern = r"[ \t\n\r]*"
 
-    def match(self, s, pos=0, _ws=" \t\n\r"):
-        end = min(max(pos, 0), len(s))  # re clamps pos the same way
+    def match(self, s, pos=0, endpos=None):
+        stop = len(s) if endpos is None else min(max(endpos, 0), len(s))
+        end = min(max(pos, 0), len(s))  # re clamps pos and endpos the same way
+        if end > stop:
+            return None  # as re: no match when pos is past endpos
         while True:  # C-speed strips, 64 characters at a time: no copy of a long document
-            chunk = s[end : end + 64]
-            rest = chunk.lstrip(_ws)
+            chunk = s[end : min(end + 64, stop)]
+            rest = chunk.lstrip(_WHITESPACE)
             end += len(chunk) - len(rest)
-            if rest or len(chunk) < 64:
+            if rest or end >= stop:
                 return _Match(end)
+
+
+_WHITESPACE = " \t\n\r"
 
 
 whitespace = _Whitespace()
