@@ -60,7 +60,7 @@ class Rules(HttpContext):
             return Action.PAUSE
         if self.mode == "props":
             for path in (("node",), ("node", "id"), ("xds", "node", "id"), ("xds", "node", "cluster"),
-                         ("xds", "cluster_name"), ("xds", "route_name"),
+                         ("xds", "cluster_name"), ("xds", "route_name"), ("cluster_name",), ("route_name",),
                          ("connection", "requested_server_name"), ("connection", "mtls"),
                          ("request", "path"), ("request", "method"), ("request", "headers", "x-mode"),
                          ("plugin_name",), ("plugin_root_id",), ("plugin_vm_id",),
@@ -75,7 +75,8 @@ class Rules(HttpContext):
                          ("xds", "route_metadata", "filter_metadata", "limits", "missing"),
                          ("xds", "route_metadata", "filter_metadata", "nobody")):
                 log.info(f"prop {'.'.join(path)} = {probe(lambda: properties.get(*path))}")
-            # The SDK's helpers over them (an unnamed route's "" is None; one read, not the pre-xds one too).
+            # The SDK's helpers over them: an unnamed route's "" is None (tests/sdk/test_hot_paths.py
+            # checks that the pre-xds paths above are read only when Envoy does not serve the xds ones).
             log.info(f"prop route_name() = {properties.route_name()!r}, cluster_name() = {properties.cluster_name()!r}")
             # The Metadata message whole: protobuf maps have no order, so compare it decoded.
             decoded = properties._filter_metadata(properties.get("xds", "route_metadata") or b"")
