@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 _raw = hostcalls.raw  # called directly: each Python frame on this path costs ~1 us in Envoy (see _encoded)
 
 # Encoded paths by their segments. Reading a property through four layers of Python (get_str, get,
-# encode_property_path's generator, the typed wrapper) cost 13 us per read in Envoy against 4.4 us
-# for the host call alone (bench/README.md, "Property reads"): a dict lookup replaces the encoding.
+# encode_property_path's generator, the typed wrapper) cost 14 us per read in Envoy against 3.3 us
+# for the host call alone (bench/README.md, "Attribute reads"): a dict lookup replaces the encoding.
 _encoded: dict[tuple[str | bytes, ...], bytes] = {}
 
 

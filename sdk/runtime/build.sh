@@ -17,8 +17,8 @@ case $python in */*) python=$(cd "$(dirname "$python")" && pwd)/$(basename "$pyt
 key=$(cd "$here" && cat build.sh prune-stdlib.txt hot_functions.txt ./*.c ./*.h ./*.py shim/* stdlib_stubs/*.py \
     ../proxywasm_build/wasm.py ../proxywasm_build/served_code.py ../proxywasm_build/snapshot.py | sha256sum | cut -c1-16)
 cached=$cache/runtime-$key
-# The package's copy of a cached build, replaced whole (a copy cut short never looks up to date);
-# build-key says which inputs made it (written last: a cached build from before it has none).
+# The package's copy of a cached build, replaced whole (a copy cut short never looks up to date),
+# with build-key: which inputs made it (python.wasm alone does not show a stdlib change).
 install_runtime() {
     rm -rf "$out.tmp" && mkdir -p "$out.tmp" && cp -a "$cached/." "$out.tmp/" && echo "$key" > "$out.tmp/build-key"
     rm -rf "$out" && mv "$out.tmp" "$out"

@@ -174,7 +174,7 @@ class FakeProperties:
 
 def test_route_and_cluster_names_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # Envoy 1.40 answers "" for an unnamed route: that is the answer, not a reason to read the
-    # pre-xds path too (each read costs a crossing into Envoy: bench/README.md, "Property reads").
+    # pre-xds path too (each read costs a crossing into Envoy: bench/README.md, "Attribute reads").
     fake = FakeProperties({b"xds\0route_name": b"", b"xds\0cluster_name": b"backend", b"route_name": b"stale"})
     monkeypatch.setattr(properties, "_raw", fake)
     assert properties.route_name() is None
