@@ -27,6 +27,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk" / "runtime"))
+
+from data_layout import parse_link_map  # the runtime build's reader of the map
 
 from proxywasm_build import wasm
 
@@ -37,17 +40,11 @@ _SECTIONS = (".rodata", ".data", ".bss", "pydoc", "pyinit")
 
 def link_map(path: Path) -> tuple[dict[int, str], list[tuple[int, int, str]]]:
     """Static type objects by address, and the output sections (start, size, name) of the data."""
-    types: dict[int, str] = {}
-    sections: list[tuple[int, int, str]] = []
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if len(parts) != 4 or parts[0] == "-":
-            continue
-        address, size, name = int(parts[0], 16), int(parts[2], 16), parts[3]
-        if size == _TYPE_SIZE and re.fullmatch(r"\w+", name):
-            types[address] = name
-        if name in _SECTIONS or name.startswith("pyfrozen."):
-            sections.append((address, size, name))
+    layout = parse_link_map(path.read_text())
+    types = {address: name for name, address, size, _ in layout.symbols
+             if size == _TYPE_SIZE and re.fullmatch(r"\w+", name)}  # fmt: skip
+    sections = [(address, size, name) for name, (address, size) in layout.segments.items()
+                if name in _SECTIONS or name.startswith("pyfrozen.")]  # fmt: skip
     return types, sections
 
 
