@@ -246,13 +246,8 @@ def _scratch(cached: Path | None) -> Path | None:
 def _publish(scratch: Path, cached: Path) -> None:
     """Make a finished install the cache's, whole or not at all (another build may have put one
     there first). A folder there without its mark is moved aside and removed first."""
-    if cached.exists() and not (cached / _INSTALLED).is_file():
-        aside = cached.with_name(f".gone-{cached.name}-{os.getpid()}")
-        try:
-            cached.rename(aside)
-        except OSError:
-            return
-        shutil.rmtree(aside, ignore_errors=True)
+    if cached.exists() and not (cached / _INSTALLED).is_file() and not compiled.remove_folder(cached):
+        return
     try:
         scratch.rename(cached)
     except OSError:

@@ -167,6 +167,19 @@ def max_bytes() -> int:
     return megabytes * 1_000_000
 
 
+def remove_folder(folder: Path) -> bool:
+    """Remove ``folder`` whole at once: renamed aside (``.gone-<name>-<pid>`` beside it), then
+    deleted, so a reader copying it sees it there or not, never half of it. False when the rename
+    fails (the folder stays as it was)."""
+    aside = folder.with_name(f".gone-{folder.name}-{os.getpid()}")
+    try:
+        folder.rename(aside)
+    except OSError:
+        return False
+    shutil.rmtree(aside, ignore_errors=True)
+    return True
+
+
 def _entry(name: str) -> str:
     """The entry a cache file belongs to: its name without its suffix (a built module and its
     ``.stats_config.yaml`` are one entry)."""
@@ -205,16 +218,13 @@ def evict(now: float | None = None) -> list[Path]:
                 groups[key] = (max(used, st.st_mtime), size + st.st_size, [*files, path])
     total = sum(size for _, size, _ in groups.values())
     removed: list[Path] = []
-    for (whole, parent, name), (used, size, files) in sorted(groups.items(), key=lambda g: g[1][0]):
+    for (whole, _, _), (used, size, files) in sorted(groups.items(), key=lambda g: g[1][0]):
         if total <= limit or now - used < IN_USE_S:
             break
         total -= size
         if whole is not None:
             try:
-                if all(now - path.stat().st_mtime >= IN_USE_S for path in files):
-                    aside = parent / f".gone-{name}-{os.getpid()}"  # whole at once: a build copying it
-                    whole.rename(aside)  # sees it there or not, never half of it
-                    shutil.rmtree(aside, ignore_errors=True)
+                if all(now - path.stat().st_mtime >= IN_USE_S for path in files) and remove_folder(whole):
                     removed.extend(files)
             except OSError:
                 pass
