@@ -82,7 +82,7 @@ def example_wasm() -> Callable[[str], Path]:
     built: dict[str, Path] = {}
 
     def make(name: str) -> Path:
-        if name not in built or not (compiled.touch(built[name]) or built[name].is_file()):  # a use: eviction
+        if name not in built or not compiled.touch(built[name]):  # a use: eviction goes least recently used first
             try:
                 built[name] = build_cached(EXAMPLES / name)
             except BuildError as err:

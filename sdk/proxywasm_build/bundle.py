@@ -217,7 +217,7 @@ def _copy_install(cached: Path, dest: Path) -> bool:
     """Copy a finished install from the cache into ``dest``; False (``dest`` untouched) when there
     is none, or when it went while being copied (eviction moves a folder aside before removing it)."""
     marker = cached / _INSTALLED
-    if not (compiled.touch(marker) or marker.is_file()):
+    if not compiled.touch(marker):
         return False
     copy = Path(tempfile.mkdtemp(dir=dest.parent)) / "copy"
     try:

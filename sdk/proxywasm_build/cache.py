@@ -59,8 +59,8 @@ def build_cached(source: Path, requirements: Path | None = None) -> Path:
     ``compiled.CacheLimitError`` for a bad ``$PROXYWASM_CACHE_MAX_MB``."""
     compiled.max_bytes()  # a bad limit is named on every use
     out = cache_dir() / f"{Path(source).stem}-{build_key(Path(source), requirements)}.wasm"
-    if compiled.touch(out) or out.is_file():  # a use (eviction goes least recently used first); a
-        compiled.touch(stats_config_path(out))  # read-only cache still answers
+    if compiled.touch(out):  # a use (eviction goes least recently used first)
+        compiled.touch(stats_config_path(out))
         return out
     failed = _FAILED.get(out)
     if failed is not None:  # the same inputs failed before in this process: each test would rebuild

@@ -140,16 +140,17 @@ class CacheLimitError(RuntimeError):
 
 
 def touch(path: Path) -> bool:
-    """Mark a cache file as just used (eviction goes by the time of last use, the file's mtime);
-    False when it is gone or cannot be marked. A file marked in the last half of :data:`IN_USE_S`
-    is left as it is (its times stay, so memos keyed by them still hold)."""
+    """Mark a cache file as just used (eviction goes by the time of last use, the file's mtime) and
+    answer whether it is there: a hit. One whose times cannot be set (a read-only or shared cache)
+    is still a hit. A file marked in the last half of :data:`IN_USE_S` is left as it is (its times
+    stay, so memos keyed by them still hold)."""
     try:
         if time.time() - path.stat().st_mtime < IN_USE_S / 2:
             return True
         os.utime(path)
         return True
     except OSError:
-        return False
+        return path.is_file()
 
 
 def max_bytes() -> int:

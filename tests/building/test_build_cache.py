@@ -100,7 +100,11 @@ def test_a_read_only_cache_still_answers(tmp_path: Path, monkeypatch: pytest.Mon
     def no_building(*args: object) -> None:
         raise AssertionError("a cached module whose times cannot be set is still a hit")
 
-    monkeypatch.setattr(cache.compiled, "touch", lambda path: False)  # as on a read-only filesystem
+    def read_only(*args: object) -> None:
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(cache.compiled.os, "utime", read_only)  # times that cannot be set
+    monkeypatch.setattr(cache.compiled, "IN_USE_S", 0)  # so touch tries to set them
     monkeypatch.setattr(cache, "build", no_building)
     assert build_cached(source) == out
 
