@@ -2,7 +2,8 @@
 own code: json.loads of bytes and str, with and without surrounding whitespace, BOMs, UTF-16/32,
 extra data and invalid documents (the same value, or the same exception and message, which
 carries the position), and json.dumps and the pure-Python fallbacks with json importing no ``re``.
-Run in the VM (the local host on the built module) against the test process's unpatched json."""
+Run in the VM (the local host on the built module) against the test process's unpatched json, and
+in real Envoy against the local host."""
 
 from __future__ import annotations
 
@@ -239,3 +240,32 @@ def test_the_whitespace_stand_in_matches_as_re_does() -> None:
         ours, theirs = lazy.whitespace.match(*args), pattern.match(*args)
         assert (None if ours is None else ours.end()) == (None if theirs is None else theirs.end()), args
     assert copy.copy(lazy.compile("a+")).pattern == "a+"  # copying a lazy pattern does not recurse
+
+
+def test_real_envoy_answers_as_the_host_does(build_filter: Callable[[str], Path]) -> None:
+    # The patched json and base64 in Envoy's V8: each filter above answers Envoy's request with the
+    # bytes it gives in the local host (whose answers the tests above compare with CPython's).
+    import http.client
+
+    from proxywasm_build.envoy import Envoy, WasmPlugin, http_bootstrap
+    from proxywasm_build.upstream import UpstreamServer
+
+    def ask(port: int, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+        try:
+            conn.request("POST" if body else "GET", "/", body=body or None, headers=headers or {})
+            return conn.getresponse().read()
+        finally:
+            conn.close()
+
+    documents = [DOCUMENTS[i] for i in (0, 2, 3, 11, 13)] + [b" " * 200 + b"[1]" + b"\n" * 130, b"1" + b" " * 65 + b"2"]
+    with UpstreamServer() as upstream:
+        for source in (NO_RE, "import re\n" + NO_RE, BASE64, FILTER):
+            wasm = build_filter(source)
+            host = Host.load(wasm)
+            with Envoy(http_bootstrap(upstream_port=upstream.port, plugins=[WasmPlugin(wasm)])) as envoy:
+                if source is FILTER:
+                    for document in documents:
+                        assert ask(envoy.port(), document, {"x-as-str": "0"}).decode() == expected(document), document
+                else:
+                    assert ask(envoy.port()) == host.request("GET", "/").body
