@@ -159,3 +159,13 @@ def test_route_config_from_another_context_s_callback(build_filter: Callable[[st
         assert stream.request_headers_map is not None and stream.request_headers_map.get("x-mode") is None
         host.tick()
         assert stream.request_headers_map.get("x-mode") == mode.encode(), path
+
+
+def test_route_config_from_another_context_s_callback_in_envoy(build_filter: Callable[[str], Path]) -> None:
+    with UpstreamServer() as upstream:
+        plugin = WasmPlugin(build_filter(FROM_TICK), name="limits")
+        with Envoy(http_bootstrap(upstream_port=upstream.port, plugins=[plugin], routes=routes())) as proxy:
+            for path, mode in (("/strict", "strict"), ("/lenient", "lenient"), ("/elsewhere", "None")):
+                assert get(proxy, path)[0] == 200
+                request = next(r for r in reversed(upstream.requests) if r.path == path)
+                assert request.header("x-mode") == mode, path
