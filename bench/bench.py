@@ -1,6 +1,7 @@
 """Side-by-side benchmark of filters doing the same work in real Envoy on 127.0.0.1: our Python SDK
 and its anchors, what users would pick instead (Envoy's Lua filter, the AssemblyScript proxy-wasm
-SDK, an ext_proc server in Python), and no filter at all.
+SDK, an ext_proc server in Python), hand-written WebAssembly making the same host calls with no
+language runtime (the floor of any Wasm filter), and no filter at all.
 
     .venv/bin/python bench/bench.py                    # full run (about 16 minutes)
     .venv/bin/python bench/bench.py --quick            # under two minutes, no memory scan
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import wasmtime
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "sdk"))
 
@@ -41,12 +44,13 @@ from proxywasm_build.envoy import Cluster, Envoy, WasmPlugin, http_bootstrap  # 
 
 PYTHON_FILTERS = ROOT / "bench" / "filters" / "python"
 LUA_FILTERS = ROOT / "bench" / "filters" / "lua"
+WAT_FILTERS = ROOT / "bench" / "filters" / "wat"
 EXT_PROC_SERVER = ROOT / "bench" / "ext_proc_server.py"
 AS_DIR = ROOT / "tests" / "assemblyscript"
 AS_OUT = ROOT / ".cache" / "as"
 CLOCK_TICKS = 100  # USER_HZ on Linux
-ANCHORS = ("lua", "assemblyscript", "ext_proc")  # the variants Python is compared with (besides no filter)
-ORDER = ("no filter", "lua", "assemblyscript", "ext_proc", "python", "python-await")  # the order of the tables' rows
+ANCHORS = ("lua", "wat", "assemblyscript", "ext_proc")  # the variants Python is compared with (besides no filter)
+ORDER = ("no filter", "lua", "wat", "assemblyscript", "ext_proc", "python", "python-await")  # the tables' rows
 CONCURRENCY = (1, 2, 4, 8, 16)  # the memory scan's --concurrency values (Istio's table goes 1 to 16)
 LUA_LIMIT_LINE = "local LIMIT = 1000000000"  # in rate_limit.lua; the rejection check replaces it
 
@@ -82,6 +86,7 @@ class Workload:
     configuration: str | None = None
     python_await: Path | None = None  # the same filter written with await (variant "python-await")
     lua: str | None = None  # its envoy.filters.http.lua twin, in bench/filters/lua/
+    wat: str | None = None  # its hand-written WebAssembly twin, in bench/filters/wat/
     ext_proc: bool = False  # bench/ext_proc_server.py serves it
     added_header: str | None = None  # a response header every variant must add to the timed request
     headers: tuple[tuple[str, str], ...] | None = None  # the timed request's headers, if not the default
@@ -124,6 +129,7 @@ WORKLOADS = [
         'wrk.headers["x-api-key"] = "k"\n',
         Rejection("GET", b"", 401),
         lua="headers.lua",
+        wat="headers.wat",
         ext_proc=True,
         added_header="x-filtered",
     ),
@@ -142,6 +148,7 @@ WORKLOADS = [
         'wrk.headers["x-client"] = "c1"\n',
         Rejection("GET", b"", 429, limit=3),
         lua="rate_limit.lua",
+        wat="rate_limit.wat",
     ),
     # An authorisation callout per request, callback style vs await style (Python only): the
     # question is what await costs over callbacks. The callout goes to the direct upstream.
@@ -481,6 +488,17 @@ def assemblyscript_variant(workload: Workload) -> Variant | None:
     return Variant("assemblyscript", wasm, wasm.stat().st_size)
 
 
+def wat_variant(workload: Workload) -> Variant | None:
+    """The workload's WAT twin, assembled (by wasmtime's wat2wasm) into .cache/bench."""
+    if workload.wat is None:
+        return None
+    module = bytes(wasmtime.wat2wasm((WAT_FILTERS / workload.wat).read_text()))
+    out = ROOT / ".cache" / "bench" / f"{workload.name}-wat.wasm"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(module)
+    return Variant("wat", out, len(module))
+
+
 def lua_variant(workload: Workload) -> Variant | None:
     if workload.lua is None:
         return None
@@ -552,6 +570,8 @@ def run(args: argparse.Namespace) -> str:
             found: list[Variant | None] = [Variant("no filter", None), *python_variants(workload)]
             if "lua" in args.anchors:
                 found.append(lua_variant(workload))
+            if "wat" in args.anchors:
+                found.append(wat_variant(workload))
             if "assemblyscript" in args.anchors:
                 found.append(assemblyscript_variant(workload))
             if ext_proc is not None and workload.ext_proc:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/memory_map.py [--workload headers] [--rounds 2] [--python a.wasm --python b.wasm]
 
-For no filter, Lua, AssemblyScript and Python, Envoy starts at ``--concurrency`` 1 and 8, serves
+For no filter, Lua, the WAT twin, AssemblyScript and Python, Envoy starts at ``--concurrency`` 1 and 8, serves
 until every worker has had connections (bench.serve_every_worker), and each mapping in
 ``/proc/<pid>/smaps`` is classified: a Wasm VM's linear memory (a read-write region followed by
 V8's guard reservation of 4 GiB or more), a thread's stack (8 MiB after a guard page), other
@@ -11,7 +11,7 @@ main stack, the kernel's). The table
 gives each kind's resident MB per extra worker ((8 workers - 1 worker) / 7, medians over rounds),
 the split of bench.py's "RSS MB per extra worker". ``--python`` measures built modules (before and
 after a change) instead of building the workload's filter from this tree; ``--no-anchors`` leaves
-Lua and AssemblyScript out.
+Lua, WAT and AssemblyScript out.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from bench import (
     lua_variant,
     serve_every_worker,
     start_envoy,
+    wat_variant,
 )
 from proxywasm_build.envoy import Envoy, MemoryMapping, is_wasm_memory
 
@@ -75,12 +76,12 @@ def main() -> None:
     parser.add_argument("--workload", default="headers", choices=[w.name for w in WORKLOADS])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--python", type=Path, action="append", help="a built module (repeat to compare)")
-    parser.add_argument("--no-anchors", action="store_true", help="leave Lua and AssemblyScript out")
+    parser.add_argument("--no-anchors", action="store_true", help="leave Lua, WAT and AssemblyScript out")
     args = parser.parse_args()
     workload = next(w for w in WORKLOADS if w.name == args.workload)
     found = [Variant("no filter", None)]
     if not args.no_anchors:
-        found += [lua_variant(workload), assemblyscript_variant(workload)]
+        found += [lua_variant(workload), wat_variant(workload), assemblyscript_variant(workload)]
     if args.python:
         found += [Variant(str(m), m, m.stat().st_size, configuration=workload.configuration) for m in args.python]
     else:

@@ -1,7 +1,8 @@
-"""The bench's anchors in real Envoy: the Lua twins (`envoy.filters.http.lua`), the ext_proc server,
-the AssemblyScript and Python filters each do their workload's work (bench.check_same_work, the
-check the bench runs before timing), the check catches a twin that does less, the Lua JSON decoder
-answers as the Python filter's json.loads does, and the Lua rate limit counts per worker."""
+"""The bench's anchors in real Envoy: the Lua twins (`envoy.filters.http.lua`), the hand-written
+WebAssembly twins, the ext_proc server, the AssemblyScript and Python filters each do their
+workload's work (bench.check_same_work, the check the bench runs before timing), the check catches
+a twin that does less, the Lua JSON decoder answers as the Python filter's json.loads does, and the
+Lua rate limit counts per worker."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def variants_of(workload: bench.Workload, ext_proc: bench.ExtProcServer) -> list
     found = [
         bench.Variant("no filter", None),
         bench.lua_variant(workload),
+        bench.wat_variant(workload),
         bench.assemblyscript_variant(workload),
         bench.Variant("ext_proc", None, ext_proc=ext_proc) if workload.ext_proc else None,
         bench.build_python(workload),
@@ -65,6 +67,7 @@ def test_every_variant_does_the_workloads_work(
     workload = WORKLOADS[name]
     variants = variants_of(workload, ext_proc)
     expected = {"no filter", "lua", "assemblyscript", "python"} | ({"ext_proc"} if workload.ext_proc else set())
+    expected |= {"wat"} if workload.wat else set()
     assert {v.label for v in variants} == expected
     for variant in variants:
         upstream.clear()
