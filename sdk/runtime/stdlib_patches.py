@@ -96,8 +96,9 @@ PATCHES: list[tuple[str, str, str, str]] = [
         "base64.b16decode's digit check without re",
     ),
     # urllib.parse (query strings, URLs) imported re for unquote's split of a non-ASCII string into
-    # ASCII runs and for one IPvFuture check in urlsplit: 0.35 MB per worker VM. The deprecated
-    # split*() helpers (urllib.request's, which imports re itself) compile their patterns on first use.
+    # ASCII runs and for one IPvFuture check in urlsplit: 0.35 MB per worker VM. _splittype (which
+    # mimetypes.guess_type calls) does without re too; the other deprecated split*() helpers
+    # (urllib.request's, which imports re itself) compile their patterns on first use.
     (
         "urllib/parse.py",
         "import re\n",
@@ -149,6 +150,24 @@ PATCHES: list[tuple[str, str, str, str]] = [
         "    bits = _asciire.split(string)\n",
         "    bits = _split_ascii_runs(string)  # proxywasm: the same split without re\n",
         "urllib.parse.unquote without re",
+    ),
+    (
+        "urllib/parse.py",
+        "    global _typeprog\n"
+        "    if _typeprog is None:\n"
+        "        _typeprog = re.compile('([^/:]+):(.*)', re.DOTALL)\n"
+        "\n"
+        "    match = _typeprog.match(url)\n"
+        "    if match:\n"
+        "        scheme, data = match.groups()\n"
+        "        return scheme.lower(), data\n"
+        "    return None, url\n",
+        "    # proxywasm: _typeprog's match without re: a first ':' after one or more characters, no '/'\n"
+        "    colon = url.find(':')\n"
+        "    if colon > 0 and '/' not in url[:colon]:\n"
+        "        return url[:colon].lower(), url[colon + 1:]\n"
+        "    return None, url\n",
+        "urllib.parse._splittype (mimetypes.guess_type's) without re",
     ),
 ]
 

@@ -260,6 +260,7 @@ def url_answers(parse, quoted, urls):
         lines.append(answer(lambda: parse.unquote_plus(text)))
         lines.append(answer(lambda: parse.parse_qsl("k=" + text + "&j=" + text, keep_blank_values=True)))
     lines += [answer(lambda: parse.urlsplit(url)) for url in urls]
+    lines += [answer(lambda: parse._splittype(url)) for url in urls + ["x", ":a", "a/b:c", "MAILTO:x\\n:y"]]
     lines.append(answer(lambda: parse.quote("caf\\u00e9 /?&")))
     lines.append(answer(lambda: parse.urlencode({"q": "a b", "n": "\\u00e9"})))
     return lines
@@ -298,8 +299,8 @@ def test_urllib_parse_imports_no_re_and_answers_as_cpython_does(build_filter: Ca
 
 
 def test_the_urllib_parse_helpers_answer_as_re_does() -> None:
-    # The runtime's patched urllib/parse.py, loaded here: its unquote (the split into ASCII runs)
-    # and its IPvFuture check against CPython's, which use re, on random strings.
+    # The runtime's patched urllib/parse.py, loaded here: its unquote (the split into ASCII runs),
+    # _splittype and IPvFuture check against CPython's, which use re, on random strings.
     import importlib.util
     import random
     import re
@@ -334,6 +335,9 @@ def test_the_urllib_parse_helpers_answer_as_re_does() -> None:
         for encoding, errors in (("utf-8", "replace"), ("latin-1", "strict"), ("utf-8", "surrogateescape")):
             ours = outcome(lambda: patched.unquote(text, encoding, errors))  # noqa: B023 - called at once
             assert ours == outcome(lambda: urllib.parse.unquote(text, encoding, errors)), text  # noqa: B023
+    for _ in range(20000):
+        url = "".join(rng.choice("ab:/\n\u00e9X") for _ in range(rng.randint(0, 10)))
+        assert patched._splittype(url) == urllib.parse._splittype(url), url  # type: ignore[attr-defined]
     ipvfuture = re.compile(r"\Av[a-fA-F0-9]+\..+\Z")
     for _ in range(20000):
         host = "v" + "".join(rng.choice("0123456789abcdefABCDEFgv.\n:x") for _ in range(rng.randint(0, 8)))
