@@ -222,6 +222,7 @@ def initialize() -> None:
         abcs.Mapping.register(headers.HeaderPairs)
     for name, labels in metrics.labelled():  # proxywasm build emits their stats_tags
         _proxywasm.log(2, f"{BUILD_FACT_PREFIX}metric-labels {','.join(labels)}\t{name}")
+    metrics.built()
     _proxywasm.log(2, " ".join([CONTEXTS_FACT, *_dispatch.registry.serves()]))  # proxywasm run's listener
     if vm._keep_compiler:  # the snapshotter keeps the compiler's code (proxywasm_build/served_code.py)
         _proxywasm.log(2, KEEP_COMPILER_FACT)

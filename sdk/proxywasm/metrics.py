@@ -20,6 +20,11 @@ metrics created at module level)::
 
     requests_total{route="api",code="200"} 3
 
+Create labelled metrics at module level: the build sees only those. One created later (in
+``on_vm_start``, ``on_configure`` or a request) with a label name no module-level metric has gets
+no ``stats_tags``, and ``/stats/prometheus`` shows its labels inside the name
+(``requests_total_route_api{}``); the SDK logs a warning naming the metric and the line.
+
 Label values are text: ``;`` and control characters become ``_`` (``;`` ends a value in the
 encoding); Envoy escapes ``"`` and ``\\`` in its Prometheus output. Each distinct combination of
 values is a stat Envoy keeps for good: use labels with few values (a route, a status code), never
@@ -28,9 +33,11 @@ user ids or paths.
 
 from __future__ import annotations
 
-from . import hostcalls
+import sys
+
+from . import hostcalls, log
 from .abi import MetricType
-from .errors import UsageError
+from .errors import SDK_DIR, UsageError
 
 _raw = hostcalls.raw
 
@@ -44,6 +51,7 @@ if TYPE_CHECKING:
 _pending: list[_Metric] = []  # created while host calls were not possible (module level)
 _labelled: list[_Metric] = []  # metrics declared with labels, for the build's stats_tags
 _live = False  # this VM has started: define new metrics at once
+_built_labels: frozenset[str] | None = None  # the label names the build saw (see built())
 
 
 def define_pending() -> None:
@@ -94,10 +102,25 @@ class _Metric:
         self._children: dict[tuple[str, ...], Any] = {}
         if label_names:
             _labelled.append(self)
+            if _built_labels is not None and not _built_labels.issuperset(label_names):
+                self._warn_unseen(sorted(set(label_names) - _built_labels))
         elif _live:
             self.metric_id  # noqa: B018 - defined now, so it shows 0 before its first use
         else:
             _pending.append(self)
+
+    def _warn_unseen(self, unseen: list[str]) -> None:
+        frame = sys._getframe(2)
+        while frame.f_back is not None and frame.f_code.co_filename.startswith(SDK_DIR):
+            frame = frame.f_back  # the filter's line that created the metric
+        label, where = unseen[0], f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        log.warn(
+            f"proxywasm: metric {self.name!r} (created at {where}) has labels that no "
+            f"metric created at module level has ({', '.join(unseen)}): proxywasm build saw none of them, so its "
+            f"stats_config has no stats_tags for them and /stats/prometheus shows them inside the metric name "
+            f"({self.name}_{label}_VALUE{{}}). Create labelled metrics at module level, or add stats_tags for "
+            f"these labels to the bootstrap yourself"
+        )
 
     @property
     def metric_id(self) -> int:
@@ -219,3 +242,11 @@ class Histogram(_Metric):
 def labelled() -> list[tuple[str, tuple[str, ...]]]:
     """(name, label names) of every metric declared with labels so far (the build reads this)."""
     return [(m.name, m.label_names) for m in _labelled]
+
+
+def built() -> None:
+    """The build has read :func:`labelled` (the bootstrap, and the local host's native mode, call
+    this after importing the filter): a labelled metric created from now on with a label name
+    none of those has is logged as a warning, since the stats_config has no tag for it."""
+    global _built_labels
+    _built_labels = frozenset(label for metric in _labelled for label in metric.label_names)

@@ -23,12 +23,16 @@ Build: ``proxywasm build filter.py -o {name}.wasm``; try it: ``proxywasm run fil
 import proxywasm
 from proxywasm import Action, Counter, HttpContext, PluginContext
 
+# Metrics are created at module level (the build sees their labels); Envoy defines them in each VM
+# and shows this one as wasmcustom.{name}_refused in /stats.
+REFUSED = Counter("{name}_refused")
+
 
 class RequestCheck(HttpContext):
     def on_request_headers(self, headers, end_of_stream):
         required = self.plugin.required_header
         if required and required not in headers:
-            self.plugin.refused.increment()
+            REFUSED.increment()
             self.send_response(403, f"missing header {{required}}\\n")
             return Action.PAUSE  # the local reply answers the request; the upstream never sees it
         return Action.CONTINUE
@@ -43,11 +47,6 @@ class {cls}Plugin(PluginContext):
     http_context = RequestCheck
     required_header = ""
     greeting = "hello"
-
-    def on_vm_start(self, vm_configuration):
-        # Metrics are defined once per VM; Envoy shows this one as wasmcustom.{name}_refused in /stats.
-        self.refused = Counter("{name}_refused")
-        return True
 
     def on_configure(self, configuration):
         """The plugin configuration is JSON: {{"required_header": "...", "greeting": "..."}}.

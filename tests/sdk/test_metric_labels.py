@@ -3,6 +3,7 @@ turn them into real Prometheus labels in Envoy 1.40's /stats/prometheus."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 import time
 import urllib.request
@@ -14,6 +15,7 @@ import yaml  # type: ignore[import-untyped,unused-ignore]
 from filters import METRICS
 
 from proxywasm import Counter
+from proxywasm.abi import LogLevel
 from proxywasm.metrics import stats_tags
 from proxywasm_build.build import BuildResult, build
 from proxywasm_build.cli import main
@@ -163,3 +165,73 @@ def test_proxywasm_run_serves_the_labels(tmp_path: Path) -> None:
         assert 'requests_total{route="api",code="200"} 1' in prometheus(runner.envoy, "requests_total")
     finally:
         runner.stop()
+
+
+LATE = """
+import proxywasm
+from proxywasm import Counter, HttpContext, PluginContext
+
+requests = Counter("requests_total", labels=("route",))
+
+
+class Count(HttpContext):
+    def on_request_headers(self, headers, end_of_stream):
+        self.plugin.by_tenant.labels(tenant="acme").increment()
+        self.plugin.by_route.labels(route="api").increment()
+        return proxywasm.Action.CONTINUE
+
+
+@proxywasm.register
+class Plugin(PluginContext):
+    http_context = Count
+
+    def on_vm_start(self, vm_configuration):
+        self.by_tenant = Counter("tenant_requests_total", labels=("tenant",))
+        return True
+
+    def on_configure(self, configuration):
+        self.by_route = Counter("route_requests_total", labels=("route",))
+        return True
+"""
+LATE_WARNING = (
+    "proxywasm: metric 'tenant_requests_total' (created at {file}:20) has labels that no metric created at "
+    "module level has (tenant): proxywasm build saw none of them, so its stats_config has no stats_tags for them and "
+    "/stats/prometheus shows them inside the metric name (tenant_requests_total_tenant_VALUE{{}}). Create "
+    "labelled metrics at module level, or add stats_tags for these labels to the bootstrap yourself"
+)
+
+
+def test_a_labelled_metric_the_build_did_not_see_is_warned_about(
+    tmp_path: Path, proxywasm_host: Callable[..., Host], proxywasm_mode: str
+) -> None:
+    # Created in on_vm_start with a label no module-level metric has: no stats_tags for it, so the
+    # SDK says so (once) with the line; created later with a label the build saw: nothing to say.
+    source = tmp_path / "filter.py"
+    source.write_text(LATE)
+    host = proxywasm_host(source, mode=proxywasm_mode)
+    host.request("GET", "/")
+    host.request("GET", "/")
+    expected = LATE_WARNING.format(file=source if proxywasm_mode == "native" else "filter.py")
+    assert [(level, message) for level, message in host.logs if "metric" in message] == [(LogLevel.WARN, expected)]
+    assert host.metric("tenant_requests_total;tenant=acme") == 2
+
+
+def test_envoy_shows_what_the_warning_says(tmp_path: Path) -> None:
+    source = tmp_path / "filter.py"
+    source.write_text(LATE)
+    result = build(source)
+    wasm = tmp_path / "filter.wasm"
+    wasm.write_bytes(result.module)
+    assert result.stats_tags == stats_tags(["route"])
+    with UpstreamServer() as upstream:
+        config = http_bootstrap(upstream_port=upstream.port, plugins=[WasmPlugin(wasm)], stats_tags=result.stats_tags)
+        with Envoy(config) as envoy:
+            with urllib.request.urlopen(envoy.url + "/", timeout=10) as response:
+                assert response.status == 200
+            envoy.wait_for_log(re.escape(LATE_WARNING.format(file="filter.py")))
+            assert prometheus(envoy, "tenant_requests_total_tenant_acme", "route_requests_total") == [
+                "# TYPE route_requests_total counter",
+                'route_requests_total{route="api"} 1',
+                "# TYPE tenant_requests_total_tenant_acme counter",
+                "tenant_requests_total_tenant_acme{} 1",
+            ]

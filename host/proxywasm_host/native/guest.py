@@ -187,6 +187,7 @@ class NativeGuest:
                     "PluginContext subclass with @proxywasm.register"
                 )
             self.rules.check_loaded(set(sys.modules) - before)
+            sys.modules["proxywasm.metrics"].built()  # as the build: labels seen from here on get a warning
             abcs = sys.modules.get("_collections_abc")
             headers = sys.modules["proxywasm.headers"]
             if abcs is not None:
