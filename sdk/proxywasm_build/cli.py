@@ -241,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="build a filter and serve it through a real Envoy on 127.0.0.1")
     p.add_argument("path", help="a filter .py file or package directory")
     p.add_argument("--config", help="plugin configuration: a JSON string, or @file")
-    p.add_argument("--port", type=int, default=10000, help="listener port (default 10000)")
+    p.add_argument(
+        "--port", type=int, default=10000, help="listener port (default 10000; 0: Envoy picks a free one and prints it)"
+    )
     p.add_argument("--admin-port", type=int, default=0, help="Envoy admin port (default: any free port)")
     p.add_argument("--upstream", help="HOST:PORT to proxy to (default: a demo echo server)")
     p.add_argument("--watch", action="store_true", help="rebuild and hot-swap the filter on every save")

@@ -35,7 +35,7 @@ from typing import Any
 
 from .build import BuildResult, build
 from .bundle import BuildError
-from .envoy import Cluster, Envoy, WasmPlugin, http_bootstrap, parse_log, tcp_bootstrap
+from .envoy import Cluster, Envoy, EnvoyError, WasmPlugin, http_bootstrap, parse_log, tcp_bootstrap
 from .upstream import UpstreamServer
 
 FILTER_NAME = "python-filter"
@@ -256,7 +256,15 @@ class Runner:
                 stats_tags=tags,  # labelled metrics become Prometheus labels
             )
         config["static_resources"]["clusters"][0] = upstream.to_dict()
-        self.envoy = Envoy(config, concurrency=self.options.concurrency, workdir=self.workdir / "envoy").start()
+        self.envoy = Envoy(config, concurrency=self.options.concurrency, workdir=self.workdir / "envoy")
+        try:
+            self.envoy.start()  # once it ran, stop() keeps its log (self.envoy.proc is set)
+        except EnvoyError as err:
+            hint = ""
+            if "Address already in use" in str(err):
+                hint = "\na port is taken: --port 0 lets Envoy pick one (or give another --port / --admin-port)"
+            log = self.envoy.log_path
+            raise RunError(f"Envoy could not serve the filter: {err}{hint}\nEnvoy's log: {log}") from None
         self._first_verdict()
         envoy = self.envoy
         if l4:
@@ -283,7 +291,7 @@ class Runner:
             if outcome["update_success"]:
                 return
             if outcome["update_rejected"] or outcome["update_failure"]:
-                raise RunError(f"Envoy rejected the filter:\n{self._rejection(0)}")
+                raise RunError(f"Envoy rejected the filter:\n{self._rejection(0)}\nEnvoy's log: {self.envoy.log_path}")
             if time.monotonic() > deadline:
                 raise RunError(
                     f"Envoy did not load the filter within {_VERDICT_TIMEOUT_S:.0f}s; see {self.envoy.log_path}"
@@ -416,7 +424,8 @@ class Runner:
             self.envoy.stop()
         if self.upstream is not None:
             self.upstream.stop()
-        if self._own_workdir and (not keep_logs or self.envoy is None or self.envoy.proc is None):
+        log = self.envoy.log_path if self.envoy is not None and self.envoy.workdir is not None else None
+        if self._own_workdir and (not keep_logs or log is None or not log.exists()):
             shutil.rmtree(self.workdir, ignore_errors=True)  # no log to keep when Envoy never ran
         elif self._own_workdir:
             for wasm in self.workdir.glob("filter-*.wasm"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -209,6 +210,9 @@ def test_rejected_first_configuration_exits_with_envoys_reason(
     assert "Filesystem config update rejected" in text
     assert "serving" not in text  # no claim to serve, and no Envoy left behind
     assert not re.search(r"pid: \d+", text)
+    log = Path(re.findall(r"Envoy's log: (\S+)", text)[-1])  # kept for a look afterwards
+    assert "Filesystem config update rejected" in log.read_text()
+    shutil.rmtree(log.parents[1])
 
 
 def test_bad_cluster_flag_is_refused_before_anything_starts(tmp_path: Path) -> None:
@@ -342,3 +346,25 @@ def test_an_l4_filter_is_served_on_a_tcp_listener_and_reloads(tmp_path: Path) ->
         assert get(port, "/still")[0] == 200  # the L4 version keeps serving
     finally:
         runner.stop()
+
+
+def test_a_taken_port_says_so_and_keeps_envoys_log(tmp_path: Path) -> None:
+    import socket
+
+    source = tmp_path / "filter.py"
+    source.write_text(CALLOUT_FILTER)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_to_end(str(source), "--port", str(port), env={**os.environ, "TMPDIR": str(scratch)})
+    assert result.returncode == 1, result.stderr
+    assert "error: Envoy could not serve the filter: Envoy exited with code 1 before becoming ready" in result.stderr
+    assert f"cannot bind '127.0.0.1:{port}': Address already in use" in result.stderr
+    assert "a port is taken: --port 0 lets Envoy pick one" in result.stderr
+    # The log it names is still there, with the reason in it (the folder keeps only the logs).
+    log = Path(re.findall(r"Envoy's log: (\S+)", result.stderr)[-1])
+    assert log.is_relative_to(scratch) and "Address already in use" in log.read_text()
+    assert not list(scratch.glob("proxywasm-run-*/filter-*.wasm"))
