@@ -97,8 +97,12 @@ NOT_AN_ACTION = (
 def test_host_a_result_that_is_not_an_action_is_named_and_fails_closed(wasm: Path, mode: Mode) -> None:
     source = built_or_source(wasm, mode)
     for path, what in BAD_RESULTS:
-        with pytest.raises(AuthorMistake, match="^" + re.escape(f"Stream.on_request_headers {what}")):
+        with pytest.raises(AuthorMistake, match="^" + re.escape(f"Stream.on_request_headers {what}")) as raised:
             Host.load(source, mode=mode).request("GET", path)
+        # Raised from the request headers' call, not from the failure reply's on_response_headers
+        # that ran after it (the traceback a test shows ends where the mistake was made).
+        frames = [frame.name for frame in raised.traceback]
+        assert "decode_headers" in frames and "encode_headers" not in frames, frames
         host = Host.load(source, mode=mode, raise_on_mistake=False)
         response = host.request("GET", path)
         assert (response.status, response.upstream_request) == (500, None)  # the default policy: FAIL_CLOSED

@@ -89,6 +89,7 @@ class Vm:
         self.raise_on_trap = raise_on_trap
         self.raise_on_mistake = raise_on_mistake
         self._mistakes: list[str] = []  # author-mistake lines logged during the running call
+        self._in_after_actions = False  # a call made by an after-call action leaves them to its caller
         self.guest: Guest | None = None
         self.host_functions = HostFunctions(self)
         self.logs: list[tuple[int, str]] = []
@@ -163,9 +164,15 @@ class Vm:
             self.current, self.effective_id = saved
             if self._depth == 0:
                 stopped = self.stop_next_iteration
-                self.run_after_actions()  # may call the guest again (a local reply's callbacks)
+                outer, self._in_after_actions = self._in_after_actions, True
+                try:
+                    self.run_after_actions()  # may call the guest again (a local reply's callbacks)
+                finally:
+                    self._in_after_actions = outer
                 self.last_call_stopped = stopped  # this call's, not theirs
-        if self._depth == 0 and self._mistakes:
+        # Raised from the call that started it all, after its actions ran: a mistake in
+        # on_request_headers is not reported from the failure reply's on_response_headers.
+        if self._depth == 0 and self._mistakes and not self._in_after_actions:
             mistakes, self._mistakes = self._mistakes, []
             raise AuthorMistake("\n".join(m.removeprefix(AUTHOR_MISTAKE_PREFIX) for m in mistakes), self.logs)
         return result
