@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 def _format_logs(logs: Sequence[tuple[int, str]], limit: int = 50) -> str:
@@ -12,6 +13,14 @@ def _format_logs(logs: Sequence[tuple[int, str]], limit: int = 50) -> str:
     tail = list(logs)[-limit:]
     lines = [f"  [{names[lvl] if 0 <= lvl < len(names) else lvl}] {msg}" for lvl, msg in tail]
     return "\nfilter logs:\n" + "\n".join(lines)
+
+
+def hide_host_frames(excinfo: Any) -> bool:
+    """pytest's ``__tracebackhide__`` for the host's own modules: their frames are left out of a
+    failing test's traceback when the error is about the filter (a :class:`ProxyWasmHostError`,
+    whose message says what and where), and shown for anything else (a bug of the host).
+    ``pytest --full-trace`` shows them all."""
+    return bool(excinfo.errisinstance(ProxyWasmHostError))
 
 
 class ProxyWasmHostError(Exception):

@@ -21,12 +21,14 @@ from .emulator.http import STREAM_IDLE_TIMEOUT_MS, HttpStream, UpstreamHandler, 
 from .emulator.network import Connection
 from .emulator.process import Envoy, ForeignFunction
 from .emulator.vm import Vm
-from .errors import ConfigureError, LoadError, NotServed, WasmTrap
+from .errors import ConfigureError, LoadError, NotServed, WasmTrap, hide_host_frames
 from .messages import CUT_OFF, RESET, SLOW, UNREACHABLE, GrpcReply, Request, Response, Route, Tls, pairs_of, to_response
 from .native.guest import NativeGuest
 from .wasm.guest import WasmGuest
 from .wasm.memory import GuestMemory
 from .wasm.module import Compiled, compile_module, load_path
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
 
 ConfigInput = bytes | str | dict[str, Any] | list[Any] | None
 

@@ -46,3 +46,26 @@ def test_fixture_and_report_section(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*proxywasm filter logs*", "*on_request_headers*"])
+
+
+def test_a_filters_error_shows_without_the_hosts_frames(pytester: pytest.Pytester) -> None:
+    # An author mistake (a ProxyWasmHostError: its message says what and where) ends at the test's
+    # line; the host's own frames are left out (hide_host_frames), and --full-trace shows them.
+    (pytester.path / "filter.py").write_text(
+        "import proxywasm\n\n\n@proxywasm.register\nclass Check(proxywasm.HttpContext):\n"
+        "    def on_request_headers(self, headers, end_of_stream):\n        return 'continue'\n"
+    )
+    pytester.makepyfile(
+        """
+        from pathlib import Path
+
+        def test_it(proxywasm_host, proxywasm_mode):
+            proxywasm_host(Path(__file__).parent / "filter.py", mode=proxywasm_mode).request("GET", "/")
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*AuthorMistake: Check.on_request_headers returned 'continue'*"])
+    assert "proxywasm_host/" not in result.stdout.str()
+    full = pytester.runpytest_subprocess("--full-trace")
+    assert "proxywasm_host/emulator/vm.py" in full.stdout.str()

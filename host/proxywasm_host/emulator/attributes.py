@@ -19,6 +19,10 @@ from google.protobuf import struct_pb2
 
 from proxywasm.abi import Status, encode_map
 
+from ..errors import hide_host_frames
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
+
 if TYPE_CHECKING:
     from .contexts import Context
     from .vm import Vm

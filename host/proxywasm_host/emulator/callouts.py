@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from proxywasm.abi import BufferType, LogLevel, MapType, Status
 
+from ..errors import hide_host_frames
 from ..messages import GrpcReply, Request, Response, pairs_of
 from .headers import HeaderMap
 from .http1 import PSEUDO_SENT, as_parsed, refused_details, refused_header
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
 
 if TYPE_CHECKING:
     from .process import Timer

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from ..errors import hide_host_frames
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
+
 if TYPE_CHECKING:
     from .headers import HeaderMap
     from .http_filter import HttpFilter

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from proxywasm.abi import StreamType
 
-from ..errors import EnvoyCrash
+from ..errors import EnvoyCrash, hide_host_frames
 from . import local_reply
 from .headers import HeaderMap, response_status
 from .http_filter import (
@@ -42,6 +42,8 @@ from .http_filter import (
     STOP_ALL_AND_WATERMARK,
     HttpFilter,
 )
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
 
 if TYPE_CHECKING:
     from .vm import Vm

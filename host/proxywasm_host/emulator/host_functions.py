@@ -13,10 +13,13 @@ from typing import TYPE_CHECKING
 
 from proxywasm.abi import BufferType, LogLevel, MapType, MetricType, Status, StreamType
 
+from ..errors import hide_host_frames
 from . import attributes
 from .callouts import start_grpc, start_http_call
 from .headers import HeaderMap
 from .http_filter import HttpFilter
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
 
 if TYPE_CHECKING:
     from .contexts import Context

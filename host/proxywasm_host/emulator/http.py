@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from proxywasm.abi import Action, LogLevel, StreamType
 
-from ..errors import BodyOverrun, StreamStalled
+from ..errors import BodyOverrun, StreamStalled, hide_host_frames
 from ..messages import Request, Response, Route, Tls, pairs_of, to_response
 from . import http1
 from .attributes import metadata_message
 from .filter_manager import DEFAULT_BUFFER_LIMIT, FilterManager
 from .headers import HeaderInput, HeaderMap, response_status
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
 
 if TYPE_CHECKING:
     from .contexts import Context

@@ -38,7 +38,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from ..errors import hide_host_frames
 from .headers import HeaderMap, response_status
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
 
 Frames = list[tuple[bytes, bool]]
 

@@ -24,7 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from proxywasm.abi import BufferType, MapType, StreamType
 
+from ..errors import hide_host_frames
 from .headers import HeaderMap
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
 
 if TYPE_CHECKING:
     from .contexts import Context

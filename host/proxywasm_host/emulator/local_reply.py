@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import hide_host_frames
 from .headers import HeaderMap
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
 
 Pairs = list[tuple[bytes, bytes]]
 

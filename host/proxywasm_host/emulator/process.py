@@ -18,6 +18,10 @@ from typing import TYPE_CHECKING
 
 from proxywasm.abi import LogLevel, MetricType, Status
 
+from ..errors import hide_host_frames
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
+
 if TYPE_CHECKING:
     from .vm import Vm
 

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from proxywasm.abi import AUTHOR_MISTAKE_PREFIX, LogLevel, MetricType
 
-from ..errors import AuthorMistake, WasmTrap
+from ..errors import AuthorMistake, WasmTrap, hide_host_frames
 from .contexts import Context, Plugin
 from .http1 import ConnectionPools
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
 
 if TYPE_CHECKING:
     from .callouts import GrpcCallout, HttpCallout

@@ -17,6 +17,10 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
+from ..errors import hide_host_frames
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
+
 MESSAGE = "compiling Python source at run time is not available in the served module: do it at import time"
 
 _STDLIB = tuple({str(Path(sysconfig.get_paths()[key]).resolve()) for key in ("stdlib", "platstdlib")})

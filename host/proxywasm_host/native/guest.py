@@ -38,11 +38,13 @@ import proxywasm
 from proxywasm.abi import CALLBACKS, BufferType, LogLevel, loggable
 
 from ..emulator.vm import GuestTrap, Vm
-from ..errors import LoadError
+from ..errors import LoadError, hide_host_frames
 from .budget import HANG_AFTER_S, NativeBudget
 from .compiler import CompilerGuard
 from .imports import ImportRules, NoExtensions
 from .proxywasm_module import AtBuildTime, ProxyWasmModule
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
 
 _PRIVATE = ("proxywasm", "_proxywasm")
 _CONFIGURING = frozenset({"on_vm_start", "on_configure", "validate_configuration"})  # CONFIGURE_FACTOR budgets

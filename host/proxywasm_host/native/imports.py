@@ -27,7 +27,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..errors import LoadError
+from ..errors import LoadError, hide_host_frames
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
 
 _EXTENSIONS = (*importlib.machinery.EXTENSION_SUFFIXES, ".so", ".pyd", ".dylib")
 

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 from proxywasm.abi import Status, decode_map, encode_map
 
 from ..emulator.http1 import BAD_NAME, BAD_VALUE
+from ..errors import hide_host_frames
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
 
 if TYPE_CHECKING:
     from ..emulator.host_functions import HostFunctions

@@ -20,6 +20,9 @@ from wasmtime import _func as wasmtime_func
 from wasmtime._func import maybe_raise_last_exn
 
 from ..emulator.vm import GuestTrap
+from ..errors import hide_host_frames
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
 
 _I32 = ffi.WASMTIME_I32.value
 _I64 = ffi.WASMTIME_I64.value

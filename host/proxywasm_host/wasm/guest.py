@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 
 import wasmtime
 
-from ..errors import LoadError
+from ..errors import LoadError, hide_host_frames
 from .calls import TypedFunc, host_func
 from .imports import ABI_0_1_0, ABI_0_2_0, ABI_0_2_1, Import, lookup
 from .memory import GuestMemory
 from .module import Compiled, engine
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
 
 if TYPE_CHECKING:
     from ..emulator.host_functions import HostFunctions

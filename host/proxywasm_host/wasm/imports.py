@@ -15,6 +15,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from proxywasm.abi import Status, decode_map, encode_map
 
+from ..errors import hide_host_frames
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
+
 if TYPE_CHECKING:
     from .guest import WasmGuest
 

@@ -13,6 +13,10 @@ from collections.abc import Callable
 
 import wasmtime
 
+from ..errors import hide_host_frames
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
+
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 

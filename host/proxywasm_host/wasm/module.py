@@ -17,7 +17,10 @@ import wasmtime
 
 from proxywasm_build import compiled
 
+from ..errors import hide_host_frames
 from .template import Fill, public_exports, split
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
 
 _ENGINE: wasmtime.Engine | None = None
 

@@ -33,6 +33,10 @@ import wasmtime
 
 from proxywasm_build import wasm
 
+from ..errors import hide_host_frames
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
+
 #: The export a template adds for the memory when the module does not export it. The guest never
 #: sees exports; :func:`public_exports` hides it from the host's own views.
 PRIVATE_EXPORT = "proxywasm-host:memory"

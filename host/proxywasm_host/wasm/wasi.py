@@ -7,7 +7,10 @@ import os
 import struct
 from typing import TYPE_CHECKING
 
+from ..errors import hide_host_frames
 from .imports import host_function
+
+__tracebackhide__ = hide_host_frames  # pytest leaves these frames out for the filter's errors
 
 if TYPE_CHECKING:
     from .guest import WasmGuest
