@@ -167,8 +167,30 @@ def _explain(output: str, source: Path) -> str:
         match = _FRAME.match(line)
         if match and not match.group(1).startswith(("/stdlib", "<frozen", "proxywasm/", "/bundle/proxywasm/")):
             where = f"{match.group(1)}:{match.group(2)}"
+    if "registers no filter" in what:  # the bootstrap's own check: its message names the file
+        return what.split(": ", 1)[-1]
     prefix = f"{base / where}: " if where else f"{source}: "
     message = f"{prefix}importing the filter failed: {what}"
-    if "registers no filter" in what:
-        message = f"{source}: {what.split(': ', 1)[-1]}"
-    return f"{message}\n\n{output}" if where else message + (f"\n\n{output}" if output else "")
+    trace = _without_sdk_frames(output)
+    return f"{message}\n\n{trace}" if trace else message
+
+
+def _without_sdk_frames(output: str) -> str:
+    """The guest's traceback without the frames that led into the filter's import (the SDK's
+    bootstrap and importer, importlib's) and the importer's own anywhere (its message says what it
+    refused): each a ``File`` line and the indented lines under it. From the first frame of the
+    filter's (or a dependency's) on, the other frames stay."""
+    kept: list[str] = []
+    leading_in = skipping = False
+    for line in output.splitlines():
+        frame = _FRAME.match(line)
+        if frame:
+            file = frame.group(1)
+            skipping = leading_in and file.startswith(("/bundle/proxywasm/", "proxywasm/", "<frozen "))
+            leading_in = skipping
+            skipping = skipping or file.endswith("proxywasm/_bootstrap.py")
+        elif not line.startswith("    "):  # "Traceback ...", the exception line, a chained one's header
+            leading_in, skipping = line.startswith("Traceback"), False
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept).strip("\n")

@@ -56,6 +56,7 @@ def test_filter_that_registers_nothing(tmp_path: Path) -> None:
     message = build_error(path)
     assert "registers no filter" in message
     assert "@proxywasm.register" in message
+    assert message.count("filter.py") == 1 and "Traceback" not in message  # the SDK's frames say nothing
 
 
 def test_import_error_at_build_time_names_the_line(tmp_path: Path) -> None:
@@ -63,6 +64,10 @@ def test_import_error_at_build_time_names_the_line(tmp_path: Path) -> None:
     message = build_error(path)
     assert "filter.py:3" in message
     assert "No module named 'no_such_module_anywhere'" in message
+    # The traceback starts at the filter's line: the bootstrap and importlib frames that led there are gone.
+    trace = message.split("Traceback (most recent call last):\n", 1)[1].splitlines()
+    assert trace[:2] == ['  File "filter.py", line 3, in <module>', "    import no_such_module_anywhere"], trace
+    assert "/bundle/proxywasm/" not in message and "<frozen" not in message
 
 
 def test_exception_while_importing_the_filter(tmp_path: Path) -> None:
