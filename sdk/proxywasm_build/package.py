@@ -367,17 +367,18 @@ def _kubernetes_name(text: str) -> str:
 
 
 def check_plugin(
-    module: bytes, module_path: Path, options: IstioOptions, *, check_config: bool = True
+    module: bytes, module_path: Path, options: IstioOptions, *, resource: str = "", check_config: bool = True
 ) -> tuple[str, ...]:
     """What the manifests would make of the module, checked before they are written: a ``type``
     the module does not serve (Istio would attach an L4-only filter as an HTTP filter, where it
     never runs, or the reverse), and a ``plugin_config`` its ``on_configure`` rejects (loaded in the
-    local host with the manifests' plugin name and VM environment, as the sidecar's Envoy would
-    load it; Envoy would reject the plugin). Raises ValueError for either; returns notes on checks
-    that could not be made or were inconclusive: the local host has none of the mesh's clusters,
-    so an ``on_configure`` that failed on a host call (an ``http_call`` to a mesh cluster) is a
-    note, not an error; a rejection with ``--env NAME`` values from the proxy (unset here) says
-    so. ``check_config=False`` skips the configuration."""
+    local host as the sidecar's Envoy would load it: root id ``pluginName``, plugin name
+    ``NAMESPACE.NAME`` of the ``resource`` as Istio's pilot names it, ``default`` without a
+    namespace, and the VM environment; Envoy would reject the plugin). Raises ValueError for either;
+    returns notes on checks that could not be made or were inconclusive: the local host has none of
+    the mesh's clusters, so an ``on_configure`` that failed on a host call (an ``http_call`` to a
+    mesh cluster) is a note, not an error; a rejection with ``--env NAME`` values from the proxy
+    (unset here) says so. ``check_config=False`` skips the configuration."""
     serves = module_serves(module, options.plugin_name)  # the plugin Envoy's root id (pluginName) selects
     if serves:
         if options.type == "HTTP" and "http" not in serves:
@@ -399,8 +400,16 @@ def check_plugin(
     env = {key: value for key, value in options.env.items() if value is not None}
     from_proxy = sorted(key for key, value in options.env.items() if value is None)
     config = json.dumps(options.plugin_config, sort_keys=True)  # Istio hands pluginConfig over as JSON text
+    envoy_name = f"{options.namespace or 'default'}.{options.name or resource}"  # istio pilot: Namespace + "." + Name
     try:
-        Host.load(module, root_id=options.plugin_name, plugin_config=config, env=env, raise_on_mistake=False)
+        Host.load(
+            module,
+            root_id=options.plugin_name,
+            plugin_name=envoy_name,
+            plugin_config=config,
+            env=env,
+            raise_on_mistake=False,
+        )
     except ConfigureError as err:
         text = str(err)
         # The exception that ended on_configure, as the filter's traceback names it last.
@@ -417,7 +426,8 @@ def check_plugin(
         )  # fmt: skip
         raise ValueError(
             f"--plugin-config: the plugin does not start with this configuration (loaded in the local host as the "
-            f"sidecar's Envoy would load it, plugin name {options.plugin_name!r}), so Envoy would reject it "
+            f"sidecar's Envoy would load it: root id {options.plugin_name!r} (pluginName), plugin name "
+            f"{envoy_name!r} (namespace.name)), so Envoy would reject it "
             f"(--no-config-check skips this check):\n{text}{hint}"
         ) from None
     except ProxyWasmHostError as err:
@@ -450,8 +460,9 @@ def package(
     options = istio or IstioOptions()
     if not options.plugin_name and ids:
         options = replace(options, plugin_name=ids[0])
-    notes = check_plugin(module, module_path, options, check_config=check_config)
     name, tag = split_image(image or f"{module_path.stem}:latest")
+    resource = _kubernetes_name(name.rsplit("/", 1)[-1])
+    notes = check_plugin(module, module_path, options, resource=resource, check_config=check_config)
     images: list[Image] = []
     refs: list[str] = []
     if fmt in ("compat", "both"):
@@ -479,8 +490,8 @@ def package(
     base = out.stem if out.suffix == ".tar" else out.name
     written = {}
     for kind in ISTIO_KINDS:
-        resource = istio_resource(kind, _kubernetes_name(name.rsplit("/", 1)[-1]), url, images[0].digest, options)
+        manifest = istio_resource(kind, resource, url, images[0].digest, options)
         path = out.with_name(f"{base}.{kind.lower()}.yaml")
-        path.write_text(istio_yaml(resource, images[0].variant))
+        path.write_text(istio_yaml(manifest, images[0].variant))
         written[kind] = path
     return Package(tuple(images), tuple(refs), out, written["WasmPlugin"], written["TrafficExtension"], url, notes)

@@ -314,3 +314,33 @@ def test_a_configuration_that_needs_the_mesh_is_noted_not_refused(build_filter: 
         package(wasm, tmp_path / "c", istio=IstioOptions(plugin_config={"ok": False}))
     unchecked = package(wasm, tmp_path / "d", istio=IstioOptions(plugin_config={"ok": False}), check_config=False)
     assert unchecked.notes == ()
+
+
+NAMED = """
+import proxywasm
+from proxywasm import HttpContext, PluginContext
+
+
+class Stream(HttpContext):
+    pass
+
+
+@proxywasm.register(root_id="named")
+class Named(PluginContext):
+    http_context = Stream
+
+    def on_configure(self, configuration):
+        return self.plugin_name == "prod.edge-limits"  # route metadata and shared data are keyed by it
+"""
+
+
+def test_the_config_check_names_the_plugin_as_istio_does(build_filter: Any, tmp_path: Path) -> None:
+    # Istio's pilot: PluginConfig.name is "<namespace>.<WasmPlugin name>", root_id is pluginName.
+    from proxywasm_build.package import IstioOptions
+
+    wasm = build_filter(NAMED)
+    options = IstioOptions(name="edge-limits", namespace="prod", plugin_name="named", plugin_config={})
+    assert package(wasm, tmp_path / "a", istio=options).notes == ()
+    with pytest.raises(ValueError) as refused:
+        package(wasm, tmp_path / "b", image="registry.local/edge:1", istio=IstioOptions(plugin_config={}))
+    assert "root id '' (pluginName), plugin name 'default.edge' (namespace.name)" in str(refused.value)
