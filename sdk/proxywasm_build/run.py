@@ -258,7 +258,7 @@ class Runner:
         config["static_resources"]["clusters"][0] = upstream.to_dict()
         self.envoy = Envoy(config, concurrency=self.options.concurrency, workdir=self.workdir / "envoy")
         try:
-            self.envoy.start()  # once it ran, stop() keeps its log (self.envoy.proc is set)
+            self.envoy.start()  # once Envoy has written a log, stop() keeps it (after a failure)
         except EnvoyError as err:
             hint = ""
             if "Address already in use" in str(err):
