@@ -61,7 +61,10 @@ def _describe(value: object) -> str:
 
 
 def _closest(word: str, options: Iterable[str]) -> str | None:
-    """The option at edit distance at most 2 from ``word`` (a misspelt key), if any."""
+    """The option at edit distance at most 2 from ``word`` (a misspelt key), if any; else the one
+    option that begins or ends with ``word``, or that ``word`` begins or ends with, the shorter of
+    the two 3 characters or more: ``timeout`` for ``timeout_ms`` (a unit or qualifier left out)."""
+    options = list(options)
     best, best_distance = None, 3
     for option in options:
         previous = list(range(len(option) + 1))
@@ -72,6 +75,15 @@ def _closest(word: str, options: Iterable[str]) -> str | None:
             previous = current
         if previous[-1] < best_distance:
             best, best_distance = option, previous[-1]
+    if best is None:
+        extended = [
+            option
+            for option in options
+            for short, long in [sorted((word, option), key=len)]
+            if len(short) >= 3 and (long.startswith(short) or long.endswith(short))
+        ]
+        if len(extended) == 1:
+            best = extended[0]
     return best
 
 

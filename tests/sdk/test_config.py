@@ -119,6 +119,19 @@ def test_done_refuses_an_unknown_key_and_suggests_a_misspelt_one() -> None:
     assert problem(config.done) == "hedaer: unknown key (did you mean 'header'?)"
     other = parsed({"zzz": 1})
     assert problem(other.done) == "zzz: unknown key"
+    # A key with its unit or qualifier left out: the one key it begins or ends.
+    short = parsed({"timeout": 5, "id": 1})
+    short.integer("timeout_ms", 1000)
+    short.string("client_id", "")
+    assert problem(short.done) == "timeout: unknown key (did you mean 'timeout_ms'?)"
+    short.ignore("timeout")
+    assert problem(short.done) == "id: unknown key"  # too short to guess from
+    both = parsed({"limit": 5})
+    both.integer("limit_rps", 1)
+    both.integer("limit_burst", 1)
+    assert problem(both.done) == "limit: unknown key"  # two candidates: no guess
+    required = parsed({"timeout": 5})
+    assert problem(lambda: required.integer("timeout_ms")).endswith("(is 'timeout' a misspelling?)")
 
 
 def test_the_cpu_budget_key_is_the_runtime_s_and_not_unknown() -> None:
