@@ -163,60 +163,66 @@ def test_json_imports_no_re(build_filter: Callable[[str], Path], filter_imports_
         assert answer[3].startswith("No module named 're' in this filter"), answer
 
 
-BASE64 = """
-import base64
-import binascii
+# A call's answer as text, the same from the VM and from CPython: its repr, or the exception it
+# raised. The filters below carry it, and the tests run it with the test process's modules.
+ANSWER = """
+def answer(call):
+    try:
+        return repr(call())
+    except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
+        return f"{type(exc).__name__}: {exc}"
+"""
+
+# The calls the base64 filter makes, also run here with CPython's base64 for the expected answers.
+BASE64_CALLS = (
+    ANSWER
+    + """
+
+def base64_answers(base64):
+    lines = []
+    for data in [b"", b"00ff", b"00FF", b"0G", b"abc", b"ABC", b"12 3", b"\\xff\\xfe", bytearray(b"CAFE"), "C0DE"]:
+        for casefold in (False, True):
+            lines.append(answer(lambda: base64.b16decode(data, casefold)))
+    lines.append(answer(lambda: base64.b64decode(b"dXNlcjpwYXNz")))
+    lines.append(answer(lambda: base64.urlsafe_b64decode(b"-_8=")))
+    lines.append(answer(lambda: base64.b32decode(b"MFRGG===")))
+    return lines
+"""
+)
+
+
+def answering_filter(module: str, calls: str, answers: str) -> str:
+    """A filter that imports ``module`` and answers every request with whether the build imported
+    ``re``, then the lines ``answers`` (an expression over the functions of ``calls``) gives."""
+    return f"""
 import sys
+import {module}
 
 import proxywasm
 from proxywasm import HttpContext
 
 IMPORTED_RE = "re" in sys.modules
-INPUTS = [b"", b"00ff", b"00FF", b"0G", b"abc", b"ABC", b"12 3", b"\\xff\\xfe", bytearray(b"CAFE"), "C0DE"]
-
-
-def answer(call):
-    try:
-        return repr(call())
-    except (binascii.Error, ValueError, TypeError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-
+{calls}
 
 @proxywasm.register
-class Decode(HttpContext):
+class Answer(HttpContext):
     def on_request_headers(self, headers, end_of_stream):
-        lines = [f"re: {IMPORTED_RE}"]
-        for data in INPUTS:
-            for casefold in (False, True):
-                lines.append(answer(lambda: base64.b16decode(data, casefold)))
-        lines.append(answer(lambda: base64.b64decode(b"dXNlcjpwYXNz")))
-        lines.append(answer(lambda: base64.urlsafe_b64decode(b"-_8=")))
-        lines.append(answer(lambda: base64.b32decode(b"MFRGG===")))
+        lines = [f"re: {{IMPORTED_RE}}", *{answers}]
         self.send_response(200, "\\n".join(lines))
         return proxywasm.Action.PAUSE
 """
 
 
+BASE64 = answering_filter("base64", BASE64_CALLS, "base64_answers(base64)")
+
+
 def test_base64_imports_no_re_and_answers_as_cpython_does(build_filter: Callable[[str], Path]) -> None:
     import base64
-    import binascii
 
-    def answer(call: Callable[[], object]) -> str:
-        try:
-            return repr(call())
-        except (binascii.Error, ValueError, TypeError) as exc:
-            return f"{type(exc).__name__}: {exc}"
-
-    inputs: list[bytes | bytearray | str] = [b"", b"00ff", b"00FF", b"0G", b"abc", b"ABC", b"12 3", b"\xff\xfe"]
-    inputs += [bytearray(b"CAFE"), "C0DE"]
-    lines = ["re: False"]
-    for data in inputs:
-        for casefold in (False, True):
-            lines.append(answer(lambda: base64.b16decode(data, casefold)))  # noqa: B023 - called at once
-    lines.append(answer(lambda: base64.b64decode(b"dXNlcjpwYXNz")))
-    lines.append(answer(lambda: base64.urlsafe_b64decode(b"-_8=")))
-    lines.append(answer(lambda: base64.b32decode(b"MFRGG===")))
-    assert Host.load(build_filter(BASE64)).request("GET", "/").body.decode().split("\n") == lines
+    calls: dict[str, Any] = {}
+    exec(BASE64_CALLS, calls)
+    expected = ["re: False", *calls["base64_answers"](base64)]
+    assert Host.load(build_filter(BASE64)).request("GET", "/").body.decode().split("\n") == expected
 
 
 def test_the_whitespace_stand_in_matches_as_re_does() -> None:
@@ -244,13 +250,9 @@ def test_the_whitespace_stand_in_matches_as_re_does() -> None:
 
 
 # The calls the filter makes, also run here with CPython's urllib.parse for the expected answers.
-URL_CALLS = """
-def answer(call):
-    try:
-        return repr(call())
-    except ValueError as exc:
-        return f"{type(exc).__name__}: {exc}"
-
+URL_CALLS = (
+    ANSWER
+    + """
 
 def url_answers(parse, quoted, urls):
     lines = []
@@ -265,27 +267,12 @@ def url_answers(parse, quoted, urls):
     lines.append(answer(lambda: parse.urlencode({"q": "a b", "n": "\\u00e9"})))
     return lines
 """
+)
 QUOTED = ["", "abc", "a%20b", "%C3%A9t%C3%A9", "%zz%4", "%E2%82", "caf\u00e9%20%C3%A9", "\u00e9%C3", "%C3\u00e9",
           "\u6f22%2F\U0001f600%41x", "a+b%2Bc", "\ud800%41"]  # fmt: skip
 URLS = ["http://[v1.x]/p", "http://[v1.]/", "http://[vg.x]/", "http://[v.x]/", "http://[::1]:80/p?q=1#f",
         "http://[1.2.3.4]/", "https://user:pw@example.com:8443/a/b;p?x=1&y=%C3%A9#frag", "http://[vAf.:]/"]  # fmt: skip
-URL_FILTER = f"""
-import sys
-import urllib.parse
-
-import proxywasm
-from proxywasm import HttpContext
-
-IMPORTED_RE = "re" in sys.modules
-{URL_CALLS}
-
-@proxywasm.register
-class Parse(HttpContext):
-    def on_request_headers(self, headers, end_of_stream):
-        lines = [f"re: {{IMPORTED_RE}}", *url_answers(urllib.parse, {QUOTED!r}, {URLS!r})]
-        self.send_response(200, "\\n".join(lines))
-        return proxywasm.Action.PAUSE
-"""
+URL_FILTER = answering_filter("urllib.parse", URL_CALLS, f"url_answers(urllib.parse, {QUOTED!r}, {URLS!r})")
 
 
 def test_urllib_parse_imports_no_re_and_answers_as_cpython_does(build_filter: Callable[[str], Path]) -> None:
